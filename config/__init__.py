@@ -1,0 +1,5 @@
+"""Settings for every shelfstream process."""
+
+from config.settings import Settings, load_settings
+
+__all__ = ["Settings", "load_settings"]

