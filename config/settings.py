@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     truck_capacity: int = Field(default=400, ge=1)
     travel_seconds: float = Field(default=2.0, ge=0)
 
+    health_file: str = "/tmp/shelfstream-health"
+
     # --- embedded AWS ----------------------------------------------------------------------------
     region: str = "us-east-1"
 

@@ -62,7 +62,9 @@ def aio_session() -> AioSession:
 
 
 @asynccontextmanager
-async def aio_client(service: str, settings: Settings, session: AioSession | None = None) -> AsyncIterator[Any]:
+async def aio_client(
+    service: str, settings: Settings, session: AioSession | None = None
+) -> AsyncIterator[Any]:
     """An aiobotocore client for the long-running async paths (producers, processor, dispatcher)."""
     sess = session or get_session()
     async with sess.create_client(service, region_name=region(settings), config=_CONFIG) as client:

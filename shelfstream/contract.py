@@ -83,7 +83,7 @@ class Product(_Event, tag="product", frozen=True, kw_only=True):
 Event: TypeAlias = Sale | Refund | Restock | Count | Product
 EVENT_TYPES: Final = ("sale", "refund", "restock", "count", "product")
 
-_decoder: Final = msgspec.json.Decoder(Event)
+_decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -114,6 +114,11 @@ def encode(obj: object) -> bytes:
 def format_ts(ts_ms: int) -> str:
     """Epoch milliseconds to the contract's RFC 3339 UTC form, e.g. ``2026-08-01T10:15:30.123Z``."""
     return (_EPOCH + dt.timedelta(milliseconds=ts_ms)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def to_datetime(ts_ms: int) -> dt.datetime:
+    """Epoch milliseconds to an aware UTC datetime, for building events in the shell."""
+    return _EPOCH + dt.timedelta(milliseconds=ts_ms)
 
 
 def parse_ts(text: str) -> int:
@@ -178,7 +183,7 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="
 Alert: TypeAlias = RestockRequest | OutOfStock | ProductChange | Anomaly
 ALERT_KINDS: Final = ("restock_request", "out_of_stock", "anomaly", "product_change")
 
-_alert_decoder: Final = msgspec.json.Decoder(Alert)
+_alert_decoder: Final[msgspec.json.Decoder[Alert]] = msgspec.json.Decoder(Alert)
 
 
 def decode_alert(raw: bytes | str) -> Alert:

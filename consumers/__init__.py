@@ -1,0 +1,1 @@
+"""Consumers of the processor's output: the truck dispatch worker."""

@@ -1,0 +1,1 @@
+"""The stream processor: a pure core (processors.core) and the shell that feeds it from Kinesis."""

@@ -1,0 +1,146 @@
+"""On-hand stock per (store, product), the catalog, and the stock rules that raise requests and alerts.
+
+Stock follows stream order (per store, the order in the shard). It may go negative (oversold) and is
+never clamped; a product at or below zero raises one out-of-stock alert until it is back above zero.
+A product at or below its restock threshold raises one restock request, which stays open until a
+restock for that product arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from processors.core.effects import Effects
+from shelfstream.contract import (
+    Count,
+    OutOfStock,
+    Product,
+    ProductChange,
+    Refund,
+    Restock,
+    RestockRequest,
+    Sale,
+    alert_id,
+    format_ts,
+)
+
+Key = tuple[str, str]
+
+
+@dataclass(slots=True)
+class CatalogEntry:
+    name: str | None = None
+    category: str | None = None
+    price: float | None = None
+    restock_threshold: int | None = None
+    target_stock: int | None = None
+
+
+@dataclass(slots=True)
+class Inventory:
+    default_threshold: int
+    default_target: int
+    stock: dict[Key, int] = field(default_factory=dict)
+    catalog: dict[Key, CatalogEntry] = field(default_factory=dict)
+    open_requests: dict[Key, str] = field(default_factory=dict)
+    out_of_stock: set[Key] = field(default_factory=set)
+
+    def sale(self, ev: Sale, out: Effects) -> None:
+        key = (ev.store_id, ev.product_id)
+        self._changed(key, self.stock.get(key, 0) - ev.quantity, ev.event_id, ev.ts_ms, out)
+
+    def refund(self, ev: Refund, out: Effects) -> None:
+        key = (ev.store_id, ev.product_id)
+        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev.event_id, ev.ts_ms, out)
+
+    def restock(self, ev: Restock, out: Effects) -> None:
+        key = (ev.store_id, ev.product_id)
+        self.open_requests.pop(key, None)
+        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev.event_id, ev.ts_ms, out)
+
+    def count(self, ev: Count, out: Effects) -> None:
+        key = (ev.store_id, ev.product_id)
+        self._changed(key, ev.count, ev.event_id, ev.ts_ms, out)
+
+    def product(self, ev: Product, out: Effects) -> None:
+        key = (ev.store_id, ev.product_id)
+        entry = self.catalog.get(key)
+        if entry is None:
+            self.catalog[key] = CatalogEntry(
+                ev.name, ev.category, ev.price, ev.restock_threshold, ev.target_stock
+            )
+            return
+        changes: dict[str, tuple[str | float | None, str | float | None]] = {}
+        if ev.name is not None and ev.name != entry.name:
+            if entry.name is not None:
+                changes["name"] = (entry.name, ev.name)
+            entry.name = ev.name
+        if ev.price is not None and ev.price != entry.price:
+            if entry.price is not None:
+                changes["price"] = (entry.price, ev.price)
+            entry.price = ev.price
+        if ev.category is not None:
+            entry.category = ev.category
+        if ev.restock_threshold is not None:
+            entry.restock_threshold = ev.restock_threshold
+        if ev.target_stock is not None:
+            entry.target_stock = ev.target_stock
+        if changes:
+            out.alerts.append(
+                ProductChange(
+                    alert_id=alert_id("product_change", ev.store_id, ev.product_id, ev.event_id),
+                    store_id=ev.store_id,
+                    ts=format_ts(ev.ts_ms),
+                    product_id=ev.product_id,
+                    changes=changes,
+                )
+            )
+
+    def threshold_of(self, key: Key) -> tuple[int, int]:
+        entry = self.catalog.get(key)
+        threshold = self.default_threshold
+        target = self.default_target
+        if entry is not None:
+            if entry.restock_threshold is not None:
+                threshold = entry.restock_threshold
+            if entry.target_stock is not None:
+                target = entry.target_stock
+        return threshold, max(target, threshold + 1)
+
+    def _changed(self, key: Key, on_hand: int, cause: str, ts_ms: int, out: Effects) -> None:
+        self.stock[key] = on_hand
+        if on_hand <= 0:
+            if key not in self.out_of_stock:
+                self.out_of_stock.add(key)
+                out.alerts.append(
+                    OutOfStock(
+                        alert_id=alert_id("out_of_stock", key[0], key[1], cause),
+                        store_id=key[0],
+                        ts=format_ts(ts_ms),
+                        product_id=key[1],
+                        on_hand=on_hand,
+                    )
+                )
+        elif key in self.out_of_stock:
+            self.out_of_stock.discard(key)
+        threshold, target = self.threshold_of(key)
+        if on_hand <= threshold and key not in self.open_requests:
+            rid = alert_id("restock_request", key[0], key[1], cause)
+            self.open_requests[key] = rid
+            out.requests.append(
+                RestockRequest(
+                    alert_id=rid,
+                    store_id=key[0],
+                    ts=format_ts(ts_ms),
+                    product_id=key[1],
+                    on_hand=on_hand,
+                    threshold=threshold,
+                    requested_quantity=target - on_hand,
+                )
+            )
+
+    def by_store(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        for (store, product), qty in sorted(self.stock.items()):
+            result.setdefault(store, {})[product] = qty
+        return result

@@ -1,0 +1,175 @@
+"""Reads one shard: a GetRecords loop feeding that shard's core, sending its effects, checkpointing.
+
+Order per batch: apply records -> send effects -> (maybe) checkpoint state + last sequence number.
+A crash between send and checkpoint replays the batch: the core's dedup makes the state exact again
+and the repeated sends carry the same deterministic ids, which consumers drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from config import Settings
+from processors.checkpoints import S3Checkpoints
+from processors.core import Effects, ShardCore
+from processors.sinks import Sinks
+from shelfstream.retry import backoff_s, error_code, is_retryable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStatus:
+    records: int = 0
+    batches: int = 0
+    empty_polls: int = 0
+    millis_behind: int = 0
+    checkpoints: int = 0
+    throttles: int = 0
+    caught_up_at: float = 0.0
+    ended: bool = False
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        shard_id: str,
+        kinesis: Any,
+        core: ShardCore,
+        sinks: Sinks,
+        checkpoints: S3Checkpoints,
+        settings: Settings,
+        start_after: str | None,
+        on_effects: Callable[[str, Effects], None] | None = None,
+    ) -> None:
+        self.shard_id = shard_id
+        self.core = core
+        self.status = WorkerStatus()
+        self._kinesis = kinesis
+        self._sinks = sinks
+        self._checkpoints = checkpoints
+        self._settings = settings
+        self._last_seq = start_after
+        self._checkpointed_seq = start_after
+        self._on_effects = on_effects
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+
+    async def _iterator(self) -> str:
+        args: dict[str, Any] = {"StreamName": self._settings.stream_name, "ShardId": self.shard_id}
+        if self._last_seq is None:
+            args["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            args["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            args["StartingSequenceNumber"] = self._last_seq
+        resp = await self._kinesis.get_shard_iterator(**args)
+        return str(resp["ShardIterator"])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self._settings
+        iterator: str | None = await self._iterator()
+        idle = 0
+        failures = 0
+        while not stop.is_set() and iterator is not None:
+            poll_started = time.monotonic()
+            try:
+                resp = await self._kinesis.get_records(
+                    ShardIterator=iterator, Limit=settings.get_records_limit
+                )
+                failures = 0
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "ExpiredIteratorException":
+                    iterator = await self._iterator()
+                    continue
+                if not is_retryable(exc):
+                    raise
+                self.status.throttles += code == "ProvisionedThroughputExceededException"
+                failures += 1
+                await _sleep(stop, backoff_s(failures, settings.poll_interval_s))
+                continue
+            records = resp.get("Records", [])
+            self.status.millis_behind = int(resp.get("MillisBehindLatest", 0) or 0)
+            iterator = resp.get("NextShardIterator")
+            if records:
+                idle = 0
+                apply = self.core.apply
+                for record in records:
+                    apply(record["Data"], record["SequenceNumber"])
+                await self._emit()
+                self._last_seq = records[-1]["SequenceNumber"]
+                self.status.records += len(records)
+                self.status.batches += 1
+                self._since_checkpoint += len(records)
+                await self._maybe_checkpoint()
+            else:
+                self.status.empty_polls += 1
+                if self.status.millis_behind == 0:
+                    self.status.caught_up_at = poll_started
+            if iterator is None:
+                break
+            if len(records) < settings.get_records_limit:
+                delay = min(settings.poll_interval_s * (2 ** min(idle, 4)), settings.max_poll_interval_s)
+                idle += 1
+                await _sleep(stop, delay)
+            else:
+                # A full batch: more is waiting. Stay under the 5 GetRecords calls/s per shard limit.
+                await _sleep(stop, max(0.0, 0.2 - (time.monotonic() - poll_started)))
+        self.status.ended = iterator is None
+        await self.checkpoint()
+
+    async def _emit(self) -> None:
+        effects = self.core.drain()
+        if not effects:
+            return
+        sinks = self._sinks
+        if effects.requests:
+            await sinks.send_requests(effects.requests)
+        if effects.alerts:
+            await sinks.publish_alerts(effects.alerts)
+        if effects.archive:
+            await sinks.archive(effects.archive)
+        if effects.windows:
+            await sinks.archive_windows(effects.windows)
+        if effects.rejected:
+            await sinks.keep_rejected(self.shard_id, effects.rejected)
+        if self._on_effects is not None:
+            self._on_effects(self.shard_id, effects)
+
+    async def _maybe_checkpoint(self) -> None:
+        settings = self._settings
+        due = time.monotonic() - self._last_checkpoint >= settings.checkpoint_every_s
+        if due or self._since_checkpoint >= settings.checkpoint_every_records:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Store state + the sequence number it reflects (effects were sent before this point)."""
+        await self._emit()
+        if self._last_seq == self._checkpointed_seq and not self.status.ended:
+            self._last_checkpoint = time.monotonic()
+            return
+        await self._checkpoints.save(self.shard_id, self._last_seq, self.core, self.status.ended)
+        self._checkpointed_seq = self._last_seq
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.status.checkpoints += 1
+        log.info(
+            "checkpoint",
+            extra={"shard_id": self.shard_id, "sequence_number": self._last_seq, "ended": self.status.ended},
+        )
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when asked to stop."""
+    if seconds <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,223 @@
+"""Where the core's effects go: SQS (restock requests), SNS (alerts), Firehose (archive, windows),
+S3 (rejected records). Each sink batches to its service's limit and retries only the entries that
+failed; an entry that keeps failing goes to the dead-letter prefix in S3 with its reason, so nothing
+is lost and one bad entry never stops the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from config import Settings
+from processors.core import RejectedRecord
+from shelfstream.contract import Alert, Anomaly, RestockRequest, alert_kind, encode
+from shelfstream.retry import backoff_s
+
+log = logging.getLogger(__name__)
+
+SQS_BATCH = 10
+SNS_BATCH = 10
+FIREHOSE_BATCH = 500
+FIREHOSE_BATCH_BYTES = 4 * 1024 * 1024
+ATTEMPTS = 6
+
+
+@dataclass
+class SinkStats:
+    requests_sent: int = 0
+    alerts_published: int = 0
+    archived: int = 0
+    windows_archived: int = 0
+    rejected_kept: int = 0
+    entry_retries: int = 0
+    dead_lettered: int = 0
+
+
+async def _retry_entries(
+    entries: Sequence[Any],
+    send: Callable[[Sequence[Any]], Awaitable[list[tuple[int, str]]]],
+    stats: SinkStats,
+    base_s: float,
+) -> list[tuple[Any, str]]:
+    """Send `entries`; `send` returns the indices that failed with their error. Retries only those."""
+    pending = list(entries)
+    for attempt in range(ATTEMPTS):
+        failures = await send(pending)
+        if not failures:
+            return []
+        stats.entry_retries += len(failures)
+        last = [(pending[i], reason) for i, reason in failures]
+        pending = [entry for entry, _ in last]
+        if attempt < ATTEMPTS - 1:
+            await asyncio.sleep(backoff_s(attempt, base_s))
+    return last
+
+
+class Sinks:
+    def __init__(self, clients: Any, settings: Settings, resources: Any) -> None:
+        self._sqs = clients["sqs"]
+        self._sns = clients["sns"]
+        self._firehose = clients["firehose"]
+        self._s3 = clients["s3"]
+        self._settings = settings
+        self._resources = resources
+        self.stats = SinkStats()
+        self._base_s = settings.put_base_backoff_s
+
+    # --- SQS: restock requests ----------------------------------------------------------------
+
+    async def send_requests(self, requests: Sequence[RestockRequest]) -> None:
+        for start in range(0, len(requests), SQS_BATCH):
+            chunk = requests[start : start + SQS_BATCH]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": encode(req).decode(),
+                    "MessageAttributes": {
+                        "kind": {"DataType": "String", "StringValue": "restock_request"},
+                        "store_id": {"DataType": "String", "StringValue": req.store_id},
+                        "alert_id": {"DataType": "String", "StringValue": req.alert_id},
+                    },
+                }
+                for i, req in enumerate(chunk)
+            ]
+
+            async def send(batch: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+                renumbered = [dict(entry, Id=str(i)) for i, entry in enumerate(batch)]
+                resp = await self._sqs.send_message_batch(
+                    QueueUrl=self._resources.restock_queue_url, Entries=renumbered
+                )
+                return [
+                    (int(f["Id"]), f"{f.get('Code')}: {f.get('Message', '')}") for f in resp.get("Failed", [])
+                ]
+
+            failed = await _retry_entries(entries, send, self.stats, self._base_s)
+            self.stats.requests_sent += len(chunk) - len(failed)
+            await self._dead_letter("sqs-restock", [(e["MessageBody"].encode(), r) for e, r in failed])
+
+    # --- SNS: alerts ---------------------------------------------------------------------------
+
+    async def publish_alerts(self, alerts: Sequence[Alert]) -> None:
+        for start in range(0, len(alerts), SNS_BATCH):
+            chunk = alerts[start : start + SNS_BATCH]
+            entries = [
+                {
+                    "Id": str(i),
+                    "Message": encode(alert).decode(),
+                    "MessageAttributes": message_attributes(alert),
+                }
+                for i, alert in enumerate(chunk)
+            ]
+
+            async def send(batch: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+                renumbered = [dict(entry, Id=str(i)) for i, entry in enumerate(batch)]
+                resp = await self._sns.publish_batch(
+                    TopicArn=self._resources.topic_arn, PublishBatchRequestEntries=renumbered
+                )
+                return [
+                    (int(f["Id"]), f"{f.get('Code')}: {f.get('Message', '')}") for f in resp.get("Failed", [])
+                ]
+
+            failed = await _retry_entries(entries, send, self.stats, self._base_s)
+            self.stats.alerts_published += len(chunk) - len(failed)
+            await self._dead_letter("sns-alerts", [(e["Message"].encode(), r) for e, r in failed])
+
+    # --- Firehose: archive and window results ------------------------------------------------
+
+    async def archive(self, records: Sequence[bytes]) -> None:
+        sent = await self._firehose_put(self._resources.archive_firehose, records, "firehose-archive")
+        self.stats.archived += sent
+
+    async def archive_windows(self, records: Sequence[bytes]) -> None:
+        sent = await self._firehose_put(self._resources.windows_firehose, records, "firehose-windows")
+        self.stats.windows_archived += sent
+
+    async def _firehose_put(self, stream: str, records: Sequence[bytes], dead_name: str) -> int:
+        sent = 0
+        for chunk in _firehose_chunks(records):
+            entries = [{"Data": data if data.endswith(b"\n") else data + b"\n"} for data in chunk]
+
+            async def send(batch: Sequence[dict[str, bytes]]) -> list[tuple[int, str]]:
+                resp = await self._firehose.put_record_batch(DeliveryStreamName=stream, Records=list(batch))
+                if not resp.get("FailedPutCount"):
+                    return []
+                return [
+                    (i, f"{r.get('ErrorCode')}: {r.get('ErrorMessage', '')}")
+                    for i, r in enumerate(resp["RequestResponses"])
+                    if r.get("ErrorCode")
+                ]
+
+            failed = await _retry_entries(entries, send, self.stats, self._base_s)
+            sent += len(chunk) - len(failed)
+            await self._dead_letter(dead_name, [(e["Data"], r) for e, r in failed])
+        return sent
+
+    # --- S3: rejected records and the dead letters -------------------------------------------
+
+    async def keep_rejected(self, shard_id: str, rejected: Sequence[RejectedRecord]) -> None:
+        """One object per batch, keyed by the batch's first sequence number: a replay overwrites it."""
+        if not rejected:
+            return
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        body = b"".join(
+            encode(
+                {
+                    "shard_id": shard_id,
+                    "sequence_number": r.ref,
+                    "reason": r.reason,
+                    "record": r.record.decode("utf-8", "replace"),
+                }
+            )
+            + b"\n"
+            for r in rejected
+        )
+        key = f"{self._settings.rejected_prefix}stream/dt={day}/{shard_id}-{rejected[0].ref}.jsonl"
+        await self._s3.put_object(Bucket=self._resources.bucket, Key=key, Body=body)
+        self.stats.rejected_kept += len(rejected)
+
+    async def _dead_letter(self, sink: str, failed: Sequence[tuple[bytes, str]]) -> None:
+        if not failed:
+            return
+        body = b"".join(
+            encode({"sink": sink, "reason": reason, "record": data.decode("utf-8", "replace")}) + b"\n"
+            for data, reason in failed
+        )
+        digest = hashlib.sha1(body).hexdigest()[:16]
+        key = f"{self._settings.rejected_prefix}dead-letter/{sink}/{digest}.jsonl"
+        await self._s3.put_object(Bucket=self._resources.bucket, Key=key, Body=body)
+        self.stats.dead_lettered += len(failed)
+        log.error("dead-lettered entries", extra={"sink": sink, "count": len(failed), "key": key})
+
+
+def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
+    """SNS attributes so subscribers can filter on kind, store and (anomalies) severity."""
+    attrs = {
+        "kind": {"DataType": "String", "StringValue": alert_kind(alert)},
+        "store_id": {"DataType": "String", "StringValue": alert.store_id},
+    }
+    if isinstance(alert, Anomaly):
+        attrs["severity"] = {"DataType": "Number", "StringValue": str(alert.severity)}
+    return attrs
+
+
+def _firehose_chunks(records: Sequence[bytes]) -> list[list[bytes]]:
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for data in records:
+        if current and (len(current) >= FIREHOSE_BATCH or size + len(data) + 1 > FIREHOSE_BATCH_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(data)
+        size += len(data) + 1
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+__all__ = ["SinkStats", "Sinks", "message_attributes"]

@@ -1,0 +1,180 @@
+"""The `shelfstream` command line (CONTRACT.md section 3).
+
+Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from pydantic import ValidationError
+
+from shelfstream import __version__
+from shelfstream.errors import ShelfstreamError, UsageError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shelfstream", description="Real-time retail inventory and sales analytics on AWS.")
+    parser.add_argument("--version", action="version", version=f"shelfstream {__version__}")
+    parser.add_argument(
+        "--log-level", default=None, help="level of the JSON logs on stderr (default INFO; demo: WARNING)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("demo", help="the whole loop in one process on the embedded local AWS")
+    p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds of simulated trading")
+    p.add_argument("--stores", type=_positive_int, default=6, help="number of simulated stores")
+    p.add_argument("--products", type=_positive_int, default=12, help="products per store")
+    p.add_argument("--speed", type=_positive_float, default=120.0, help="store minutes per wall minute")
+    p.add_argument("--rate", type=_positive_float, default=None, help="cap on events per second")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the simulated stores")
+    p.add_argument("--summary", metavar="FILE", help="also write the summary as JSON to FILE")
+    p.add_argument("--no-live", action="store_true", help="no live view, just the summary")
+    p.set_defaults(handler=_lazy("shelfstream.demo", "cmd_demo"))
+
+    p = sub.add_parser("local-aws", help="serve the embedded local AWS on 127.0.0.1 until stopped")
+    p.add_argument("--port", type=_port, default=4566, help="port (0 picks a free one)")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_local_aws"))
+
+    p = sub.add_parser("provision", help="create every stream, bucket, topic and queue (safe to repeat)")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_provision"))
+
+    p = sub.add_parser("simulate", help="simulated stores produce events to Kinesis")
+    p.add_argument("--stores", type=_positive_int, default=10)
+    p.add_argument("--products", type=_positive_int, default=20)
+    p.add_argument("--rate", type=_positive_float, default=None, help="cap on events per second")
+    p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds to run")
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="store time per wall time")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_simulate"))
+
+    p = sub.add_parser("replay", help="produce the events of a JSON-lines file to Kinesis")
+    p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_replay"))
+
+    p = sub.add_parser("process", help="the stream processor; runs until SIGTERM/SIGINT")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_process"))
+
+    p = sub.add_parser("dispatch", help="the truck dispatch worker; runs until SIGTERM/SIGINT")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_dispatch"))
+
+    p = sub.add_parser("inventory", help="on-hand stock as the processor last checkpointed it")
+    p.add_argument("--store", help="only this store")
+    p.add_argument("--json", action="store_true", help="print JSON (the shape of backtest's inventory.json)")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_inventory"))
+
+    p = sub.add_parser("alerts", help="alerts received on the alerts topic")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for alerts")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_alerts"))
+
+    p = sub.add_parser("backtest", help="the processor's logic over a JSON-lines file, no AWS at all")
+    p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
+    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_backtest"))
+    return parser
+
+
+def _lazy(module: str, name: str) -> Handler:
+    """Import a command's module only when it runs, so `--help` stays fast."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        handler: Handler = getattr(importlib.import_module(module), name)
+        return handler(args)
+
+    return run
+
+
+def _aws_message(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        op = getattr(exc, "operation_name", "call")
+        return f"AWS {op} failed: {err.get('Code', 'Unknown')}: {err.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found: configure a profile or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    if isinstance(exc, NoRegionError):
+        return "no AWS region configured: set AWS_REGION"
+    return f"AWS error: {exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from shelfstream import logs
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(args.log_level or ("WARNING" if args.command == "demo" else "INFO"))
+    try:
+        code: Any = args.handler(args)
+    except UsageError as exc:
+        print(f"shelfstream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ShelfstreamError as exc:
+        print(f"shelfstream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        print(f"shelfstream: error: bad setting SHELFSTREAM_{where.upper()}: {first['msg']}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as exc:
+        print(f"shelfstream: error: {_aws_message(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("shelfstream: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return int(code or 0)
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Long-running services behind the command line: each builds its clients, runs until SIGTERM or
+SIGINT, then drains, flushes and checkpoints before returning."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from config import Settings
+from consumers.dispatcher import Dispatcher
+from processors.stream_processor import StreamProcessor
+from producers.kinesis_writer import KinesisWriter
+from shelfstream.aws import AioClients
+from shelfstream.clock import ScaledClock
+from shelfstream.lifecycle import heartbeat, stop_on_signals
+from shelfstream.provision import resolve
+
+log = logging.getLogger(__name__)
+
+PROCESSOR_SERVICES = ("kinesis", "sqs", "sns", "firehose", "s3")
+
+
+async def run_processor(settings: Settings) -> dict[str, Any]:
+    resources = resolve(settings)
+    stop = stop_on_signals()
+    async with AioClients(settings, *PROCESSOR_SERVICES) as clients:
+        processor = StreamProcessor(settings, clients, resources)
+        beat = asyncio.create_task(heartbeat(settings.health_file, stop))
+        log.info("processor started", extra={"stream": settings.stream_name})
+        await processor.run(stop)
+        stop.set()
+        await beat
+        stats = processor.stats()
+        log.info(
+            "processor stopped",
+            extra={"records": processor.records_read(), "rejected": stats.events_rejected},
+        )
+        return {"records": processor.records_read(), "alerts": dict(processor.alert_counts)}
+
+
+async def run_dispatcher(settings: Settings) -> dict[str, Any]:
+    resources = resolve(settings)
+    stop = stop_on_signals()
+    async with AioClients(settings, "kinesis", "sqs") as clients:
+        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        dispatcher = Dispatcher(
+            settings, clients["sqs"], resources.restock_queue_url, writer, ScaledClock.wall(), wait_seconds=10
+        )
+        beat = asyncio.create_task(heartbeat(settings.health_file, stop))
+        log.info("dispatcher started", extra={"queue": resources.restock_queue_url})
+        await dispatcher.run(stop)
+        await writer.close()
+        stop.set()
+        await beat
+        return {"deliveries": dispatcher.stats.deliveries, "duplicates": dispatcher.stats.duplicates_dropped}
