@@ -160,11 +160,15 @@ class Dispatcher:
             if not isinstance(request, RestockRequest):
                 raise ValueError(f"not a restock request: {type(request).__name__}")
         except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-            # Left on the queue: after maxReceiveCount receives SQS moves it to the dead-letter queue.
+            # Left on the queue and made visible again at once: after maxReceiveCount receives SQS moves
+            # it to the dead-letter queue, where people can read it.
             self.stats.poison_messages += 1
             log.error(
                 "unreadable restock request",
                 extra={"reason": str(exc), "message_id": message.get("MessageId")},
+            )
+            await self._sqs.change_message_visibility(
+                QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
             )
             return
         if not await self._log.claim(request.alert_id):

@@ -20,6 +20,19 @@ def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _require_input(path: str) -> None:
+    """Refuse a missing input before any progress bar is drawn, so the error stays one line."""
+    from pathlib import Path
+
+    if path == "-":
+        return
+    file = Path(path)
+    if not file.exists():
+        raise UsageError(f"input file {path} does not exist")
+    if file.is_dir():
+        raise UsageError(f"input {path} is a directory, not a JSON-lines file")
+
+
 def cmd_local_aws(args: argparse.Namespace) -> int:
     from shelfstream.localaws import serve
 
@@ -109,6 +122,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from processors.backtest import run_backtest
     from processors.stream_processor import core_config
 
+    _require_input(args.file)
     settings = load_settings()
     config = core_config(settings, archive=False)
     console = Console(stderr=True)
@@ -129,3 +143,103 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"{summary['events_per_second']:,} events/s -> {args.out}"
     )
     return 0
+
+
+def _dead_letter_path() -> str:
+    """Where producers keep records Kinesis would not take (never silently dropped)."""
+    from pathlib import Path
+
+    folder = Path(".shelfstream")
+    folder.mkdir(exist_ok=True)
+    return str(folder / "producer-dead-letter.jsonl")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from producers.kinesis_writer import KinesisWriter
+    from producers.replay import ReplayStats, replay_file
+    from shelfstream.aws import AioClients
+    from shelfstream.provision import resolve
+
+    _require_input(args.file)
+    require_aws()
+    settings = load_settings()
+    resolve(settings)
+    console = Console(stderr=True)
+
+    async def go() -> tuple[ReplayStats, int]:
+        async with AioClients(settings, "kinesis") as clients:
+            writer = KinesisWriter(
+                clients["kinesis"], settings.stream_name, settings, dead_letter_path=_dead_letter_path()
+            )
+            with Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+            ) as bar:
+                task = bar.add_task("replay: 0 records", total=None)
+                stats = await replay_file(
+                    args.file,
+                    writer,
+                    progress=lambda s: bar.update(task, description=f"replay: {s.sent:,} records"),
+                )
+            await writer.close()
+            return stats, writer.stats.failed
+
+    stats, failed = asyncio.run(go())
+    _out().print(
+        f"replayed {stats.sent:,} records ({stats.no_store_id} without a store id, "
+        f"{stats.blank} blank lines, {failed} dead-lettered) to {settings.stream_name}"
+    )
+    return 1 if failed else 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from producers.kinesis_writer import KinesisWriter
+    from producers.replay import SimulationStats, run_simulation
+    from producers.simulator import StoreSimulator
+    from shelfstream.aws import AioClients
+    from shelfstream.provision import resolve
+
+    require_aws()
+    settings = load_settings()
+    resolve(settings)
+    console = Console(stderr=True)
+    simulator = StoreSimulator(args.seed, args.stores, args.products, int(time.time() * 1000))
+
+    async def go() -> tuple[SimulationStats, int]:
+        async with AioClients(settings, "kinesis") as clients:
+            writer = KinesisWriter(
+                clients["kinesis"], settings.stream_name, settings, dead_letter_path=_dead_letter_path()
+            )
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
+            ) as bar:
+                task = bar.add_task("simulate: 0 records", total=args.duration)
+                started = time.monotonic()
+
+                def progress(s: SimulationStats) -> None:
+                    bar.update(
+                        task,
+                        completed=time.monotonic() - started,
+                        description=f"simulate: {s.records_put:,} records",
+                    )
+
+                stats = await run_simulation(
+                    writer,
+                    simulator,
+                    rate=args.rate,
+                    duration_s=args.duration,
+                    speed=args.speed,
+                    ledger=None,
+                    progress=progress,
+                )
+            await writer.close()
+            return stats, writer.stats.failed
+
+    stats, failed = asyncio.run(go())
+    _out().print(f"simulated {args.stores} stores: {stats.records_put:,} records put, {failed} dead-lettered")
+    return 1 if failed else 0

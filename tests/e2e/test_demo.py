@@ -1,0 +1,49 @@
+"""The whole loop: `shelfstream demo` as a user runs it, on its own embedded AWS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHELFSTREAM_"))}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shelfstream.cli",
+            "demo",
+            "--duration",
+            "20",
+            "--stores",
+            "4",
+            "--no-live",
+            "--summary",
+            str(summary_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["inventory_reconciled"] is True
+    assert summary["deliveries"] > 0
+    assert summary["restock_requests"] >= summary["deliveries"]
+    assert summary["events_processed"] == summary["events_produced"]
+    assert summary["events_rejected"] > 0  # the simulator sends a few bad records on purpose
+    assert summary["duplicates_ignored"] > 0  # and a few repeats
+    for key in ("events_produced", "alerts", "seconds"):
+        assert key in summary
+    assert "inventory_reconciled" in result.stdout  # the summary table is printed

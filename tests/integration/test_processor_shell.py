@@ -1,0 +1,217 @@
+"""The stream processor and the truck dispatcher against the embedded AWS, over the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from config import Settings
+from consumers.dispatcher import Dispatcher
+from processors.checkpoints import S3Checkpoints
+from processors.stream_processor import StreamProcessor
+from producers.kinesis_writer import KinesisWriter
+from shelfstream.aws import AioClients
+from shelfstream.clock import ScaledClock
+from shelfstream.contract import RestockRequest, alert_id, decode_alert, encode, format_ts
+from shelfstream.provision import Resources
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_785_571_200_000
+SERVICES = ("kinesis", "sqs", "sns", "firehose", "s3")
+
+
+def event(kind: str, eid: str, store: str, product: str, t: int, **fields: Any) -> bytes:
+    body = {"type": kind, "event_id": eid, "store_id": store, "ts": format_ts(T0 + t * 1000)}
+    return orjson.dumps({**body, "product_id": product, **fields})
+
+
+def workload() -> tuple[list[tuple[bytes, str]], dict[str, dict[str, int]]]:
+    """Eight stores: a stock take, sales down to a stock-out, a refund; plus bad records and repeats."""
+    records: list[tuple[bytes, str]] = []
+    expected: dict[str, dict[str, int]] = {}
+    for s in range(8):
+        store = f"store-{s:03d}"
+        records.append((event("count", f"{store}-c", store, "milk", 0, count=8), store))
+        for i in range(10):
+            records.append(
+                (event("sale", f"{store}-s{i}", store, "milk", i + 1, quantity=1, unit_price=1.2), store)
+            )
+        records.append((event("refund", f"{store}-r", store, "milk", 20, quantity=1, unit_price=1.2), store))
+        expected[store] = {"milk": 8 - 10 + 1}
+    records.append((records[3][0], records[3][1]))  # a redelivered sale
+    records.append((records[5][0], records[5][1]))
+    records.append((b"{not json", "store-000"))
+    records.append((b'{"type":"sale","event_id":"x","store_id":"store-001"}', "store-001"))
+    return records, expected
+
+
+async def produce(settings: Settings, records: list[tuple[bytes, str]]) -> None:
+    async with (
+        AioClients(settings, "kinesis") as clients,
+        KinesisWriter(clients["kinesis"], settings.stream_name, settings) as writer,
+    ):
+        for data, key in records:
+            await writer.put(data, key)
+
+
+async def process_until_caught_up(settings: Settings, resources: Resources) -> StreamProcessor:
+    stop = asyncio.Event()
+    async with AioClients(settings, *SERVICES) as clients:
+        processor = StreamProcessor(settings, clients, resources)
+        task = asyncio.create_task(processor.run(stop))
+        assert await processor.wait_caught_up(timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    return processor
+
+
+def s3_lines(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    lines = []
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        lines.extend(json.loads(line) for line in body.splitlines() if line.strip())
+    return lines
+
+
+async def test_processor_keeps_stock_sends_effects_and_checkpoints(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    import boto3
+
+    settings, resources = provisioned
+    settings = settings.model_copy(update={"shard_count": 2})
+    records, expected = workload()
+    await produce(settings, records)
+
+    processor = await process_until_caught_up(settings, resources)
+    assert processor.inventory() == expected
+    stats = processor.stats()
+    assert stats.events_rejected == 2
+    assert stats.duplicates_ignored == 2
+    assert len(processor.workers) == 2  # every shard was read
+
+    s3 = boto3.client("s3")
+    rejected = s3_lines(s3, resources.bucket, settings.rejected_prefix)
+    assert sorted(r["record"] for r in rejected) == sorted(
+        ["{not json", '{"type":"sale","event_id":"x","store_id":"store-001"}']
+    )
+    assert all(r["reason"] and r["shard_id"].startswith("shardId-") for r in rejected)
+
+    archived = s3_lines(s3, resources.bucket, settings.events_prefix)
+    assert len(archived) == len(records) - 4  # every valid event once, repeats and rejects not
+    assert len({a["event_id"] for a in archived}) == len(archived)
+
+    sqs = boto3.client("sqs")
+    bodies = []
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=resources.restock_queue_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=0,
+        )
+        if not got.get("Messages"):
+            break
+        for m in got["Messages"]:
+            assert m["MessageAttributes"]["kind"]["StringValue"] == "restock_request"
+            bodies.append(decode_alert(m["Body"]))
+            sqs.delete_message(QueueUrl=resources.restock_queue_url, ReceiptHandle=m["ReceiptHandle"])
+    assert sorted(b.store_id for b in bodies) == sorted(expected)  # one open request per store and product
+    assert all(isinstance(b, RestockRequest) and b.on_hand == 5 for b in bodies)
+
+    inbox = []
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=resources.alerts_queue_url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=0,
+        )
+        if not got.get("Messages"):
+            break
+        for m in got["Messages"]:
+            inbox.append(decode_alert(m["Body"]))
+            sqs.delete_message(QueueUrl=resources.alerts_queue_url, ReceiptHandle=m["ReceiptHandle"])
+    assert sorted(a.store_id for a in inbox) == sorted(expected)  # one out-of-stock per store
+    assert {a.on_hand for a in inbox} == {0}  # type: ignore[union-attr]
+
+    # A restart resumes after the checkpoint: nothing is read twice, the state is the same.
+    again = await process_until_caught_up(settings, resources)
+    assert again.records_read() == 0
+    assert again.inventory() == expected
+    async with AioClients(settings, "s3") as clients:
+        store = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        checkpoints = [await store.load(shard) for shard in processor.workers]
+    assert all(c is not None and c.sequence_number for c in checkpoints)
+
+
+async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    import boto3
+
+    settings, resources = provisioned
+    settings = settings.model_copy(update={"travel_seconds": 0.0, "trucks": 2})
+    request = RestockRequest(
+        alert_id=alert_id("restock_request", "store-001", "milk", "e9"),
+        store_id="store-001",
+        ts=format_ts(T0),
+        product_id="milk",
+        on_hand=3,
+        threshold=5,
+        requested_quantity=37,
+    )
+    sqs = boto3.client("sqs")
+    for _ in range(2):  # the processor sent it twice (a replay after a crash)
+        sqs.send_message(QueueUrl=resources.restock_queue_url, MessageBody=encode(request).decode())
+    sqs.send_message(QueueUrl=resources.restock_queue_url, MessageBody="{garbage")
+
+    delivered: list[Any] = []
+    stop = asyncio.Event()
+    async with AioClients(settings, "kinesis", "sqs") as clients:
+        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        dispatcher = Dispatcher(
+            settings,
+            clients["sqs"],
+            resources.restock_queue_url,
+            writer,
+            ScaledClock(T0, 1.0),
+            on_delivery=delivered.append,
+            wait_seconds=1,
+        )
+        task = asyncio.create_task(dispatcher.run(stop))
+        for _ in range(100):
+            dlq = sqs.get_queue_attributes(
+                QueueUrl=resources.restock_dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+            )
+            if dispatcher.stats.deliveries and int(dlq["Attributes"]["ApproximateNumberOfMessages"]) == 1:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await writer.close()
+        from tests.integration.conftest import read_all_shards
+
+        stream = await read_all_shards(clients["kinesis"], settings.stream_name)
+
+    assert dispatcher.stats.deliveries == 1
+    assert dispatcher.stats.duplicates_dropped == 1
+    assert dispatcher.stats.poison_messages == settings.max_receive_count
+    restocks = [orjson.loads(r["Data"]) for records in stream.values() for r in records]
+    assert len(restocks) == 1
+    assert restocks[0]["type"] == "restock"
+    assert restocks[0]["quantity"] == 37
+    assert restocks[0]["event_id"] == f"delivery-{request.alert_id}"
+    assert delivered[0].truck_id.startswith("truck-")
+    dead = sqs.receive_message(QueueUrl=resources.restock_dlq_url, WaitTimeSeconds=0)["Messages"]
+    assert dead[0]["Body"] == "{garbage"
+    left = sqs.get_queue_attributes(
+        QueueUrl=resources.restock_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert left == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
