@@ -3,6 +3,7 @@ from ``AWS_ENDPOINT_URL*``, ``AWS_REGION``/``AWS_DEFAULT_REGION`` and profiles, 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -52,9 +53,16 @@ def point_at(endpoint: str) -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+@functools.cache
+def _boto3_session(endpoint: str | None) -> boto3.session.Session:
+    # One session per endpoint: building a session costs ~0.1 s (it loads the service models).
+    return boto3.session.Session()
+
+
 def sync_client(service: str, settings: Settings) -> Any:
     """A boto3 client for one-shot commands (provision, inventory, query)."""
-    return boto3.session.Session().client(service, region_name=region(settings), config=_CONFIG)
+    session = _boto3_session(os.environ.get("AWS_ENDPOINT_URL"))
+    return session.client(service, region_name=region(settings), config=_CONFIG)
 
 
 def aio_session() -> AioSession:

@@ -1,0 +1,428 @@
+"""Create (``provision``) or look up (``resolve``) every AWS resource the app uses.
+
+Idempotent by construction: each resource is looked up or created by name, and settings that can be
+re-applied (bucket lifecycle, queue attributes, subscription attributes) are re-applied, so a second run
+converges instead of failing or duplicating. Synchronous boto3: this is a one-shot command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
+from config import Settings
+from shelfstream.aws import require_aws, sync_client
+from shelfstream.errors import AwsError, ShelfstreamError
+
+log = logging.getLogger(__name__)
+
+# On real AWS the role is created by deploy/ under this name; moto accepts any role ARN.
+DEFAULT_FIREHOSE_ROLE_NAME = "shelfstream-firehose"
+RAW_RETENTION_DAYS = 30
+RESTOCK_VISIBILITY_TIMEOUT_S = 60
+DLQ_RETENTION_S = 14 * 24 * 3600  # the maximum: a dead letter is kept as long as SQS allows
+FIREHOSE_BUFFER_S = 60
+FIREHOSE_BUFFER_MB = 5
+STREAM_WAIT_S = 300
+FIREHOSE_WAIT_S = 300
+
+_MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_MISSING_BUCKET_CODES = {"404", "NoSuchBucket", "NotFound"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where everything is, as the rest of the app addresses it."""
+
+    stream_arn: str
+    bucket: str
+    archive_firehose: str
+    windows_firehose: str
+    topic_arn: str
+    restock_queue_url: str
+    restock_dlq_url: str
+    alerts_queue_url: str
+
+
+class _Clients:
+    """One boto3 client per service for the duration of a command (building one costs ~50 ms)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[str, Any] = {}
+
+    def __call__(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = sync_client(service, self.settings)
+        return self._clients[service]
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _mapped(service: str) -> Iterator[None]:
+    """Turn SDK errors into the app's one error root, naming the service and operation."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise AwsError(service, exc.operation_name, _code(exc), str(error.get("Message", ""))) from exc
+    except WaiterError as exc:
+        raise ShelfstreamError(f"{service}: gave up waiting: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ShelfstreamError(f"{service}: {exc}") from exc
+
+
+# --- provision ------------------------------------------------------------------------------------
+
+
+def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resources:
+    """Create whatever is missing and return where everything is; safe to run again.
+
+    ``firehose_role_arn`` is the role Firehose assumes to write to the bucket; by default the role
+    named ``shelfstream-firehose`` in the caller's account (what deploy/ creates).
+    """
+    require_aws()
+    clients = _Clients(settings)
+    began = time.perf_counter()
+    stream_arn = _ensure_stream(clients)
+    bucket = _ensure_bucket(clients)
+    role_arn = firehose_role_arn or _default_role_arn(clients)
+    for name, prefix in (
+        (settings.archive_firehose, settings.events_prefix),
+        (settings.windows_firehose, settings.windows_prefix),
+    ):
+        _ensure_firehose(clients, name, prefix, role_arn)
+    topic_arn = _ensure_topic(clients)
+    dlq_url, dlq_arn = _ensure_queue(
+        clients, settings.restock_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
+    )
+    restock_url, _ = _ensure_queue(
+        clients,
+        settings.restock_queue,
+        {
+            "VisibilityTimeout": str(RESTOCK_VISIBILITY_TIMEOUT_S),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
+            ),
+        },
+    )
+    alerts_url, alerts_arn = _ensure_queue(clients, settings.alerts_queue, {})
+    _allow_topic_to_send(clients, alerts_url, alerts_arn, topic_arn)
+    _ensure_raw_subscription(clients, topic_arn, alerts_arn)
+    resources = Resources(
+        stream_arn=stream_arn,
+        bucket=bucket,
+        archive_firehose=settings.archive_firehose,
+        windows_firehose=settings.windows_firehose,
+        topic_arn=topic_arn,
+        restock_queue_url=restock_url,
+        restock_dlq_url=dlq_url,
+        alerts_queue_url=alerts_url,
+    )
+    log.info("provisioned", extra={"seconds": round(time.perf_counter() - began, 3)})
+    return resources
+
+
+def _ensure_stream(clients: _Clients) -> str:
+    settings = clients.settings
+    kinesis = clients("kinesis")
+    with _mapped("kinesis"):
+        try:
+            kinesis.create_stream(StreamName=settings.stream_name, ShardCount=settings.shard_count)
+            log.info("created stream", extra={"stream": settings.stream_name, "shards": settings.shard_count})
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":
+                raise
+        kinesis.get_waiter("stream_exists").wait(
+            StreamName=settings.stream_name,
+            WaiterConfig={"Delay": 1, "MaxAttempts": STREAM_WAIT_S},
+        )
+        summary = kinesis.describe_stream_summary(StreamName=settings.stream_name)["StreamDescriptionSummary"]
+    open_shards = int(summary.get("OpenShardCount", settings.shard_count))
+    if open_shards != settings.shard_count:
+        # Resharding is an operator's decision (it splits/merges live shards), never a side effect.
+        log.warning(
+            "stream kept with a different shard count",
+            extra={
+                "stream": settings.stream_name,
+                "open_shards": open_shards,
+                "wanted": settings.shard_count,
+            },
+        )
+    return str(summary["StreamARN"])
+
+
+def _ensure_bucket(clients: _Clients) -> str:
+    settings = clients.settings
+    s3 = clients("s3")
+    bucket = settings.bucket
+    with _mapped("s3"):
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_BUCKET_CODES:
+                raise
+            _create_bucket(s3, bucket)
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": lifecycle_rules(settings)}
+        )
+    return bucket
+
+
+def _create_bucket(s3: Any, bucket: str) -> None:
+    region = s3.meta.region_name
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if region and region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+        log.info("created bucket", extra={"bucket": bucket, "region": region})
+    except ClientError as exc:
+        if _code(exc) == "BucketAlreadyOwnedByYou":
+            return
+        if _code(exc) == "BucketAlreadyExists":
+            raise ShelfstreamError(
+                f"S3 bucket name {bucket!r} is taken by another account: "
+                "choose another with SHELFSTREAM_BUCKET"
+            ) from exc
+        raise
+
+
+def lifecycle_rules(settings: Settings) -> list[dict[str, Any]]:
+    """Raw data (events, windows, rejected) expires; checkpoints and reports stay."""
+    prefixes = dict.fromkeys((settings.events_prefix, settings.windows_prefix, settings.rejected_prefix))
+    return [
+        {
+            "ID": f"expire-raw-{prefix.strip('/').replace('/', '-') or 'root'}",
+            "Filter": {"Prefix": prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": RAW_RETENTION_DAYS},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+        for prefix in prefixes
+    ]
+
+
+def _default_role_arn(clients: _Clients) -> str:
+    sts = clients("sts")
+    with _mapped("sts"):
+        arn = str(sts.get_caller_identity()["Arn"])
+    partition, account = arn.split(":")[1], arn.split(":")[4]
+    return f"arn:{partition}:iam::{account}:role/{DEFAULT_FIREHOSE_ROLE_NAME}"
+
+
+def _ensure_firehose(clients: _Clients, name: str, prefix: str, role_arn: str) -> None:
+    settings = clients.settings
+    firehose = clients("firehose")
+    partition = role_arn.split(":")[1] if role_arn.count(":") >= 5 else "aws"
+    with _mapped("firehose"):
+        try:
+            firehose.create_delivery_stream(
+                DeliveryStreamName=name,
+                DeliveryStreamType="DirectPut",
+                ExtendedS3DestinationConfiguration={
+                    "RoleARN": role_arn,
+                    "BucketARN": f"arn:{partition}:s3:::{settings.bucket}",
+                    "Prefix": prefix,
+                    "ErrorOutputPrefix": f"firehose-errors/{name}/",
+                    "BufferingHints": {
+                        "IntervalInSeconds": FIREHOSE_BUFFER_S,
+                        "SizeInMBs": FIREHOSE_BUFFER_MB,
+                    },
+                    # Uncompressed: moto never compresses, so readers see one format everywhere.
+                    "CompressionFormat": "UNCOMPRESSED",
+                },
+            )
+            log.info("created delivery stream", extra={"firehose": name, "prefix": prefix})
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":
+                raise
+        deadline = time.monotonic() + FIREHOSE_WAIT_S
+        delay = 0.2
+        while True:
+            description = firehose.describe_delivery_stream(DeliveryStreamName=name)[
+                "DeliveryStreamDescription"
+            ]
+            status = description["DeliveryStreamStatus"]
+            if status == "ACTIVE":
+                break
+            if status != "CREATING" or time.monotonic() > deadline:
+                raise ShelfstreamError(f"firehose delivery stream {name!r} is {status}, not ACTIVE")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    for destination in description.get("Destinations", []):
+        existing = destination.get("ExtendedS3DestinationDescription", {}).get("Prefix")
+        if existing is not None and existing != prefix:
+            log.warning(
+                "delivery stream kept with a different prefix",
+                extra={"firehose": name, "prefix": existing, "wanted": prefix},
+            )
+
+
+def _ensure_topic(clients: _Clients) -> str:
+    settings = clients.settings
+    sns = clients("sns")
+    with _mapped("sns"):
+        return str(sns.create_topic(Name=settings.alerts_topic)["TopicArn"])  # idempotent by name
+
+
+def _ensure_queue(clients: _Clients, name: str, attributes: dict[str, str]) -> tuple[str, str]:
+    """Create the queue, or re-apply ``attributes`` to an existing one (CreateQueue would refuse)."""
+    sqs = clients("sqs")
+    with _mapped("sqs"):
+        try:
+            url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            if attributes:
+                sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_QUEUE_CODES:
+                raise
+            url = str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+            log.info("created queue", extra={"queue": name})
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, str(arn)
+
+
+def _allow_topic_to_send(clients: _Clients, queue_url: str, queue_arn: str, topic_arn: str) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowAlertsTopic",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+            }
+        ],
+    }
+    sqs = clients("sqs")
+    with _mapped("sqs"):
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+
+
+def _ensure_raw_subscription(clients: _Clients, topic_arn: str, queue_arn: str) -> str:
+    sns = clients("sns")
+    with _mapped("sns"):
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+            for sub in page.get("Subscriptions", []):
+                if sub.get("Protocol") == "sqs" and sub.get("Endpoint") == queue_arn:
+                    arn = str(sub["SubscriptionArn"])
+                    sns.set_subscription_attributes(
+                        SubscriptionArn=arn, AttributeName="RawMessageDelivery", AttributeValue="true"
+                    )
+                    return arn
+        arn = str(
+            sns.subscribe(
+                TopicArn=topic_arn,
+                Protocol="sqs",
+                Endpoint=queue_arn,
+                Attributes={"RawMessageDelivery": "true"},
+                ReturnSubscriptionArn=True,
+            )["SubscriptionArn"]
+        )
+        log.info("subscribed queue to topic", extra={"topic": topic_arn, "queue": queue_arn})
+        return arn
+
+
+# --- resolve --------------------------------------------------------------------------------------
+
+
+def resolve(settings: Settings) -> Resources:
+    """Look everything up without creating anything; one clear error naming all that is missing."""
+    require_aws()
+    clients = _Clients(settings)
+    missing: list[str] = []
+
+    kinesis = clients("kinesis")
+    stream_arn = ""
+    with _mapped("kinesis"):
+        try:
+            summary = kinesis.describe_stream_summary(StreamName=settings.stream_name)
+            stream_arn = str(summary["StreamDescriptionSummary"]["StreamARN"])
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            missing.append(f"Kinesis stream {settings.stream_name!r}")
+
+    s3 = clients("s3")
+    with _mapped("s3"):
+        try:
+            s3.head_bucket(Bucket=settings.bucket)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_BUCKET_CODES:
+                raise
+            missing.append(f"S3 bucket {settings.bucket!r}")
+
+    firehose = clients("firehose")
+    with _mapped("firehose"):
+        for name in (settings.archive_firehose, settings.windows_firehose):
+            try:
+                firehose.describe_delivery_stream(DeliveryStreamName=name)
+            except ClientError as exc:
+                if _code(exc) != "ResourceNotFoundException":
+                    raise
+                missing.append(f"Firehose delivery stream {name!r}")
+
+    topic_arn = _find_topic(clients)
+    if topic_arn is None:
+        missing.append(f"SNS topic {settings.alerts_topic!r}")
+
+    urls: dict[str, str] = {}
+    sqs = clients("sqs")
+    with _mapped("sqs"):
+        for name in (settings.restock_queue, settings.restock_dlq, settings.alerts_queue):
+            try:
+                urls[name] = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            except ClientError as exc:
+                if _code(exc) not in _MISSING_QUEUE_CODES:
+                    raise
+                missing.append(f"SQS queue {name!r}")
+
+    if missing or topic_arn is None:
+        raise ShelfstreamError(
+            f"missing AWS resources: {', '.join(missing)}; run `shelfstream provision` first"
+        )
+    return Resources(
+        stream_arn=stream_arn,
+        bucket=settings.bucket,
+        archive_firehose=settings.archive_firehose,
+        windows_firehose=settings.windows_firehose,
+        topic_arn=topic_arn,
+        restock_queue_url=urls[settings.restock_queue],
+        restock_dlq_url=urls[settings.restock_dlq],
+        alerts_queue_url=urls[settings.alerts_queue],
+    )
+
+
+def _find_topic(clients: _Clients) -> str | None:
+    settings = clients.settings
+    """SNS has no lookup by name; a topic ARN ends with ``:<name>``."""
+    sns = clients("sns")
+    with _mapped("sns"):
+        for page in sns.get_paginator("list_topics").paginate():
+            for topic in page.get("Topics", []):
+                arn = str(topic["TopicArn"])
+                if arn.rsplit(":", 1)[-1] == settings.alerts_topic:
+                    return arn
+    return None

@@ -1,0 +1,24 @@
+"""Test-wide hygiene: no test may reach a real AWS account or depend on the developer's shell."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_aws_env() -> Iterator[None]:
+    """Drop every AWS/shelfstream setting inherited from the shell; tests that need AWS set their own.
+
+    The instance-metadata probe is disabled too, so looking for credentials costs nothing.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith(("AWS_", "SHELFSTREAM_")):
+                mp.delenv(key)
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield

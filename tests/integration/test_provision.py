@@ -1,0 +1,205 @@
+"""Provisioning against the embedded AWS, and the wiring it sets up behaving as the app relies on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from config import Settings
+from shelfstream.aws import aio_client, sync_client
+from shelfstream.errors import ShelfstreamError
+from shelfstream.localaws import EmbeddedAws
+from shelfstream.provision import Resources, provision, resolve
+
+pytestmark = pytest.mark.integration
+
+
+def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -> None:
+    settings, resources = provisioned
+    assert resources.stream_arn.endswith(f":stream/{settings.stream_name}")
+    assert resources.bucket == settings.bucket
+
+    s3 = sync_client("s3", settings)
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
+    expiring = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules}
+    assert expiring == {"events/": 30, "windows/": 30, "rejected/": 30}
+    block = s3.get_public_access_block(Bucket=settings.bucket)["PublicAccessBlockConfiguration"]
+    assert block == dict.fromkeys(
+        ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
+    )
+
+    firehose = sync_client("firehose", settings)
+    for name, prefix in ((resources.archive_firehose, "events/"), (resources.windows_firehose, "windows/")):
+        description = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
+        assert description["DeliveryStreamType"] == "DirectPut"
+        destination = description["Destinations"][0]["ExtendedS3DestinationDescription"]
+        assert destination["BucketARN"] == f"arn:aws:s3:::{settings.bucket}"
+        assert destination["Prefix"] == prefix
+
+    sqs = sync_client("sqs", settings)
+    attributes = sqs.get_queue_attributes(QueueUrl=resources.restock_queue_url, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=resources.restock_dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    assert redrive["deadLetterTargetArn"] == dlq_arn
+    assert int(redrive["maxReceiveCount"]) == settings.max_receive_count
+    assert attributes["VisibilityTimeout"] == "60"
+
+    policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=resources.alerts_queue_url, AttributeNames=["Policy"])[
+            "Attributes"
+        ]["Policy"]
+    )
+    statement = policy["Statement"][0]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == resources.topic_arn
+    assert statement["Action"] == "sqs:SendMessage"
+
+
+def test_firehose_archive_lands_under_the_events_prefix(provisioned: tuple[Settings, Resources]) -> None:
+    settings, resources = provisioned
+    firehose = sync_client("firehose", settings)
+    firehose.put_record_batch(
+        DeliveryStreamName=resources.archive_firehose,
+        Records=[{"Data": b'{"event_id":"e1"}\n'}, {"Data": b'{"event_id":"e2"}\n'}],
+    )
+    s3 = sync_client("s3", settings)
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=settings.bucket).get("Contents", [])]
+    assert len(keys) == 1
+    assert keys[0].startswith(settings.events_prefix)
+    body = s3.get_object(Bucket=settings.bucket, Key=keys[0])["Body"].read()
+    assert body == b'{"event_id":"e1"}\n{"event_id":"e2"}\n'
+
+
+def test_provision_twice_is_a_no_op(provisioned: tuple[Settings, Resources]) -> None:
+    settings, first = provisioned
+    second = provision(settings)
+    assert second == first
+    assert resolve(settings) == first
+
+    kinesis = sync_client("kinesis", settings)
+    summary = kinesis.describe_stream_summary(StreamName=settings.stream_name)["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == settings.shard_count
+    assert len(kinesis.list_shards(StreamName=settings.stream_name)["Shards"]) == settings.shard_count
+
+    subscriptions = sync_client("sns", settings).list_subscriptions_by_topic(TopicArn=first.topic_arn)[
+        "Subscriptions"
+    ]
+    assert len(subscriptions) == 1
+    prefix = settings.restock_queue.split("-restock")[0]
+    queues = sync_client("sqs", settings).list_queues(QueueNamePrefix=prefix)["QueueUrls"]
+    assert sorted(queues) == sorted([first.restock_queue_url, first.restock_dlq_url, first.alerts_queue_url])
+    rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
+    assert len(rules) == 3
+
+
+def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
+    make_settings: Any, local_aws: EmbeddedAws
+) -> None:
+    settings = make_settings(shard_count=3, max_receive_count=4)
+    first = provision(settings)
+    changed = settings.model_copy(update={"shard_count": 1, "max_receive_count": 7})
+    second = provision(changed)
+    assert second == first
+    kinesis = sync_client("kinesis", settings)
+    assert len(kinesis.list_shards(StreamName=settings.stream_name)["Shards"]) == 3  # never resharded
+    attributes = sync_client("sqs", settings).get_queue_attributes(
+        QueueUrl=first.restock_queue_url, AttributeNames=["RedrivePolicy"]
+    )["Attributes"]
+    assert int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"]) == 7
+
+
+def test_sns_alert_arrives_raw_with_attributes(provisioned: tuple[Settings, Resources]) -> None:
+    settings, resources = provisioned
+    alert = {"alert_id": "a-1", "kind": "anomaly", "store_id": "s-1", "severity": 80}
+    sync_client("sns", settings).publish(
+        TopicArn=resources.topic_arn,
+        Message=json.dumps(alert),
+        MessageAttributes={
+            "kind": {"DataType": "String", "StringValue": "anomaly"},
+            "store_id": {"DataType": "String", "StringValue": "s-1"},
+            "severity": {"DataType": "Number", "StringValue": "80"},
+        },
+    )
+    messages = sync_client("sqs", settings).receive_message(
+        QueueUrl=resources.alerts_queue_url, MessageAttributeNames=["All"], WaitTimeSeconds=2
+    )["Messages"]
+    assert len(messages) == 1
+    assert json.loads(messages[0]["Body"]) == alert  # raw: the alert itself, no SNS envelope
+    attributes = messages[0]["MessageAttributes"]
+    assert attributes["kind"]["StringValue"] == "anomaly"
+    assert attributes["store_id"]["StringValue"] == "s-1"
+    assert attributes["severity"] == {"DataType": "Number", "StringValue": "80"}
+
+
+def test_unprocessed_restock_request_ends_in_the_dlq(provisioned: tuple[Settings, Resources]) -> None:
+    settings, resources = provisioned
+    sqs = sync_client("sqs", settings)
+    sqs.send_message(QueueUrl=resources.restock_queue_url, MessageBody='{"alert_id":"r-1"}')
+    for attempt in range(settings.max_receive_count):
+        got = sqs.receive_message(QueueUrl=resources.restock_queue_url, VisibilityTimeout=0)
+        assert [m["Body"] for m in got.get("Messages", [])] == ['{"alert_id":"r-1"}'], attempt
+    # One receive too many: SQS moves it to the DLQ instead of delivering it again.
+    assert (
+        sqs.receive_message(QueueUrl=resources.restock_queue_url, VisibilityTimeout=0).get("Messages") is None
+    )
+    dead = sqs.receive_message(QueueUrl=resources.restock_dlq_url, WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in dead] == ['{"alert_id":"r-1"}']
+
+
+async def test_records_spread_over_shards_and_read_back_in_order(
+    make_settings: Any, read_stream: Any
+) -> None:
+    settings = make_settings(shard_count=4)
+    provision(settings)
+    stores = [f"store-{n:03d}" for n in range(20)]
+    sent = [{"store_id": stores[i % len(stores)], "n": i} for i in range(300)]
+    async with aio_client("kinesis", settings) as kinesis:
+        for start in range(0, len(sent), 100):
+            answer = await kinesis.put_records(
+                StreamName=settings.stream_name,
+                Records=[
+                    {"Data": json.dumps(event).encode(), "PartitionKey": event["store_id"]}
+                    for event in sent[start : start + 100]
+                ],
+            )
+            assert answer["FailedRecordCount"] == 0
+        by_shard = await read_stream(kinesis, settings.stream_name)
+
+    assert len(by_shard) == 4
+    assert sum(1 for records in by_shard.values() if records) > 1
+    read = {shard: [json.loads(r["Data"]) for r in records] for shard, records in by_shard.items()}
+    assert sorted(e["n"] for events in read.values() for e in events) == list(range(300))
+    shard_of: dict[str, set[str]] = {}
+    for shard, events in read.items():
+        for event in events:
+            shard_of.setdefault(event["store_id"], set()).add(shard)
+        for store in stores:  # one store's events stay in the order they were sent
+            ns = [e["n"] for e in events if e["store_id"] == store]
+            assert ns == sorted(ns)
+    assert all(len(shards) == 1 for shards in shard_of.values())
+
+
+def test_resolve_on_a_missing_stack_names_what_is_missing(settings: Settings) -> None:
+    with pytest.raises(ShelfstreamError) as caught:
+        resolve(settings)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "shelfstream provision" in message
+    for name in (settings.stream_name, settings.bucket, settings.alerts_topic, settings.restock_dlq):
+        assert repr(name) in message
+
+
+def test_resolve_names_only_the_missing_piece(provisioned: tuple[Settings, Resources]) -> None:
+    settings, resources = provisioned
+    sync_client("sqs", settings).delete_queue(QueueUrl=resources.alerts_queue_url)
+    with pytest.raises(ShelfstreamError, match="shelfstream provision") as caught:
+        resolve(settings)
+    message = str(caught.value)
+    assert f"SQS queue {settings.alerts_queue!r}" in message
+    assert settings.stream_name not in message
+    assert settings.bucket not in message
