@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     bucket: str = "shelfstream-archive"
     archive_firehose: str = "shelfstream-archive"
     windows_firehose: str = "shelfstream-windows"
+    alerts_firehose: str = "shelfstream-alerts-archive"
     alerts_topic: str = "shelfstream-alerts"
     restock_queue: str = "shelfstream-restock"
     restock_dlq: str = "shelfstream-restock-dlq"
@@ -32,6 +33,7 @@ class Settings(BaseSettings):
     # --- S3 layout -------------------------------------------------------------------------------
     events_prefix: str = "events/"
     windows_prefix: str = "windows/"
+    alerts_prefix: str = "alerts/"
     rejected_prefix: str = "rejected/"
     checkpoint_prefix: str = "checkpoints/"
     reports_prefix: str = "reports/"

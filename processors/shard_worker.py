@@ -135,6 +135,8 @@ class ShardWorker:
             await sinks.send_requests(effects.requests)
         if effects.alerts:
             await sinks.publish_alerts(effects.alerts)
+        if effects.requests or effects.alerts:
+            await sinks.archive_alerts([*effects.requests, *effects.alerts])
         if effects.archive:
             await sinks.archive(effects.archive)
         if effects.windows:

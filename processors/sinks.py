@@ -33,6 +33,7 @@ class SinkStats:
     alerts_published: int = 0
     archived: int = 0
     windows_archived: int = 0
+    alerts_archived: int = 0
     rejected_kept: int = 0
     entry_retries: int = 0
     dead_lettered: int = 0
@@ -156,6 +157,12 @@ class Sinks:
             sent += len(chunk) - len(failed)
             await self._dead_letter(dead_name, [(e["Data"], r) for e, r in failed])
         return sent
+
+    async def archive_alerts(self, alerts: Sequence[Alert | RestockRequest]) -> None:
+        """Every alert and request also goes to the archive, for reports and SQL history."""
+        records = [encode(alert) for alert in alerts]
+        sent = await self._firehose_put(self._resources.alerts_firehose, records, "firehose-alerts")
+        self.stats.alerts_archived += sent
 
     # --- S3: rejected records and the dead letters -------------------------------------------
 

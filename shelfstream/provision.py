@@ -45,6 +45,7 @@ class Resources:
     bucket: str
     archive_firehose: str
     windows_firehose: str
+    alerts_firehose: str
     topic_arn: str
     restock_queue_url: str
     restock_dlq_url: str
@@ -100,6 +101,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
     for name, prefix in (
         (settings.archive_firehose, settings.events_prefix),
         (settings.windows_firehose, settings.windows_prefix),
+        (settings.alerts_firehose, settings.alerts_prefix),
     ):
         _ensure_firehose(clients, name, prefix, role_arn)
     topic_arn = _ensure_topic(clients)
@@ -124,6 +126,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
         bucket=bucket,
         archive_firehose=settings.archive_firehose,
         windows_firehose=settings.windows_firehose,
+        alerts_firehose=settings.alerts_firehose,
         topic_arn=topic_arn,
         restock_queue_url=restock_url,
         restock_dlq_url=dlq_url,
@@ -209,7 +212,9 @@ def _create_bucket(s3: Any, bucket: str) -> None:
 
 def lifecycle_rules(settings: Settings) -> list[dict[str, Any]]:
     """Raw data (events, windows, rejected) expires; checkpoints and reports stay."""
-    prefixes = dict.fromkeys((settings.events_prefix, settings.windows_prefix, settings.rejected_prefix))
+    prefixes = dict.fromkeys(
+        (settings.events_prefix, settings.windows_prefix, settings.alerts_prefix, settings.rejected_prefix)
+    )
     return [
         {
             "ID": f"expire-raw-{prefix.strip('/').replace('/', '-') or 'root'}",
@@ -376,7 +381,7 @@ def resolve(settings: Settings) -> Resources:
 
     firehose = clients("firehose")
     with _mapped("firehose"):
-        for name in (settings.archive_firehose, settings.windows_firehose):
+        for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
             try:
                 firehose.describe_delivery_stream(DeliveryStreamName=name)
             except ClientError as exc:
@@ -408,6 +413,7 @@ def resolve(settings: Settings) -> Resources:
         bucket=settings.bucket,
         archive_firehose=settings.archive_firehose,
         windows_firehose=settings.windows_firehose,
+        alerts_firehose=settings.alerts_firehose,
         topic_arn=topic_arn,
         restock_queue_url=urls[settings.restock_queue],
         restock_dlq_url=urls[settings.restock_dlq],

@@ -40,6 +40,7 @@ def make_settings(local_aws: EmbeddedAws) -> Callable[..., Settings]:
             "bucket": f"t-{uid}-bucket",
             "archive_firehose": f"t-{uid}-archive",
             "windows_firehose": f"t-{uid}-windows",
+            "alerts_firehose": f"t-{uid}-alerts-archive",
             "alerts_topic": f"t-{uid}-alerts",
             "restock_queue": f"t-{uid}-restock",
             "restock_dlq": f"t-{uid}-restock-dlq",

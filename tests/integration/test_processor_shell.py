@@ -106,6 +106,9 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
     assert len(archived) == len(records) - 4  # every valid event once, repeats and rejects not
     assert len({a["event_id"] for a in archived}) == len(archived)
 
+    archived_alerts = s3_lines(s3, resources.bucket, settings.alerts_prefix)
+    assert sorted(a["kind"] for a in archived_alerts) == ["out_of_stock"] * 8 + ["restock_request"] * 8
+
     sqs = boto3.client("sqs")
     bodies = []
     while True:

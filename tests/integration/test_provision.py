@@ -24,14 +24,18 @@ def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -
     s3 = sync_client("s3", settings)
     rules = s3.get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
     expiring = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules}
-    assert expiring == {"events/": 30, "windows/": 30, "rejected/": 30}
+    assert expiring == {"events/": 30, "windows/": 30, "alerts/": 30, "rejected/": 30}
     block = s3.get_public_access_block(Bucket=settings.bucket)["PublicAccessBlockConfiguration"]
     assert block == dict.fromkeys(
         ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
     )
 
     firehose = sync_client("firehose", settings)
-    for name, prefix in ((resources.archive_firehose, "events/"), (resources.windows_firehose, "windows/")):
+    for name, prefix in (
+        (resources.archive_firehose, "events/"),
+        (resources.windows_firehose, "windows/"),
+        (resources.alerts_firehose, "alerts/"),
+    ):
         description = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
         assert description["DeliveryStreamType"] == "DirectPut"
         destination = description["Destinations"][0]["ExtendedS3DestinationDescription"]
@@ -94,7 +98,7 @@ def test_provision_twice_is_a_no_op(provisioned: tuple[Settings, Resources]) -> 
     queues = sync_client("sqs", settings).list_queues(QueueNamePrefix=prefix)["QueueUrls"]
     assert sorted(queues) == sorted([first.restock_queue_url, first.restock_dlq_url, first.alerts_queue_url])
     rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
-    assert len(rules) == 3
+    assert len(rules) == 4
 
 
 def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
