@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from config import Settings
 from processors.core import RejectedRecord
 from shelfstream.contract import Alert, Anomaly, RestockRequest, alert_kind, encode
-from shelfstream.retry import backoff_s
+from shelfstream.retry import backoff_s, error_code
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,16 @@ async def _retry_entries(
     stats: SinkStats,
     base_s: float,
 ) -> list[tuple[Any, str]]:
-    """Send `entries`; `send` returns the indices that failed with their error. Retries only those."""
+    """Send `entries`; `send` returns the indices that failed with their error. Retries only those,
+    and returns what still failed after the last attempt (for the dead-letter prefix)."""
     pending = list(entries)
+    last: list[tuple[Any, str]] = []
     for attempt in range(ATTEMPTS):
-        failures = await send(pending)
+        try:
+            failures = await send(pending)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            # The whole call failed (after botocore's own retries): every entry is still pending.
+            failures = [(i, f"{error_code(exc)}: {exc}") for i in range(len(pending))]
         if not failures:
             return []
         stats.entry_retries += len(failures)
