@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     restock_queue: str = "shelfstream-restock"
     restock_dlq: str = "shelfstream-restock-dlq"
     alerts_queue: str = "shelfstream-alerts-inbox"
+    deliveries_table: str = "shelfstream-deliveries"
     max_receive_count: int = Field(default=5, ge=1, le=1000)
 
     # --- S3 layout -------------------------------------------------------------------------------
@@ -60,8 +61,22 @@ class Settings(BaseSettings):
     trucks: int = Field(default=4, ge=1)
     truck_capacity: int = Field(default=400, ge=1)
     travel_seconds: float = Field(default=2.0, ge=0)
+    # How long a request stays hidden while a truck is on it, beyond the trip itself; also the lease
+    # on its claim in the delivery log, so a dead worker's request comes back and can be claimed again.
+    restock_visibility_s: int = Field(default=60, ge=1, le=43_200)
 
     health_file: str = "/tmp/shelfstream-health"
+
+    # --- HTTP API and dashboard (`shelfstream serve`) ----------------------------------------------
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_max_events: int = Field(default=500, ge=1, le=500)
+    api_rate_per_s: float = Field(default=20.0, gt=0)  # requests per second per token, sustained
+    api_burst: int = Field(default=60, ge=1)  # requests a token may make at once
+    api_failed_auth_per_min: float = Field(default=30.0, gt=0)  # unknown tokens per client address
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    dashboard_refresh_s: float = Field(default=3.0, gt=0)  # standalone: checkpoints and archive polls
+    dashboard_history_s: int = Field(default=3 * 3600, ge=0)  # standalone: archive read at startup
+    dashboard_queue: str = ""  # standalone: its own alerts subscription; "" = <alerts_queue>-dashboard
 
     # --- embedded AWS ----------------------------------------------------------------------------
     region: str = "us-east-1"

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from config import Settings
 from consumers.fleet import Fleet, Truck
 from shelfstream.clock import ScaledClock
-from shelfstream.errors import ShelfstreamError
 from shelfstream.contract import (
     Restock,
     RestockRequest,
@@ -30,6 +30,7 @@ from shelfstream.contract import (
     parse_ts,
     to_datetime,
 )
+from shelfstream.errors import ShelfstreamError
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +49,38 @@ class EventWriter(Protocol):
     async def flush(self) -> None: ...
 
 
-class DeliveryLog(Protocol):
-    """Which requests were already delivered (so a repeated request sends no second truck)."""
+Claim = Literal["claimed", "delivered", "busy"]
 
-    async def claim(self, alert_id: str) -> bool: ...
+
+class DeliveryLog(Protocol):
+    """Which requests were taken or delivered, so a repeated request sends no second truck."""
+
+    async def claim(self, alert_id: str) -> Claim: ...
+
+    async def delivered(self, alert_id: str) -> None: ...
 
     async def release(self, alert_id: str) -> None: ...
 
 
 class MemoryDeliveryLog:
-    def __init__(self) -> None:
-        self._claimed: set[str] = set()
+    """For one process (the demo); `DynamoDeliveryLog` is the one to share between workers."""
 
-    async def claim(self, alert_id: str) -> bool:
-        if alert_id in self._claimed:
-            return False
-        self._claimed.add(alert_id)
-        return True
+    def __init__(self) -> None:
+        self._state: dict[str, Claim] = {}
+
+    async def claim(self, alert_id: str) -> Claim:
+        state = self._state.get(alert_id)
+        if state is not None:
+            return "delivered" if state == "delivered" else "busy"
+        self._state[alert_id] = "claimed"
+        return "claimed"
+
+    async def delivered(self, alert_id: str) -> None:
+        self._state[alert_id] = "delivered"
 
     async def release(self, alert_id: str) -> None:
-        self._claimed.discard(alert_id)
+        if self._state.get(alert_id) == "claimed":
+            del self._state[alert_id]
 
 
 @dataclass
@@ -88,6 +101,7 @@ class DispatchStats:
     units_delivered: int = 0
     duplicates_dropped: int = 0
     poison_messages: int = 0
+    busy_elsewhere: int = 0
 
 
 def restock_event(request: RestockRequest, truck: Truck, ts_ms: int) -> Restock:
@@ -101,6 +115,11 @@ def restock_event(request: RestockRequest, truck: Truck, ts_ms: int) -> Restock:
         delivery_id=f"dlv-{token[:16]}",
         truck_id=truck.truck_id,
     )
+
+
+def lease_seconds(settings: Settings) -> int:
+    """Visibility timeout of a received request and the lease on its claim: the trip plus a margin."""
+    return math.ceil(settings.travel_seconds) + settings.restock_visibility_s
 
 
 class Dispatcher:
@@ -131,7 +150,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event, drain_timeout: float = 20.0) -> None:
         """Take requests until `stop`; then let trucks on the road finish (up to `drain_timeout`)."""
-        visibility = int(self._settings.travel_seconds) + 60
+        visibility = lease_seconds(self._settings)
         while not stop.is_set():
             free = self.fleet.free()
             if free == 0:
@@ -171,9 +190,16 @@ class Dispatcher:
                 QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
             )
             return
-        if not await self._log.claim(request.alert_id):
+        claim = await self._log.claim(request.alert_id)
+        if claim == "delivered":
             self.stats.duplicates_dropped += 1
             await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return
+        if claim == "busy":
+            # A truck is already on it (here or at another worker). This copy stays hidden for one
+            # lease and comes back: by then the request is delivered (and the copy dropped), or the
+            # claim has expired with its worker, and the copy is delivered. Never lost, never twice.
+            self.stats.busy_elsewhere += 1
             return
         truck = self.fleet.assign(request.alert_id)
         if truck is None:  # cannot happen: we never receive more than the free trucks
@@ -213,6 +239,7 @@ class Dispatcher:
             # Possibly not in the stream: keep the message. Should it have been written after all, the
             # redelivery writes the same event id again, and the processor takes it once.
             raise ShelfstreamError(f"delivery event for {request.alert_id} was not written")
+        await self._log.delivered(request.alert_id)
         if self._on_delivery is not None:
             self._on_delivery(event)
         await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=receipt)

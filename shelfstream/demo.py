@@ -23,7 +23,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from config import Settings, load_settings
-from consumers.dispatcher import Dispatcher
+from consumers.delivery_log import DynamoDeliveryLog
+from consumers.dispatcher import Dispatcher, lease_seconds
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
@@ -34,7 +35,7 @@ from shelfstream.clock import ScaledClock
 from shelfstream.contract import Restock, alert_kind, encode, format_ts
 from shelfstream.localaws import EmbeddedAws
 from shelfstream.provision import Resources, provision
-from shelfstream.services import PROCESSOR_SERVICES
+from shelfstream.services import DEMO_SERVICES
 
 
 @dataclass
@@ -92,7 +93,7 @@ async def run_demo(
     ledger = Ledger()
     stop_processor = asyncio.Event()
     stop_dispatcher = asyncio.Event()
-    async with AioClients(settings, *PROCESSOR_SERVICES) as clients:
+    async with AioClients(settings, *DEMO_SERVICES) as clients:
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         truck_writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         processor = StreamProcessor(settings, clients, resources)
@@ -106,6 +107,9 @@ async def run_demo(
             resources.restock_queue_url,
             truck_writer,
             clock,
+            delivery_log=DynamoDeliveryLog(
+                clients["dynamodb"], resources.deliveries_table, lease_s=lease_seconds(settings)
+            ),
             on_delivery=delivered,
             wait_seconds=1,
         )

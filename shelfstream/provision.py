@@ -50,6 +50,7 @@ class Resources:
     restock_queue_url: str
     restock_dlq_url: str
     alerts_queue_url: str
+    deliveries_table: str
 
 
 class _Clients:
@@ -105,6 +106,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
     ):
         _ensure_firehose(clients, name, prefix, role_arn)
     topic_arn = _ensure_topic(clients)
+    _ensure_deliveries_table(clients)
     dlq_url, dlq_arn = _ensure_queue(
         clients, settings.restock_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
     )
@@ -131,6 +133,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
         restock_queue_url=restock_url,
         restock_dlq_url=dlq_url,
         alerts_queue_url=alerts_url,
+        deliveries_table=settings.deliveries_table,
     )
     log.info("provisioned", extra={"seconds": round(time.perf_counter() - began, 3)})
     return resources
@@ -283,6 +286,26 @@ def _ensure_firehose(clients: _Clients, name: str, prefix: str, role_arn: str) -
             )
 
 
+def _ensure_deliveries_table(clients: _Clients) -> None:
+    """The dispatchers' shared delivery log (conditional writes keyed by the request's alert_id)."""
+    settings = clients.settings
+    dynamodb = clients("dynamodb")
+    with _mapped("dynamodb"):
+        try:
+            dynamodb.create_table(
+                TableName=settings.deliveries_table,
+                AttributeDefinitions=[{"AttributeName": "alert_id", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "alert_id", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":
+                raise
+        dynamodb.get_waiter("table_exists").wait(
+            TableName=settings.deliveries_table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+
+
 def _ensure_topic(clients: _Clients) -> str:
     settings = clients.settings
     sns = clients("sns")
@@ -393,6 +416,14 @@ def resolve(settings: Settings) -> Resources:
     if topic_arn is None:
         missing.append(f"SNS topic {settings.alerts_topic!r}")
 
+    with _mapped("dynamodb"):
+        try:
+            clients("dynamodb").describe_table(TableName=settings.deliveries_table)
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            missing.append(f"DynamoDB table {settings.deliveries_table!r}")
+
     urls: dict[str, str] = {}
     sqs = clients("sqs")
     with _mapped("sqs"):
@@ -418,6 +449,7 @@ def resolve(settings: Settings) -> Resources:
         restock_queue_url=urls[settings.restock_queue],
         restock_dlq_url=urls[settings.restock_dlq],
         alerts_queue_url=urls[settings.alerts_queue],
+        deliveries_table=settings.deliveries_table,
     )
 
 

@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 from config import Settings
-from consumers.dispatcher import Dispatcher
+from consumers.delivery_log import DynamoDeliveryLog
+from consumers.dispatcher import Dispatcher, lease_seconds
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 from shelfstream.aws import AioClients
@@ -19,6 +20,7 @@ from shelfstream.provision import resolve
 log = logging.getLogger(__name__)
 
 PROCESSOR_SERVICES = ("kinesis", "sqs", "sns", "firehose", "s3")
+DEMO_SERVICES = (*PROCESSOR_SERVICES, "dynamodb")
 
 
 async def run_processor(settings: Settings) -> dict[str, Any]:
@@ -42,10 +44,18 @@ async def run_processor(settings: Settings) -> dict[str, Any]:
 async def run_dispatcher(settings: Settings) -> dict[str, Any]:
     resources = resolve(settings)
     stop = stop_on_signals()
-    async with AioClients(settings, "kinesis", "sqs") as clients:
+    async with AioClients(settings, "kinesis", "sqs", "dynamodb") as clients:
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         dispatcher = Dispatcher(
-            settings, clients["sqs"], resources.restock_queue_url, writer, ScaledClock.wall(), wait_seconds=10
+            settings,
+            clients["sqs"],
+            resources.restock_queue_url,
+            writer,
+            ScaledClock.wall(),
+            delivery_log=DynamoDeliveryLog(
+                clients["dynamodb"], resources.deliveries_table, lease_s=lease_seconds(settings)
+            ),
+            wait_seconds=10,
         )
         beat = asyncio.create_task(heartbeat(settings.health_file, stop))
         log.info("dispatcher started", extra={"queue": resources.restock_queue_url})

@@ -45,6 +45,7 @@ def make_settings(local_aws: EmbeddedAws) -> Callable[..., Settings]:
             "restock_queue": f"t-{uid}-restock",
             "restock_dlq": f"t-{uid}-restock-dlq",
             "alerts_queue": f"t-{uid}-alerts-inbox",
+            "deliveries_table": f"t-{uid}-deliveries",
             "shard_count": 2,
             "max_receive_count": 2,
         }

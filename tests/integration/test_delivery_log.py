@@ -1,0 +1,46 @@
+"""The dispatchers' shared delivery log: atomic claims in DynamoDB, leases that expire."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from config import Settings
+from consumers.delivery_log import DynamoDeliveryLog
+from shelfstream.aws import AioClients
+from shelfstream.provision import Resources
+
+pytestmark = pytest.mark.integration
+
+
+async def test_one_claim_wins_and_a_delivered_request_stays_delivered(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    settings, resources = provisioned
+    async with AioClients(settings, "dynamodb") as clients:
+        logs = [DynamoDeliveryLog(clients["dynamodb"], resources.deliveries_table) for _ in range(8)]
+        claims = await asyncio.gather(*(log.claim("req-1") for log in logs))
+        assert sorted(claims) == ["busy"] * 7 + ["claimed"]
+        winner = logs[claims.index("claimed")]
+        await winner.delivered("req-1")
+        assert {await log.claim("req-1") for log in logs} == {"delivered"}
+        await logs[0].release("req-1")  # releasing a delivered request does nothing
+        assert await logs[1].claim("req-1") == "delivered"
+
+
+async def test_a_dead_workers_claim_expires_and_a_release_frees_it(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    settings, resources = provisioned
+    async with AioClients(settings, "dynamodb") as clients:
+        dying = DynamoDeliveryLog(clients["dynamodb"], resources.deliveries_table, lease_s=0.2)
+        other = DynamoDeliveryLog(clients["dynamodb"], resources.deliveries_table)
+        assert await dying.claim("req-2") == "claimed"
+        assert await other.claim("req-2") == "busy"
+        await asyncio.sleep(0.3)
+        assert await other.claim("req-2") == "claimed"  # the lease ran out
+        await dying.release("req-2")  # not the owner any more: no effect
+        assert await dying.claim("req-2") == "busy"
+        await other.release("req-2")
+        assert await dying.claim("req-2") == "claimed"
