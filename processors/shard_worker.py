@@ -13,14 +13,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 from botocore.exceptions import ClientError
 
 from config import Settings
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects, ShardCore
 from processors.sinks import Sinks
+from shelfstream.contract import Alert
 from shelfstream.retry import backoff_s, error_code, is_retryable
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,8 @@ class ShardWorker:
             else:
                 self.status.empty_polls += 1
                 if self.status.millis_behind == 0:
+                    if self.status.caught_up_at == 0.0:
+                        log.info("caught up", extra={"shard_id": self.shard_id, "records": self.status.records})
                     self.status.caught_up_at = poll_started
             if iterator is None:
                 break
@@ -135,8 +139,10 @@ class ShardWorker:
             await sinks.send_requests(effects.requests)
         if effects.alerts:
             await sinks.publish_alerts(effects.alerts)
-        if effects.requests or effects.alerts:
-            await sinks.archive_alerts([*effects.requests, *effects.alerts])
+        if effects.requests or effects.alerts or effects.notes:
+            # Notes are archived as they are: a msgspec.Raw passes its bytes through the sink's encoder.
+            notes = [msgspec.Raw(note) for note in effects.notes]
+            await sinks.archive_alerts(cast(list[Alert], [*effects.requests, *effects.alerts, *notes]))
         if effects.archive:
             await sinks.archive(effects.archive)
         if effects.windows:

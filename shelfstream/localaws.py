@@ -135,6 +135,10 @@ class EmbeddedAws:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
+        from shelfstream import moto_kinesis
+
+        moto_kinesis.install()
+
         # Bind ourselves: werkzeug's own bind prints to stderr and calls sys.exit on a busy port.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
