@@ -26,6 +26,7 @@ SQS_BATCH = 10
 SNS_BATCH = 10
 FIREHOSE_BATCH = 500
 FIREHOSE_BATCH_BYTES = 4 * 1024 * 1024
+FIREHOSE_RECORD_BYTES = 1000 * 1024
 ATTEMPTS = 6
 
 
@@ -147,9 +148,12 @@ class Sinks:
         self.stats.windows_archived += sent
 
     async def _firehose_put(self, stream: str, records: Sequence[bytes], dead_name: str) -> int:
+        """Lines are packed into Firehose records of up to ~1,000 KiB: Firehose bills every record as
+        at least 5 KB, and de-aggregates newline-delimited records on the AWS side for partitioning."""
         sent = 0
-        for chunk in _firehose_chunks(records):
-            entries = [{"Data": data if data.endswith(b"\n") else data + b"\n"} for data in chunk]
+        for chunk in _firehose_chunks(_pack_lines(records)):
+            entries = [{"Data": data} for data, _ in chunk]
+            lines = {id(entry): count for entry, (_, count) in zip(entries, chunk, strict=True)}
 
             async def send(batch: Sequence[dict[str, bytes]]) -> list[tuple[int, str]]:
                 resp = await self._firehose.put_record_batch(DeliveryStreamName=stream, Records=list(batch))
@@ -162,7 +166,7 @@ class Sinks:
                 ]
 
             failed = await _retry_entries(entries, send, self.stats, self._base_s)
-            sent += len(chunk) - len(failed)
+            sent += sum(count for _, count in chunk) - sum(lines[id(e)] for e, _ in failed)
             await self._dead_letter(dead_name, [(e["Data"], r) for e, r in failed])
         return sent
 
@@ -220,19 +224,33 @@ def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
     return attrs
 
 
-def _firehose_chunks(records: Sequence[bytes]) -> list[list[bytes]]:
-    chunks: list[list[bytes]] = []
+def _pack_lines(records: Sequence[bytes]) -> list[tuple[bytes, int]]:
+    """Newline-terminated lines joined into records of at most FIREHOSE_RECORD_BYTES (count kept)."""
+    packed: list[tuple[bytes, int]] = []
     current: list[bytes] = []
     size = 0
     for data in records:
-        if current and (len(current) >= FIREHOSE_BATCH or size + len(data) + 1 > FIREHOSE_BATCH_BYTES):
+        line = data if data.endswith(b"\n") else data + b"\n"
+        if current and size + len(line) > FIREHOSE_RECORD_BYTES:
+            packed.append((b"".join(current), len(current)))
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        packed.append((b"".join(current), len(current)))
+    return packed
+
+
+def _firehose_chunks(records: Sequence[tuple[bytes, int]]) -> list[list[tuple[bytes, int]]]:
+    chunks: list[list[tuple[bytes, int]]] = []
+    current: list[tuple[bytes, int]] = []
+    size = 0
+    for record in records:
+        if current and (len(current) >= FIREHOSE_BATCH or size + len(record[0]) > FIREHOSE_BATCH_BYTES):
             chunks.append(current)
             current, size = [], 0
-        current.append(data)
-        size += len(data) + 1
+        current.append(record)
+        size += len(record[0])
     if current:
         chunks.append(current)
     return chunks
-
-
-__all__ = ["SinkStats", "Sinks", "message_attributes"]

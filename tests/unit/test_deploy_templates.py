@@ -1,0 +1,667 @@
+"""The CloudFormation templates in deploy/cloudformation: cfn-lint clean, least-privilege IAM, and in
+step with the app (Settings names, the event contract, the KCL properties). Pure: no AWS, no sockets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+
+from config.settings import Settings
+from shelfstream import contract
+
+ROOT = Path(__file__).resolve().parents[2]
+CFN_DIR = ROOT / "deploy" / "cloudformation"
+TEMPLATES = sorted(CFN_DIR.glob("*.yaml"))
+MAIN = CFN_DIR / "shelfstream.yaml"
+KCL_PROPERTIES = ROOT / "deploy" / "kcl" / "shelfstream.properties"
+
+# Actions that have no resource-level permissions, so IAM only accepts them with Resource "*";
+# the value names a condition key the statement must then use to narrow them (None: no such key).
+ACTIONS_WITHOUT_RESOURCES: dict[str, str | None] = {
+    "cloudwatch:PutMetricData": "cloudwatch:namespace",
+    "ecr:GetAuthorizationToken": None,
+    "sns:ListTopics": None,
+    "kinesis:ListStreams": None,
+    "sqs:ListQueues": None,
+    "firehose:ListDeliveryStreams": None,
+    "athena:ListWorkGroups": None,
+    "logs:DescribeLogGroups": None,
+    "sts:GetCallerIdentity": None,
+}
+# Template parameters that are themselves names of this deployment's resources.
+SCOPING_PARAMETERS = {"AppRepositoryName", "KclRepositoryName", "GlueDatabaseName"}
+# Account-level ARNs IAM requires next to the stack's own (in the same statement), and why.
+REQUIRED_ACCOUNT_ARNS = {
+    # Glue authorizes GetTable & co. on the catalog, the database and the table together.
+    "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog",
+}
+
+
+# --- a YAML loader that understands CloudFormation's short-form tags ---
+
+
+class CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """SafeLoader plus !Ref, !Sub, !GetAtt, ...: each becomes its long form ({"Ref": x}, {"Fn::Sub": x})."""
+
+
+def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=CfnLoader)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+# --- the IAM checker ---
+
+IDENTITY_POLICY_TYPES = {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}
+RESOURCE_POLICY_PROPERTY = {
+    "AWS::KMS::Key": "KeyPolicy",
+    "AWS::S3::BucketPolicy": "PolicyDocument",
+    "AWS::SQS::QueuePolicy": "PolicyDocument",
+    "AWS::SNS::TopicPolicy": "PolicyDocument",
+}
+
+
+@dataclass(frozen=True)
+class PolicyDoc:
+    where: str
+    kind: str  # "identity", "trust" or "resource"
+    resource_type: str
+    document: dict[str, Any]
+
+
+def policy_documents(template: dict[str, Any]) -> Iterator[PolicyDoc]:
+    """Every policy document in the template: identity, role trust and resource-based policies."""
+    for logical_id, resource in template.get("Resources", {}).items():
+        rtype = resource.get("Type", "")
+        props = resource.get("Properties", {})
+        if rtype == "AWS::IAM::Role":
+            yield PolicyDoc(f"{logical_id} trust", "trust", rtype, props["AssumeRolePolicyDocument"])
+            for policy in props.get("Policies", []):
+                name = f"{logical_id}/{policy['PolicyName']}"
+                yield PolicyDoc(name, "identity", rtype, policy["PolicyDocument"])
+        elif rtype in IDENTITY_POLICY_TYPES:
+            yield PolicyDoc(logical_id, "identity", rtype, props["PolicyDocument"])
+        elif rtype in RESOURCE_POLICY_PROPERTY:
+            yield PolicyDoc(logical_id, "resource", rtype, props[RESOURCE_POLICY_PROPERTY[rtype]])
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _references(value: Any) -> set[str]:
+    """Names a CloudFormation value refers to: Ref/GetAtt targets and ${...} variables of Fn::Sub."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        if "Ref" in value:
+            found.add(str(value["Ref"]))
+        if "Fn::GetAtt" in value:
+            found.add(str(_as_list(value["Fn::GetAtt"])[0]))
+        if "Fn::Sub" in value:
+            sub = value["Fn::Sub"]
+            text, variables = (sub, {}) if isinstance(sub, str) else (sub[0], sub[1])
+            for name in re.findall(r"\$\{(?!!)([^}]+)\}", text):
+                found.add(name.split(".", 1)[0])
+            for inner in variables.values():
+                found |= _references(inner)
+        for key, inner in value.items():
+            if key not in {"Ref", "Fn::GetAtt", "Fn::Sub"}:
+                found |= _references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= _references(inner)
+    return found
+
+
+def is_scoped(resource: Any, own: set[str]) -> bool:
+    """True when a Resource entry names something of this stack (its resources or its name)."""
+    if isinstance(resource, str):
+        return False  # a literal ARN (or "*") names nothing of this stack
+    return bool(_references(resource) & (own | {"AWS::StackName"}))
+
+
+def statement_problems(doc: PolicyDoc, template_ids: set[str]) -> list[str]:
+    problems: list[str] = []
+    statements = _as_list(doc.document.get("Statement", []))
+    for index, stmt in enumerate(statements):
+        label = f"{doc.where} statement {stmt.get('Sid', index)}"
+        if stmt.get("Effect") != "Allow":
+            continue  # a Deny only takes permissions away (e.g. the TLS-only bucket policy's s3:*)
+        if "NotAction" in stmt or "NotResource" in stmt:
+            problems.append(f"{label}: NotAction/NotResource in an Allow grants everything else")
+        actions = [a for a in _as_list(stmt.get("Action", [])) if isinstance(a, str)]
+        if not actions:
+            problems.append(f"{label}: no literal actions")
+        for action in actions:
+            if "*" in action or "?" in action:
+                problems.append(f"{label}: wildcard action {action!r}")
+        if doc.kind == "trust":
+            continue
+        principal = stmt.get("Principal")
+        if doc.kind == "resource" and (
+            principal == "*" or (isinstance(principal, dict) and "*" in principal.values())
+        ):
+            problems.append(f"{label}: Allow to every principal")
+        resources = _as_list(stmt.get("Resource", []))
+        if doc.kind == "resource" and doc.resource_type == "AWS::KMS::Key":
+            continue  # in a key policy, Resource "*" is the key itself
+        if any(r == "*" for r in resources):
+            for action in actions:
+                if action not in ACTIONS_WITHOUT_RESOURCES:
+                    problems.append(f"{label}: Resource '*' with {action!r}, which supports resource ARNs")
+                    continue
+                needed = ACTIONS_WITHOUT_RESOURCES[action]
+                conditions = stmt.get("Condition", {})
+                keys = {key for block in conditions.values() for key in block}
+                if needed is not None and needed not in keys:
+                    problems.append(f"{label}: {action!r} on '*' without a {needed} condition")
+            if len(resources) > 1:
+                problems.append(f"{label}: '*' mixed with ARNs")
+            continue
+        scoped = [r for r in resources if is_scoped(r, template_ids)]
+        for resource in resources:
+            if resource in scoped:
+                continue
+            if scoped and isinstance(resource, dict) and resource.get("Fn::Sub") in REQUIRED_ACCOUNT_ARNS:
+                continue
+            problems.append(f"{label}: resource {resource!r} is not one of this stack's")
+    return problems
+
+
+def check_template_policies(template: dict[str, Any]) -> list[str]:
+    ids = set(template.get("Resources", {})) | SCOPING_PARAMETERS
+    return [p for doc in policy_documents(template) for p in statement_problems(doc, ids)]
+
+
+def _doc(statement: dict[str, Any], kind: str = "identity", rtype: str = "AWS::IAM::Role") -> PolicyDoc:
+    return PolicyDoc("test", kind, rtype, {"Version": "2012-10-17", "Statement": [statement]})
+
+
+def _problems(statement: dict[str, Any], kind: str = "identity", rtype: str = "AWS::IAM::Role") -> list[str]:
+    return statement_problems(_doc(statement, kind, rtype), {"Bucket", "Stream"})
+
+
+# --- the checker catches what it is for ---
+
+SCOPED = {"Fn::GetAtt": ["Stream", "Arn"]}
+
+
+@pytest.mark.parametrize("action", ["*", "s3:*", "s3:Get*", "kinesis:*Records", "sqs:?endMessage"])
+def test_checker_rejects_wildcard_actions(action: str) -> None:
+    problems = _problems({"Effect": "Allow", "Action": ["s3:GetObject", action], "Resource": SCOPED})
+    assert problems
+    assert "wildcard action" in problems[0]
+
+
+def test_checker_rejects_wildcard_actions_in_resource_policies_and_trust_policies() -> None:
+    stmt = {
+        "Effect": "Allow",
+        "Principal": {"Service": "sns.amazonaws.com"},
+        "Action": "sqs:*",
+        "Resource": SCOPED,
+    }
+    assert _problems(stmt, "resource", "AWS::SQS::QueuePolicy")
+    trust = {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:*"}
+    assert _problems(trust, "trust")
+
+
+def test_checker_rejects_star_resource_for_actions_with_resource_arns() -> None:
+    problems = _problems({"Effect": "Allow", "Action": "kinesis:PutRecords", "Resource": "*"})
+    assert problems == [
+        "test statement 0: Resource '*' with 'kinesis:PutRecords', which supports resource ARNs"
+    ]
+
+
+def test_checker_allows_star_resource_only_for_allow_listed_actions_with_their_condition() -> None:
+    assert not _problems({"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"})
+    unconditioned = {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"}
+    assert _problems(unconditioned)
+    conditioned = dict(unconditioned, Condition={"StringEquals": {"cloudwatch:namespace": "shelfstream"}})
+    assert not _problems(conditioned)
+    mixed = {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage"], "Resource": "*"}
+    assert _problems(mixed)
+
+
+def test_checker_rejects_resources_outside_the_stack() -> None:
+    assert _problems({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::someone-else/*"})
+    elsewhere = {"Fn::Sub": "arn:${AWS::Partition}:s3:::other-bucket/*"}
+    assert _problems({"Effect": "Allow", "Action": "s3:GetObject", "Resource": elsewhere})
+    own = {"Fn::Sub": "${Bucket.Arn}/events/*"}
+    assert not _problems({"Effect": "Allow", "Action": "s3:GetObject", "Resource": own})
+    by_stack_name = {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:us-east-1:1:table/${AWS::StackName}-x"}
+    assert not _problems({"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": by_stack_name})
+
+
+def test_checker_accepts_the_glue_catalog_only_next_to_the_stacks_own_tables() -> None:
+    catalog = {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"}
+    table = {"Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:table/${Bucket}/x"}
+    assert not _problems({"Effect": "Allow", "Action": "glue:GetTable", "Resource": [catalog, table]})
+    assert _problems({"Effect": "Allow", "Action": "glue:GetTable", "Resource": [catalog]})
+
+
+def test_checker_rejects_not_action_and_open_principals_but_ignores_denies() -> None:
+    assert _problems({"Effect": "Allow", "NotAction": "iam:CreateUser", "Resource": SCOPED})
+    open_principal = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": SCOPED}
+    assert _problems(open_principal, "resource", "AWS::S3::BucketPolicy")
+    tls_only = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*"}
+    assert not _problems(tls_only, "resource", "AWS::S3::BucketPolicy")
+
+
+def test_checker_finds_a_wildcard_added_to_a_real_template() -> None:
+    template = load_template(MAIN)
+    role = template["Resources"]["DispatcherTaskRole"]["Properties"]
+    role["Policies"][0]["PolicyDocument"]["Statement"].append(
+        {"Effect": "Allow", "Action": "dynamodb:*", "Resource": {"Fn::GetAtt": ["DeliveriesTable", "Arn"]}}
+    )
+    problems = check_template_policies(template)
+    assert any("DispatcherTaskRole/dispatcher" in p and "'dynamodb:*'" in p for p in problems)
+
+
+def test_yaml_loader_turns_short_forms_into_long_forms() -> None:
+    text = "a: !Ref X\nb: !GetAtt Y.Arn\nc: !Sub '${Z}-q'\nd: !Join ['', [!Ref X, b]]\n"
+    loaded = yaml.load(text, Loader=CfnLoader)
+    assert loaded == {
+        "a": {"Ref": "X"},
+        "b": {"Fn::GetAtt": ["Y", "Arn"]},
+        "c": {"Fn::Sub": "${Z}-q"},
+        "d": {"Fn::Join": ["", [{"Ref": "X"}, "b"]]},
+    }
+
+
+# --- the real templates ---
+
+
+def test_there_are_templates() -> None:
+    assert MAIN in TEMPLATES
+    assert CFN_DIR / "ecr.yaml" in TEMPLATES
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_cfn_lint_finds_nothing(path: Path) -> None:
+    """No errors, no warnings, and no informational findings either (none are waived)."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(path, config=ManualArgs(regions=["us-east-1"], include_checks=["I"]))
+    assert [str(m) for m in matches] == []
+
+
+def test_cfn_lint_is_not_vacuous(tmp_path: Path) -> None:
+    from cfnlint.api import ManualArgs, lint_file
+
+    broken = load_template(MAIN)
+    broken["Resources"]["EventStream"]["Properties"]["ShardCount"] = "many"
+    broken["Resources"]["Cluster"]["Properties"]["NoSuchProperty"] = 1
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+    rules = {m.rule.id for m in lint_file(path, config=ManualArgs(regions=["us-east-1"]))}
+    assert any(rule.startswith("E") for rule in rules)
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_iam_policies_are_least_privilege(path: Path) -> None:
+    template = load_template(path)
+    assert check_template_policies(template) == []
+
+
+def test_iam_checker_covers_every_role_and_resource_policy() -> None:
+    template = load_template(MAIN)
+    docs = list(policy_documents(template))
+    where = {d.where.split("/")[0].split(" ")[0] for d in docs}
+    roles = {k for k, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    assert roles <= where
+    assert {"Key", "ArchiveBucketPolicy", "AlertsInboxQueuePolicy", "AlertsTopicPolicy"} <= where
+    assert "ResolveResourcesPolicy" in where
+    statements = sum(len(_as_list(d.document["Statement"])) for d in docs if d.kind == "identity")
+    assert statements >= 30
+
+
+def test_each_service_has_its_own_task_role_and_one_execution_role() -> None:
+    resources = load_template(MAIN)["Resources"]
+    task_defs = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::ECS::TaskDefinition"}
+    assert set(task_defs) == {
+        "ProcessorTaskDefinition",
+        "DispatcherTaskDefinition",
+        "ProducerTaskDefinition",
+        "IngestTaskDefinition",
+        "ReportTaskDefinition",
+    }
+    task_roles = [props["TaskRoleArn"]["Fn::GetAtt"][0] for props in task_defs.values()]
+    assert len(set(task_roles)) == len(task_roles)
+    assert {props["ExecutionRoleArn"]["Fn::GetAtt"][0] for props in task_defs.values()} == {
+        "TaskExecutionRole"
+    }
+
+
+# --- in step with the app ---
+
+
+def _containers(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            for container in resource["Properties"]["ContainerDefinitions"]:
+                out[f"{logical_id}/{container['Name']}"] = container
+    return out
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["Name"]: item["Value"] for item in container.get("Environment", [])}
+
+
+def test_container_environment_uses_only_settings_names() -> None:
+    fields = set(Settings.model_fields)
+    for name, container in _containers(load_template(MAIN)).items():
+        for var in _env(container):
+            if var.startswith("SHELFSTREAM_"):
+                field = var.removeprefix("SHELFSTREAM_").lower()
+                assert field in fields, f"{name}: {var} is not a Settings field"
+
+
+def test_every_container_is_told_where_every_resource_is() -> None:
+    expected = {
+        "SHELFSTREAM_STREAM_NAME": {"Ref": "EventStream"},
+        "SHELFSTREAM_BUCKET": {"Ref": "ArchiveBucket"},
+        "SHELFSTREAM_ARCHIVE_FIREHOSE": {"Ref": "ArchiveFirehose"},
+        "SHELFSTREAM_WINDOWS_FIREHOSE": {"Ref": "WindowsFirehose"},
+        "SHELFSTREAM_ALERTS_TOPIC": {"Fn::GetAtt": ["AlertsTopic", "TopicName"]},
+        "SHELFSTREAM_RESTOCK_QUEUE": {"Fn::GetAtt": ["RestockQueue", "QueueName"]},
+        "SHELFSTREAM_RESTOCK_DLQ": {"Fn::GetAtt": ["RestockDeadLetterQueue", "QueueName"]},
+        "SHELFSTREAM_ALERTS_QUEUE": {"Fn::GetAtt": ["AlertsInboxQueue", "QueueName"]},
+        "SHELFSTREAM_ALERTS_FIREHOSE": {"Ref": "AlertsFirehose"},
+        "SHELFSTREAM_INCOMING_QUEUE": {"Fn::GetAtt": ["IncomingQueue", "QueueName"]},
+        "SHELFSTREAM_DELIVERIES_TABLE": {"Ref": "DeliveriesTable"},
+        "AWS_REGION": {"Ref": "AWS::Region"},
+    }
+    for name, container in _containers(load_template(MAIN)).items():
+        env = _env(container)
+        for var, value in expected.items():
+            assert env.get(var) == value, f"{name}: {var}"
+
+
+def test_prefixes_match_settings_firehose_and_iam() -> None:
+    defaults = Settings()
+    template = load_template(MAIN)
+    for name, container in _containers(template).items():
+        for var, value in _env(container).items():
+            if var.endswith("_PREFIX"):
+                assert value == getattr(defaults, var.removeprefix("SHELFSTREAM_").lower()), f"{name}: {var}"
+    resources = template["Resources"]
+    archive = resources["ArchiveFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    windows = resources["WindowsFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    alerts = resources["AlertsFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    assert archive["Prefix"].startswith(defaults.events_prefix)
+    assert windows["Prefix"].startswith(defaults.windows_prefix)
+    assert alerts["Prefix"].startswith(defaults.alerts_prefix)
+    text = MAIN.read_text(encoding="utf-8")
+    for prefix in (defaults.checkpoint_prefix, defaults.rejected_prefix, defaults.reports_prefix):
+        assert f"${{ArchiveBucket.Arn}}/{prefix}*" in text
+
+
+def _glue_type(annotation: Any) -> str:
+    """The Glue column type a field's JSON value converts to (ints as "int": bigint is as good)."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds = {_glue_type(a) for a in args if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 else "string"  # mixed scalars: Firehose writes their text
+    if origin is tuple:
+        (element,) = {_glue_type(a) for a in args if a is not Ellipsis}
+        return f"array<{element}>"
+    if origin is dict:
+        return f"map<{_glue_type(args[0])},{_glue_type(args[1])}>"
+    return {str: "string", int: "int", float: "double", dt.datetime: "string"}[annotation]
+
+
+def _columns(table_logical_id: str) -> dict[str, str]:
+    table = load_template(MAIN)["Resources"][table_logical_id]["Properties"]["TableInput"]
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["dt"]
+    return {c["Name"]: c["Type"].replace("bigint", "int") for c in table["StorageDescriptor"]["Columns"]}
+
+
+def _assert_columns_cover(columns: dict[str, str], structs: tuple[Any, ...]) -> None:
+    for struct in structs:
+        for field in msgspec.structs.fields(struct):
+            assert columns.get(field.name) == _glue_type(field.type), f"{struct.__name__}.{field.name}"
+
+
+def test_events_table_has_a_column_for_every_contract_field() -> None:
+    columns = _columns("EventsTable")
+    assert columns["type"] == "string"
+    _assert_columns_cover(columns, typing.get_args(contract.Event))
+
+
+def test_alerts_table_has_a_column_for_every_alert_and_request_field() -> None:
+    columns = _columns("AlertsTable")
+    assert columns["kind"] == "string"
+    _assert_columns_cover(columns, (*typing.get_args(contract.Alert), contract.RestockRequest))
+
+
+def test_windows_table_matches_the_processors_window_record() -> None:
+    from processors.core.monitor import WindowRecord
+
+    columns = _columns("WindowsTable")
+    _assert_columns_cover(columns, (WindowRecord,))
+    assert set(columns) == {f.name for f in msgspec.structs.fields(WindowRecord)}
+
+
+def test_glue_type_mapping() -> None:
+    assert _glue_type(tuple[float, float]) == "array<double>"
+    assert _glue_type(dict[str, tuple[str | float | None, str | float | None]]) == "map<string,array<string>>"
+    assert _glue_type(typing.Annotated[int, msgspec.Meta(ge=1)] | None) == "int"
+
+
+def test_firehose_partitions_by_date_and_store_and_converts_to_parquet() -> None:
+    resources = load_template(MAIN)["Resources"]
+    streams = (
+        ("ArchiveFirehose", "EventsTable"),
+        ("WindowsFirehose", "WindowsTable"),
+        ("AlertsFirehose", "AlertsTable"),
+    )
+    for logical_id, table in streams:
+        dest = resources[logical_id]["Properties"]["ExtendedS3DestinationConfiguration"]
+        assert dest["DynamicPartitioningConfiguration"]["Enabled"] is True
+        assert "!{partitionKeyFromQuery:dt}" in dest["Prefix"]
+        assert "!{partitionKeyFromQuery:store_id}" in dest["Prefix"]
+        assert dest["ErrorOutputPrefix"].startswith("firehose-errors/")
+        processors = {p["Type"]: p for p in dest["ProcessingConfiguration"]["Processors"]}
+        params = {
+            p["ParameterName"]: p["ParameterValue"] for p in processors["MetadataExtraction"]["Parameters"]
+        }
+        # Packed records (several JSON events per Firehose record) are split before partitioning.
+        assert next(iter(processors)) == "RecordDeAggregation"
+        assert processors["RecordDeAggregation"]["Parameters"][0]["ParameterValue"] == "JSON"
+        assert params["JsonParsingEngine"] == "JQ-1.6"
+        assert "store_id: .store_id" in params["MetadataExtractionQuery"]
+        conversion = dest["DataFormatConversionConfiguration"]
+        assert conversion["Enabled"] is True
+        assert "ParquetSerDe" in conversion["OutputFormatConfiguration"]["Serializer"]
+        assert conversion["SchemaConfiguration"]["TableName"] == {"Ref": table}
+        assert dest["BufferingHints"]["SizeInMBs"] >= 64  # the minimum with dynamic partitioning
+    archive = resources["ArchiveFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    assert archive["S3BackupMode"] == "Enabled"  # the raw JSON, unknown fields included
+
+
+def _properties(path: Path) -> dict[str, str]:
+    result = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and line[0] not in "#!":
+            key, _, value = line.partition("=")
+            result[key.strip()] = value.strip()
+    return result
+
+
+def test_kcl_properties_name_the_shelfstream_cli_as_record_processor() -> None:
+    import tomllib
+
+    props = _properties(KCL_PROPERTIES)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    executable, subcommand = props["executableName"].split()
+    assert scripts[executable] == "shelfstream.cli:main"
+    assert subcommand == "kcl-processor"
+    defaults = Settings()
+    assert props["streamName"] == defaults.stream_name
+    assert props["regionName"] == defaults.region
+    assert props["initialPositionInStream"] == "TRIM_HORIZON"
+    assert props["retrievalMode"] == "POLLING"
+
+
+def test_processor_runs_the_kcl_image_and_its_role_fits_the_kcl_application() -> None:
+    template = load_template(MAIN)
+    container = _containers(template)["ProcessorTaskDefinition/processor"]
+    assert "${KclRepositoryName}" in container["Image"]["Fn::Sub"]
+    app_name = _env(container)["KCL_APPLICATION_NAME"]["Fn::Sub"]
+    assert app_name == "${AWS::StackName}-processor"
+    statements = template["Resources"]["ProcessorTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    by_sid = {s["Sid"]: s for s in statements["Statement"]}
+    tables = {
+        r["Fn::Sub"].rsplit(":table/", 1)[1] for r in by_sid["KclLeaseWorkerAndCoordinatorTables"]["Resource"]
+    }
+    assert tables == {
+        app_name,
+        f"{app_name}/index/*",
+        f"{app_name}-WorkerMetricStats",
+        f"{app_name}-CoordinatorState",
+    }
+    namespace = by_sid["KclMetricsInItsOwnNamespace"]["Condition"]["StringEquals"]["cloudwatch:namespace"]
+    assert namespace == {"Fn::Sub": app_name}
+
+
+def test_services_commands_and_counts() -> None:
+    template = load_template(MAIN)
+    containers = _containers(template)
+    assert containers["DispatcherTaskDefinition/dispatcher"]["Command"] == ["dispatch"]
+    assert containers["ReportTaskDefinition/report"]["Command"] == ["report"]
+    assert containers["ProducerTaskDefinition/producer"]["Command"][0] == "simulate"
+    assert containers["IngestTaskDefinition/ingest"]["Command"] == ["ingest", "--watch"]
+    assert template["Parameters"]["ProducerCount"]["Default"] == 0
+    assert template["Parameters"]["IngestCount"]["Default"] == 0
+    for name, container in containers.items():
+        assert container["User"] == "10001:10001", name
+        assert container["LogConfiguration"]["LogDriver"] == "awslogs", name
+    services = {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::ECS::Service"}
+    assert {s["Properties"]["TaskDefinition"]["Ref"] for s in services.values()} == {
+        "ProcessorTaskDefinition",
+        "DispatcherTaskDefinition",
+        "ProducerTaskDefinition",
+        "IngestTaskDefinition",
+    }
+
+
+def test_log_groups_keep_logs_for_a_set_time() -> None:
+    resources = load_template(MAIN)["Resources"]
+    groups = {k: v for k, v in resources.items() if v["Type"] == "AWS::Logs::LogGroup"}
+    assert len(groups) == 6
+    for name, group in groups.items():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+
+
+def test_weekly_report_is_an_eventbridge_scheduler_ecs_task() -> None:
+    resources = load_template(MAIN)["Resources"]
+    schedule = resources["WeeklyReportSchedule"]["Properties"]
+    assert schedule["Target"]["EcsParameters"]["TaskDefinitionArn"] == {"Ref": "ReportTaskDefinition"}
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["Cluster", "Arn"]}
+    run_task = resources["SchedulerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
+    assert run_task["Action"] == "ecs:RunTask"
+    assert run_task["Resource"] == {"Ref": "ReportTaskDefinition"}
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        k: v["Properties"] for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def test_alarms_watch_lag_dead_letters_and_backlog_and_notify_the_alerts_topic() -> None:
+    alarms = _alarms(load_template(MAIN))
+    wanted = {
+        ("GetRecords.IteratorAgeMilliseconds", "EventStream"),
+        ("ApproximateNumberOfMessagesVisible", "RestockDeadLetterQueue"),
+        ("ApproximateAgeOfOldestMessage", "RestockQueue"),
+    }
+    notified = set()
+    for alarm in alarms.values():
+        if alarm.get("AlarmActions") == [{"Ref": "AlertsTopic"}]:
+            target = _references(alarm["Dimensions"][0]["Value"]).pop()
+            notified.add((alarm["MetricName"], target))
+    assert wanted <= notified
+
+
+def test_processor_scales_on_cpu_and_on_stream_lag() -> None:
+    template = load_template(MAIN)
+    resources = template["Resources"]
+    cpu = resources["ProcessorCpuScaling"]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert cpu["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
+    lag_alarms = [
+        a for a in _alarms(template).values() if a.get("AlarmActions") == [{"Ref": "ProcessorLagScaleOut"}]
+    ]
+    assert [a["MetricName"] for a in lag_alarms] == ["GetRecords.IteratorAgeMilliseconds"]
+    assert resources["ProcessorLagScaleOut"]["Properties"]["PolicyType"] == "StepScaling"
+
+
+def test_data_is_encrypted_and_the_bucket_is_private_and_tls_only() -> None:
+    resources = load_template(MAIN)["Resources"]
+    assert resources["EventStream"]["Properties"]["StreamEncryption"]["EncryptionType"] == "KMS"
+    bucket = resources["ArchiveBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    deny = resources["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert deny["Effect"] == "Deny"
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    for queue in ("RestockQueue", "RestockDeadLetterQueue", "AlertsInboxQueue"):
+        assert resources[queue]["Properties"]["SqsManagedSseEnabled"] is True
+    assert resources["AlertsTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "Key"}
+    redrive = resources["RestockQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["RestockDeadLetterQueue", "Arn"]}
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    for prefix in ("events/", "windows/", "raw/", "rejected/"):
+        assert any(r.get("Prefix") == prefix and "ExpirationInDays" in r for r in rules.values()), prefix
+
+
+def test_restock_visibility_matches_the_queue_and_the_incoming_queue_gets_uploads() -> None:
+    template = load_template(MAIN)
+    resources = template["Resources"]
+    visibility = resources["RestockQueue"]["Properties"]["VisibilityTimeout"]
+    for name, container in _containers(template).items():
+        assert _env(container)["SHELFSTREAM_RESTOCK_VISIBILITY_S"] == str(visibility), name
+    bucket = resources["ArchiveBucket"]
+    (notification,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Queue"] == {"Fn::GetAtt": ["IncomingQueue", "Arn"]}
+    assert notification["Filter"]["S3Key"]["Rules"] == [
+        {"Name": "prefix", "Value": Settings().incoming_prefix}
+    ]
+    assert bucket["DependsOn"] == "IncomingQueuePolicy"
+    allow = resources["IncomingQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    bucket_arn = allow["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert bucket_arn.endswith(":::" + bucket["Properties"]["BucketName"]["Fn::Sub"])
