@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     restock_queue: str = "shelfstream-restock"
     restock_dlq: str = "shelfstream-restock-dlq"
     alerts_queue: str = "shelfstream-alerts-inbox"
+    incoming_queue: str = "shelfstream-incoming"  # S3 notifications of uploads under incoming_prefix
     deliveries_table: str = "shelfstream-deliveries"
     max_receive_count: int = Field(default=5, ge=1, le=1000)
 
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     checkpoint_prefix: str = "checkpoints/"
     reports_prefix: str = "reports/"
     incoming_prefix: str = "incoming/"
+
+    # --- history: query, report, file ingest -----------------------------------------------------
+    archive_mirror: str = ".shelfstream/archive"  # the demo's copy of the archive, queried with no AWS
+    archive_cache: str = ".shelfstream/cache"  # objects downloaded from S3 by query and report
+    ingest_max_line_bytes: int = Field(default=64 * 1024, ge=256)
+    ingest_wait_s: int = Field(default=20, ge=0, le=20)  # SQS long poll of `ingest --watch`
 
     # --- stock rules -----------------------------------------------------------------------------
     default_restock_threshold: int = Field(default=5, ge=0)

@@ -78,12 +78,15 @@ class S3Checkpoints:
             return decode_checkpoint(await body.read())
 
 
-def load_all_sync(s3: Any, bucket: str, settings: Settings) -> list[Checkpoint]:
-    """Every shard's checkpoint, for `shelfstream inventory` (a boto3 client)."""
+def load_all_sync(s3: Any, bucket: str, settings: Settings, include_ended: bool = False) -> list[Checkpoint]:
+    """Every shard's checkpoint, for `shelfstream inventory` (a boto3 client). A closed shard's
+    checkpoint is left out unless asked for: its stores live on in its children's checkpoints."""
     prefix = f"{settings.checkpoint_prefix}{settings.stream_name}/"
     result = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             blob = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            result.append(decode_checkpoint(blob))
+            checkpoint = decode_checkpoint(blob)
+            if include_ended or not checkpoint.shard_ended:
+                result.append(checkpoint)
     return result

@@ -13,16 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import msgspec
 from botocore.exceptions import ClientError
 
 from config import Settings
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects, ShardCore
 from processors.sinks import Sinks
-from shelfstream.contract import Alert
 from shelfstream.retry import backoff_s, error_code, is_retryable
 
 log = logging.getLogger(__name__)
@@ -37,6 +35,8 @@ class WorkerStatus:
     checkpoints: int = 0
     throttles: int = 0
     caught_up_at: float = 0.0
+    started_at: float = 0.0
+    ended_at: float = 0.0
     ended: bool = False
 
 
@@ -77,6 +77,7 @@ class ShardWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self._settings
+        self.status.started_at = time.monotonic()
         iterator: str | None = await self._iterator()
         idle = 0
         failures = 0
@@ -116,7 +117,9 @@ class ShardWorker:
                 self.status.empty_polls += 1
                 if self.status.millis_behind == 0:
                     if self.status.caught_up_at == 0.0:
-                        log.info("caught up", extra={"shard_id": self.shard_id, "records": self.status.records})
+                        log.info(
+                            "caught up", extra={"shard_id": self.shard_id, "records": self.status.records}
+                        )
                     self.status.caught_up_at = poll_started
             if iterator is None:
                 break
@@ -129,26 +132,14 @@ class ShardWorker:
                 await _sleep(stop, max(0.0, 0.2 - (time.monotonic() - poll_started)))
         self.status.ended = iterator is None
         await self.checkpoint()
+        if self.status.ended:
+            self.status.ended_at = time.monotonic()
 
     async def _emit(self) -> None:
         effects = self.core.drain()
         if not effects:
             return
-        sinks = self._sinks
-        if effects.requests:
-            await sinks.send_requests(effects.requests)
-        if effects.alerts:
-            await sinks.publish_alerts(effects.alerts)
-        if effects.requests or effects.alerts or effects.notes:
-            # Notes are archived as they are: a msgspec.Raw passes its bytes through the sink's encoder.
-            notes = [msgspec.Raw(note) for note in effects.notes]
-            await sinks.archive_alerts(cast(list[Alert], [*effects.requests, *effects.alerts, *notes]))
-        if effects.archive:
-            await sinks.archive(effects.archive)
-        if effects.windows:
-            await sinks.archive_windows(effects.windows)
-        if effects.rejected:
-            await sinks.keep_rejected(self.shard_id, effects.rejected)
+        await self._sinks.send(self.shard_id, effects)
         if self._on_effects is not None:
             self._on_effects(self.shard_id, effects)
 

@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
-from processors.core import RejectedRecord
+from processors.core import Effects, RejectedRecord
 from shelfstream.contract import Alert, Anomaly, RestockRequest, alert_kind, encode
 from shelfstream.retry import backoff_s, error_code
 
@@ -170,9 +170,25 @@ class Sinks:
             await self._dead_letter(dead_name, [(e["Data"], r) for e, r in failed])
         return sent
 
-    async def archive_alerts(self, alerts: Sequence[Alert | RestockRequest]) -> None:
-        """Every alert and request also goes to the archive, for reports and SQL history."""
-        records = [encode(alert) for alert in alerts]
+    async def send(self, shard_id: str, effects: Effects) -> None:
+        """One batch's effects, in the order every reader (embedded or KCL) sends them."""
+        if effects.requests:
+            await self.send_requests(effects.requests)
+        if effects.alerts:
+            await self.publish_alerts(effects.alerts)
+        if effects.requests or effects.alerts or effects.notes:
+            await self.archive_alerts(
+                [*(encode(r) for r in effects.requests), *(encode(a) for a in effects.alerts), *effects.notes]
+            )
+        if effects.archive:
+            await self.archive(effects.archive)
+        if effects.windows:
+            await self.archive_windows(effects.windows)
+        if effects.rejected:
+            await self.keep_rejected(shard_id, effects.rejected)
+
+    async def archive_alerts(self, records: Sequence[bytes]) -> None:
+        """Every alert, request and stock note (encoded) also goes to the archive, for reports and SQL."""
         sent = await self._firehose_put(self._resources.alerts_firehose, records, "firehose-alerts")
         self.stats.alerts_archived += sent
 

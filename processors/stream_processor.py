@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from config import Settings
-from processors.checkpoints import S3Checkpoints
+from processors.checkpoints import Checkpoint, S3Checkpoints
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
+from processors.core.partition import merge, split
+from processors.lineage import ShardInfo, ready
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
 from shelfstream.contract import Alert, RestockRequest, alert_kind
@@ -32,6 +34,8 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
 
 
 class StreamProcessor:
+    RELIST_S = 30.0  # look for new shards at least this often, besides when a shard ends
+
     def __init__(
         self,
         settings: Settings,
@@ -54,12 +58,12 @@ class StreamProcessor:
     def sinks(self) -> Sinks:
         return self._sinks
 
-    async def _shards(self) -> list[str]:
-        shards: list[str] = []
+    async def _shards(self) -> list[ShardInfo]:
+        shards: list[ShardInfo] = []
         args: dict[str, Any] = {"StreamName": self._settings.stream_name}
         while True:
             resp = await self._kinesis.list_shards(**args)
-            shards.extend(s["ShardId"] for s in resp["Shards"])
+            shards.extend(ShardInfo.from_api(s) for s in resp["Shards"])
             token = resp.get("NextToken")
             if not token:
                 return shards
@@ -77,31 +81,73 @@ class StreamProcessor:
             self._on_effects(shard_id, effects)
 
     async def run(self, stop: asyncio.Event) -> None:
-        config = core_config(self._settings)
-        for shard_id in await self._shards():
-            checkpoint = await self._checkpoints.load(shard_id)
-            if checkpoint is not None and checkpoint.shard_ended:
-                continue
-            core = checkpoint.core if checkpoint is not None else ShardCore(config)
-            start_after = checkpoint.sequence_number if checkpoint is not None else None
-            self.workers[shard_id] = ShardWorker(
-                shard_id,
-                self._kinesis,
-                core,
-                self._sinks,
-                self._checkpoints,
-                self._settings,
-                start_after,
-                self._observe,
-            )
-            log.info("shard assigned", extra={"shard_id": shard_id, "resume_after": start_after})
-        self.started.set()
-        tasks = [asyncio.create_task(w.run(stop), name=f"shard-{sid}") for sid, w in self.workers.items()]
+        """Read every shard; when one closes (resharding), start its children from its state."""
+        tasks: dict[str, asyncio.Task[None]] = {}
+        ended: set[str] = set()
+        checkpoints: dict[str, Checkpoint | None] = {}
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await asyncio.gather(*tasks)
+            while not stop.is_set():
+                shards = await self._shards()
+                for info in shards:
+                    if info.shard_id not in checkpoints:
+                        checkpoints[info.shard_id] = await self._checkpoints.load(info.shard_id)
+                    checkpoint = checkpoints[info.shard_id]
+                    if checkpoint is not None and checkpoint.shard_ended:
+                        ended.add(info.shard_id)
+                for info in ready(shards, ended, set(tasks)):
+                    worker = self._worker_for(info, checkpoints, {s.shard_id: s for s in shards})
+                    self.workers[info.shard_id] = worker
+                    tasks[info.shard_id] = asyncio.create_task(
+                        worker.run(stop), name=f"shard-{info.shard_id}"
+                    )
+                self.started.set()
+                done, _ = await asyncio.wait(
+                    [stopping, *tasks.values()], timeout=self.RELIST_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                for shard_id, task in list(tasks.items()):
+                    if task in done:
+                        task.result()  # a worker's failure is the processor's failure
+                        del tasks[shard_id]
+                        if self.workers[shard_id].status.ended:
+                            ended.add(shard_id)
+                            checkpoints[shard_id] = await self._checkpoints.load(shard_id)
+                            log.info("shard ended", extra={"shard_id": shard_id})
+            await asyncio.gather(*tasks.values())
         finally:
-            for task in tasks:
+            stopping.cancel()
+            for task in tasks.values():
                 task.cancel()
+
+    def _worker_for(
+        self, info: ShardInfo, checkpoints: dict[str, Checkpoint | None], shards: dict[str, ShardInfo]
+    ) -> ShardWorker:
+        checkpoint = checkpoints.get(info.shard_id)
+        if checkpoint is not None:
+            core, start_after = checkpoint.core, checkpoint.sequence_number
+        else:
+            # A child of a split or merge: its stores' state comes from its parents, cut along its range.
+            inherited = [
+                split(parent.core, info.owns)
+                for parent in (checkpoints.get(p) for p in info.parents)
+                if parent is not None
+            ]
+            core = merge(inherited) if inherited else ShardCore(core_config(self._settings))
+            start_after = None
+        log.info(
+            "shard assigned",
+            extra={"shard_id": info.shard_id, "resume_after": start_after, "parents": list(info.parents)},
+        )
+        return ShardWorker(
+            info.shard_id,
+            self._kinesis,
+            core,
+            self._sinks,
+            self._checkpoints,
+            self._settings,
+            start_after,
+            self._observe,
+        )
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
         """Wait until every shard has had an empty poll that began after `since` (monotonic)."""
@@ -109,7 +155,9 @@ class StreamProcessor:
         deadline = time.monotonic() + timeout
         await self.started.wait()
         while time.monotonic() < deadline:
-            if all(w.status.caught_up_at >= mark or w.status.ended for w in self.workers.values()):
+            if self.workers and all(
+                w.status.caught_up_at >= mark or w.status.ended for w in self.workers.values()
+            ):
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -120,18 +168,22 @@ class StreamProcessor:
             total.add(worker.core.stats)
         return total
 
+    def live_workers(self) -> list[ShardWorker]:
+        """Workers of shards still open: a closed shard's stores live on in its children."""
+        return [w for w in self.workers.values() if not w.status.ended]
+
     def inventory(self) -> dict[str, dict[str, int]]:
         merged: dict[str, dict[str, int]] = {}
-        for worker in self.workers.values():
+        for worker in self.live_workers():
             for store, products in worker.core.inventory().items():
                 merged.setdefault(store, {}).update(products)
         return dict(sorted(merged.items()))
 
     def open_requests(self) -> int:
-        return sum(len(w.core.open_requests()) for w in self.workers.values())
+        return sum(len(w.core.open_requests()) for w in self.live_workers())
 
     def stock_outs(self) -> int:
-        return sum(len(w.core.state.inventory.out_of_stock) for w in self.workers.values())
+        return sum(len(w.core.state.inventory.out_of_stock) for w in self.live_workers())
 
     def records_read(self) -> int:
         return sum(w.status.records for w in self.workers.values())

@@ -54,14 +54,14 @@ def point_at(endpoint: str) -> None:
 
 
 @functools.cache
-def _boto3_session(endpoint: str | None) -> boto3.session.Session:
-    # One session per endpoint: building a session costs ~0.1 s (it loads the service models).
+def _boto3_session(aws_env: tuple[tuple[str, str], ...]) -> boto3.session.Session:
+    # One session per AWS environment: building one costs ~0.1 s (it loads the service models).
     return boto3.session.Session()
 
 
 def sync_client(service: str, settings: Settings) -> Any:
     """A boto3 client for one-shot commands (provision, inventory, query)."""
-    session = _boto3_session(os.environ.get("AWS_ENDPOINT_URL"))
+    session = _boto3_session(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
     return session.client(service, region_name=region(settings), config=_CONFIG)
 
 

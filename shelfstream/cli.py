@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="random seed of the simulated stores")
     p.add_argument("--summary", metavar="FILE", help="also write the summary as JSON to FILE")
     p.add_argument("--no-live", action="store_true", help="no live view, just the summary")
+    p.add_argument(
+        "--port", type=_port, default=None, help="port of the live dashboard (default 8080, else a free one)"
+    )
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard")
     p.set_defaults(handler=_lazy("shelfstream.demo", "cmd_demo"))
 
     p = sub.add_parser("local-aws", help="serve the embedded local AWS on 127.0.0.1 until stopped")
@@ -115,6 +119,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
     p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_backtest"))
+
+    p = sub.add_parser("serve", help="the HTTP API and live dashboard (see docs/api.md)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--tokens", metavar="FILE", help="JSON tokens file (default: one new HQ token, printed)")
+    p.set_defaults(handler=_lazy("shelfstream.api.server", "cmd_serve"))
+
+    p = sub.add_parser("kcl-processor", help="KCL record processor for one shard, run by the MultiLangDaemon")
+    p.set_defaults(handler=_lazy("processors.kcl_processor", "cmd_kcl_processor"))
+
+    p = sub.add_parser("query", help="SQL over the archive (tables events, windows, alerts)")
+    p.add_argument("sql", metavar="SQL", help='one SELECT, e.g. "SELECT count(*) FROM events"')
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
+    p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
+    p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="only rows on or after this UTC date")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="only rows on or before this UTC date")
+    p.set_defaults(handler=_lazy("shelfstream.query", "cmd_query"))
+
+    p = sub.add_parser("report", help="weekly per-store report: HTML + CSV to S3 reports/, SNS notice")
+    p.add_argument("--week", default="last", help="YYYY-Www (ISO week), last (default) or current")
+    p.add_argument("--out", metavar="DIR", help="also write the report files to DIR")
+    p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
+    p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
+    p.set_defaults(handler=_lazy("shelfstream.report", "cmd_report"))
+
+    p = sub.add_parser("ingest", help="a CSV stock list or JSON-lines inventory file into the stream")
+    p.add_argument("file", metavar="FILE", nargs="?", help="a local file or s3://bucket/key")
+    p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto", help="default: by name")
+    p.add_argument("--watch", action="store_true", help="ingest every upload to incoming/ until stopped")
+    p.set_defaults(handler=_lazy("producers.ingest", "cmd_ingest"))
     return parser
 
 

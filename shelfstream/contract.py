@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from typing import Annotated, Final, Literal, TypeAlias
 
 import msgspec
@@ -15,15 +16,26 @@ import msgspec
 MAX_RECORD_BYTES: Final = 64 * 1024
 
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-StoreId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+STORE_ID_PATTERN: Final = r"^[A-Za-z0-9._-]+$"
+# The pattern is checked in _Event.__post_init__ against a memo of ids already seen valid: msgspec
+# runs a `pattern` through Python's re on every record (~0.8 us, half the cost of a decode), while a
+# shard only ever sees a few stores.
+StoreId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Money = Annotated[float, msgspec.Meta(ge=0)]
 
+_UTC: Final = dt.UTC
 _UTC_ZERO: Final = dt.timedelta(0)
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS: Final = dt.timedelta(milliseconds=1)
+_STORE_ID_RE: Final = re.compile(STORE_ID_PATTERN)
+_STORE_ID_ERROR: Final = f"Expected `str` matching regex {STORE_ID_PATTERN!r} - at `$.store_id`"
+_valid_store_ids: set[str] = set()
+_MAX_REMEMBERED_STORE_IDS: Final = 100_000
+_last_ts: tuple[dt.datetime, int] = (_EPOCH, 0)
 
 
 class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
@@ -32,16 +44,33 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
     ts: Timestamp
 
     def __post_init__(self) -> None:
-        if self.ts.utcoffset() != _UTC_ZERO:
+        store_id = self.store_id
+        if store_id not in _valid_store_ids:
+            if _STORE_ID_RE.search(store_id) is None:
+                raise ValueError(_STORE_ID_ERROR)
+            if len(_valid_store_ids) >= _MAX_REMEMBERED_STORE_IDS:
+                _valid_store_ids.clear()
+            _valid_store_ids.add(store_id)
+        ts = self.ts
+        if ts.tzinfo is not _UTC and ts.utcoffset() != _UTC_ZERO:
             raise ValueError("`ts` must be in UTC (end it with Z)")
 
     @property
     def ts_ms(self) -> int:
-        """Event time in epoch milliseconds: the core's only notion of time."""
-        return (self.ts - _EPOCH) // _MS
+        """Event time in epoch milliseconds: the core's only notion of time.
 
-
-_MS: Final = dt.timedelta(milliseconds=1)
+        Several parts of the core ask for it in turn for the same event, so the last answer is kept
+        (keyed by the datetime object itself, which the memo keeps alive: an id cannot be reused).
+        """
+        global _last_ts
+        ts = self.ts
+        last = _last_ts
+        if last[0] is ts:
+            return last[1]
+        since = ts - _EPOCH
+        ms = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+        _last_ts = (ts, ms)
+        return ms
 
 
 class Sale(_Event, tag="sale", frozen=True, kw_only=True):

@@ -30,6 +30,7 @@ from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import run_simulation
 from producers.simulator import StoreSimulator
+from shelfstream.api.embedded import DemoDashboard
 from shelfstream.aws import AioClients, point_at
 from shelfstream.clock import ScaledClock
 from shelfstream.contract import Restock, alert_kind, encode, format_ts
@@ -77,7 +78,11 @@ def demo_start_ms() -> int:
 
 
 async def run_demo(
-    options: DemoOptions, settings: Settings, resources: Resources, console: Console
+    options: DemoOptions,
+    settings: Settings,
+    resources: Resources,
+    console: Console,
+    dashboard: DemoDashboard | None = None,
 ) -> dict[str, Any]:
     start_ms = demo_start_ms()
     clock = ScaledClock(start_ms, options.speed)
@@ -96,10 +101,14 @@ async def run_demo(
     async with AioClients(settings, *DEMO_SERVICES) as clients:
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         truck_writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
-        processor = StreamProcessor(settings, clients, resources)
+        processor = StreamProcessor(
+            settings, clients, resources, on_effects=dashboard.on_effects if dashboard else None
+        )
 
         def delivered(event: Restock) -> None:
             ledger.record(encode(event))
+            if dashboard is not None:
+                dashboard.on_delivery(event)
 
         dispatcher = Dispatcher(
             settings,
@@ -114,6 +123,8 @@ async def run_demo(
             wait_seconds=1,
         )
         run = DemoRun(settings, clock, simulator, writer, truck_writer, processor, dispatcher, ledger)
+        if dashboard is not None:
+            dashboard.start(processor, dispatcher, clients, resources.bucket, on_written=ledger.record)
         processing = asyncio.create_task(processor.run(stop_processor))
         dispatching = asyncio.create_task(dispatcher.run(stop_dispatcher, drain_timeout=30))
         started = time.monotonic()
@@ -137,6 +148,8 @@ async def run_demo(
             caught_up = await processor.wait_caught_up(timeout=60)
             stop_processor.set()
             await processing
+            if dashboard is not None:
+                await dashboard.stop()
             run.phase = "done"
             if viewer is not None:
                 viewer.cancel()
@@ -236,6 +249,41 @@ def _mismatches(final: dict[str, dict[str, int]], expected: dict[str, dict[str, 
     return problems
 
 
+async def _with_dashboard(
+    args: argparse.Namespace, options: DemoOptions, settings: Settings, resources: Resources, console: Console
+) -> dict[str, Any]:
+    """The demo, with its live dashboard unless --no-dashboard (bound in the loop that serves it)."""
+    if args.no_dashboard:
+        return await run_demo(options, settings, resources, console)
+    dashboard = DemoDashboard(settings, args.port)
+    console.print(
+        f"[b]live dashboard[/b] at {dashboard.url} (while the demo runs); sign in with the HQ token "
+        f"[b]{dashboard.token}[/b]",
+        soft_wrap=True,
+    )
+    return await run_demo(options, settings, resources, console, dashboard)
+
+
+def _mirror_archive(settings: Settings, resources: Resources, console: Console) -> None:
+    """Keep a copy of the archive before the embedded AWS goes away, so `shelfstream query` and
+    `shelfstream report` work afterwards with no AWS at all."""
+    from shelfstream.archive import mirror_archive
+    from shelfstream.aws import sync_client
+    from shelfstream.errors import ShelfstreamError
+
+    try:
+        s3 = sync_client("s3", settings)
+        stats = mirror_archive(s3, resources.bucket, settings, settings.archive_mirror)
+    except (OSError, ShelfstreamError) as exc:
+        console.print(f"[yellow]archive not mirrored to {settings.archive_mirror}: {exc}[/yellow]")
+        return
+    console.print(
+        f"archive ({stats.objects:,} objects) mirrored to {settings.archive_mirror}: try "
+        '`shelfstream query "SELECT type, count(*) FROM events GROUP BY 1"` '
+        "or `shelfstream report --week current`"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     options = DemoOptions(
         duration_s=args.duration,
@@ -252,7 +300,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = load_settings(trucks=8, travel_seconds=1.5, checkpoint_every_s=2.0)
         console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
         resources = provision(settings)
-        result = asyncio.run(run_demo(options, settings, resources, console))
+        result = asyncio.run(_with_dashboard(args, options, settings, resources, console))
+        _mirror_archive(settings, resources, console)
     table = Table("figure", "value", title="demo summary")
     for key, value in result.items():
         if key != "inventory_mismatches" or value:

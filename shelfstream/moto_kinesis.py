@@ -31,7 +31,8 @@ def get_records(self: Any, last_sequence_id: str, limit: int | None) -> tuple[li
         return [], last_sequence_int, 0
     first, last = _first_key(records), _last_key(records)
     if last - first + 1 != len(records):  # not consecutive: moto's own scan
-        return _original_get_records(self, last_sequence_id, limit)
+        original: tuple[list[Any], int, int] = _original_get_records(self, last_sequence_id, limit)
+        return original
     start = max(last_sequence_int + 1, first)
     stop = last + 1 if limit is None else min(last + 1, start + limit)
     results = [records[n] for n in range(start, stop)]
@@ -60,7 +61,10 @@ def install() -> None:
     from moto.kinesis.models import Shard
 
     _original_get_records = Shard.get_records
-    Shard.get_records = get_records
-    Shard.get_max_sequence_number = get_max_sequence_number
-    Shard.get_min_sequence_number = get_min_sequence_number
+    for name, replacement in (
+        ("get_records", get_records),
+        ("get_max_sequence_number", get_max_sequence_number),
+        ("get_min_sequence_number", get_min_sequence_number),
+    ):
+        setattr(Shard, name, replacement)
     _PATCHED = True

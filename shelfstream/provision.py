@@ -32,6 +32,8 @@ FIREHOSE_BUFFER_S = 60
 FIREHOSE_BUFFER_MB = 5
 STREAM_WAIT_S = 300
 FIREHOSE_WAIT_S = 300
+INCOMING_VISIBILITY_TIMEOUT_S = 300  # ingesting one uploaded file may take minutes
+INCOMING_NOTIFICATION_ID = "shelfstream-incoming"
 
 _MISSING_QUEUE_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _MISSING_BUCKET_CODES = {"404", "NoSuchBucket", "NotFound"}
@@ -51,6 +53,7 @@ class Resources:
     restock_dlq_url: str
     alerts_queue_url: str
     deliveries_table: str
+    incoming_queue_url: str
 
 
 class _Clients:
@@ -123,6 +126,11 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
     alerts_url, alerts_arn = _ensure_queue(clients, settings.alerts_queue, {})
     _allow_topic_to_send(clients, alerts_url, alerts_arn, topic_arn)
     _ensure_raw_subscription(clients, topic_arn, alerts_arn)
+    incoming_url, incoming_arn = _ensure_queue(
+        clients, settings.incoming_queue, {"VisibilityTimeout": str(INCOMING_VISIBILITY_TIMEOUT_S)}
+    )
+    _allow_bucket_to_notify(clients, incoming_url, incoming_arn, bucket)
+    _ensure_incoming_notification(clients, bucket, incoming_arn)
     resources = Resources(
         stream_arn=stream_arn,
         bucket=bucket,
@@ -134,6 +142,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
         restock_dlq_url=dlq_url,
         alerts_queue_url=alerts_url,
         deliveries_table=settings.deliveries_table,
+        incoming_queue_url=incoming_url,
     )
     log.info("provisioned", extra={"seconds": round(time.perf_counter() - began, 3)})
     return resources
@@ -349,6 +358,66 @@ def _allow_topic_to_send(clients: _Clients, queue_url: str, queue_arn: str, topi
         sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
 
 
+def _allow_bucket_to_notify(clients: _Clients, queue_url: str, queue_arn: str, bucket: str) -> None:
+    partition = queue_arn.split(":")[1] if queue_arn.count(":") >= 5 else "aws"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AllowArchiveBucketUploads",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnLike": {"aws:SourceArn": f"arn:{partition}:s3:::{bucket}"}},
+            }
+        ],
+    }
+    sqs = clients("sqs")
+    with _mapped("sqs"):
+        sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)})
+
+
+def _ensure_incoming_notification(clients: _Clients, bucket: str, queue_arn: str) -> None:
+    """Uploads under ``incoming_prefix`` notify the incoming queue (for ``ingest --watch``).
+
+    Other notifications on the bucket are kept; ours is written only when it differs, because S3
+    sends a test event to every queue of the configuration each time it is written.
+    """
+    wanted = {
+        "Id": INCOMING_NOTIFICATION_ID,
+        "QueueArn": queue_arn,
+        "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": clients.settings.incoming_prefix}]}},
+    }
+    s3 = clients("s3")
+    with _mapped("s3"):
+        current = s3.get_bucket_notification_configuration(Bucket=bucket)
+        current.pop("ResponseMetadata", None)
+        queues = current.get("QueueConfigurations", [])
+        ours = [q for q in queues if q.get("Id") == INCOMING_NOTIFICATION_ID]
+        if len(ours) == 1 and _same_notification(ours[0], wanted):
+            return
+        current["QueueConfigurations"] = [
+            *(q for q in queues if q.get("Id") != INCOMING_NOTIFICATION_ID),
+            wanted,
+        ]
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
+        log.info("bucket notifies the incoming queue", extra={"bucket": bucket, "queue": queue_arn})
+
+
+def _same_notification(have: dict[str, Any], want: dict[str, Any]) -> bool:
+    def rules(config: dict[str, Any]) -> list[tuple[str, str]]:
+        found = config.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+        return sorted((str(r.get("Name", "")).lower(), str(r.get("Value", ""))) for r in found)
+
+    return (
+        have.get("QueueArn") == want["QueueArn"]
+        and sorted(have.get("Events", [])) == sorted(want["Events"])
+        and rules(have) == rules(want)
+    )
+
+
 def _ensure_raw_subscription(clients: _Clients, topic_arn: str, queue_arn: str) -> str:
     sns = clients("sns")
     with _mapped("sns"):
@@ -427,7 +496,12 @@ def resolve(settings: Settings) -> Resources:
     urls: dict[str, str] = {}
     sqs = clients("sqs")
     with _mapped("sqs"):
-        for name in (settings.restock_queue, settings.restock_dlq, settings.alerts_queue):
+        for name in (
+            settings.restock_queue,
+            settings.restock_dlq,
+            settings.alerts_queue,
+            settings.incoming_queue,
+        ):
             try:
                 urls[name] = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
             except ClientError as exc:
@@ -450,6 +524,7 @@ def resolve(settings: Settings) -> Resources:
         restock_dlq_url=urls[settings.restock_dlq],
         alerts_queue_url=urls[settings.alerts_queue],
         deliveries_table=settings.deliveries_table,
+        incoming_queue_url=urls[settings.incoming_queue],
     )
 
 

@@ -43,3 +43,8 @@ class Dedup:
         cutoff = self._newest_ms - self._horizon_ms
         if any(ts < cutoff for ts in self._seen.values()):
             self._seen = {eid: ts for eid, ts in self._seen.items() if ts >= cutoff}
+
+    def merge(self, other: Dedup) -> None:
+        """Take in another shard's memory (two shards merged into one)."""
+        self._seen.update(other._seen)
+        self._newest_ms = max(self._newest_ms, other._newest_ms)

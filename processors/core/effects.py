@@ -24,9 +24,13 @@ class Effects:
     archive: list[bytes] = field(default_factory=list)
     rejected: list[RejectedRecord] = field(default_factory=list)
     windows: list[bytes] = field(default_factory=list)
+    # Archive-only notes (JSON), e.g. the end of a stock-out: history for reports, never sent to SNS.
+    notes: list[bytes] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.requests or self.alerts or self.archive or self.rejected or self.windows)
+        return bool(
+            self.requests or self.alerts or self.archive or self.rejected or self.windows or self.notes
+        )
 
     def extend(self, other: Effects) -> None:
         self.requests.extend(other.requests)
@@ -34,3 +38,4 @@ class Effects:
         self.archive.extend(other.archive)
         self.rejected.extend(other.rejected)
         self.windows.extend(other.windows)
+        self.notes.extend(other.notes)

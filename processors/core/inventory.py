@@ -3,12 +3,16 @@
 Stock follows stream order (per store, the order in the shard). It may go negative (oversold) and is
 never clamped; a product at or below zero raises one out-of-stock alert until it is back above zero.
 A product at or below its restock threshold raises one restock request, which stays open until a
-restock for that product arrives.
+restock for that product arrives. When a product that was out of stock is back above zero, a
+`back_in_stock` note goes to the alerts archive (not to SNS): the end of the stock-out, so reports can
+say how long it lasted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import msgspec
 
 from processors.core.effects import Effects
 from shelfstream.contract import (
@@ -21,10 +25,21 @@ from shelfstream.contract import (
     RestockRequest,
     Sale,
     alert_id,
+    encode,
     format_ts,
 )
 
 Key = tuple[str, str]
+
+
+class BackInStock(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="back_in_stock"):
+    """The end of a stock-out, archived next to the alerts (same shape: kind, id, store, time)."""
+
+    alert_id: str
+    store_id: str
+    ts: str
+    product_id: str
+    on_hand: int
 
 
 @dataclass(slots=True)
@@ -123,6 +138,17 @@ class Inventory:
                 )
         elif key in self.out_of_stock:
             self.out_of_stock.discard(key)
+            out.notes.append(
+                encode(
+                    BackInStock(
+                        alert_id=alert_id("back_in_stock", key[0], key[1], cause),
+                        store_id=key[0],
+                        ts=format_ts(ts_ms),
+                        product_id=key[1],
+                        on_hand=on_hand,
+                    )
+                )
+            )
         threshold, target = self.threshold_of(key)
         if on_hand <= threshold and key not in self.open_requests:
             rid = alert_id("restock_request", key[0], key[1], cause)

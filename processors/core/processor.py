@@ -1,23 +1,30 @@
-"""The processor core for one shard: decode -> validate -> dedup -> stock -> effects.
+"""The processor core for one shard: decode -> validate -> dedup -> stock -> windows -> detection -> effects.
 
 One core per shard, because a store's events all live in one shard (partition key = store): the
 state of a shard can then be checkpointed, moved to another worker, or split along hash-key ranges
 on resharding, without touching any other shard's state.
+
+Stock follows stream order; windows follow event time (processors/core/windows.py), and each closed
+window is judged by the store's detector (processors/core/detector.py, monitor.py).
 """
 
 from __future__ import annotations
 
 import pickle
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from processors.core.dedup import Dedup
+from processors.core.detector import DetectorConfig
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
+from processors.core.monitor import AnomalyMonitor
+from processors.core.windows import WindowEngine, WindowResult, WindowSpec
 from shelfstream.contract import Count, Product, Refund, Rejection, Restock, Sale, decode_event
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+_MINUTE_MS: Final = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +33,21 @@ class CoreConfig:
     default_target_stock: int = 40
     dedup_horizon_ms: int = 7 * 24 * 3600 * 1000
     archive: bool = True
+    # Event-time windows per store (0 turns windows, and so detection, off).
+    window_ms: int = 15 * _MINUTE_MS
+    hopping_window_ms: int = 60 * _MINUTE_MS  # 0: no hopping window
+    hopping_hop_ms: int = 15 * _MINUTE_MS
+    allowed_lateness_ms: int = 2 * _MINUTE_MS
+    max_window_gap_ms: int = 7 * 24 * 3600 * 1000
+    detection: DetectorConfig = field(default_factory=DetectorConfig)
+
+    def window_specs(self) -> tuple[WindowSpec, ...]:
+        if self.window_ms <= 0:
+            return ()
+        specs = [WindowSpec(self.window_ms, self.window_ms)]
+        if self.hopping_window_ms > 0:
+            specs.append(WindowSpec(self.hopping_window_ms, self.hopping_hop_ms))
+        return tuple(specs)
 
 
 @dataclass(slots=True)
@@ -53,17 +75,31 @@ class CoreState:
     inventory: Inventory
     dedup: Dedup
     stats: CoreStats
+    windows: WindowEngine | None = None
+    monitor: AnomalyMonitor | None = None
+
+
+def _windows_and_monitor(config: CoreConfig) -> tuple[WindowEngine | None, AnomalyMonitor | None]:
+    specs = config.window_specs()
+    if not specs:
+        return None, None
+    engine = WindowEngine(specs, config.allowed_lateness_ms, config.max_window_gap_ms)
+    return engine, AnomalyMonitor(config.detection, specs)
 
 
 class ShardCore:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
+        windows, monitor = _windows_and_monitor(self.config)
         self.state = CoreState(
             inventory=Inventory(self.config.default_restock_threshold, self.config.default_target_stock),
             dedup=Dedup(self.config.dedup_horizon_ms),
             stats=CoreStats(),
+            windows=windows,
+            monitor=monitor,
         )
         self.out = Effects()
+        self._archive = self.config.archive
 
     # --- the hot path ---------------------------------------------------------------------------
 
@@ -78,34 +114,86 @@ class ShardCore:
             self.out.rejected.append(RejectedRecord(ref, ev.reason, raw))
             return False
         stats.events_valid += 1
-        if not state.dedup.first_time(ev.event_id, ev.ts_ms):
+        ts_ms = ev.ts_ms
+        if not state.dedup.first_time(ev.event_id, ts_ms):
             stats.duplicates_ignored += 1
             return False
         out = self.out
+        alerts = out.alerts
+        requests = out.requests
+        alerts_before = len(alerts)
+        requests_before = len(requests)
         inv = state.inventory
-        alerts_before = len(out.alerts)
-        requests_before = len(out.requests)
+        win = state.windows
         if isinstance(ev, Sale):
             inv.sale(ev, out)
+            if win is not None:
+                # WindowEngine.sale, inlined: this is the hottest line of the core.
+                idx = ts_ms // win.pane_ms
+                if idx < win.closed_idx:
+                    stats.late_events += 1
+                else:
+                    store = win.stores.get(ev.store_id)
+                    pane = store.panes.get(idx) if store is not None else None
+                    if pane is None:
+                        pane = win.new_pane(ev.store_id, idx)
+                    quantity = ev.quantity
+                    pane.lines += 1
+                    pane.units += quantity
+                    pane.revenue += quantity * ev.unit_price
+                    tid = ev.transaction_id
+                    if tid is None:
+                        pane.sales_anon += 1
+                    else:
+                        pane.sale_ids.add(tid)
         elif isinstance(ev, Refund):
             inv.refund(ev, out)
+            if win is not None and not win.refund(
+                ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id
+            ):
+                stats.late_events += 1
         elif isinstance(ev, Restock):
             inv.restock(ev, out)
         elif isinstance(ev, Count):
             inv.count(ev, out)
         elif isinstance(ev, Product):
             inv.product(ev, out)
-        if self.config.archive:
-            out.archive.append(raw)
-        if len(out.requests) != requests_before:
-            stats.alerts["restock_request"] += len(out.requests) - requests_before
-        if len(out.alerts) != alerts_before:
-            for alert in out.alerts[alerts_before:]:
+        if self._archive:
+            out.archive.append(raw)  # late events too: they are kept, only their window has closed
+        if len(requests) != requests_before:
+            stats.alerts["restock_request"] += len(requests) - requests_before
+        if len(alerts) != alerts_before:
+            for alert in alerts[alerts_before:]:
                 stats.alerts[alert.__struct_config__.tag] += 1  # type: ignore[index]
+        if win is not None and ts_ms > win.newest_ms:
+            win.newest_ms = ts_ms
+            if ts_ms >= win.next_close_ms:
+                self._closed(win.due())  # counts its own anomaly alerts
         return True
 
     def finish(self) -> None:
-        """End of input (a backtest's last line): nothing is pending in the stock core itself."""
+        """End of input (a backtest's last line): close every open window, as if time moved past them.
+
+        Not for a live shard at shutdown: there, open windows are part of the checkpoint and close
+        when later events arrive.
+        """
+        if self.state.windows is not None:
+            self._closed(self.state.windows.flush())
+
+    def advance_watermark(self, ts_ms: int) -> None:
+        """Move event time forward without an event (the shell's clock while a shard is idle), so the
+        windows of a store that went silent still close and its outage is seen."""
+        if self.state.windows is not None:
+            self._closed(self.state.windows.advance(ts_ms))
+
+    def _closed(self, windows: list[WindowResult]) -> None:
+        monitor = self.state.monitor
+        if not windows or monitor is None:
+            return
+        out = self.out
+        alerts = self.state.stats.alerts
+        for window in windows:
+            monitor.window_closed(window, out, alerts)
 
     def drain(self) -> Effects:
         """Hand the collected effects to the shell and start a fresh collection."""
@@ -133,6 +221,14 @@ class ShardCore:
     @classmethod
     def restore(cls, blob: bytes) -> ShardCore:
         version, config, state = pickle.loads(blob)
+        if version == 1:
+            # Before windows: keep the stock state, start windows and detectors fresh.
+            known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
+            core = cls(CoreConfig(**known))
+            core.state.inventory = state.inventory
+            core.state.dedup = state.dedup
+            core.state.stats = state.stats
+            return core
         if version != SNAPSHOT_VERSION:
             raise ValueError(f"checkpoint format {version} is not {SNAPSHOT_VERSION}")
         core = cls(config)

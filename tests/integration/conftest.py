@@ -10,10 +10,12 @@ Fixtures for every integration test in the project:
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 
 from config import Settings
@@ -32,7 +34,9 @@ def local_aws(isolated_aws_env: None) -> Iterator[EmbeddedAws]:
 
 
 @pytest.fixture
-def make_settings(local_aws: EmbeddedAws) -> Callable[..., Settings]:
+def make_settings(local_aws: EmbeddedAws) -> Iterator[Callable[..., Settings]]:
+    made: list[Settings] = []
+
     def make(**overrides: Any) -> Settings:
         uid = uuid.uuid4().hex[:12]
         names = {
@@ -46,12 +50,22 @@ def make_settings(local_aws: EmbeddedAws) -> Callable[..., Settings]:
             "restock_dlq": f"t-{uid}-restock-dlq",
             "alerts_queue": f"t-{uid}-alerts-inbox",
             "deliveries_table": f"t-{uid}-deliveries",
+            "incoming_queue": f"t-{uid}-incoming",
+            "dashboard_queue": f"t-{uid}-alerts-inbox-dashboard",
             "shard_count": 2,
             "max_receive_count": 2,
         }
-        return Settings(**{**names, **overrides})
+        settings = Settings(**{**names, **overrides})
+        made.append(settings)
+        return settings
 
-    return make
+    yield make
+    # moto allows 50 Firehose delivery streams per region: each test removes its own.
+    firehose = boto3.client("firehose", endpoint_url=local_aws.endpoint, region_name="us-east-1")
+    for settings in made:
+        for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
+            with contextlib.suppress(firehose.exceptions.ResourceNotFoundException):
+                firehose.delete_delivery_stream(DeliveryStreamName=name)
 
 
 @pytest.fixture

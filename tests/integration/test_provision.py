@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
 
@@ -63,6 +64,23 @@ def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == resources.topic_arn
     assert statement["Action"] == "sqs:SendMessage"
 
+    # Uploads under incoming/ notify the incoming queue (for `ingest --watch`), which lets S3 send.
+    incoming_arn = sqs.get_queue_attributes(
+        QueueUrl=resources.incoming_queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert incoming_arn.endswith(f":{settings.incoming_queue}")
+    incoming_policy = json.loads(
+        sqs.get_queue_attributes(QueueUrl=resources.incoming_queue_url, AttributeNames=["Policy"])[
+            "Attributes"
+        ]["Policy"]
+    )["Statement"][0]
+    assert incoming_policy["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert incoming_policy["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{settings.bucket}"
+    (notify,) = s3.get_bucket_notification_configuration(Bucket=settings.bucket)["QueueConfigurations"]
+    assert notify["QueueArn"] == incoming_arn
+    assert notify["Events"] == ["s3:ObjectCreated:*"]
+    assert notify["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "incoming/"}]
+
 
 def test_firehose_archive_lands_under_the_events_prefix(provisioned: tuple[Settings, Resources]) -> None:
     settings, resources = provisioned
@@ -96,7 +114,10 @@ def test_provision_twice_is_a_no_op(provisioned: tuple[Settings, Resources]) -> 
     assert len(subscriptions) == 1
     prefix = settings.restock_queue.split("-restock")[0]
     queues = sync_client("sqs", settings).list_queues(QueueNamePrefix=prefix)["QueueUrls"]
-    assert sorted(queues) == sorted([first.restock_queue_url, first.restock_dlq_url, first.alerts_queue_url])
+    ours = [first.restock_queue_url, first.restock_dlq_url, first.alerts_queue_url, first.incoming_queue_url]
+    assert sorted(queues) == sorted(url for url in ours if url.rsplit("/", 1)[-1].startswith(prefix))
+    notify = sync_client("s3", settings).get_bucket_notification_configuration(Bucket=settings.bucket)
+    assert len(notify["QueueConfigurations"]) == 1
     rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
     assert len(rules) == 4
 
@@ -115,6 +136,32 @@ def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
         QueueUrl=first.restock_queue_url, AttributeNames=["RedrivePolicy"]
     )["Attributes"]
     assert int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"]) == 7
+
+
+def test_incoming_notifications_are_written_once_and_announce_uploads(make_settings: Any) -> None:
+    settings = make_settings(incoming_queue=f"{make_settings().restock_queue}-incoming")
+    first = provision(settings)
+    provision(settings)  # unchanged: not written again (each write makes S3 send a test event)
+    firehose = sync_client("firehose", settings)
+    for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
+        # moto, like AWS, allows 50 delivery streams per region; this test needs none of them.
+        firehose.delete_delivery_stream(DeliveryStreamName=name, AllowForceDelete=True)
+    s3 = sync_client("s3", settings)
+    s3.put_object(Bucket=settings.bucket, Key="incoming/Berlin stock.csv", Body=b"store,item,count\n")
+    s3.put_object(Bucket=settings.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\n")
+    sqs = sync_client("sqs", settings)
+    bodies = []
+    while got := sqs.receive_message(
+        QueueUrl=first.incoming_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages"):
+        bodies.extend(json.loads(m["Body"]) for m in got)
+        for m in got:
+            sqs.delete_message(QueueUrl=first.incoming_queue_url, ReceiptHandle=m["ReceiptHandle"])
+    assert [b.get("Event") for b in bodies if "Event" in b] == ["s3:TestEvent"]
+    (upload,) = [b for b in bodies if "Records" in b]
+    key = upload["Records"][0]["s3"]["object"]["key"]
+    assert " " not in key  # S3 URL-encodes the key in a notification
+    assert unquote_plus(key) == "incoming/Berlin stock.csv"
 
 
 def test_sns_alert_arrives_raw_with_attributes(provisioned: tuple[Settings, Resources]) -> None:

@@ -1,0 +1,69 @@
+"""Cutting a shard's state along store lines and joining it again, for resharding.
+
+A split gives each child the parent's state for the stores whose hash key it owns; a merge joins two
+parents' states (their stores are disjoint). Shard-wide parts go whole to each side: the dedup memory
+(ids do not say their store; a superset is harmless and ages out) and the window clock, where a
+merge keeps the earlier of the two closing points so no store's open window is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from processors.core.effects import Effects
+from processors.core.processor import CoreStats, ShardCore
+
+
+def _copy(core: ShardCore) -> ShardCore:
+    copy = ShardCore.restore(core.snapshot())
+    copy.state.stats = CoreStats()  # a shard's own counts start at zero; the parent keeps its own
+    copy.out = Effects()
+    return copy
+
+
+def split(core: ShardCore, owns: Callable[[str], bool]) -> ShardCore:
+    """The part of `core` for the stores `owns` accepts (by store id, i.e. partition key)."""
+    child = _copy(core)
+    state = child.state
+    inv = state.inventory
+    inv.stock = {k: v for k, v in inv.stock.items() if owns(k[0])}
+    inv.catalog = {k: v for k, v in inv.catalog.items() if owns(k[0])}
+    inv.open_requests = {k: v for k, v in inv.open_requests.items() if owns(k[0])}
+    inv.out_of_stock = {k for k in inv.out_of_stock if owns(k[0])}
+    if state.windows is not None:
+        state.windows.stores = {s: w for s, w in state.windows.stores.items() if owns(s)}
+    if state.monitor is not None:
+        state.monitor.detectors = {s: d for s, d in state.monitor.detectors.items() if owns(s)}
+        state.monitor.open_until = {k: v for k, v in state.monitor.open_until.items() if owns(k[0])}
+    return child
+
+
+def merge(cores: Sequence[ShardCore]) -> ShardCore:
+    """One core holding the (disjoint) stores of every core given."""
+    if not cores:
+        raise ValueError("nothing to merge")
+    merged = _copy(cores[0])
+    state = merged.state
+    for other in cores[1:]:
+        o = other.state
+        inv, oinv = state.inventory, o.inventory
+        inv.stock.update(oinv.stock)
+        inv.catalog.update(oinv.catalog)
+        inv.open_requests.update(oinv.open_requests)
+        inv.out_of_stock |= oinv.out_of_stock
+        state.dedup.merge(o.dedup)
+        if state.windows is not None and o.windows is not None:
+            w, ow = state.windows, o.windows
+            w.stores.update(ow.stores)
+            if ow.started:
+                if w.started:
+                    w.closed_idx = min(w.closed_idx, ow.closed_idx)
+                    w.next_close_ms = min(w.next_close_ms, ow.next_close_ms)
+                    w.newest_ms = max(w.newest_ms, ow.newest_ms)
+                else:
+                    w.started, w.closed_idx = True, ow.closed_idx
+                    w.next_close_ms, w.newest_ms = ow.next_close_ms, ow.newest_ms
+        if state.monitor is not None and o.monitor is not None:
+            state.monitor.detectors.update(o.monitor.detectors)
+            state.monitor.open_until.update(o.monitor.open_until)
+    return merged

@@ -1,0 +1,365 @@
+"""Event-time windows per store: tumbling and hopping windows of sales and refunds, with a watermark.
+
+Every window is a sum of *panes*: fixed slices of event time whose length divides every window's size
+and hop (15 minutes for the defaults: 15-minute tumbling windows, 1-hour windows every 15 minutes).
+An event only touches its pane (two dict lookups and a few additions); all the work of building
+windows happens when a pane closes, once per store per pane.
+
+The watermark is per shard (per core): the newest event time seen minus the allowed lateness. A
+pane closes when the watermark passes its end, for every store of the shard at once. It is not per
+store on purpose: a store whose tills stop sending (the very outage we must detect) would otherwise
+freeze its own watermark, and its empty windows would only close when it sends again. An event whose
+pane has already closed is late: it is counted (and still archived and applied to stock by the
+caller), never added to a window that was already emitted.
+
+Closed windows are emitted even when empty (a store closed at night), so that a consumer (and the
+detector's seasonal slots) sees one window per slot, every slot. A jump of the watermark longer than
+`max_gap_ms` (a clock far off, a long outage) is not filled with empty windows: open panes are
+flushed and the span is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+MINUTE_MS: Final = 60_000
+_NEVER: Final = -(2**62)
+_NO_LIMIT: Final = 2**62
+
+
+class WindowSpec:
+    """One window shape; tumbling when hop == size. Immutable; `name` and `kind` are computed once."""
+
+    __slots__ = ("hop_ms", "kind", "name", "size_ms")
+
+    def __init__(self, size_ms: int, hop_ms: int) -> None:
+        if size_ms <= 0 or hop_ms <= 0:
+            raise ValueError("window size and hop must be positive")
+        if hop_ms > size_ms:
+            raise ValueError("a window's hop cannot be longer than its size (events would fall between)")
+        self.size_ms = size_ms
+        self.hop_ms = hop_ms
+        self.kind = "tumbling" if hop_ms == size_ms else "hopping"
+        self.name = _duration(size_ms) if hop_ms == size_ms else f"{_duration(size_ms)}/{_duration(hop_ms)}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WindowSpec) and (self.size_ms, self.hop_ms) == (other.size_ms, other.hop_ms)
+
+    def __hash__(self) -> int:
+        return hash((self.size_ms, self.hop_ms))
+
+    def __repr__(self) -> str:
+        return f"WindowSpec({self.size_ms}, {self.hop_ms})"
+
+    def __reduce__(self) -> tuple[type[WindowSpec], tuple[int, int]]:
+        return WindowSpec, (self.size_ms, self.hop_ms)
+
+
+def _duration(ms: int) -> str:
+    if ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
+    if ms % MINUTE_MS == 0:
+        return f"{ms // MINUTE_MS}m"
+    if ms % 1000 == 0:
+        return f"{ms // 1000}s"
+    return f"{ms}ms"
+
+
+class Pane:
+    """Sums of one store's sales and refunds over one pane of event time."""
+
+    __slots__ = (
+        "lines",
+        "refund_amount",
+        "refund_ids",
+        "refund_lines",
+        "refund_units",
+        "refunds_anon",
+        "revenue",
+        "sale_ids",
+        "sales_anon",
+        "units",
+    )
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.units = 0
+        self.revenue = 0.0
+        self.sales_anon = 0
+        self.sale_ids: set[str] = set()
+        self.refund_lines = 0
+        self.refund_units = 0
+        self.refund_amount = 0.0
+        self.refunds_anon = 0
+        self.refund_ids: set[str] = set()
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in Pane.__slots__)
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for name, value in zip(Pane.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+
+# A closed pane reduced to numbers (its id sets counted), kept for the hopping windows:
+# (sales, lines, units, revenue, refunds, refund_lines, refund_units, refund_amount)
+PaneTotals = tuple[int, int, int, float, int, int, int, float]
+_EMPTY: Final[PaneTotals] = (0, 0, 0, 0.0, 0, 0, 0, 0.0)
+
+
+def _totals(pane: Pane) -> PaneTotals:
+    return (
+        len(pane.sale_ids) + pane.sales_anon,
+        pane.lines,
+        pane.units,
+        pane.revenue,
+        len(pane.refund_ids) + pane.refunds_anon,
+        pane.refund_lines,
+        pane.refund_units,
+        pane.refund_amount,
+    )
+
+
+class WindowResult(msgspec.Struct, frozen=True):
+    """One closed window of one store.
+
+    `sales` counts sales (distinct transaction ids, or sale events without one); `lines` counts sale
+    events. A sale whose lines straddle a pane boundary counts once in each pane (its lines are seconds
+    apart, so this is rare and never hides a trend).
+    """
+
+    store_id: str
+    spec: WindowSpec
+    start_ms: int
+    end_ms: int
+    sales: int
+    lines: int
+    units: int
+    revenue: float
+    refunds: int
+    refund_lines: int
+    refund_units: int
+    refund_amount: float
+
+    @property
+    def refund_ratio(self) -> float | None:
+        """Refunded amount over sold amount; None when nothing was sold."""
+        return self.refund_amount / self.revenue if self.revenue > 0 else None
+
+    @property
+    def avg_basket(self) -> float | None:
+        """Revenue per sale; None when nothing was sold."""
+        return self.revenue / self.sales if self.sales else None
+
+    @property
+    def empty(self) -> bool:
+        return self.lines == 0 and self.refund_lines == 0
+
+
+@dataclass(slots=True)
+class StoreWindows:
+    """The open panes of one store and the recently closed ones that hopping windows still need."""
+
+    first_idx: int
+    panes: dict[int, Pane] = field(default_factory=dict)
+    recent: deque[PaneTotals] = field(default_factory=deque)
+
+
+class WindowEngine:
+    """Per-store event-time windows of one shard, closed by the shard's watermark."""
+
+    __slots__ = (
+        "_hops",
+        "_max_gap_panes",
+        "_span",
+        "closed_idx",
+        "lateness_ms",
+        "newest_ms",
+        "next_close_ms",
+        "pane_ms",
+        "specs",
+        "started",
+        "stores",
+    )
+
+    def __init__(self, specs: tuple[WindowSpec, ...], lateness_ms: int, max_gap_ms: int) -> None:
+        if not specs:
+            raise ValueError("at least one window spec is needed")
+        if lateness_ms < 0:
+            raise ValueError("allowed lateness cannot be negative")
+        self.specs = specs
+        self.lateness_ms = lateness_ms
+        pane = 0
+        for spec in specs:
+            pane = math.gcd(pane, spec.size_ms, spec.hop_ms)
+        self.pane_ms = pane
+        # Per spec: (panes per hop, panes per window)
+        self._hops = tuple((s.hop_ms // pane, s.size_ms // pane) for s in specs)
+        self._span = max(n for _, n in self._hops)
+        self._max_gap_panes = max(max_gap_ms // pane, self._span)
+        self.stores: dict[str, StoreWindows] = {}
+        self.started = False
+        self.newest_ms = _NEVER  # the newest event time seen in the shard
+        self.closed_idx = _NEVER  # panes below this index are closed (for every store)
+        self.next_close_ms = _NEVER  # once newest_ms reaches this, call due(): a pane closes
+
+    @property
+    def watermark_ms(self) -> int | None:
+        return self.newest_ms - self.lateness_ms if self.started else None
+
+    # --- per event (the hot path) ----------------------------------------------------------------
+
+    def new_pane(self, store_id: str, idx: int) -> Pane:
+        store = self.stores.get(store_id)
+        if store is None:
+            store = self.stores[store_id] = StoreWindows(first_idx=idx)
+        elif idx < store.first_idx:
+            store.first_idx = idx
+        pane = store.panes[idx] = Pane()
+        return pane
+
+    def sale(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
+        """Add a sale line; False when it is late (its window has closed)."""
+        idx = ts_ms // self.pane_ms
+        if idx < self.closed_idx:
+            return False
+        store = self.stores.get(store_id)
+        pane = store.panes.get(idx) if store is not None else None
+        if pane is None:
+            pane = self.new_pane(store_id, idx)
+        pane.lines += 1
+        pane.units += quantity
+        pane.revenue += quantity * unit_price
+        if tid is None:
+            pane.sales_anon += 1
+        else:
+            pane.sale_ids.add(tid)
+        return True
+
+    def refund(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
+        """Add a refund line; False when it is late (its window has closed)."""
+        idx = ts_ms // self.pane_ms
+        if idx < self.closed_idx:
+            return False
+        store = self.stores.get(store_id)
+        pane = store.panes.get(idx) if store is not None else None
+        if pane is None:
+            pane = self.new_pane(store_id, idx)
+        pane.refund_lines += 1
+        pane.refund_units += quantity
+        pane.refund_amount += quantity * unit_price
+        if tid is None:
+            pane.refunds_anon += 1
+        else:
+            pane.refund_ids.add(tid)
+        return True
+
+    # --- when the watermark moves -----------------------------------------------------------------
+    #
+    # The caller keeps `newest_ms` up to date on the hot path (one comparison per event) and calls
+    # `due()` only once `newest_ms` reaches `next_close_ms`.
+
+    def due(self) -> list[WindowResult]:
+        """Close the panes the watermark has passed; returns the windows that closed."""
+        if not self.started:
+            # The shard's first event: windows begin at the pane its watermark is in (or earlier, at
+            # the first pane that already holds data).
+            self.started = True
+            first = min((s.first_idx for s in self.stores.values()), default=None)
+            self.closed_idx = (self.newest_ms - self.lateness_ms) // self.pane_ms
+            if first is not None and first < self.closed_idx:
+                self.closed_idx = first
+        return self._close_until((self.newest_ms - self.lateness_ms) // self.pane_ms)
+
+    def advance(self, ts_ms: int) -> list[WindowResult]:
+        """Move the shard's event time to `ts_ms` if it is newer (e.g. the shell's clock while idle)."""
+        if ts_ms <= self.newest_ms:
+            return []
+        self.newest_ms = ts_ms
+        if ts_ms < self.next_close_ms:
+            return []
+        return self.due()
+
+    def flush(self) -> list[WindowResult]:
+        """End of input: close every window that holds data, as if the watermark passed them all."""
+        last = self._last_pane(_NO_LIMIT)
+        if not self.started or last < self.closed_idx:
+            return []
+        # Past the last pane with data, far enough for every hopping window over it to end.
+        return self._close_until(last + self._span)
+
+    def _last_pane(self, below: int) -> int:
+        """The last pane holding data before `below` (closed_idx - 1 if none)."""
+        last = self.closed_idx - 1
+        for store in self.stores.values():
+            for idx in store.panes:
+                if last < idx < below:
+                    last = idx
+        return last
+
+    def _close_until(self, target: int) -> list[WindowResult]:
+        results: list[WindowResult] = []
+        if target - self.closed_idx > self._max_gap_panes:
+            flush_to = min(target, self._last_pane(target) + self._span)
+            self._close_range(self.closed_idx, flush_to, results)
+            for store in self.stores.values():
+                store.recent.clear()
+                store.first_idx = target
+            self.closed_idx = target
+        else:
+            self._close_range(self.closed_idx, target, results)
+        self.next_close_ms = (self.closed_idx + 1) * self.pane_ms + self.lateness_ms
+        return results
+
+    def _close_range(self, begin: int, end: int, results: list[WindowResult]) -> None:
+        pane_ms = self.pane_ms
+        span = self._span
+        for idx in range(begin, end):
+            for store_id, store in self.stores.items():
+                if idx < store.first_idx:
+                    continue
+                pane = store.panes.pop(idx, None)
+                totals = _EMPTY if pane is None else _totals(pane)
+                recent = store.recent
+                recent.append(totals)
+                if len(recent) > span:
+                    recent.popleft()
+                for spec, (hop_panes, size_panes) in zip(self.specs, self._hops, strict=True):
+                    if (idx + 1) % hop_panes:
+                        continue
+                    first = idx + 1 - size_panes
+                    if first < store.first_idx:
+                        continue  # the store's first windows would be partial
+                    results.append(
+                        _window(store_id, spec, first * pane_ms, (idx + 1) * pane_ms, recent, size_panes)
+                    )
+            self.closed_idx = idx + 1
+
+
+def _window(
+    store_id: str, spec: WindowSpec, start_ms: int, end_ms: int, recent: deque[PaneTotals], n: int
+) -> WindowResult:
+    if n == 1:
+        return WindowResult(store_id, spec, start_ms, end_ms, *recent[-1])
+    size = len(recent)
+    panes = recent if n == size else [recent[i] for i in range(size - n, size)]
+    columns = list(zip(*panes, strict=True))
+    return WindowResult(
+        store_id,
+        spec,
+        start_ms,
+        end_ms,
+        sum(columns[0]),
+        sum(columns[1]),
+        sum(columns[2]),
+        sum(columns[3]),
+        sum(columns[4]),
+        sum(columns[5]),
+        sum(columns[6]),
+        sum(columns[7]),
+    )

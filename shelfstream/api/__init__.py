@@ -1,0 +1,6 @@
+"""The HTTP API and live dashboard (`shelfstream serve`, CONTRACT.md section 5).
+
+The app reads one in-memory view (:class:`shelfstream.api.state.DashboardState`) that is fed by the
+processor's own outputs: in the demo straight from the running processor and trucks, standalone from
+the processor's checkpoints, the alerts topic and the archives. It never computes stock itself.
+"""

@@ -1,0 +1,126 @@
+"""Running the app: uvicorn inside the caller's event loop (so the demo can host it), and the
+standalone `shelfstream serve` command fed from AWS."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from config import Settings, load_settings
+from shelfstream.api.app import create_app
+from shelfstream.api.auth import TokenStore
+from shelfstream.api.feeds import AwsFeed, ensure_dashboard_queue
+from shelfstream.api.ingest import KinesisEventSink
+from shelfstream.api.state import DashboardState
+from shelfstream.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 3
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the host process owns SIGINT/SIGTERM and says when."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a taken port is one clear error (uvicorn would exit the process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is already in use: choose another with --port") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+async def serve_app(app: FastAPI, sock: socket.socket, state: DashboardState, stop: asyncio.Event) -> None:
+    """Serve `app` on the bound `sock` until `stop`; then end the live streams and shut down."""
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,  # our own request log leaves the query string out
+        lifespan="off",
+        timeout_graceful_shutdown=GRACE_S,
+        ws="none",
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        state.hub.close()  # the streams end, so the graceful shutdown does not wait on them
+        server.should_exit = True
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        await serving
+
+
+async def run_standalone(
+    settings: Settings, tokens: TokenStore, sock: socket.socket, resources: Any, queue_url: str
+) -> None:
+    from shelfstream.aws import AioClients
+    from shelfstream.lifecycle import stop_on_signals
+
+    stop = stop_on_signals()
+    async with AioClients(settings, "kinesis", "s3", "sqs") as clients:
+        state = DashboardState()
+        feed = AwsFeed(state, settings, resources.bucket, clients["s3"], clients["sqs"], queue_url)
+        sink = KinesisEventSink(clients["kinesis"], clients["s3"], settings, resources.bucket)
+        app = create_app(state, tokens, sink, settings)
+        feeding = asyncio.create_task(feed.run(stop))
+        log.info("serving", extra={"url": url_of(sock), "tokens": len(tokens)})
+        try:
+            await serve_app(app, sock, state, stop)
+        finally:
+            stop.set()
+            await feeding
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shelfstream.aws import require_aws
+    from shelfstream.provision import resolve
+
+    settings = load_settings()
+    generated: str | None = None
+    if args.tokens:
+        tokens = TokenStore.from_file(args.tokens)
+    else:
+        tokens, generated = TokenStore.with_new_hq_token()
+    require_aws()
+    resources = resolve(settings)
+    queue_url = ensure_dashboard_queue(settings, resources.topic_arn)
+    sock = bind(args.host, args.port)
+    try:
+        print(f"shelfstream dashboard and API at {url_of(sock)}", flush=True)
+        if generated is not None:
+            print(f"HQ token (this run only; use --tokens FILE for lasting ones): {generated}", flush=True)
+        asyncio.run(run_standalone(settings, tokens, sock, resources, queue_url))
+    finally:
+        sock.close()
+    return 0

@@ -1,0 +1,622 @@
+"""The archive (events/, windows/, alerts/ in S3) as DuckDB tables, read from S3 or from a local copy.
+
+Two key layouts exist and both are read:
+- the embedded AWS (moto's Firehose, DirectPut) writes JSON lines under ``<prefix>YYYY/MM/DD/HH/<name>``,
+  a path that says when the batch *arrived*;
+- AWS Firehose with dynamic partitioning (deploy/) writes Parquet under
+  ``<prefix>dt=YYYY-MM-DD/store_id=.../``, a path that says the event date and the store.
+
+Pruning (skipping objects that cannot hold matching rows) uses only ``dt=`` and ``store_id=`` key
+segments. An arrival-time path is never used to prune: a replay archives last month's events today, and
+the demo's store clock runs ahead of the wall clock, so arrival says nothing reliable about event time.
+
+Objects are downloaded with boto3 (DuckDB's httpfs extension cannot be installed on every machine, and
+we never depend on it) into a local cache that keeps the bucket's key layout, then read by DuckDB's
+built-in ``read_json``/``read_parquet``. Columns are fixed per table (the contract's fields, typed), so
+a query never depends on which fields happened to appear in the files; unknown extra fields of JSON
+records are kept as JSON columns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import duckdb
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from config import Settings
+from shelfstream.aws import require_aws, sync_client
+from shelfstream.errors import AwsNotConfiguredError, ShelfstreamError, UsageError
+
+log = logging.getLogger(__name__)
+
+MIRROR_MANIFEST: Final = "MIRROR.json"
+MIRROR_PART_BYTES: Final = 64 * 1024 * 1024
+DOWNLOAD_WORKERS: Final = 16
+_SAMPLE_BYTES: Final = 16 * 1024
+_PARQUET_MAGIC: Final = b"PAR1"
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One archived table: where it lives, its typed columns, its time column and its identity."""
+
+    name: str
+    prefix_setting: str
+    time_column: str
+    key: tuple[str, ...]
+    columns: dict[str, str]
+
+    def prefix(self, settings: Settings) -> str:
+        return str(getattr(settings, self.prefix_setting))
+
+
+TABLES: Final[dict[str, Table]] = {
+    "events": Table(
+        "events",
+        "events_prefix",
+        "ts",
+        ("event_id",),
+        {
+            "event_id": "VARCHAR",
+            "type": "VARCHAR",
+            "store_id": "VARCHAR",
+            "ts": "TIMESTAMP",
+            "product_id": "VARCHAR",
+            "quantity": "BIGINT",
+            "unit_price": "DOUBLE",
+            "count": "BIGINT",
+            "transaction_id": "VARCHAR",
+            "reason": "VARCHAR",
+            "delivery_id": "VARCHAR",
+            "truck_id": "VARCHAR",
+            "name": "VARCHAR",
+            "category": "VARCHAR",
+            "price": "DOUBLE",
+            "restock_threshold": "BIGINT",
+            "target_stock": "BIGINT",
+        },
+    ),
+    "windows": Table(
+        "windows",
+        "windows_prefix",
+        "window_start",
+        ("store_id", "window", "window_start"),
+        {
+            "store_id": "VARCHAR",
+            "window": "VARCHAR",
+            "kind": "VARCHAR",
+            "window_start": "TIMESTAMP",
+            "window_end": "TIMESTAMP",
+            "sales": "BIGINT",
+            "lines": "BIGINT",
+            "units": "BIGINT",
+            "revenue": "DOUBLE",
+            "refunds": "BIGINT",
+            "refund_lines": "BIGINT",
+            "refund_units": "BIGINT",
+            "refund_amount": "DOUBLE",
+            "refund_ratio": "DOUBLE",
+            "avg_basket": "DOUBLE",
+            "expected": "JSON",
+            "anomalies": "VARCHAR[]",
+        },
+    ),
+    "alerts": Table(
+        "alerts",
+        "alerts_prefix",
+        "ts",
+        ("alert_id",),
+        {
+            "alert_id": "VARCHAR",
+            "kind": "VARCHAR",
+            "store_id": "VARCHAR",
+            "ts": "TIMESTAMP",
+            "product_id": "VARCHAR",
+            "on_hand": "BIGINT",
+            "threshold": "BIGINT",
+            "requested_quantity": "BIGINT",
+            "window_start": "TIMESTAMP",
+            "window_end": "TIMESTAMP",
+            "severity": "BIGINT",
+            "score": "DOUBLE",
+            "metric": "VARCHAR",
+            "observed": "DOUBLE",
+            "expected": "JSON",
+            "explanation": "VARCHAR",
+            "changes": "JSON",
+        },
+    ),
+}
+
+
+# --- filters and pruning -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveFilter:
+    """Which stores and event dates (inclusive, UTC) are wanted; None means no limit."""
+
+    stores: frozenset[str] | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.stores is None and self.since is None and self.until is None
+
+    def narrowed(self, other: ArchiveFilter) -> ArchiveFilter:
+        """Both filters at once (the intersection)."""
+        stores = self.stores
+        if other.stores is not None:
+            stores = other.stores if stores is None else stores & other.stores
+        since = max((d for d in (self.since, other.since) if d is not None), default=None)
+        until = min((d for d in (self.until, other.until) if d is not None), default=None)
+        return ArchiveFilter(stores, since, until)
+
+    def keeps(self, store: str | None, day: dt.date | None) -> bool:
+        """False only when the key's partition values prove it holds no wanted row."""
+        if store is not None and self.stores is not None and store not in self.stores:
+            return False
+        if day is not None:
+            if self.since is not None and day < self.since:
+                return False
+            if self.until is not None and day > self.until:
+                return False
+        return True
+
+    def where(self, time_column: str) -> str | None:
+        """The same filter as SQL over a table's rows (so results never depend on the key layout)."""
+        terms: list[str] = []
+        if self.stores is not None:
+            terms.append(f"store_id IN ({', '.join(_literal(s) for s in sorted(self.stores)) or 'NULL'})")
+        if self.since is not None:
+            terms.append(f"{time_column} >= TIMESTAMP '{self.since.isoformat()}'")
+        if self.until is not None:
+            end = self.until + dt.timedelta(days=1)
+            terms.append(f"{time_column} < TIMESTAMP '{end.isoformat()}'")
+        return " AND ".join(terms) or None
+
+
+def partition_of(key: str) -> tuple[str | None, dt.date | None]:
+    """The ``store_id=`` and ``dt=`` values a key carries (None when it carries none)."""
+    store: str | None = None
+    day: dt.date | None = None
+    for segment in key.split("/"):
+        name, sep, value = segment.partition("=")
+        if not sep:
+            continue
+        if name == "store_id" and value:
+            store = value
+        elif name == "dt":
+            try:
+                day = dt.date.fromisoformat(value[:10])
+            except ValueError:
+                continue
+    return store, day
+
+
+# --- sources -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The files of one table a query reads, and how many objects pruning skipped."""
+
+    table: str
+    files: tuple[Path, ...]
+    listed: int
+    pruned: int
+
+
+class ArchiveSource(Protocol):
+    def describe(self) -> str: ...
+
+    def select(self, table: Table, keep: ArchiveFilter) -> Selection: ...
+
+
+class LocalArchive:
+    """A directory with the bucket's layout (the demo's mirror, or any copy of the archive)."""
+
+    def __init__(self, root: str | Path, settings: Settings) -> None:
+        self.root = Path(root)
+        self._settings = settings
+
+    def describe(self) -> str:
+        manifest = self.root / MIRROR_MANIFEST
+        if manifest.is_file():
+            try:
+                info = orjson.loads(manifest.read_bytes())
+                return f"local mirror {self.root} (of s3://{info['bucket']}, taken {info['mirrored_at']})"
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+        return f"local archive {self.root}"
+
+    def select(self, table: Table, keep: ArchiveFilter) -> Selection:
+        base = self.root / table.prefix(self._settings)
+        files: list[Path] = []
+        listed = 0
+        if base.is_dir():
+            for path in sorted(base.rglob("*")):
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                listed += 1
+                if keep.keeps(*partition_of(path.relative_to(self.root).as_posix())):
+                    files.append(path)
+        return Selection(table.name, tuple(files), listed, listed - len(files))
+
+
+class S3Archive:
+    """The bucket itself; objects are downloaded once into ``cache_dir`` (same key layout)."""
+
+    def __init__(self, s3: Any, bucket: str, settings: Settings, cache_dir: str | Path) -> None:
+        self._s3 = s3
+        self.bucket = bucket
+        self._settings = settings
+        self.cache = Path(cache_dir)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}"
+
+    def select(self, table: Table, keep: ArchiveFilter) -> Selection:
+        prefix = table.prefix(self._settings)
+        try:
+            objects = list(list_objects(self._s3, self.bucket, prefix, keep))
+        except (ClientError, BotoCoreError) as exc:
+            raise ShelfstreamError(f"cannot list s3://{self.bucket}/{prefix}: {exc}") from exc
+        wanted = [(key, size) for key, size in objects if keep.keeps(*partition_of(key))]
+        files = self._download(wanted)
+        return Selection(table.name, tuple(files), len(objects), len(objects) - len(wanted))
+
+    def _download(self, objects: Sequence[tuple[str, int]]) -> list[Path]:
+        def fetch(item: tuple[str, int]) -> Path:
+            key, size = item
+            path = self.cache / key
+            if path.is_file() and path.stat().st_size == size:
+                return path  # archive objects are written once: same key and size, same content
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            _write_atomically(path, body)
+            return path
+
+        if not objects:
+            return []
+        try:
+            with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+                return list(pool.map(fetch, objects))
+        except (ClientError, BotoCoreError) as exc:
+            raise ShelfstreamError(f"cannot download from s3://{self.bucket}: {exc}") from exc
+
+
+def list_objects(s3: Any, bucket: str, prefix: str, keep: ArchiveFilter) -> Iterator[tuple[str, int]]:
+    """(key, size) of every object under ``prefix``; top-level partition folders (``dt=...``) that
+    ``keep`` rules out are not even listed."""
+    paginator = s3.get_paginator("list_objects_v2")
+    folders: list[str] = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for obj in page.get("Contents", []):
+            yield str(obj["Key"]), int(obj.get("Size", 0))
+        folders.extend(str(p["Prefix"]) for p in page.get("CommonPrefixes", []))
+    for folder in folders:
+        if not keep.keeps(*partition_of(folder)):
+            continue
+        for page in paginator.paginate(Bucket=bucket, Prefix=folder):
+            for obj in page.get("Contents", []):
+                yield str(obj["Key"]), int(obj.get("Size", 0))
+
+
+def _write_atomically(path: Path, body: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(body)
+    tmp.replace(path)
+
+
+def aws_configured() -> bool:
+    try:
+        require_aws()
+    except AwsNotConfiguredError:
+        return False
+    return True
+
+
+def open_source(settings: Settings, archive_dir: str | None = None) -> tuple[ArchiveSource, str | None]:
+    """Where to read the archive: ``archive_dir`` if given; S3 when AWS is configured; else the mirror.
+
+    Returns the source and a note for the user when a fallback was taken.
+    """
+    if archive_dir is not None:
+        if not Path(archive_dir).is_dir():
+            raise UsageError(f"archive directory {archive_dir} does not exist")
+        return LocalArchive(archive_dir, settings), None
+    mirror = Path(settings.archive_mirror)
+    if not aws_configured():
+        if mirror.is_dir():
+            return LocalArchive(mirror, settings), "no AWS configured: reading the local mirror"
+        raise UsageError(
+            "no AWS configured and no local archive: run `make demo` (it leaves a mirror in "
+            f"{settings.archive_mirror}), set AWS_ENDPOINT_URL, or give --archive DIR"
+        )
+    s3 = sync_client("s3", settings)
+    try:
+        s3.head_bucket(Bucket=settings.bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code not in {"404", "NoSuchBucket", "NotFound"}:
+            raise
+        if mirror.is_dir():
+            note = f"bucket {settings.bucket} does not exist here: reading the local mirror"
+            return LocalArchive(mirror, settings), note
+        raise UsageError(
+            f"S3 bucket {settings.bucket!r} does not exist: run `shelfstream provision`, "
+            "or give --archive DIR for a local copy"
+        ) from exc
+    cache = Path(settings.archive_cache) / settings.bucket
+    return S3Archive(s3, settings.bucket, settings, cache), None
+
+
+# --- DuckDB ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Archive:
+    """A DuckDB connection with one relation per archived table, and what was read to build them."""
+
+    con: duckdb.DuckDBPyConnection
+    source: str
+    selections: dict[str, Selection] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = []
+        for sel in self.selections.values():
+            text = f"{sel.table}: {len(sel.files)} of {sel.listed} objects"
+            parts.append(f"{text}, {sel.pruned} pruned" if sel.pruned else text)
+        return f"{self.source} ({'; '.join(parts)})" if parts else self.source
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def new_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB in UTC that never tries to download an extension."""
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def open_archive(
+    source: ArchiveSource,
+    tables: Iterable[str],
+    keep: ArchiveFilter | None = None,
+    *,
+    prune: dict[str, ArchiveFilter] | None = None,
+    materialize: bool = False,
+) -> Archive:
+    """Relations named for ``tables`` over the archive.
+
+    ``keep`` filters rows (and prunes objects); ``prune`` per table only prunes objects (the query's own
+    WHERE does the filtering). ``materialize`` loads the rows once (a report runs many queries).
+    """
+    keep = keep or ArchiveFilter()
+    names = [t for t in TABLES if t in set(tables)]
+    archive = Archive(new_connection(), source.describe())
+    began = time.perf_counter()
+    try:
+        for name in names:
+            table = TABLES[name]
+            narrowed = keep.narrowed((prune or {}).get(name, ArchiveFilter()))
+            selection = source.select(table, narrowed)
+            archive.selections[name] = selection
+            relation = _relation_sql(archive.con, table, selection.files, keep)
+            kind = "TABLE" if materialize else "VIEW"
+            archive.con.execute(f"CREATE {kind} {name} AS {relation}")
+    except duckdb.Error as exc:
+        archive.close()
+        raise ShelfstreamError(f"cannot read the archive: {_first_line(exc)}") from exc
+    except BaseException:
+        archive.close()
+        raise
+    log.debug(
+        "archive opened",
+        extra={"source": archive.describe(), "seconds": round(time.perf_counter() - began, 3)},
+    )
+    return archive
+
+
+def _relation_sql(
+    con: duckdb.DuckDBPyConnection, table: Table, files: Sequence[Path], keep: ArchiveFilter
+) -> str:
+    groups: dict[str, list[Path]] = {"json": [], "gzip": [], "parquet": []}
+    for path in files:
+        groups[_format_of(path)].append(path)
+    parts: list[str] = []
+    extras = _json_extras(table, groups["json"])
+    for fmt in ("json", "gzip"):
+        if groups[fmt]:
+            parts.append(_json_select(table, groups[fmt], extras, gzip=fmt == "gzip"))
+    if groups["parquet"]:
+        parts.append(_parquet_select(con, table, groups["parquet"]))
+    if not parts:
+        columns = ", ".join(f"CAST(NULL AS {kind}) AS {_ident(col)}" for col, kind in table.columns.items())
+        parts.append(f"SELECT {columns} WHERE false")
+    union = " UNION ALL BY NAME ".join(f"({part})" for part in parts)
+    time_col = _ident(table.time_column)
+    where = keep.where(time_col)
+    partition = ", ".join(_ident(col) for col in table.key)
+    return (
+        f"SELECT *, strftime({time_col}, '%Y-%m-%d') AS dt FROM ({union}) AS rows"
+        f"{f' WHERE {where}' if where else ''}"
+        # Firehose and a replay after a crash deliver at least once: one row per identity.
+        f" QUALIFY row_number() OVER (PARTITION BY {partition}) = 1"
+    )
+
+
+def _format_of(path: Path) -> str:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head == _PARQUET_MAGIC:
+        return "parquet"
+    if head[:2] == _GZIP_MAGIC:
+        return "gzip"
+    return "json"
+
+
+def _json_extras(table: Table, files: Sequence[Path]) -> list[str]:
+    """Fields of JSON records outside the table's columns (from the first lines of each file)."""
+    known = set(table.columns) | {"dt"}
+    found: dict[str, None] = {}
+    for path in files:
+        with path.open("rb") as handle:
+            head = handle.read(_SAMPLE_BYTES)
+        for line in head.splitlines()[:-1] if len(head) == _SAMPLE_BYTES else head.splitlines():
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                found.update((k, None) for k in record if k not in known)
+    return sorted(found)
+
+
+def _json_select(table: Table, files: Sequence[Path], extras: Sequence[str], gzip: bool) -> str:
+    columns = {**table.columns, **dict.fromkeys(extras, "JSON")}
+    spec = "{" + ", ".join(f"{_literal(col)}: {_literal(kind)}" for col, kind in columns.items()) + "}"
+    return (
+        f"SELECT * FROM read_json({_path_list(files)}, format = 'newline_delimited', columns = {spec}, "
+        f"compression = '{'gzip' if gzip else 'none'}')"
+    )
+
+
+def _parquet_select(con: duckdb.DuckDBPyConnection, table: Table, files: Sequence[Path]) -> str:
+    source = f"read_parquet({_path_list(files)}, union_by_name = true, hive_partitioning = false)"
+    present = {str(row[0]): str(row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+    columns = []
+    for col, kind in table.columns.items():
+        value = f"{_ident(col)}" if col in present else "NULL"
+        columns.append(f"CAST({value} AS {kind}) AS {_ident(col)}")
+    columns.extend(_ident(col) for col in present if col not in table.columns and col != "dt")
+    return f"SELECT {', '.join(columns)} FROM {source}"
+
+
+def _path_list(files: Sequence[Path]) -> str:
+    return "[" + ", ".join(_literal(str(p)) for p in files) + "]"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+# --- the demo's mirror ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MirrorStats:
+    objects: int
+    files: int
+    bytes: int
+    seconds: float
+
+
+def mirror_archive(s3: Any, bucket: str, settings: Settings, dest: str | Path) -> MirrorStats:
+    """Copy the archive's tables to ``dest`` (replacing an older copy), so `query` and `report` work
+    after the embedded AWS is gone. JSON objects of one folder are joined into a few large files
+    (DuckDB reads a few large files much faster than thousands of small ones); Parquet is copied as is.
+    """
+    began = time.perf_counter()
+    target = Path(dest)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    objects = files = size = 0
+    try:
+        for table in TABLES.values():
+            keys = [key for key, _ in list_objects(s3, bucket, table.prefix(settings), ArchiveFilter())]
+            parts: dict[str, _PartWriter] = {}
+
+            def fetch(key: str) -> tuple[str, bytes]:
+                return key, s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+            with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+                for key, body in pool.map(fetch, sorted(keys)):
+                    objects += 1
+                    size += len(body)
+                    if body[:4] == _PARQUET_MAGIC or body[:2] == _GZIP_MAGIC:
+                        _write_atomically(staging / key, body)
+                        files += 1
+                        continue
+                    folder = key.rsplit("/", 1)[0] if "/" in key else ""
+                    writer = parts.get(folder)
+                    if writer is None:
+                        writer = parts[folder] = _PartWriter(staging / folder)
+                    writer.write(body if body.endswith(b"\n") or not body else body + b"\n")
+            for writer in parts.values():
+                files += writer.close()
+        manifest = {
+            "bucket": bucket,
+            "mirrored_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "objects": objects,
+            "bytes": size,
+        }
+        (staging / MIRROR_MANIFEST).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return MirrorStats(objects, files, size, round(time.perf_counter() - began, 3))
+
+
+class _PartWriter:
+    """Appends JSON lines to part-00000.jsonl, part-00001.jsonl, ... of at most MIRROR_PART_BYTES."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._index = -1
+        self._size = 0
+        self._handle: Any = None
+
+    def write(self, data: bytes) -> None:
+        if self._handle is None or self._size + len(data) > MIRROR_PART_BYTES:
+            self._next()
+        self._handle.write(data)
+        self._size += len(data)
+
+    def _next(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._index += 1
+        self._size = 0
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._handle = (self._folder / f"part-{self._index:05d}.jsonl").open("wb")
+
+    def close(self) -> int:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        return self._index + 1

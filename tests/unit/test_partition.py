@@ -1,0 +1,63 @@
+"""Resharding's state surgery: split along store lines, merge back, and processing goes on exactly."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.core import ShardCore
+from processors.core.partition import merge, split
+from processors.lineage import ShardInfo, hash_key, ready
+from tests.unit.test_core_stock import encode_stream, event_streams, run
+
+
+@settings(max_examples=100, deadline=None)
+@given(event_streams(), event_streams(), st.sets(st.sampled_from(["s1", "s2"])))
+def test_split_then_continue_equals_one_uninterrupted_core(
+    before: list[tuple[str, str, str, int]], after: list[tuple[str, str, str, int]], left: set[str]
+) -> None:
+    first = encode_stream(before)
+    second = [r.replace(b'"e', b'"f') for r in encode_stream(after)]  # new event ids
+    parent = run(first)
+    children = [split(parent, lambda s: s in left), split(parent, lambda s: s not in left)]
+    for raw in second:
+        children[0 if orjson.loads(raw)["store_id"] in left else 1].apply(raw)
+    whole = run(first + second)
+    joined: dict[str, dict[str, int]] = {}
+    for child in children:
+        joined.update(child.inventory())
+    assert joined == whole.inventory()
+    assert merge(children).inventory() == whole.inventory()
+
+
+def test_a_split_keeps_requests_alerts_and_dedup() -> None:
+    core = run(encode_stream([("count", "s1", "p1", 3), ("sale", "s1", "p1", 3), ("count", "s2", "p1", 9)]))
+    child = split(core, lambda s: s == "s1")
+    assert child.inventory() == {"s1": {"p1": 0}}
+    assert child.open_requests() == {("s1", "p1"): core.open_requests()[("s1", "p1")]}
+    assert child.state.inventory.out_of_stock == {("s1", "p1")}
+    assert child.stats.events_read == 0  # its own counts start afresh
+    assert not child.apply(encode_stream([("count", "s1", "p1", 3)])[0])  # event e0 seen in the parent
+
+
+def test_children_wait_for_their_parents() -> None:
+    parent = ShardInfo("p", (), 0, 2**128 - 1)
+    a = ShardInfo("a", ("p",), 0, 2**127 - 1)
+    b = ShardInfo("b", ("p",), 2**127, 2**128 - 1)
+    merged = ShardInfo("m", ("a", "b"), 0, 2**128 - 1)
+    shards = [parent, a, b, merged]
+    assert ready(shards, set(), set()) == [parent]
+    assert ready(shards, {"p"}, set()) == [a, b]
+    assert ready(shards, {"p", "a"}, {"b"}) == []
+    assert ready(shards, {"p", "a", "b"}, set()) == [merged]
+    assert ready([a, b], set(), set()) == [a, b]  # parent aged out of retention
+    assert a.owns("store-1") != b.owns("store-1")
+    assert 0 <= hash_key("store-1") < 2**128
+
+
+def test_merge_needs_something() -> None:
+    with pytest.raises(ValueError, match="nothing"):
+        merge([])
+    assert isinstance(merge([ShardCore()]), ShardCore)
