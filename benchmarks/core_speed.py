@@ -39,7 +39,7 @@ class Timing:
     wall_s: float
 
 
-def _best(fn: Callable[[], None], repeat: int) -> Timing:
+def _best(fn: Callable[[], object], repeat: int) -> Timing:
     best = Timing(float("inf"), float("inf"))
     for _ in range(repeat):
         gc.collect()

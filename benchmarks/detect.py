@@ -27,10 +27,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from benchmarks.scenario import MIN_MS, Incident, ScenarioConfig, read_labels, write
+from benchmarks.scenario import DAY_MS, MIN_MS, Incident, ScenarioConfig, read_labels, write
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detector import DetectorConfig
@@ -39,6 +40,7 @@ from shelfstream.contract import parse_ts
 EVAL_SEEDS = (1001, 1002, 1003, 1004, 1005)
 DETECTORS = ("seasonal", "threshold", "hst")
 GROUP_GAP_MS = 60 * MIN_MS
+WEEK_MS = 7 * DAY_MS
 
 
 @dataclass
@@ -163,13 +165,36 @@ def evaluate(
     return out
 
 
+def by_week(
+    alerts: list[AlertWindow], incidents: list[Incident], meta: dict[str, Any], lateness_ms: int
+) -> dict[int, Outcome]:
+    """The outcome for each week of history after the scenario's warm-up (week 1 = days 1-7)."""
+    start, end = int(meta["start_ms"]), int(meta["end_ms"])
+    weeks: dict[int, Outcome] = {}
+    first = (int(meta["eval_start_ms"]) - start) // WEEK_MS + 1
+    for week in range(first, (end - start) // WEEK_MS + 1):
+        lo, hi = start + (week - 1) * WEEK_MS, start + week * WEEK_MS
+        days = range((week - 1) * 7, week * 7)
+        store_days = sum(1 for s in meta["stores"].values() for d in days if s["hours"][d % 7] is not None)
+        weeks[week] = evaluate(
+            [a for a in alerts if lo <= a.start_ms < hi],
+            [i for i in incidents if lo <= i.start_ms < hi],
+            lo,
+            store_days,
+            lateness_ms,
+        )
+    return weeks
+
+
 def run_seed(
     seed: int,
     detectors: tuple[str, ...],
     work: Path,
     scenario: ScenarioConfig | None = None,
     detection: dict[str, DetectorConfig] | None = None,
+    weeks: dict[str, dict[int, Outcome]] | None = None,
 ) -> dict[str, Outcome]:
+    """Score each detector on one scenario; with `weeks`, also add up its outcome week by week."""
     cfg = scenario or ScenarioConfig(seed=seed)
     scn_dir = work / f"seed-{seed}"
     if not (scn_dir / "meta.json").exists():
@@ -182,13 +207,14 @@ def run_seed(
         core_cfg = CoreConfig(archive=False, detection=det_cfg)
         out_dir = scn_dir / f"out-{name}"
         run_backtest(str(scn_dir / "events.jsonl"), str(out_dir), core_cfg)
+        alerts = read_anomalies(out_dir / "alerts.jsonl")
+        lateness = core_cfg.allowed_lateness_ms
         results[name] = evaluate(
-            read_anomalies(out_dir / "alerts.jsonl"),
-            incidents,
-            int(meta["eval_start_ms"]),
-            int(meta["eval_store_days"]),
-            core_cfg.allowed_lateness_ms,
+            alerts, incidents, int(meta["eval_start_ms"]), int(meta["eval_store_days"]), lateness
         )
+        if weeks is not None:
+            for week, outcome in by_week(alerts, incidents, meta, lateness).items():
+                weeks.setdefault(name, {}).setdefault(week, Outcome()).add(outcome)
     return results
 
 
@@ -234,14 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="keep scenarios and backtest outputs here")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--docs", type=Path, help="write the results table into this Markdown file")
+    parser.add_argument(
+        "--warmup-days",
+        type=int,
+        default=ScenarioConfig.warmup_days,
+        help="days without incidents at the start of each scenario (7: also score the detector's 2nd week)",
+    )
+    parser.add_argument("--by-week", action="store_true", help="also print the figures week by week")
     args = parser.parse_args(argv)
+    weeks: dict[str, dict[int, Outcome]] | None = {} if args.by_week else None
     started = time.perf_counter()
     totals = {name: Outcome() for name in args.detectors}
     per_seed: dict[int, dict[str, dict[str, object]]] = {}
     with tempfile.TemporaryDirectory(prefix="shelfstream-bench-") as tmp:
         work = args.work or Path(tmp)
         for seed in args.seeds:
-            results = run_seed(seed, tuple(args.detectors), work)
+            scenario = ScenarioConfig(seed=seed, warmup_days=args.warmup_days)
+            results = run_seed(
+                seed, tuple(args.detectors), work / f"warmup-{args.warmup_days}", scenario, None, weeks
+            )
             per_seed[seed] = {name: o.row() for name, o in results.items()}
             for name, outcome in results.items():
                 totals[name].add(outcome)
@@ -263,6 +300,15 @@ def main(argv: list[str] | None = None) -> int:
     if ours is not None:
         verdict = "met" if targets_met(ours) else "NOT met"
         print(f"\ntargets (F1 >= 0.90, <= 2 false / 100 store-days, median delay <= 30 min): {verdict}")
+    for name, per_week in (weeks or {}).items():
+        print(f"\n{NAMES.get(name, name)}, by week of history:")
+        print("| week | F1 | precision | recall | median delay | false / 100 store-days |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for week, o in sorted(per_week.items()):
+            print(
+                f"| {week} | {o.f1:.2f} | {o.precision:.2f} | {o.recall:.2f} | {o.median_delay_min:.0f} min "
+                f"| {o.false_per_100_store_days:.2f} |"
+            )
     if args.docs:
         write_docs(args.docs, lines)
     if args.json:

@@ -161,14 +161,18 @@ def _profile(rng: np.random.Generator, hours: tuple[float, float] | None, kind: 
     shape *= np.clip(0.3 + 0.7 * (t - opening) / ramp_up, 0.3, 1.0)
     shape *= np.clip(0.5 + 0.5 * (closing - t) / ramp_down, 0.5, 1.0)
     shape[(t < opening) | (t >= closing)] = 0.0
-    return shape / shape.sum()
+    normalised: np.ndarray = shape / shape.sum()
+    return normalised
 
 
 def make_shape(rng: np.random.Generator, store_id: str, size_scale: float = 1.0) -> StoreShape:
     opening = float(rng.choice([7.0, 7.5, 8.0, 8.5, 9.0]))
     closing = float(rng.choice([19.0, 20.0, 20.5, 21.0, 22.0]))
-    weekday_hours = (opening, closing)
-    sat_hours = (opening + float(rng.choice([0.0, 0.5, 1.0])), closing - float(rng.choice([0.0, 1.0, 2.0])))
+    weekday_hours: tuple[float, float] | None = (opening, closing)
+    sat_hours: tuple[float, float] | None = (
+        opening + float(rng.choice([0.0, 0.5, 1.0])),
+        closing - float(rng.choice([0.0, 1.0, 2.0])),
+    )
     sun_hours: tuple[float, float] | None = None
     if rng.random() > 0.35:
         sun_hours = (float(rng.choice([9.0, 10.0, 11.0])), float(rng.choice([16.0, 17.0, 18.0, 19.0])))
@@ -396,7 +400,7 @@ def _store_events(
     by_day: dict[int, list[Incident]] = {}
     for inc in incidents:
         by_day.setdefault((inc.start_ms - scn.start_ms) // DAY_MS, []).append(inc)
-    sold = np.zeros(n_products, dtype=np.int64)
+    sold: np.ndarray = np.zeros(n_products, dtype=np.int64)
     minutes = np.arange(1440, dtype=np.int64)
     for day in range(cfg.days):
         day_start = scn.start_ms + day * DAY_MS
@@ -404,10 +408,10 @@ def _store_events(
         if hours is None:
             continue
         # Morning delivery: yesterday's sales back on the shelf.
-        for p in np.nonzero(sold)[0]:
+        for restocked in np.nonzero(sold)[0].tolist():
             emit(
-                day_start + int((hours[0] - 1.0) * 3_600_000) + int(p) * 1000,
-                f'"type":"restock","product_id":"p-{int(p):03d}","quantity":{int(sold[p])},'
+                day_start + int((hours[0] - 1.0) * 3_600_000) + restocked * 1000,
+                f'"type":"restock","product_id":"p-{restocked:03d}","quantity":{int(sold[restocked])},'
                 f'"delivery_id":"d-{sid}-{day}"',
             )
         sold[:] = 0

@@ -115,6 +115,7 @@ class ShardWorker:
                 await self._maybe_checkpoint()
             else:
                 self.status.empty_polls += 1
+                await self._maybe_checkpoint()  # a quiet shard still checkpoints what it last read
                 if self.status.millis_behind == 0:
                     if self.status.caught_up_at == 0.0:
                         log.info(

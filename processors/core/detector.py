@@ -3,26 +3,29 @@
 The seasonal detector compares each window with what is normal for *that store at that time of the
 week*, so the morning ramp-up and the lunch peak are expected, not alarming:
 
-* Baseline: one `river.stats.EWMean` of sales per slot of the week (672 slots of 15 minutes), smoothed
-  over the neighbouring slots; the newest week weighs `season_fading`, older weeks fade.
-* Level: today's traffic versus the baseline over the last hours (two `river.stats.EWMean`), so a
-  busy or quiet day shifts the expectation instead of raising alarms all day.
-* Spread: how far windows really stray from the expectation, learned per window size
-  (`river.stats.EWMean` of squared residuals), so a noisy store gets wider ranges than a steady one.
-  Sales are negative binomial (variance = mean + phi * mean^2); refunds are counted against the
-  store's own refund rate (refunds per sale, a long `river.stats.EWMean`), quasi-Poisson.
-* Score: -log10 of the tail probability of the observed count; an alert needs the score over
-  `threshold` *and* a difference that matters (a few sales, not one).
+* Baseline: one `river.stats.EWMean` of sales per slot of the week (672 slots of 15 minutes),
+  smoothed with its neighbours except across an opening or closing edge; the newest week weighs
+  `season_fading`, older weeks fade.
+* Level: today's traffic against the baseline (a gamma-Poisson update from 1.0, with the store's
+  learned day-to-day variation as the prior), so a busy or quiet day shifts the expectation instead
+  of raising alarms all day.
+* Spread: window counts are negative binomial with variance = expected + the baseline's and the
+  level's own estimation variance + phi * expected^2, phi learned per window size from ordinary
+  windows (`river.stats.EWMean`). Refunds are expected at the store's own refund rate (refunds per
+  sale, a slow `river.stats.EWMean`), quasi-Poisson.
+* Score: -log10 of the tail probability of the observed count; an alert needs the score over the
+  threshold *and* a change that matters (half the sales gone, half as many again, four refunds).
 
-It scores 15-minute tumbling windows (fast: a strong change shows in one window) and 1-hour windows
-(sensitive: a moderate change shows over four). Anomalous windows are learned as their clipped value,
-so an incident does not teach the baseline that it is normal.
+It judges each 15-minute window (a strong change shows in one), the last 30 minutes (a moderate one
+shows over two) and each 1-hour window (a slow one over four). Every window is learned clipped to a
+band around what was expected (a narrow one when it was anomalous), so an incident does not teach
+the baseline that it is normal.
 
-Warm-up: no alert before a store has `warmup_days` (7) of history, because a slot of the week needs
-to have been seen once (Sunday is not Tuesday); with one week behind it the ranges are wide, and the
-detector reaches full power in its third week (see docs/detection.md for the measured effect).
+Warm-up: no alert before a store has `warmup_days` (7) of history: a slot of the week needs to have
+been seen once (Sunday is not Tuesday). The second week is noisier; from the third on it is at full
+strength (docs/detection.md has the measurements).
 
-Two baselines share the interface for the benchmark: a static threshold rule, and river's
+Two baselines share the interface, for the benchmark: a static threshold rule, and river's
 `HalfSpaceTrees` with its default parameters on min-max scaled window features.
 """
 
@@ -45,7 +48,7 @@ DAY_MS: Final = 24 * HOUR_MS
 WEEK_MS: Final = 7 * DAY_MS
 DETECTOR_KINDS: Final = ("seasonal", "threshold", "hst", "off")
 _KERNEL: Final = (0.3, 0.4, 0.3)
-_EDGE: Final = 0.1  # neighbours tenfold apart are not smoothed together
+_EDGE: Final = 0.1  # neighbours tenfold (and clearly, not by chance) apart are not smoothed together
 _WINSOR_2SD: Final = 0.92  # E[min(z^2, 4)] for a standard normal z
 
 
@@ -61,7 +64,7 @@ class DetectorConfig:
     season_fading: float = 0.35  # weight of the newest week in a slot's baseline
     level_fading: float = 0.15  # weight of the newest window in today's level
     level_clip: float = 2.0  # standard deviations a window may pull the level by
-    learn_clip: float = 2.5  # ... and the baseline of its slot
+    learn_clip: float = 3.0  # ... and the baseline of its slot
     day_fading: float = 0.1  # weight of the newest day in the learned day-to-day variation
     spread_fading: float = 0.01
     refund_fading: float = 0.005  # the refund rate (refunds per sale) has a long memory
@@ -297,7 +300,8 @@ class SeasonalDetector:
             k = seen[s]
             if k:
                 value = week[s].get()
-                if min(value, centre) < _EDGE * max(value, centre):
+                low, high = (value, centre) if value < centre else (centre, value)
+                if low < _EDGE * high and high - low > 3.0 * math.sqrt(high):
                     continue  # opening or closing time: do not blur the open and the closed slot
                 total += side * value
                 weight += side

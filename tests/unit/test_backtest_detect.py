@@ -141,6 +141,7 @@ def test_backtest_detects_the_labelled_incidents(scenario: Path, tmp_path: Path)
     outcome = evaluate(alerts, incidents, meta["eval_start_ms"], meta["eval_store_days"], 2 * MIN_MS)
     assert outcome.recall >= 0.7, outcome.row()
     assert outcome.false_incidents <= 1, outcome.row()
+    assert isinstance(result.summary["late_events"], int)
     assert result.summary["late_events"] > 0
     assert result.summary["alerts"]["anomaly"] == len(alerts)  # type: ignore[index]
     windows = (tmp_path / "windows.jsonl").read_bytes().splitlines()
