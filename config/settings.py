@@ -74,6 +74,10 @@ class Settings(BaseSettings):
 
     health_file: str = "/tmp/shelfstream-health"
 
+    # --- metrics (process, dispatch, demo) ------------------------------------------------------------
+    metrics_every_s: float = Field(default=60.0, gt=0)  # EMF lines on stderr, one report per period
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # Prometheus /metrics on 127.0.0.1; 0 = off
+
     # --- HTTP API and dashboard (`shelfstream serve`) ----------------------------------------------
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     api_max_events: int = Field(default=500, ge=1, le=500)

@@ -194,8 +194,17 @@ class KinesisWriter:
         dead_letter_path: str | Path | None = None,
         on_dead_letter: DeadLetterHandler | None = None,
         before_send: BeforeSend | None = None,
+        max_batch_records: int = MAX_BATCH_RECORDS,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
         rng: random.Random | None = None,
     ) -> None:
+        if not (
+            1 <= max_batch_records <= MAX_BATCH_RECORDS
+            and MAX_RECORD_BYTES <= max_batch_bytes <= MAX_BATCH_BYTES
+        ):
+            raise ValueError(
+                f"batches take 1-{MAX_BATCH_RECORDS} records and {MAX_RECORD_BYTES}-{MAX_BATCH_BYTES} bytes"
+            )
         if dead_letter_path is not None and on_dead_letter is not None:
             raise ValueError("give either dead_letter_path or on_dead_letter, not both")
         self._client = client
@@ -215,6 +224,9 @@ class KinesisWriter:
             else log_dead_letters
         )
         self._before_send = before_send
+        # Smaller batches let a per-shard rate limiter (``before_send``) admit any one batch whole.
+        self._batch_records = max_batch_records
+        self._batch_bytes = max_batch_bytes
         self._rng = rng or random.Random()
         self.stats = WriterStats()
 
@@ -269,7 +281,7 @@ class KinesisWriter:
         self._buffered += 1
         self._buffered_bytes += size
         queued = len(lane.buffer)
-        if queued == 1 or queued % MAX_BATCH_RECORDS == 0 or lane.size >= MAX_BATCH_BYTES:
+        if queued == 1 or queued % self._batch_records == 0 or lane.size >= self._batch_bytes:
             self._wake.set()
         return True
 
@@ -324,8 +336,8 @@ class KinesisWriter:
                 if (
                     self._flushing
                     or now >= due
-                    or len(lane.buffer) >= MAX_BATCH_RECORDS
-                    or lane.size >= MAX_BATCH_BYTES
+                    or len(lane.buffer) >= self._batch_records
+                    or lane.size >= self._batch_bytes
                 ):
                     self._start_send(lane, self._take_batch(lane))
                 else:
@@ -334,11 +346,11 @@ class KinesisWriter:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _take_batch(self, lane: _Lane) -> list[_Entry]:
-        """The lane's oldest records, within PutRecords' 500 records and 5 MiB."""
+        """The lane's oldest records, within PutRecords' 500 records and 5 MiB (or the smaller batch set)."""
         taken: list[_Entry] = []
         size = 0
         buffer = lane.buffer
-        while buffer and len(taken) < MAX_BATCH_RECORDS and size + buffer[0].size <= MAX_BATCH_BYTES:
+        while buffer and len(taken) < self._batch_records and size + buffer[0].size <= self._batch_bytes:
             entry = buffer.popleft()
             taken.append(entry)
             size += entry.size

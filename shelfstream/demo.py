@@ -35,6 +35,7 @@ from shelfstream.aws import AioClients, point_at
 from shelfstream.clock import ScaledClock
 from shelfstream.contract import Restock, alert_kind, encode, format_ts
 from shelfstream.localaws import EmbeddedAws
+from shelfstream.metrics import PrometheusServer, Registry, dispatcher_source, processor_source
 from shelfstream.provision import Resources, provision
 from shelfstream.services import DEMO_SERVICES
 
@@ -123,6 +124,12 @@ async def run_demo(
             wait_seconds=1,
         )
         run = DemoRun(settings, clock, simulator, writer, truck_writer, processor, dispatcher, ledger)
+        metrics = None
+        if settings.metrics_port:
+            sources = [processor_source(processor), dispatcher_source(dispatcher, truck_writer)]
+            registry = Registry({"Service": "demo", "Stream": settings.stream_name}, sources)
+            metrics = await PrometheusServer(registry, settings.metrics_port).start()
+            console.print(f"[b]metrics[/b] at http://127.0.0.1:{metrics.port}/metrics")
         if dashboard is not None:
             dashboard.start(processor, dispatcher, clients, resources.bucket, on_written=ledger.record)
         processing = asyncio.create_task(processor.run(stop_processor))
@@ -155,6 +162,8 @@ async def run_demo(
                 viewer.cancel()
             live.update(render(run))
         seconds = time.monotonic() - started
+        if metrics is not None:
+            await metrics.stop()
         await writer.close()
         await truck_writer.close()
         return summary(run, seconds, caught_up)

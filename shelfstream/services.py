@@ -15,6 +15,7 @@ from producers.kinesis_writer import KinesisWriter
 from shelfstream.aws import AioClients
 from shelfstream.clock import ScaledClock
 from shelfstream.lifecycle import heartbeat, stop_on_signals
+from shelfstream.metrics import Registry, dispatcher_source, observed, processor_source
 from shelfstream.provision import resolve
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,15 @@ async def run_processor(settings: Settings) -> dict[str, Any]:
     stop = stop_on_signals()
     async with AioClients(settings, *PROCESSOR_SERVICES) as clients:
         processor = StreamProcessor(settings, clients, resources)
+        registry = Registry(
+            {"Service": "process", "Stream": settings.stream_name}, [processor_source(processor)]
+        )
         beat = asyncio.create_task(heartbeat(settings.health_file, stop))
-        log.info("processor started", extra={"stream": settings.stream_name})
-        await processor.run(stop)
-        stop.set()
-        await beat
+        async with observed(registry, settings, stop):
+            log.info("processor started", extra={"stream": settings.stream_name})
+            await processor.run(stop)
+            stop.set()
+            await beat
         stats = processor.stats()
         log.info(
             "processor stopped",
@@ -57,10 +62,14 @@ async def run_dispatcher(settings: Settings) -> dict[str, Any]:
             ),
             wait_seconds=10,
         )
+        registry = Registry(
+            {"Service": "dispatch", "Stream": settings.stream_name}, [dispatcher_source(dispatcher, writer)]
+        )
         beat = asyncio.create_task(heartbeat(settings.health_file, stop))
-        log.info("dispatcher started", extra={"queue": resources.restock_queue_url})
-        await dispatcher.run(stop)
-        await writer.close()
-        stop.set()
-        await beat
+        async with observed(registry, settings, stop):
+            log.info("dispatcher started", extra={"queue": resources.restock_queue_url})
+            await dispatcher.run(stop)
+            await writer.close()
+            stop.set()
+            await beat
         return {"deliveries": dispatcher.stats.deliveries, "duplicates": dispatcher.stats.duplicates_dropped}

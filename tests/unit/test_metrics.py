@@ -1,0 +1,171 @@
+"""Metrics read from the services' own stats: the EMF records and the Prometheus text."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from consumers.dispatcher import DispatchStats
+from processors.core import CoreStats
+from processors.shard_worker import WorkerStatus
+from processors.sinks import SinkStats
+from producers.kinesis_writer import WriterStats
+from shelfstream import metrics
+from shelfstream.metrics import Registry, dispatcher_source, processor_source
+
+TS = 1_785_571_200_000
+
+
+class FakeProcessor:
+    """The parts of StreamProcessor the metrics read, with the real stats types."""
+
+    def __init__(self) -> None:
+        self.core = CoreStats(
+            events_read=120,
+            events_valid=110,
+            events_rejected=7,
+            duplicates_ignored=3,
+            late_events=2,
+            alerts=Counter({"restock_request": 5, "out_of_stock": 4, "anomaly": 1}),
+        )
+        self.workers = {
+            "shard-0": SimpleNamespace(status=WorkerStatus(records=70, millis_behind=1500, throttles=1)),
+            "shard-1": SimpleNamespace(status=WorkerStatus(records=50, millis_behind=250, throttles=2)),
+            "shard-2": SimpleNamespace(status=WorkerStatus(records=9, millis_behind=99_000, ended=True)),
+        }
+        self.sinks = SimpleNamespace(stats=SinkStats(entry_retries=6, dead_lettered=1))
+
+    def stats(self) -> CoreStats:
+        return self.core
+
+
+def processor_registry(proc: FakeProcessor) -> Registry:
+    return Registry({"Service": "process", "Stream": "events"}, [processor_source(proc)])  # type: ignore[arg-type]
+
+
+def by_dims(records: list[dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
+    return {tuple(r["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]): r for r in records}
+
+
+def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
+    records = processor_registry(FakeProcessor()).emf_records(TS)
+    groups = by_dims(records)
+    assert len(records) == 3  # the main record and one per alert kind
+    assert set(groups) == {("Service", "Stream"), ("Service", "Stream", "Kind")}
+    main = groups[("Service", "Stream")]
+    block = main["_aws"]
+    assert block["Timestamp"] == TS
+    (directive,) = block["CloudWatchMetrics"]
+    assert directive["Namespace"] == "shelfstream"
+    assert directive["Dimensions"] == [["Service", "Stream"]]
+    units = {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+    assert units == {
+        "EventsProcessed": "Count",
+        "EventsRejected": "Count",
+        "DuplicatesIgnored": "Count",
+        "LateEvents": "Count",
+        "MillisBehindLatest": "Milliseconds",
+        "RestockRequests": "Count",
+        "PutRetries": "Count",
+        "Throttles": "Count",
+        "DeadLettered": "Count",
+    }
+    assert main["Service"] == "process" and main["Stream"] == "events"
+    assert main["EventsProcessed"] == 129  # every shard's records, the ended one too
+    assert main["EventsRejected"] == 7
+    assert main["DuplicatesIgnored"] == 3
+    assert main["LateEvents"] == 2
+    assert main["MillisBehindLatest"] == 1500  # max over the open shards only
+    assert main["RestockRequests"] == 5
+    assert main["PutRetries"] == 6
+    assert main["Throttles"] == 3
+    assert main["DeadLettered"] == 1
+    alerts = {r["Kind"]: r for r in records if "Kind" in r}
+    assert set(alerts) == {"out_of_stock", "anomaly"}
+    for kind, want in (("out_of_stock", 4), ("anomaly", 1)):
+        record = alerts[kind]
+        assert record["Alerts"] == want
+        assert record["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Service", "Stream", "Kind"]]
+        assert record["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": "Alerts", "Unit": "Count"}]
+    for record in records:  # every metric named in the directive has a number at the top level
+        for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            assert isinstance(record[m["Name"]], int | float)
+
+
+def test_emf_counters_are_increases_and_gauges_are_current() -> None:
+    proc = FakeProcessor()
+    registry = processor_registry(proc)
+    registry.emf_records(TS)
+    proc.workers["shard-0"].status.records += 30
+    proc.workers["shard-0"].status.millis_behind = 400
+    proc.core.events_rejected += 2
+    proc.core.alerts["anomaly"] += 3
+    second = by_dims(registry.emf_records(TS + 60_000))
+    main = second[("Service", "Stream")]
+    assert main["EventsProcessed"] == 30
+    assert main["EventsRejected"] == 2
+    assert main["DuplicatesIgnored"] == 0
+    assert main["MillisBehindLatest"] == 400
+    assert {r["Kind"]: r["Alerts"] for r in registry.emf_records(TS) if "Kind" in r} == {
+        "out_of_stock": 0,
+        "anomaly": 0,
+    }
+
+
+def test_emit_emf_writes_one_json_line_per_record_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger("shelfstream.metrics.emf").handlers.clear()
+    metrics.emit_emf(processor_registry(FakeProcessor()))
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = [orjson.loads(line) for line in captured.err.splitlines()]
+    assert len(lines) == 3
+    assert all(line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "shelfstream" for line in lines)
+
+
+def test_dispatcher_and_processor_sources_sum_into_one_registry() -> None:
+    dispatcher = SimpleNamespace(stats=DispatchStats(deliveries=12))
+    writer = SimpleNamespace(stats=WriterStats(retries=4, throttles=3, failed=2))
+    registry = Registry(
+        {"Service": "demo", "Stream": "events"},
+        [processor_source(FakeProcessor()), dispatcher_source(dispatcher, writer)],  # type: ignore[arg-type]
+    )
+    main = by_dims(registry.emf_records(TS))[("Service", "Stream")]
+    assert main["Deliveries"] == 12
+    assert main["PutRetries"] == 6 + 4
+    assert main["Throttles"] == 3 + 3
+    assert main["DeadLettered"] == 1 + 2
+
+
+def test_prometheus_text_has_help_type_and_labelled_totals() -> None:
+    proc = FakeProcessor()
+    registry = processor_registry(proc)
+    registry.emf_records(TS)  # EMF's increases must not change the totals Prometheus sees
+    text = registry.prometheus_text()
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert "# TYPE shelfstream_events_processed_total counter" in lines
+    assert "# TYPE shelfstream_millis_behind_latest gauge" in lines
+    assert any(line.startswith("# HELP shelfstream_events_rejected_total ") for line in lines)
+    labels = 'service="process",stream="events"'
+    assert f"shelfstream_events_processed_total{{{labels}}} 129" in lines
+    assert f"shelfstream_events_rejected_total{{{labels}}} 7" in lines
+    assert f"shelfstream_millis_behind_latest{{{labels}}} 1500" in lines
+    assert f'shelfstream_alerts_total{{{labels},kind="out_of_stock"}} 4' in lines
+    assert f'shelfstream_alerts_total{{{labels},kind="anomaly"}} 1' in lines
+    assert lines.count("# TYPE shelfstream_alerts_total counter") == 1
+
+
+def test_prometheus_label_values_are_escaped() -> None:
+    registry = Registry({"Service": 'a"b\\c\nd'}, [lambda: [metrics.Sample("Deliveries", 1)]])
+    assert 'shelfstream_deliveries_total{service="a\\"b\\\\c\\nd"} 1' in registry.prometheus_text()
+
+
+def test_an_unknown_metric_name_is_refused() -> None:
+    registry = Registry({}, [lambda: [metrics.Sample("Nope", 1)]])
+    with pytest.raises(ValueError, match="Nope"):
+        registry.collect()
