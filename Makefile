@@ -60,3 +60,7 @@ bench-core: $(STAMP)
 	$(BIN)/python -m benchmarks.core_speed --docs docs/detection.md
 
 .PHONY: bench-detect bench-core
+
+# Every benchmark (load test, core speed, detection), figures into docs/benchmarks.md; under 10 minutes.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     default_target_stock: int = Field(default=40, ge=1)
     dedup_horizon_s: int = Field(default=7 * 24 * 3600, ge=60)
 
+    # --- event-time windows and anomaly detection ------------------------------------------------
+    window_s: int = Field(default=900, ge=0)  # tumbling window; 0 turns windows and detection off
+    hopping_window_s: int = Field(default=3600, ge=0)  # 0: no hopping window
+    hopping_hop_s: int = Field(default=900, ge=1)
+    allowed_lateness_s: int = Field(default=120, ge=0)
+
     # --- processor shell -------------------------------------------------------------------------
     poll_interval_s: float = Field(default=0.2, gt=0)
     max_poll_interval_s: float = Field(default=1.0, gt=0)

@@ -30,6 +30,10 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
         default_restock_threshold=settings.default_restock_threshold,
         default_target_stock=settings.default_target_stock,
         dedup_horizon_ms=settings.dedup_horizon_s * 1000,
+        window_ms=settings.window_s * 1000,
+        hopping_window_ms=settings.hopping_window_s * 1000,
+        hopping_hop_ms=settings.hopping_hop_s * 1000,
+        allowed_lateness_ms=settings.allowed_lateness_s * 1000,
     )
 
 

@@ -123,6 +123,11 @@ class Rejection(msgspec.Struct, frozen=True):
     record: bytes
 
 
+# The hot path's decoder: raises msgspec.ValidationError / DecodeError; callers that need the
+# reason call decode_event on the (rare) failure. It does not check the 64 KiB limit.
+decode_strict: Final = _decoder.decode
+
+
 def decode_event(raw: bytes) -> Event | Rejection:
     """Decode and validate one record; never raises for bad input."""
     if len(raw) > MAX_RECORD_BYTES:

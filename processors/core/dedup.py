@@ -39,10 +39,19 @@ class Dedup:
         return True
 
     def _prune(self) -> None:
+        """Drop expired ids from the front (the dict keeps arrival order, which follows event time
+        closely): the cost is the number dropped, not the size of the memory. An id that arrived
+        out of order waits for the ones before it; the memory stays bounded all the same."""
         self._inserts = 0
         cutoff = self._newest_ms - self._horizon_ms
-        if any(ts < cutoff for ts in self._seen.values()):
-            self._seen = {eid: ts for eid, ts in self._seen.items() if ts >= cutoff}
+        seen = self._seen
+        expired = []
+        for eid, ts in seen.items():
+            if ts >= cutoff:
+                break
+            expired.append(eid)
+        for eid in expired:
+            del seen[eid]
 
     def merge(self, other: Dedup) -> None:
         """Take in another shard's memory (two shards merged into one)."""

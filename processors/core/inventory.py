@@ -59,26 +59,29 @@ class Inventory:
     catalog: dict[Key, CatalogEntry] = field(default_factory=dict)
     open_requests: dict[Key, str] = field(default_factory=dict)
     out_of_stock: set[Key] = field(default_factory=set)
+    # (threshold, target) per product, derived from the catalog; kept because every sale needs it.
+    limits: dict[Key, tuple[int, int]] = field(default_factory=dict)
 
     def sale(self, ev: Sale, out: Effects) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, self.stock.get(key, 0) - ev.quantity, ev.event_id, ev.ts_ms, out)
+        self._changed(key, self.stock.get(key, 0) - ev.quantity, ev, out)
 
     def refund(self, ev: Refund, out: Effects) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev.event_id, ev.ts_ms, out)
+        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out)
 
     def restock(self, ev: Restock, out: Effects) -> None:
         key = (ev.store_id, ev.product_id)
         self.open_requests.pop(key, None)
-        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev.event_id, ev.ts_ms, out)
+        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out)
 
     def count(self, ev: Count, out: Effects) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, ev.count, ev.event_id, ev.ts_ms, out)
+        self._changed(key, ev.count, ev, out)
 
     def product(self, ev: Product, out: Effects) -> None:
         key = (ev.store_id, ev.product_id)
+        self.limits.pop(key, None)
         entry = self.catalog.get(key)
         if entry is None:
             self.catalog[key] = CatalogEntry(
@@ -112,6 +115,12 @@ class Inventory:
             )
 
     def threshold_of(self, key: Key) -> tuple[int, int]:
+        limits = self.limits.get(key)
+        if limits is None:
+            limits = self.limits[key] = self._limits_of(key)
+        return limits
+
+    def _limits_of(self, key: Key) -> tuple[int, int]:
         entry = self.catalog.get(key)
         threshold = self.default_threshold
         target = self.default_target
@@ -122,8 +131,13 @@ class Inventory:
                 target = entry.target_stock
         return threshold, max(target, threshold + 1)
 
-    def _changed(self, key: Key, on_hand: int, cause: str, ts_ms: int, out: Effects) -> None:
+    def _changed(self, key: Key, on_hand: int, ev: Sale | Refund | Restock | Count, out: Effects) -> None:
         self.stock[key] = on_hand
+        limits = self.limits.get(key) or self.threshold_of(key)
+        if on_hand > limits[0] and key not in self.out_of_stock:
+            return  # the common case: nothing to report
+        cause = ev.event_id
+        ts_ms = ev.ts_ms
         if on_hand <= 0:
             if key not in self.out_of_stock:
                 self.out_of_stock.add(key)
@@ -149,7 +163,7 @@ class Inventory:
                     )
                 )
             )
-        threshold, target = self.threshold_of(key)
+        threshold, target = limits
         if on_hand <= threshold and key not in self.open_requests:
             rid = alert_id("restock_request", key[0], key[1], cause)
             self.open_requests[key] = rid

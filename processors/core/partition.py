@@ -3,7 +3,8 @@
 A split gives each child the parent's state for the stores whose hash key it owns; a merge joins two
 parents' states (their stores are disjoint). Shard-wide parts go whole to each side: the dedup memory
 (ids do not say their store; a superset is harmless and ages out) and the window clock, where a
-merge keeps the earlier of the two closing points so no store's open window is skipped.
+merge keeps the earlier of the two closing points so no store's open window is skipped, and each store
+remembers where its own shard had closed, so no window is closed twice.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def split(core: ShardCore, owns: Callable[[str], bool]) -> ShardCore:
     inv.catalog = {k: v for k, v in inv.catalog.items() if owns(k[0])}
     inv.open_requests = {k: v for k, v in inv.open_requests.items() if owns(k[0])}
     inv.out_of_stock = {k for k in inv.out_of_stock if owns(k[0])}
+    inv.limits = {k: v for k, v in inv.limits.items() if owns(k[0])}
     if state.windows is not None:
         state.windows.stores = {s: w for s, w in state.windows.stores.items() if owns(s)}
     if state.monitor is not None:
@@ -51,9 +53,14 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
         inv.catalog.update(oinv.catalog)
         inv.open_requests.update(oinv.open_requests)
         inv.out_of_stock |= oinv.out_of_stock
+        inv.limits.update(oinv.limits)
         state.dedup.merge(o.dedup)
         if state.windows is not None and o.windows is not None:
             w, ow = state.windows, o.windows
+            for engine in (w, ow):
+                if engine.started:
+                    for store in engine.stores.values():
+                        store.resume_idx = max(store.resume_idx, engine.closed_idx)
             w.stores.update(ow.stores)
             if ow.started:
                 if w.started:

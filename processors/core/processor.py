@@ -15,13 +15,26 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Final
 
+import msgspec
+
 from processors.core.dedup import Dedup
 from processors.core.detector import DetectorConfig
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
-from shelfstream.contract import Count, Product, Refund, Rejection, Restock, Sale, decode_event
+from shelfstream.contract import (
+    MAX_RECORD_BYTES,
+    Count,
+    Event,
+    Product,
+    Refund,
+    Rejection,
+    Restock,
+    Sale,
+    decode_event,
+    decode_strict,
+)
 
 SNAPSHOT_VERSION: Final = 2
 _MINUTE_MS: Final = 60_000
@@ -52,15 +65,17 @@ class CoreConfig:
 
 @dataclass(slots=True)
 class CoreStats:
-    events_read: int = 0
     events_valid: int = 0
     events_rejected: int = 0
     duplicates_ignored: int = 0
     late_events: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
 
+    @property
+    def events_read(self) -> int:
+        return self.events_valid + self.events_rejected
+
     def add(self, other: CoreStats) -> None:
-        self.events_read += other.events_read
         self.events_valid += other.events_valid
         self.events_rejected += other.events_rejected
         self.duplicates_ignored += other.duplicates_ignored
@@ -107,8 +122,14 @@ class ShardCore:
         """Apply one record; returns True when it was a new, valid event. Never raises for bad input."""
         state = self.state
         stats = state.stats
-        stats.events_read += 1
-        ev = decode_event(raw)
+        ev: Event | Rejection
+        if len(raw) <= MAX_RECORD_BYTES:
+            try:
+                ev = decode_strict(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                ev = decode_event(raw)  # again, for the rejection and its reason (the rare path)
+        else:
+            ev = decode_event(raw)
         if isinstance(ev, Rejection):
             stats.events_rejected += 1
             self.out.rejected.append(RejectedRecord(ref, ev.reason, raw))

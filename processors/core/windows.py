@@ -168,6 +168,9 @@ class StoreWindows:
     first_idx: int
     panes: dict[int, Pane] = field(default_factory=dict)
     recent: deque[PaneTotals] = field(default_factory=deque)
+    # Panes below this were already closed by the store's previous shard (a merge of two shards whose
+    # clocks differ): they are not closed again.
+    resume_idx: int = 0
 
 
 class WindowEngine:
@@ -321,7 +324,7 @@ class WindowEngine:
         span = self._span
         for idx in range(begin, end):
             for store_id, store in self.stores.items():
-                if idx < store.first_idx:
+                if idx < store.first_idx or idx < store.resume_idx:
                     continue
                 pane = store.panes.pop(idx, None)
                 totals = _EMPTY if pane is None else _totals(pane)

@@ -61,3 +61,33 @@ def test_merge_needs_something() -> None:
     with pytest.raises(ValueError, match="nothing"):
         merge([])
     assert isinstance(merge([ShardCore()]), ShardCore)
+
+
+def test_a_merge_of_shards_with_different_clocks_closes_no_window_twice() -> None:
+    def sale(eid: str, store: str, minute: int) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "sale",
+                "event_id": eid,
+                "store_id": store,
+                "product_id": "p",
+                "ts": f"2026-03-02T{8 + minute // 60:02d}:{minute % 60:02d}:00Z",
+                "quantity": 1,
+                "unit_price": 1.0,
+            }
+        )
+
+    ahead, behind = ShardCore(), ShardCore()
+    for m in range(0, 120, 5):
+        ahead.apply(sale(f"a{m}", "s1", m))
+    for m in range(0, 30, 5):
+        behind.apply(sale(f"b{m}", "s2", m))
+    emitted = [orjson.loads(w) for core in (ahead, behind) for w in core.drain().windows]
+    merged = merge([ahead, behind])
+    for m in range(120, 180, 5):
+        merged.apply(sale(f"a{m}", "s1", m))
+        merged.apply(sale(f"b{m}", "s2", m))
+    emitted += [orjson.loads(w) for w in merged.drain().windows]
+    keys = [(w["store_id"], w["window_start"], w["window_end"]) for w in emitted]
+    assert len(keys) == len(set(keys))  # every window once
+    assert any(k[0] == "s2" and k[1] > "2026-03-02T08:30" for k in keys)  # the lagging store went on
