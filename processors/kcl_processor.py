@@ -42,6 +42,7 @@ from processors.sinks import Sinks
 from processors.stream_processor import core_config
 from shelfstream.aws import AioClients, require_aws
 from shelfstream.errors import ShelfstreamError
+from shelfstream.metrics import Registry, core_source, emit_emf
 from shelfstream.retry import backoff_s
 
 try:
@@ -167,6 +168,11 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._last_checkpoint = 0.0
         self._last_beat = -math.inf
         self.records_skipped = 0
+        # CloudWatch EMF on stderr (never stdout: that is the daemon's channel), every metrics_every_s.
+        self.metrics = Registry(
+            {"Service": "processor", "Stream": settings.stream_name}, [core_source(lambda: self.core)]
+        )
+        self._last_metrics = clock()
 
     # --- the v3 interface -----------------------------------------------------------------------
 
@@ -232,6 +238,9 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             self._send(core)
             self._since_checkpoint += len(records)
             self._beat()
+            if self._clock() - self._last_metrics >= self._settings.metrics_every_s:
+                self._last_metrics = self._clock()
+                emit_emf(self.metrics)
             if self._due():
                 self._checkpoint(process_records_input.checkpointer)
 
@@ -251,6 +260,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             if not self._kcl_checkpoint(shard_ended_input.checkpointer, None, None):
                 raise RuntimeError("could not checkpoint the end of the shard")
             log.info("shard ended", extra={"shard_id": self.shard_id, "sequence_number": self._applied_seq})
+            emit_emf(self.metrics)
             self._drop()
 
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
@@ -258,6 +268,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             if self.core is None:
                 return
             self._checkpoint(shutdown_requested_input.checkpointer, final=True)
+            emit_emf(self.metrics)
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from shelfstream.errors import ShelfstreamError
 if TYPE_CHECKING:
     from config import Settings
     from consumers.dispatcher import Dispatcher
+    from processors.core import ShardCore
     from processors.stream_processor import StreamProcessor
     from producers.kinesis_writer import KinesisWriter
 
@@ -93,6 +94,26 @@ def processor_source(processor: StreamProcessor) -> Source:
         yield Sample("PutRetries", sinks.entry_retries)
         yield Sample("Throttles", sum(w.status.throttles for w in workers))
         yield Sample("DeadLettered", sinks.dead_lettered)
+
+    return read
+
+
+def core_source(core: Callable[[], ShardCore | None]) -> Source:
+    """One shard core's figures (the KCL record processor, which has a core per process)."""
+
+    def read() -> Iterable[Sample]:
+        current = core()
+        if current is None:
+            return
+        stats = current.stats
+        yield Sample("EventsProcessed", stats.events_read)
+        yield Sample("EventsRejected", stats.events_rejected)
+        yield Sample("DuplicatesIgnored", stats.duplicates_ignored)
+        yield Sample("LateEvents", stats.late_events)
+        yield Sample("RestockRequests", stats.alerts.get("restock_request", 0))
+        for kind, count in sorted(stats.alerts.items()):
+            if kind != "restock_request":
+                yield Sample("Alerts", count, (("Kind", kind),))
 
     return read
 

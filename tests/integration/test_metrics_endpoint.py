@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.error
 import urllib.request
 
@@ -14,6 +15,7 @@ from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 from shelfstream.aws import AioClients
 from shelfstream.contract import format_ts
+from shelfstream.errors import ShelfstreamError
 from shelfstream.metrics import PROMETHEUS_CONTENT_TYPE, PrometheusServer, Registry, processor_source
 from shelfstream.provision import Resources
 from shelfstream.services import PROCESSOR_SERVICES
@@ -78,4 +80,17 @@ async def test_metrics_endpoint_serves_the_running_processors_figures(
     assert f"shelfstream_events_rejected_total{{{labels}}} 2" in lines
     assert "# TYPE shelfstream_millis_behind_latest gauge" in lines
     lag = [line for line in lines if line.startswith("shelfstream_millis_behind_latest{")]
-    assert len(lag) == 1 and int(lag[0].rsplit(" ", 1)[1]) >= 0
+    assert len(lag) == 1
+    assert int(lag[0].rsplit(" ", 1)[1]) >= 0
+
+
+async def test_a_taken_metrics_port_is_one_clear_error() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        server = PrometheusServer(Registry({"Service": "process"}), taken.getsockname()[1])
+        with pytest.raises(ShelfstreamError, match=r"metrics endpoint on 127\.0\.0\.1:\d+"):
+            await server.start()
+    finally:
+        taken.close()

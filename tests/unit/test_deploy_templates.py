@@ -4,6 +4,7 @@ step with the app (Settings names, the event contract, the KCL properties). Pure
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import types
 import typing
@@ -665,3 +666,113 @@ def test_restock_visibility_matches_the_queue_and_the_incoming_queue_gets_upload
     allow = resources["IncomingQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     bucket_arn = allow["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
     assert bucket_arn.endswith(":::" + bucket["Properties"]["BucketName"]["Fn::Sub"])
+
+
+def _resource_name(resource: Any) -> str:
+    """A policy resource as written: the logical id of a Ref, `Id.Attr` of a GetAtt, the Sub text."""
+    if isinstance(resource, str):
+        return resource
+    if "Ref" in resource:
+        return str(resource["Ref"])
+    if "Fn::GetAtt" in resource:
+        return ".".join(resource["Fn::GetAtt"])
+    sub = resource["Fn::Sub"]
+    return str(sub if isinstance(sub, str) else sub[0])
+
+
+def _grants(template: dict[str, Any], role: str) -> set[tuple[str, str]]:
+    """(action, resource) pairs a role is allowed: its inline policies and the managed ones attached to it."""
+    resources = template["Resources"]
+    docs = [p["PolicyDocument"] for p in resources[role]["Properties"].get("Policies", [])]
+    docs += [
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
+        if r["Type"] == "AWS::IAM::ManagedPolicy" and {"Ref": role} in r["Properties"].get("Roles", [])
+    ]
+    return {
+        (action, _resource_name(res))
+        for doc in docs
+        for statement in doc["Statement"]
+        if statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"])
+        for res in _as_list(statement["Resource"])
+    }
+
+
+def test_each_task_role_allows_what_its_command_calls() -> None:
+    template = load_template(MAIN)
+    needs = {
+        "ReportTaskRole": {
+            ("s3:ListBucket", "ArchiveBucket.Arn"),
+            ("s3:GetObject", "${ArchiveBucket.Arn}/events/*"),
+            ("s3:GetObject", "${ArchiveBucket.Arn}/windows/*"),
+            ("s3:GetObject", "${ArchiveBucket.Arn}/alerts/*"),
+            ("s3:PutObject", "${ArchiveBucket.Arn}/reports/*"),
+            ("sns:Publish", "AlertsTopic"),
+            ("kms:GenerateDataKey", "Key.Arn"),
+        },
+        "IngestTaskRole": {
+            ("sqs:GetQueueUrl", "IncomingQueue.Arn"),
+            ("sqs:ReceiveMessage", "IncomingQueue.Arn"),
+            ("sqs:DeleteMessage", "IncomingQueue.Arn"),
+            ("s3:GetObject", "${ArchiveBucket.Arn}/incoming/*"),
+            ("s3:PutObject", "${ArchiveBucket.Arn}/rejected/*"),
+            ("kinesis:PutRecords", "EventStream.Arn"),
+        },
+        "ProcessorTaskRole": {
+            *(
+                ("firehose:PutRecordBatch", f"{f}.Arn")
+                for f in ("ArchiveFirehose", "WindowsFirehose", "AlertsFirehose")
+            ),
+            ("sqs:SendMessage", "RestockQueue.Arn"),
+            ("sns:Publish", "AlertsTopic"),
+        },
+        "DispatcherTaskRole": {
+            ("sqs:ReceiveMessage", "RestockQueue.Arn"),
+            ("kinesis:PutRecords", "EventStream.Arn"),
+            ("dynamodb:PutItem", "DeliveriesTable.Arn"),
+        },
+    }
+    for role, wanted in needs.items():
+        missing = wanted - _grants(template, role)
+        assert not missing, f"{role} lacks {sorted(missing)}"
+
+
+def test_put_metric_data_only_for_the_kcl_and_only_in_its_namespace() -> None:
+    """The app's own metrics are EMF lines in its logs (no API call); only the KCL daemon calls
+    PutMetricData, and only into the namespace named after its application."""
+    template = load_template(MAIN)
+    found = []
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if "cloudwatch:PutMetricData" in _as_list(statement["Action"]):
+                    found.append(name)
+                    namespace = statement["Condition"]["StringEquals"]["cloudwatch:namespace"]
+                    assert namespace == {"Fn::Sub": "${AWS::StackName}-processor"}
+    assert found == ["ProcessorTaskRole"]
+    kcl_env = _env(_containers(template)["ProcessorTaskDefinition/processor"])
+    assert kcl_env["KCL_APPLICATION_NAME"] == {"Fn::Sub": "${AWS::StackName}-processor"}
+
+
+def test_dashboard_charts_the_dispatchers_emf_metrics() -> None:
+    """The dispatcher's EMF lines (shelfstream.metrics) become metrics in the `shelfstream` namespace,
+    dimensions Service and Stream; the dashboard must name them exactly so, or its chart stays empty."""
+    from shelfstream.metrics import METRICS, NAMESPACE
+
+    body = load_template(MAIN)["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]
+    emf = [
+        line
+        for w in widgets
+        if w["type"] == "metric"
+        for line in w["properties"]["metrics"]
+        if line[0] == NAMESPACE
+    ]
+    assert {line[1] for line in emf} == {"Deliveries", "PutRetries", "Throttles", "DeadLettered"}
+    for line in emf:
+        assert line[1] in METRICS
+        assert line[2:] == ["Service", "dispatch", "Stream", "x"]
+    assert '"Stream", "${EventStream}"' in body

@@ -26,7 +26,6 @@ class FakeProcessor:
 
     def __init__(self) -> None:
         self.core = CoreStats(
-            events_read=120,
             events_valid=110,
             events_rejected=7,
             duplicates_ignored=3,
@@ -75,7 +74,8 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
         "Throttles": "Count",
         "DeadLettered": "Count",
     }
-    assert main["Service"] == "process" and main["Stream"] == "events"
+    assert main["Service"] == "process"
+    assert main["Stream"] == "events"
     assert main["EventsProcessed"] == 129  # every shard's records, the ended one too
     assert main["EventsRejected"] == 7
     assert main["DuplicatesIgnored"] == 3
@@ -169,3 +169,47 @@ def test_an_unknown_metric_name_is_refused() -> None:
     registry = Registry({}, [lambda: [metrics.Sample("Nope", 1)]])
     with pytest.raises(ValueError, match="Nope"):
         registry.collect()
+
+
+async def test_observed_reports_until_stopped_and_once_more_on_the_way_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """However many periodic reports there were, their increases add up to the totals, and the last
+    report (after the service's drain) carries what happened after the stop."""
+    import asyncio
+
+    from config import Settings
+
+    logging.getLogger("shelfstream.metrics.emf").handlers.clear()
+    proc = FakeProcessor()
+    stop = asyncio.Event()
+    async with metrics.observed(processor_registry(proc), Settings(metrics_every_s=0.01), stop) as server:
+        assert server is None  # metrics_port 0: no endpoint
+        await asyncio.sleep(0.05)
+        stop.set()
+        proc.workers["shard-1"].status.records += 11  # the final drain, after the stop
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    main = [line for line in lines if "Kind" not in line]
+    assert sum(line["EventsProcessed"] for line in main) == 129 + 11
+    assert main[-1]["EventsProcessed"] == 11
+
+
+def test_a_shard_core_reports_its_own_figures() -> None:
+    from processors.core import ShardCore
+    from shelfstream.metrics import Registry, core_source
+
+    core = ShardCore()
+    core.apply(b"{bad")
+    core.apply(
+        b'{"type":"sale","event_id":"e","store_id":"s","ts":"2026-08-01T10:00:00Z","product_id":"p",'
+        b'"quantity":1,"unit_price":1.0}'
+    )
+    holder: list[ShardCore | None] = [core]
+    registry = Registry({"Service": "processor", "Stream": "s"}, [core_source(lambda: holder[0])])
+    samples = {(s.name, s.dimensions): s.value for s in registry.collect()}
+    assert samples[("EventsProcessed", ())] == 2
+    assert samples[("EventsRejected", ())] == 1
+    assert samples[("RestockRequests", ())] == 1
+    assert samples[("Alerts", (("Kind", "out_of_stock"),))] == 1
+    holder[0] = None  # lease lost: nothing to report
+    assert registry.collect() == []
