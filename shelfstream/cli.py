@@ -150,6 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto", help="default: by name")
     p.add_argument("--watch", action="store_true", help="ingest every upload to incoming/ until stopped")
     p.set_defaults(handler=_lazy("producers.ingest", "cmd_ingest"))
+
+    p = sub.add_parser("loadtest", help="producer load test: throughput, latency, zero lost records")
+    p.add_argument("--stores", type=_positive_int, default=10, help="number of store partition keys")
+    p.add_argument("--rate", type=_positive_float, default=None, help="records/s (default: saturate)")
+    p.add_argument("--duration", type=_positive_float, default=10.0, help="seconds of putting")
+    p.add_argument("--shards", type=_positive_int, default=None, help="shards of a stream it creates")
+    p.add_argument("--stream", default=None, help="stream (default: the app's; --embedded: a new one)")
+    p.add_argument("--embedded", action="store_true", help="start an embedded local AWS and test against it")
+    p.add_argument("--verify", action="store_true", help="read the stream back even for a large run")
+    p.add_argument("--shard-records", type=_positive_int, default=1000, help="records/s per shard limit")
+    p.add_argument("--shard-bytes", type=_positive_int, default=1024 * 1024, help="bytes/s per shard limit")
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
+    p.set_defaults(handler=_lazy("producers.loadtest", "cmd_loadtest"))
     return parser
 
 
