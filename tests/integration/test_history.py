@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from config import Settings
-from processors.stream_processor import StreamProcessor
 from producers.ingest import DeadLetters, IngestReport
 from producers.ingest_watch import IngestWatcher
 from producers.kinesis_writer import KinesisWriter
@@ -29,6 +28,7 @@ from shelfstream.cli import main
 from shelfstream.contract import alert_id, format_ts
 from shelfstream.provision import Resources, provision
 from shelfstream.query import run_query
+from tests.integration.test_processor_shell import process_until_caught_up, produce
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def history(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[Settings, Resources]]:
+) -> tuple[Settings, Resources]:
     base = make_settings()
     settings = base.model_copy(
         update={
@@ -105,31 +105,7 @@ def history(
     )
     resources = provision(settings)
     use(settings, monkeypatch)
-    yield settings, resources
-    # moto, like AWS, allows 50 delivery streams per region: give this test's back.
-    firehose = sync_client("firehose", settings)
-    for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
-        firehose.delete_delivery_stream(DeliveryStreamName=name, AllowForceDelete=True)
-
-
-async def produce(settings: Settings, records: list[tuple[bytes, str]]) -> None:
-    async with (
-        AioClients(settings, "kinesis") as clients,
-        KinesisWriter(clients["kinesis"], settings.stream_name, settings) as writer,
-    ):
-        for data, key in records:
-            await writer.put(data, key)
-
-
-async def process_until_caught_up(settings: Settings, resources: Resources) -> StreamProcessor:
-    stop = asyncio.Event()
-    async with AioClients(settings, *SERVICES) as clients:
-        processor = StreamProcessor(settings, clients, resources)
-        task = asyncio.create_task(processor.run(stop))
-        assert await processor.wait_caught_up(timeout=30)
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    return processor
+    return settings, resources  # make_settings removes the delivery streams afterwards (moto allows 50)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

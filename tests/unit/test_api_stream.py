@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from shelfstream.api.auth import Principal
 from shelfstream.api.hub import Hub, sse_stream
 from shelfstream.api.state import DashboardState
@@ -117,11 +119,8 @@ async def test_closing_the_hub_ends_every_stream() -> None:
     pending = asyncio.ensure_future(anext(stream))
     await _subscribed(hub)
     hub.close()
-    try:
+    with pytest.raises(StopAsyncIteration):  # the stream ended
         await asyncio.wait_for(pending, timeout=5)
-        raise AssertionError("the stream should have ended")
-    except StopAsyncIteration:
-        pass
     assert hub.subscribers == 0
 
 
@@ -135,8 +134,5 @@ async def test_a_reader_that_falls_behind_is_cut_off_not_buffered_forever() -> N
     last = await anext(stream)
     assert b"event: cut_off" in last
     assert hub.subscribers == 0
-    try:
+    with pytest.raises(StopAsyncIteration):  # the stream ended
         await anext(stream)
-        raise AssertionError("the stream should have ended")
-    except StopAsyncIteration:
-        pass
