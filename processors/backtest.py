@@ -80,7 +80,7 @@ def run_backtest(
         apply = core.apply
         line_no = 0
         # Lines are read a chunk at a time (reading them one by one cost as much as the core's
-        # windows); alerts are written as they come, in order, window records once per chunk.
+        # windows); effects are written once per chunk, in the order the core made them.
         for lines in _chunks(source):
             first = line_no
             for line in lines:
@@ -88,10 +88,7 @@ def run_backtest(
                 raw = line.rstrip(b"\r\n")
                 if not raw or raw.isspace():
                     continue
-                apply(raw, str(line_no))
-                pending = core.out
-                if pending.alerts or pending.requests or pending.rejected:
-                    _write_effects(core, *files)
+                apply(raw, line_no)
             _write_effects(core, *files)
             if progress is not None:
                 for mark in range(

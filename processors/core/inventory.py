@@ -10,6 +10,7 @@ say how long it lasted.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
@@ -62,24 +63,24 @@ class Inventory:
     # (threshold, target) per product, derived from the catalog; kept because every sale needs it.
     limits: dict[Key, tuple[int, int]] = field(default_factory=dict)
 
-    def sale(self, ev: Sale, out: Effects) -> None:
+    def sale(self, ev: Sale, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, self.stock.get(key, 0) - ev.quantity, ev, out)
+        self._changed(key, self.stock.get(key, 0) - ev.quantity, ev, out, tally)
 
-    def refund(self, ev: Refund, out: Effects) -> None:
+    def refund(self, ev: Refund, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out)
+        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out, tally)
 
-    def restock(self, ev: Restock, out: Effects) -> None:
+    def restock(self, ev: Restock, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
         self.open_requests.pop(key, None)
-        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out)
+        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out, tally)
 
-    def count(self, ev: Count, out: Effects) -> None:
+    def count(self, ev: Count, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, ev.count, ev, out)
+        self._changed(key, ev.count, ev, out, tally)
 
-    def product(self, ev: Product, out: Effects) -> None:
+    def product(self, ev: Product, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
         self.limits.pop(key, None)
         entry = self.catalog.get(key)
@@ -104,6 +105,7 @@ class Inventory:
         if ev.target_stock is not None:
             entry.target_stock = ev.target_stock
         if changes:
+            tally["product_change"] += 1
             out.alerts.append(
                 ProductChange(
                     alert_id=alert_id("product_change", ev.store_id, ev.product_id, ev.event_id),
@@ -131,7 +133,10 @@ class Inventory:
                 target = entry.target_stock
         return threshold, max(target, threshold + 1)
 
-    def _changed(self, key: Key, on_hand: int, ev: Sale | Refund | Restock | Count, out: Effects) -> None:
+    def _changed(
+        self, key: Key, on_hand: int, ev: Sale | Refund | Restock | Count, out: Effects, tally: Counter[str]
+    ) -> None:
+        """`tally` counts what is raised by kind (the core's stats), here where it is raised."""
         self.stock[key] = on_hand
         limits = self.limits.get(key) or self.threshold_of(key)
         if on_hand > limits[0] and key not in self.out_of_stock:
@@ -141,6 +146,7 @@ class Inventory:
         if on_hand <= 0:
             if key not in self.out_of_stock:
                 self.out_of_stock.add(key)
+                tally["out_of_stock"] += 1
                 out.alerts.append(
                     OutOfStock(
                         alert_id=alert_id("out_of_stock", key[0], key[1], cause),
@@ -167,6 +173,7 @@ class Inventory:
         if on_hand <= threshold and key not in self.open_requests:
             rid = alert_id("restock_request", key[0], key[1], cause)
             self.open_requests[key] = rid
+            tally["restock_request"] += 1
             out.requests.append(
                 RestockRequest(
                     alert_id=rid,

@@ -118,7 +118,7 @@ class ShardCore:
 
     # --- the hot path ---------------------------------------------------------------------------
 
-    def apply(self, raw: bytes, ref: str = "") -> bool:
+    def apply(self, raw: bytes, ref: str | int = "") -> bool:
         """Apply one record; returns True when it was a new, valid event. Never raises for bad input."""
         state = self.state
         stats = state.stats
@@ -132,7 +132,7 @@ class ShardCore:
             ev = decode_event(raw)
         if isinstance(ev, Rejection):
             stats.events_rejected += 1
-            self.out.rejected.append(RejectedRecord(ref, ev.reason, raw))
+            self.out.rejected.append(RejectedRecord(str(ref), ev.reason, raw))
             return False
         stats.events_valid += 1
         ts_ms = ev.ts_ms
@@ -140,14 +140,11 @@ class ShardCore:
             stats.duplicates_ignored += 1
             return False
         out = self.out
-        alerts = out.alerts
-        requests = out.requests
-        alerts_before = len(alerts)
-        requests_before = len(requests)
+        tally = stats.alerts
         inv = state.inventory
         win = state.windows
         if isinstance(ev, Sale):
-            inv.sale(ev, out)
+            inv.sale(ev, out, tally)
             if win is not None:
                 # WindowEngine.sale, inlined: this is the hottest line of the core.
                 idx = ts_ms // win.pane_ms
@@ -168,24 +165,19 @@ class ShardCore:
                     else:
                         pane.sale_ids.add(tid)
         elif isinstance(ev, Refund):
-            inv.refund(ev, out)
+            inv.refund(ev, out, tally)
             if win is not None and not win.refund(
                 ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id
             ):
                 stats.late_events += 1
         elif isinstance(ev, Restock):
-            inv.restock(ev, out)
+            inv.restock(ev, out, tally)
         elif isinstance(ev, Count):
-            inv.count(ev, out)
+            inv.count(ev, out, tally)
         elif isinstance(ev, Product):
-            inv.product(ev, out)
+            inv.product(ev, out, tally)
         if self._archive:
             out.archive.append(raw)  # late events too: they are kept, only their window has closed
-        if len(requests) != requests_before:
-            stats.alerts["restock_request"] += len(requests) - requests_before
-        if len(alerts) != alerts_before:
-            for alert in alerts[alerts_before:]:
-                stats.alerts[alert.__struct_config__.tag] += 1  # type: ignore[index]
         if win is not None and ts_ms > win.newest_ms:
             win.newest_ms = ts_ms
             if ts_ms >= win.next_close_ms:
