@@ -133,6 +133,17 @@ class FileContext:
         return f"ingest-{self.content_hash}-{line}{suffix}"
 
 
+def _stock_take(
+    ctx: FileContext, line: int, store: str, product_id: str, when: dt.datetime, count: int, **catalog: Any
+) -> tuple[Product, Count]:
+    """A row becomes a catalog event (what the file says of the product) and a stock take, with ids
+    from the file's content and the line, so re-ingesting the same file repeats them."""
+    return (
+        Product(event_id=ctx.event_id(line, "-p"), store_id=store, ts=when, product_id=product_id, **catalog),
+        Count(event_id=ctx.event_id(line), store_id=store, ts=when, product_id=product_id, count=count),
+    )
+
+
 # --- the pure part ----------------------------------------------------------------------------------
 
 
@@ -289,22 +300,7 @@ def parse_csv(lines: Iterable[RawLine], ctx: FileContext) -> Iterator[Row]:
                 text,
             )
             continue
-        events = (
-            Product(
-                event_id=ctx.event_id(line.number, "-p"),
-                store_id=store,
-                ts=when,
-                product_id=product_id,
-                name=item,
-            ),
-            Count(
-                event_id=ctx.event_id(line.number),
-                store_id=store,
-                ts=when,
-                product_id=product_id,
-                count=int(count_text),
-            ),
-        )
+        events = _stock_take(ctx, line.number, store, product_id, when, int(count_text), name=item)
         yield _checked(events, line.number, store)
     if not header_seen:
         raise FileRefused(ctx.name, "the file is empty: nothing to ingest")
@@ -402,21 +398,8 @@ def parse_jsonl(lines: Iterable[RawLine], ctx: FileContext) -> Iterator[Row]:
             continue
         seen[(warehouse, product_id)] = (line.number, ts_ms)
         when = to_datetime(ts_ms)
-        events = (
-            Product(
-                event_id=ctx.event_id(line.number, "-p"),
-                store_id=warehouse,
-                ts=when,
-                product_id=product_id,
-                restock_threshold=threshold,
-            ),
-            Count(
-                event_id=ctx.event_id(line.number),
-                store_id=warehouse,
-                ts=when,
-                product_id=product_id,
-                count=stock,
-            ),
+        events = _stock_take(
+            ctx, line.number, warehouse, product_id, when, stock, restock_threshold=threshold
         )
         yield _checked(events, line.number, warehouse)
     if not any_line:

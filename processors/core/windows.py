@@ -226,15 +226,20 @@ class WindowEngine:
         pane = store.panes[idx] = Pane()
         return pane
 
-    def sale(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
-        """Add a sale line; False when it is late (its window has closed)."""
+    def _pane_at(self, store_id: str, ts_ms: int) -> Pane | None:
+        """The store's pane for an event time; None when it is late (its window has closed)."""
         idx = ts_ms // self.pane_ms
         if idx < self.closed_idx:
-            return False
+            return None
         store = self.stores.get(store_id)
         pane = store.panes.get(idx) if store is not None else None
+        return pane if pane is not None else self.new_pane(store_id, idx)
+
+    def sale(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
+        """Add a sale line; False when it is late. (ShardCore.apply inlines this: the hottest path.)"""
+        pane = self._pane_at(store_id, ts_ms)
         if pane is None:
-            pane = self.new_pane(store_id, idx)
+            return False
         pane.lines += 1
         pane.units += quantity
         pane.revenue += quantity * unit_price
@@ -246,13 +251,9 @@ class WindowEngine:
 
     def refund(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
         """Add a refund line; False when it is late (its window has closed)."""
-        idx = ts_ms // self.pane_ms
-        if idx < self.closed_idx:
-            return False
-        store = self.stores.get(store_id)
-        pane = store.panes.get(idx) if store is not None else None
+        pane = self._pane_at(store_id, ts_ms)
         if pane is None:
-            pane = self.new_pane(store_id, idx)
+            return False
         pane.refund_lines += 1
         pane.refund_units += quantity
         pane.refund_amount += quantity * unit_price

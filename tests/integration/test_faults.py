@@ -18,7 +18,7 @@ from config import Settings
 from processors.stream_processor import StreamProcessor
 from shelfstream.aws import AioClients
 from shelfstream.provision import Resources
-from tests.integration.test_processor_shell import SERVICES, produce, s3_lines, workload
+from tests.integration.test_processor_shell import SERVICES, produce, s3_lines, take_all, workload
 
 pytestmark = pytest.mark.integration
 
@@ -62,15 +62,7 @@ async def run_with_faults(
 
 
 def drain(queue_url: str) -> list[str]:
-    sqs = boto3.client("sqs")
-    bodies = []
-    while True:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-        if not got.get("Messages"):
-            return bodies
-        for message in got["Messages"]:
-            bodies.append(message["Body"])
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return [m["Body"] for m in take_all(queue_url)]
 
 
 async def test_throttling_errors_and_timeouts_are_retried_and_nothing_is_lost(

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import boto3
 import orjson
 import pytest
 
@@ -78,10 +79,24 @@ def s3_lines(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
     return lines
 
 
+def take_all(queue_url: str) -> list[dict[str, Any]]:
+    """Receive and delete every message on a queue (with attributes)."""
+    sqs = boto3.client("sqs")
+    messages: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+        )
+        if not got.get("Messages"):
+            return messages
+        for message in got["Messages"]:
+            messages.append(message)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
 async def test_processor_keeps_stock_sends_effects_and_checkpoints(
     provisioned: tuple[Settings, Resources],
 ) -> None:
-    import boto3
 
     settings, resources = provisioned
     settings = settings.model_copy(update={"shard_count": 2})
@@ -109,37 +124,13 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
     archived_alerts = s3_lines(s3, resources.bucket, settings.alerts_prefix)
     assert sorted(a["kind"] for a in archived_alerts) == ["out_of_stock"] * 8 + ["restock_request"] * 8
 
-    sqs = boto3.client("sqs")
-    bodies = []
-    while True:
-        got = sqs.receive_message(
-            QueueUrl=resources.restock_queue_url,
-            MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"],
-            WaitTimeSeconds=0,
-        )
-        if not got.get("Messages"):
-            break
-        for m in got["Messages"]:
-            assert m["MessageAttributes"]["kind"]["StringValue"] == "restock_request"
-            bodies.append(decode_alert(m["Body"]))
-            sqs.delete_message(QueueUrl=resources.restock_queue_url, ReceiptHandle=m["ReceiptHandle"])
+    requests = take_all(resources.restock_queue_url)
+    assert all(m["MessageAttributes"]["kind"]["StringValue"] == "restock_request" for m in requests)
+    bodies = [decode_alert(m["Body"]) for m in requests]
     assert sorted(b.store_id for b in bodies) == sorted(expected)  # one open request per store and product
     assert all(isinstance(b, RestockRequest) and b.on_hand == 5 for b in bodies)
 
-    inbox = []
-    while True:
-        got = sqs.receive_message(
-            QueueUrl=resources.alerts_queue_url,
-            MaxNumberOfMessages=10,
-            MessageAttributeNames=["All"],
-            WaitTimeSeconds=0,
-        )
-        if not got.get("Messages"):
-            break
-        for m in got["Messages"]:
-            inbox.append(decode_alert(m["Body"]))
-            sqs.delete_message(QueueUrl=resources.alerts_queue_url, ReceiptHandle=m["ReceiptHandle"])
+    inbox = [decode_alert(m["Body"]) for m in take_all(resources.alerts_queue_url)]
     assert sorted(a.store_id for a in inbox) == sorted(expected)  # one out-of-stock per store
     assert {a.on_hand for a in inbox} == {0}  # type: ignore[union-attr]
 
@@ -156,7 +147,6 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
 async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
     provisioned: tuple[Settings, Resources],
 ) -> None:
-    import boto3
 
     settings, resources = provisioned
     settings = settings.model_copy(update={"travel_seconds": 0.0, "trucks": 2, "restock_visibility_s": 1})
