@@ -24,9 +24,9 @@ from pathlib import Path
 
 from benchmarks.detect import write_docs
 from benchmarks.scenario import ScenarioConfig, write
+from foundation.contract import decode_event
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
-from shelfstream.contract import decode_event
 
 TARGET = 200_000
 BUSY = ScenarioConfig(seed=7, stores=16, days=7, warmup_days=7, size_scale=5.0)

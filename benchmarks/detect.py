@@ -32,10 +32,10 @@ from typing import Any
 import orjson
 
 from benchmarks.scenario import DAY_MS, MIN_MS, Incident, ScenarioConfig, read_labels, write
+from foundation.contract import parse_ts
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detector import DetectorConfig
-from shelfstream.contract import parse_ts
 
 EVAL_SEEDS = (1001, 1002, 1003, 1004, 1005)
 DETECTORS = ("seasonal", "threshold", "hst")

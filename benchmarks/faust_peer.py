@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
+from foundation.contract import format_ts
 from processors.core.processor import CoreConfig, ShardCore
-from shelfstream.contract import format_ts
 
 WINDOW_S = 900
 TARGET_RATIO = 10.0

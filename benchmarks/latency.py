@@ -28,12 +28,12 @@ from typing import Any
 import orjson
 
 from config import Settings
+from foundation.aws.clients import AioClients, point_at
+from foundation.aws.embedded import EmbeddedAws
+from foundation.aws.provision import provision
+from foundation.contract import format_ts
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
-from shelfstream.aws import AioClients, point_at
-from shelfstream.contract import format_ts
-from shelfstream.localaws import EmbeddedAws
-from shelfstream.provision import provision
 from shelfstream.services import PROCESSOR_SERVICES
 
 TARGET_P99_S = 1.0

@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from config import Settings
+from foundation.aws.clients import aio_client, point_at
+from foundation.aws.embedded import EmbeddedAws
 from producers.loadtest import LoadtestResult, describe, ensure_stream, run_loadtest
-from shelfstream.aws import aio_client, point_at
-from shelfstream.localaws import EmbeddedAws
 
 BENCH_TIMEOUT_S = 240
 LOADTEST_SHARDS = 2

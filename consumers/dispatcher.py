@@ -20,8 +20,8 @@ import msgspec
 
 from config import Settings
 from consumers.fleet import Fleet, Truck
-from shelfstream.clock import ScaledClock
-from shelfstream.contract import (
+from foundation.clock import ScaledClock
+from foundation.contract import (
     Restock,
     RestockRequest,
     decode_alert,
@@ -30,7 +30,7 @@ from shelfstream.contract import (
     parse_ts,
     to_datetime,
 )
-from shelfstream.errors import ShelfstreamError
+from foundation.errors import ShelfstreamError
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from foundation.contract import alert_kind, encode
+from foundation.errors import UsageError
 from processors.core import CoreConfig, ShardCore
-from shelfstream.contract import alert_kind, encode
-from shelfstream.errors import UsageError
 
 
 @dataclass(frozen=True)

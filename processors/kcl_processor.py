@@ -20,10 +20,8 @@ else runs, so a stray print (ours or any library's) lands in the logs, never in 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import io
 import logging
 import math
 import os
@@ -35,15 +33,15 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
 from config import Settings
-from config.settings import load_settings
+from foundation.aws.clients import AioClients
+from foundation.errors import ShelfstreamError
+from foundation.metrics import Registry, emit_emf
+from foundation.retry import backoff_s
 from processors.checkpoints import Checkpoint, S3Checkpoints
 from processors.core import Effects, ShardCore
+from processors.metrics import core_source
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
-from shelfstream.aws import AioClients, require_aws
-from shelfstream.errors import ShelfstreamError
-from shelfstream.metrics import Registry, core_source, emit_emf
-from shelfstream.retry import backoff_s
 
 try:
     from amazon_kclpy import kcl
@@ -87,8 +85,12 @@ class AwsShardStore:
     """The embedded mode's S3 checkpoints and sinks (async aiobotocore clients), driven from kclpy's
     synchronous callbacks through one event loop that lives as long as the process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, resources: Callable[[], Any], clients: Callable[[], AioClients]
+    ) -> None:
         self._settings = settings
+        self._resources = resources  # resolved on first use: the daemon may start us before AWS answers
+        self._new_clients = clients
         self._runner: asyncio.Runner | None = None
         self._clients: AioClients | None = None
         self._sinks: Sinks | None = None
@@ -96,11 +98,9 @@ class AwsShardStore:
 
     def _open(self) -> tuple[asyncio.Runner, Sinks, S3Checkpoints]:
         if self._runner is None or self._sinks is None or self._checkpoints is None:
-            from shelfstream.provision import resolve
-
-            resources = resolve(self._settings)
+            resources = self._resources()
             runner = asyncio.Runner()
-            clients = AioClients(self._settings, *SERVICES)
+            clients = self._new_clients()
             runner.run(clients.__aenter__())
             self._runner, self._clients = runner, clients
             self._sinks = Sinks(clients, self._settings, resources)
@@ -388,19 +388,6 @@ def leave_signals_to_the_daemon() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def cmd_kcl_processor(args: argparse.Namespace) -> int:
-    """`shelfstream kcl-processor`: started by the MultiLangDaemon (executableName), never by hand."""
-    protocol = claim_stdout()
-    leave_signals_to_the_daemon()
-    if isinstance(sys.stdin, io.TextIOWrapper):
-        sys.stdin.reconfigure(encoding="utf-8")
-    settings = load_settings()
-    require_aws()
-    store = AwsShardStore(settings)
-    processor = KclShardProcessor(settings, store)
-    try:
-        kcl.KCLProcess(processor, input_file=sys.stdin, output_file=protocol, error_file=sys.stderr).run()
-    finally:
-        store.close()
-    log.info("record processor finished", extra={"shard_id": processor.shard_id})
-    return 0
+def serve_daemon(processor: KclShardProcessor, protocol: IO[str]) -> None:
+    """Speak the MultiLangDaemon's protocol on stdin and `protocol` until the daemon closes stdin."""
+    kcl.KCLProcess(processor, input_file=sys.stdin, output_file=protocol, error_file=sys.stderr).run()

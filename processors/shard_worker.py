@@ -18,10 +18,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from config import Settings
+from foundation.retry import backoff_s, error_code, is_retryable
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects, ShardCore
 from processors.sinks import Sinks
-from shelfstream.retry import backoff_s, error_code, is_retryable
 
 log = logging.getLogger(__name__)
 

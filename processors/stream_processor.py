@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from config import Settings
+from foundation.aws.lineage import ShardInfo, ready
+from foundation.contract import Alert, RestockRequest, alert_kind
 from processors.checkpoints import Checkpoint, S3Checkpoints
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.partition import merge, split
-from processors.lineage import ShardInfo, ready
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
-from shelfstream.contract import Alert, RestockRequest, alert_kind
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,12 @@ rejected rows.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import csv
 import datetime as dt
 import hashlib
 import logging
 import re
-import sys
 import tempfile
 import time
 import unicodedata
@@ -39,12 +37,13 @@ from typing import Any, BinaryIO, Final, Literal
 import orjson
 
 from config import Settings
+from foundation.contract import Count, Product, Rejection, decode_event, encode, to_datetime
+from foundation.errors import ShelfstreamError, UsageError
+from foundation.metrics import Registry, Sample, emit_emf
+from foundation.rejects import RejectedStore, kept_line, safe_name
 from producers.kinesis_writer import KinesisWriter, OutRecord
-from shelfstream.contract import Count, Product, Rejection, decode_event, encode, to_datetime
-from shelfstream.errors import ShelfstreamError, UsageError
 
 log = logging.getLogger(__name__)
-metrics_log = logging.getLogger("shelfstream.metrics")
 
 FileType = Literal["csv", "jsonl"]
 
@@ -102,8 +101,8 @@ class Rejected:
     reason: str
     record: str
 
-    def to_json(self) -> bytes:
-        return orjson.dumps({"line": self.line, "reason": self.reason, "record": self.record})
+    def to_line(self) -> bytes:
+        return kept_line(self.reason, self.record.encode("utf-8", "surrogateescape"), {"line": self.line})
 
 
 Row = Accepted | Rejected
@@ -486,54 +485,33 @@ class IngestReport:
         }
 
 
+def ingest_registry(report: IngestReport) -> Registry:
+    """The file's figures as metrics (namespace shelfstream, by file type)."""
+
+    def read() -> list[Sample]:
+        return [
+            Sample("RowsProcessed", report.processed),
+            Sample("RowsSucceeded", report.succeeded),
+            Sample("RowsRejected", report.rejected),
+            Sample("RowsErrored", report.errored),
+        ]
+
+    return Registry({"FileType": report.file_type}, [read])
+
+
 def emf_record(report: IngestReport, ts_ms: int) -> dict[str, Any]:
-    """The figures as a CloudWatch Embedded Metric Format record (namespace shelfstream, by file type)."""
-    return {
-        "_aws": {
-            "Timestamp": ts_ms,
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": "shelfstream",
-                    "Dimensions": [["FileType"]],
-                    "Metrics": [
-                        {"Name": "RowsProcessed", "Unit": "Count"},
-                        {"Name": "RowsSucceeded", "Unit": "Count"},
-                        {"Name": "RowsRejected", "Unit": "Count"},
-                        {"Name": "RowsErrored", "Unit": "Count"},
-                    ],
-                }
-            ],
-        },
-        "FileType": report.file_type,
-        "RowsProcessed": report.processed,
-        "RowsSucceeded": report.succeeded,
-        "RowsRejected": report.rejected,
-        "RowsErrored": report.errored,
-        "file": report.source,
-        "content_hash": report.content_hash,
-        "refused": report.refused,
-    }
+    """The figures as one CloudWatch Embedded Metric Format record, with the file it is about."""
+    (record,) = ingest_registry(report).emf_records(ts_ms)
+    return {**record, **_context(report)}
+
+
+def _context(report: IngestReport) -> dict[str, Any]:
+    return {"file": report.source, "content_hash": report.content_hash, "refused": report.refused}
 
 
 def emit_metrics(report: IngestReport) -> None:
-    """One EMF line on stderr (CloudWatch Logs turns it into metrics). Its own handler: EMF needs the
-    ``_aws`` key at the top level, which the JSON log formatter reserves for its own fields."""
-    if not metrics_log.handlers:
-        metrics_log.addHandler(_StderrLines())
-        metrics_log.propagate = False
-        metrics_log.setLevel(logging.INFO)
-    metrics_log.info(orjson.dumps(emf_record(report, int(time.time() * 1000))).decode())
-
-
-class _StderrLines(logging.Handler):
-    """The message alone, on whatever sys.stderr is now."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(record.getMessage() + "\n")
-            sys.stderr.flush()
-        except Exception:
-            self.handleError(record)
+    """One EMF line on stderr (CloudWatch Logs turns it into metrics)."""
+    emit_emf(ingest_registry(report), _context(report))
 
 
 # --- the async shell --------------------------------------------------------------------------------
@@ -549,9 +527,9 @@ class DeadLetters:
         self.entries.extend((record, reason) for record in records)
 
 
-def rejected_key(settings: Settings, name: str, digest: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "file"
-    return f"{settings.rejected_prefix}ingest/{safe}/{digest}.jsonl"
+def rejected_path(name: str, digest: str) -> str:
+    """Where a file's rejected rows are kept, under the rejected prefix (one object per file content)."""
+    return f"ingest/{safe_name(name)}/{digest}.jsonl"
 
 
 def _hash_file(path: Path) -> str:
@@ -576,28 +554,34 @@ def _take(rows: Iterator[Row], n: int) -> list[Row]:
     return out
 
 
+@dataclass(frozen=True)
+class IngestTarget:
+    """Where an ingested file goes: valid rows to the stream through the writer, rejected rows to S3."""
+
+    writer: KinesisWriter
+    dead: DeadLetters
+    s3: Any
+    bucket: str
+    settings: Settings
+    wanted: str = "auto"
+
+    @property
+    def rejected(self) -> RejectedStore:
+        return RejectedStore(self.s3, self.bucket, self.settings.rejected_prefix)
+
+
 async def ingest_path(
-    path: Path,
-    *,
-    source: str,
-    name: str,
-    mtime_ms: int,
-    writer: KinesisWriter,
-    dead: DeadLetters,
-    s3: Any,
-    bucket: str,
-    settings: Settings,
-    wanted: str = "auto",
-    now_ms: int | None = None,
+    path: Path, *, source: str, name: str, mtime_ms: int, target: IngestTarget, now_ms: int | None = None
 ) -> IngestReport:
     """Validate and send one local file; keep its rejected rows in S3; return its figures.
 
     Raises FileRefused (nothing sent) for a file-level problem: empty, not text, wrong header.
     """
+    writer, dead, settings = target.writer, target.dead, target.settings
     head = await asyncio.to_thread(_head, path)
-    file_type = detect_format(name, head, wanted)
+    file_type = detect_format(name, head, target.wanted)
     digest = await asyncio.to_thread(_hash_file, path)
-    report = IngestReport(source, name, file_type, digest, bucket=bucket)
+    report = IngestReport(source, name, file_type, digest, bucket=target.bucket)
     ctx = FileContext(
         name, digest, mtime_ms, now_ms or int(time.time() * 1000), settings.ingest_max_line_bytes
     )
@@ -639,14 +623,9 @@ async def ingest_path(
         key=lambda r: r.line,
     )
     if kept:
-        key = rejected_key(settings, name, digest)
-        await s3.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=b"".join(r.to_json() + b"\n" for r in kept),
-            ContentType="application/x-ndjson",
+        report.rejected_key = await target.rejected.keep(
+            rejected_path(name, digest), [r.to_line() for r in kept]
         )
-        report.rejected_key = key
     log.info("ingested", extra={"file": source, **report.figures(), "rejected_key": report.rejected_key})
     emit_metrics(report)
     return report
@@ -657,16 +636,13 @@ def _row_text(row: Accepted) -> str:
 
 
 async def keep_refusal(
-    s3: Any, bucket: str, settings: Settings, source: str, name: str, digest: str, refusal: FileRefused
+    target: IngestTarget, source: str, name: str, digest: str, refusal: FileRefused
 ) -> IngestReport:
     """A refused file is kept findable too: one entry under rejected/, and its figures as metrics."""
-    key = rejected_key(settings, name, digest)
     entry = Rejected(refusal.line, refusal.reason, refusal.record)
-    await s3.put_object(
-        Bucket=bucket, Key=key, Body=entry.to_json() + b"\n", ContentType="application/x-ndjson"
-    )
+    key = await target.rejected.keep(rejected_path(name, digest), [entry.to_line()])
     report = IngestReport(
-        source, name, "unknown", digest, rejected_key=key, bucket=bucket, refused=refusal.reason
+        source, name, "unknown", digest, rejected_key=key, bucket=target.bucket, refused=refusal.reason
     )
     log.error("file refused", extra={"file": source, "reason": refusal.reason, "rejected_key": key})
     emit_metrics(report)
@@ -699,142 +675,30 @@ async def download(s3: Any, bucket: str, key: str, folder: Path) -> tuple[Path, 
     return target, int(modified.timestamp() * 1000)
 
 
-async def ingest_source(
-    source: str,
-    *,
-    writer: KinesisWriter,
-    dead: DeadLetters,
-    s3: Any,
-    bucket: str,
-    settings: Settings,
-    wanted: str = "auto",
-) -> IngestReport:
+async def ingest_source(source: str, target: IngestTarget) -> IngestReport:
     """A local file or an s3://bucket/key object, through :func:`ingest_path`."""
     if source.startswith("s3://"):
         src_bucket, key = parse_s3_url(source)
         with tempfile.TemporaryDirectory(prefix="shelfstream-ingest-") as folder:
-            path, mtime_ms = await download(s3, src_bucket, key, Path(folder))
-            return await _ingest_or_keep_refusal(
-                path, source, key.rsplit("/", 1)[-1], mtime_ms, writer, dead, s3, bucket, settings, wanted
-            )
+            path, mtime_ms = await download(target.s3, src_bucket, key, Path(folder))
+            name = key.rsplit("/", 1)[-1]
+            try:
+                return await ingest_path(path, source=source, name=name, mtime_ms=mtime_ms, target=target)
+            except FileRefused as refusal:
+                # An uploaded file has no one watching the terminal: the refusal is kept under rejected/.
+                digest = await asyncio.to_thread(_hash_file, path)
+                await keep_refusal(target, source, name, digest, refusal)
+                raise
     path = Path(source)
     if not path.exists():
         raise UsageError(f"input file {source} does not exist")
     if path.is_dir():
         raise UsageError(f"input {source} is a directory, not a file")
     mtime_ms = int(path.stat().st_mtime * 1000)
-    return await ingest_path(
-        path,
-        source=source,
-        name=path.name,
-        mtime_ms=mtime_ms,
-        writer=writer,
-        dead=dead,
-        s3=s3,
-        bucket=bucket,
-        settings=settings,
-        wanted=wanted,
-    )
+    return await ingest_path(path, source=source, name=path.name, mtime_ms=mtime_ms, target=target)
 
 
-async def _ingest_or_keep_refusal(
-    path: Path,
-    source: str,
-    name: str,
-    mtime_ms: int,
-    writer: KinesisWriter,
-    dead: DeadLetters,
-    s3: Any,
-    bucket: str,
-    settings: Settings,
-    wanted: str,
-) -> IngestReport:
-    """An uploaded file has no one watching the terminal: a refusal is kept under rejected/ as well."""
-    try:
-        return await ingest_path(
-            path,
-            source=source,
-            name=name,
-            mtime_ms=mtime_ms,
-            writer=writer,
-            dead=dead,
-            s3=s3,
-            bucket=bucket,
-            settings=settings,
-            wanted=wanted,
-        )
-    except FileRefused as refusal:
-        digest = await asyncio.to_thread(_hash_file, path)
-        await keep_refusal(s3, bucket, settings, source, name, digest, refusal)
-        raise
-
-
-# --- the command ------------------------------------------------------------------------------------
-
-
-def print_reports(reports: Sequence[IngestReport]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False, soft_wrap=True)
-    table = Table("file", "type", "processed", "succeeded", "rejected", "errored", title="ingest")
-    for r in reports:
-        table.add_row(
-            r.name,
-            r.file_type,
-            f"{r.processed:,}",
-            f"{r.succeeded:,}",
-            f"[yellow]{r.rejected:,}[/yellow]" if r.rejected else "0",
-            f"[red]{r.errored:,}[/red]" if r.errored else "0",
-        )
-    console.print(table)
-    for r in reports:
-        if r.rejected_key:
-            console.print(f"{r.source}: rejected rows kept at s3://{r.bucket}/{r.rejected_key}")
-
-
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from config import load_settings
-    from shelfstream.aws import AioClients, require_aws
-    from shelfstream.provision import resolve
-
-    if args.watch:
-        if args.file:
-            raise UsageError("give either FILE or --watch, not both")
-        from producers.ingest_watch import cmd_watch
-
-        return cmd_watch(args)
-    if not args.file:
-        raise UsageError("give a FILE (a local file or s3://bucket/key), or --watch")
-    settings = load_settings()
-    if not args.file.startswith("s3://"):
-        _check_local(args.file, args.format, settings)  # a file-level refusal needs no AWS to be told
-    require_aws()
-    resources = resolve(settings)
-
-    async def go() -> IngestReport:
-        dead = DeadLetters()
-        async with AioClients(settings, "kinesis", "s3") as clients:
-            writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
-            try:
-                return await ingest_source(
-                    args.file,
-                    writer=writer,
-                    dead=dead,
-                    s3=clients["s3"],
-                    bucket=resources.bucket,
-                    settings=settings,
-                    wanted=args.format,
-                )
-            finally:
-                await writer.close()
-
-    report = asyncio.run(go())
-    print_reports([report])
-    return 1 if report.errored else 0
-
-
-def _check_local(source: str, wanted: str, settings: Settings) -> None:
+def check_local(source: str, wanted: str, settings: Settings) -> None:
     """Raise the file-level refusals (empty, not text, wrong header, no rows) before any AWS call:
     they come before the first row or, when there is no row, at the end."""
     path = Path(source)

@@ -10,7 +10,6 @@ broken upload never blocks the queue. Runs until SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -22,9 +21,8 @@ from urllib.parse import unquote_plus
 import orjson
 
 from config import Settings
-from producers.ingest import DeadLetters, FileRefused, IngestReport, Rejected, ingest_source, rejected_key
-from producers.kinesis_writer import KinesisWriter
-from shelfstream.errors import UsageError
+from foundation.errors import UsageError
+from producers.ingest import FileRefused, IngestReport, IngestTarget, Rejected, ingest_source, rejected_path
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +87,16 @@ class IngestWatcher:
         self,
         settings: Settings,
         queue_url: str,
-        bucket: str,
         sqs: Any,
-        s3: Any,
-        writer: KinesisWriter,
-        dead: DeadLetters,
+        target: IngestTarget,
         *,
         wait_s: int | None = None,
         on_report: Callable[[IngestReport], None] | None = None,
     ) -> None:
         self._settings = settings
         self._queue_url = queue_url
-        self._bucket = bucket
         self._sqs = sqs
-        self._s3 = s3
-        self._writer = writer
-        self._dead = dead
+        self._target = target
         self._wait_s = settings.ingest_wait_s if wait_s is None else wait_s
         self._on_report = on_report
         self.stats = WatchStats()
@@ -151,14 +143,7 @@ class IngestWatcher:
         retry = False
         for upload in note.uploads:
             try:
-                report = await ingest_source(
-                    upload.url,
-                    writer=self._writer,
-                    dead=self._dead,
-                    s3=self._s3,
-                    bucket=self._bucket,
-                    settings=self._settings,
-                )
+                report = await ingest_source(upload.url, self._target)
             except FileRefused:
                 self.stats.refused += 1  # kept under rejected/ by ingest_source
                 continue
@@ -188,50 +173,10 @@ class IngestWatcher:
         if last:
             name = upload.key.rsplit("/", 1)[-1]
             entry = Rejected(0, f"ingest failed {attempts} times: {exc!r}", upload.url)
-            key = rejected_key(self._settings, name, f"failed-{message.get('MessageId', 'unknown')}")
+            path = rejected_path(name, f"failed-{message.get('MessageId', 'unknown')}")
             with contextlib.suppress(Exception):
-                await self._s3.put_object(Bucket=self._bucket, Key=key, Body=entry.to_json() + b"\n")
+                await self._target.rejected.keep(path, [entry.to_line()])
         return last
 
     async def _delete(self, message: dict[str, Any]) -> None:
         await self._sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"])
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    from config import load_settings
-    from producers.ingest import print_reports
-    from shelfstream.aws import AioClients, require_aws
-    from shelfstream.lifecycle import stop_on_signals
-    from shelfstream.provision import resolve
-
-    require_aws()
-    settings = load_settings()
-    resources = resolve(settings)
-
-    async def go() -> WatchStats:
-        stop = stop_on_signals()
-        dead = DeadLetters()
-        async with AioClients(settings, "kinesis", "s3", "sqs") as clients:
-            writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
-            watcher = IngestWatcher(
-                settings,
-                resources.incoming_queue_url,
-                resources.bucket,
-                clients["sqs"],
-                clients["s3"],
-                writer,
-                dead,
-                on_report=lambda report: print_reports([report]),
-            )
-            log.info(
-                "watching for uploads", extra={"prefix": settings.incoming_prefix, "bucket": resources.bucket}
-            )
-            try:
-                await watcher.run(stop)
-            finally:
-                await writer.close()
-            return watcher.stats
-
-    stats = asyncio.run(go())
-    log.info("watch stopped", extra=vars(stats))
-    return 0

@@ -36,7 +36,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from config import Settings
-from shelfstream.errors import ShelfstreamError
+from foundation.errors import ShelfstreamError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from shelfstream.contract import Count, Event, Product, Refund, Rejection, Restock, Sale, decode_event, encode
+from foundation.contract import Count, Event, Product, Refund, Rejection, Restock, Sale, decode_event, encode
 
 
 class Ledger:

@@ -12,20 +12,20 @@ threads of the same process is not counted against the producer.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from botocore.exceptions import ClientError
 
 from config import Settings
+from foundation.contract import format_ts
+from foundation.errors import UsageError
 from producers.kinesis_writer import KinesisWriter
 from producers.rate_limit import (
     SHARD_BYTES_PER_S,
@@ -35,8 +35,6 @@ from producers.rate_limit import (
     ShardMap,
     shard_map_of,
 )
-from shelfstream.contract import format_ts
-from shelfstream.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -279,68 +277,3 @@ def describe(result: LoadtestResult) -> list[str]:
     else:
         lines.append("read back: skipped (a large run; pass --verify to read the stream back)")
     return lines
-
-
-async def _run(
-    args: argparse.Namespace, settings: Settings, bar: Callable[[float, int], None]
-) -> LoadtestResult:
-    from shelfstream.aws import aio_client
-
-    stream = args.stream or (
-        f"shelfstream-loadtest-{uuid.uuid4().hex[:8]}" if args.embedded else settings.stream_name
-    )
-    async with aio_client("kinesis", settings) as kinesis:
-        await ensure_stream(kinesis, stream, args.shards or (settings.shard_count if args.embedded else None))
-        return await run_loadtest(
-            kinesis,
-            settings,
-            stream,
-            stores=args.stores,
-            rate=args.rate,
-            duration_s=args.duration,
-            shard_records_per_s=args.shard_records,
-            shard_bytes_per_s=args.shard_bytes,
-            verify=True if args.verify else None,
-            progress=bar,
-        )
-
-
-def cmd_loadtest(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from config import load_settings
-    from shelfstream.aws import point_at, require_aws
-    from shelfstream.localaws import EmbeddedAws
-
-    settings = load_settings()
-    if args.shard_bytes < 1024 * 1024:
-        raise UsageError("loadtest: --shard-bytes must be at least 1 MiB (1048576): one record may be 1 MiB")
-    aws: EmbeddedAws | None = None
-    if args.embedded:
-        aws = EmbeddedAws().start()
-        point_at(aws.endpoint)
-    else:
-        require_aws()
-    console = Console(stderr=True)
-    try:
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
-        ) as progress:
-            task = progress.add_task("loadtest: 0 records", total=args.duration)
-
-            def bar(elapsed: float, sent: int) -> None:
-                progress.update(
-                    task, completed=min(elapsed, args.duration), description=f"loadtest: {sent:,} records"
-                )
-
-            result = asyncio.run(_run(args, settings, bar))
-    finally:
-        if aws is not None:
-            aws.stop()
-    out = Console(highlight=False, soft_wrap=True)
-    for line in describe(result):
-        out.print(line)
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2) + b"\n")
-    return 1 if result.failed or result.lost else 0

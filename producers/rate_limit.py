@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from processors.lineage import ShardInfo, hash_key
+from foundation.aws.lineage import ShardInfo, hash_key
 from producers.kinesis_writer import OutRecord
 
 SHARD_RECORDS_PER_S: Final = 1000

@@ -14,9 +14,9 @@ from typing import Any, BinaryIO, Final, Protocol
 
 import msgspec
 
+from foundation.errors import UsageError
 from producers.ledger import Ledger
 from producers.simulator import SimEvent, StoreSimulator
-from shelfstream.errors import UsageError
 
 UNKNOWN_PARTITION_KEY: Final = "unknown"
 _STORE_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -22,7 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from shelfstream.contract import encode, format_ts
+from foundation.contract import encode, format_ts
 
 DAY_MS: Final = 86_400_000
 HOUR_MS: Final = 3_600_000
@@ -206,20 +206,7 @@ class StoreSimulator:
         out: list[SimEvent] = []
         stock: dict[str, int] = {}
         for item in self.catalog:
-            self._emit(
-                store,
-                ts_ms,
-                "product",
-                {
-                    "product_id": item.product_id,
-                    "name": item.name,
-                    "category": item.category,
-                    "price": item.price,
-                    "restock_threshold": item.restock_threshold,
-                    "target_stock": item.target_stock,
-                },
-                out,
-            )
+            self._emit(store, ts_ms, "product", _product_fields(item, item.price), out)
         for item in self.catalog:
             stock[item.product_id] = store.rng.randint(15, 60)
             self._emit(
@@ -316,20 +303,7 @@ class StoreSimulator:
         if new == old:
             new = round(old + 0.1, 2)
         store.prices[item.product_id] = new
-        self._emit(
-            store,
-            ts_ms,
-            "product",
-            {
-                "product_id": item.product_id,
-                "name": item.name,
-                "category": item.category,
-                "price": new,
-                "restock_threshold": item.restock_threshold,
-                "target_stock": item.target_stock,
-            },
-            out,
-        )
+        self._emit(store, ts_ms, "product", _product_fields(item, new), out)
 
     def _emit(
         self, store: _Store, ts_ms: int, kind: str, fields: dict[str, Any], out: list[SimEvent]
@@ -413,3 +387,15 @@ def _make_catalog(rng: random.Random, products: int) -> list[CatalogItem]:
             )
         )
     return catalog
+
+
+def _product_fields(item: CatalogItem, price: float) -> dict[str, Any]:
+    """A catalog entry as a `product` event's fields, at `price`."""
+    return {
+        "product_id": item.product_id,
+        "name": item.name,
+        "category": item.category,
+        "price": price,
+        "restock_threshold": item.restock_threshold,
+        "target_stock": item.target_stock,
+    }

@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from pydantic import ValidationError
 
+from foundation.errors import ShelfstreamError, UsageError
 from shelfstream import __version__
-from shelfstream.errors import ShelfstreamError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -77,14 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=None, help="port of the live dashboard (default 8080, else a free one)"
     )
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard")
-    p.set_defaults(handler=_lazy("shelfstream.demo", "cmd_demo"))
+    p.set_defaults(handler=_lazy("run", "cmd_demo"))
 
     p = sub.add_parser("local-aws", help="serve the embedded local AWS on 127.0.0.1 until stopped")
     p.add_argument("--port", type=_port, default=4566, help="port (0 picks a free one)")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_local_aws"))
+    p.set_defaults(handler=_lazy("setup", "cmd_local_aws"))
 
     p = sub.add_parser("provision", help="create every stream, bucket, topic and queue (safe to repeat)")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_provision"))
+    p.set_defaults(handler=_lazy("setup", "cmd_provision"))
 
     p = sub.add_parser("simulate", help="simulated stores produce events to Kinesis")
     p.add_argument("--stores", type=_positive_int, default=10)
@@ -93,41 +93,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds to run")
     p.add_argument("--speed", type=_positive_float, default=1.0, help="store time per wall time")
     p.add_argument("--seed", type=int, default=7)
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_simulate"))
+    p.set_defaults(handler=_lazy("produce", "cmd_simulate"))
 
     p = sub.add_parser("replay", help="produce the events of a JSON-lines file to Kinesis")
     p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_replay"))
+    p.set_defaults(handler=_lazy("produce", "cmd_replay"))
 
     p = sub.add_parser("process", help="the stream processor; runs until SIGTERM/SIGINT")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_process"))
+    p.set_defaults(handler=_lazy("run", "cmd_process"))
 
     p = sub.add_parser("dispatch", help="the truck dispatch worker; runs until SIGTERM/SIGINT")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_dispatch"))
+    p.set_defaults(handler=_lazy("run", "cmd_dispatch"))
 
     p = sub.add_parser("inventory", help="on-hand stock as the processor last checkpointed it")
     p.add_argument("--store", help="only this store")
     p.add_argument("--json", action="store_true", help="print JSON (the shape of backtest's inventory.json)")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_inventory"))
+    p.set_defaults(handler=_lazy("read", "cmd_inventory"))
 
     p = sub.add_parser("alerts", help="alerts received on the alerts topic")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for alerts")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_alerts"))
+    p.set_defaults(handler=_lazy("read", "cmd_alerts"))
 
     p = sub.add_parser("backtest", help="the processor's logic over a JSON-lines file, no AWS at all")
     p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
-    p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_backtest"))
+    p.set_defaults(handler=_lazy("read", "cmd_backtest"))
 
     p = sub.add_parser("serve", help="the HTTP API and live dashboard (see docs/api.md)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--tokens", metavar="FILE", help="JSON tokens file (default: one new HQ token, printed)")
-    p.set_defaults(handler=_lazy("shelfstream.api.server", "cmd_serve"))
+    p.set_defaults(handler=_lazy("run", "cmd_serve"))
 
     p = sub.add_parser("kcl-processor", help="KCL record processor for one shard, run by the MultiLangDaemon")
-    p.set_defaults(handler=_lazy("processors.kcl_processor", "cmd_kcl_processor"))
+    p.set_defaults(handler=_lazy("run", "cmd_kcl_processor"))
 
     p = sub.add_parser("query", help="SQL over the archive (tables events, windows, alerts)")
     p.add_argument("sql", metavar="SQL", help='one SELECT, e.g. "SELECT count(*) FROM events"')
@@ -136,20 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
     p.add_argument("--since", metavar="YYYY-MM-DD", help="only rows on or after this UTC date")
     p.add_argument("--until", metavar="YYYY-MM-DD", help="only rows on or before this UTC date")
-    p.set_defaults(handler=_lazy("shelfstream.query", "cmd_query"))
+    p.set_defaults(handler=_lazy("reports", "cmd_query"))
 
     p = sub.add_parser("report", help="weekly per-store report: HTML + CSV to S3 reports/, SNS notice")
     p.add_argument("--week", default="last", help="YYYY-Www (ISO week), last (default) or current")
     p.add_argument("--out", metavar="DIR", help="also write the report files to DIR")
     p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
     p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
-    p.set_defaults(handler=_lazy("shelfstream.report", "cmd_report"))
+    p.set_defaults(handler=_lazy("reports", "cmd_report"))
 
     p = sub.add_parser("ingest", help="a CSV stock list or JSON-lines inventory file into the stream")
     p.add_argument("file", metavar="FILE", nargs="?", help="a local file or s3://bucket/key")
     p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto", help="default: by name")
     p.add_argument("--watch", action="store_true", help="ingest every upload to incoming/ until stopped")
-    p.set_defaults(handler=_lazy("producers.ingest", "cmd_ingest"))
+    p.set_defaults(handler=_lazy("produce", "cmd_ingest"))
 
     p = sub.add_parser("loadtest", help="producer load test: throughput, latency, zero lost records")
     p.add_argument("--stores", type=_positive_int, default=10, help="number of store partition keys")
@@ -162,17 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-records", type=_positive_int, default=1000, help="records/s per shard limit")
     p.add_argument("--shard-bytes", type=_positive_int, default=1024 * 1024, help="bytes/s per shard limit")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
-    p.set_defaults(handler=_lazy("producers.loadtest", "cmd_loadtest"))
+    p.set_defaults(handler=_lazy("produce", "cmd_loadtest"))
     return parser
 
 
-def _lazy(module: str, name: str) -> Handler:
-    """Import a command's module only when it runs, so `--help` stays fast."""
+def _lazy(group: str, name: str) -> Handler:
+    """Import a command's module (``shelfstream.commands.<group>``) only when it runs, so `--help`
+    stays fast."""
 
     def run(args: argparse.Namespace) -> int:
         import importlib
 
-        handler: Handler = getattr(importlib.import_module(module), name)
+        handler: Handler = getattr(importlib.import_module(f"shelfstream.commands.{group}"), name)
         return handler(args)
 
     return run
@@ -191,7 +192,7 @@ def _aws_message(exc: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shelfstream import logs
+    from foundation import logs
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -13,7 +13,6 @@ import datetime as dt
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -22,22 +21,22 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from config import Settings, load_settings
+from config import Settings
 from consumers.delivery_log import DynamoDeliveryLog
 from consumers.dispatcher import Dispatcher, lease_seconds
+from consumers.metrics import dispatcher_source
+from foundation.aws.provision import Resources
+from foundation.clock import ScaledClock
+from foundation.contract import Restock, alert_kind, encode, format_ts
+from foundation.metrics import PrometheusServer, Registry
+from processors.metrics import processor_source
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import run_simulation
 from producers.simulator import StoreSimulator
 from shelfstream.api.embedded import DemoDashboard
-from shelfstream.aws import AioClients, point_at
-from shelfstream.clock import ScaledClock
-from shelfstream.contract import Restock, alert_kind, encode, format_ts
-from shelfstream.localaws import EmbeddedAws
-from shelfstream.metrics import PrometheusServer, Registry, dispatcher_source, processor_source
-from shelfstream.provision import Resources, provision
-from shelfstream.services import DEMO_SERVICES
+from shelfstream.bootstrap import DEMO_SERVICES, Wiring
 
 
 @dataclass
@@ -99,7 +98,7 @@ async def run_demo(
     ledger = Ledger()
     stop_processor = asyncio.Event()
     stop_dispatcher = asyncio.Event()
-    async with AioClients(settings, *DEMO_SERVICES) as clients:
+    async with Wiring(settings).aio(*DEMO_SERVICES) as clients:
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         truck_writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         processor = StreamProcessor(
@@ -258,10 +257,11 @@ def _mismatches(final: dict[str, dict[str, int]], expected: dict[str, dict[str, 
     return problems
 
 
-async def _with_dashboard(
-    args: argparse.Namespace, options: DemoOptions, settings: Settings, resources: Resources, console: Console
+async def with_dashboard(
+    args: argparse.Namespace, options: DemoOptions, wiring: Wiring, resources: Resources, console: Console
 ) -> dict[str, Any]:
     """The demo, with its live dashboard unless --no-dashboard (bound in the loop that serves it)."""
+    settings = wiring.settings
     if args.no_dashboard:
         return await run_demo(options, settings, resources, console)
     dashboard = DemoDashboard(settings, args.port)
@@ -273,15 +273,15 @@ async def _with_dashboard(
     return await run_demo(options, settings, resources, console, dashboard)
 
 
-def _mirror_archive(settings: Settings, resources: Resources, console: Console) -> None:
+def mirror_archive_copy(wiring: Wiring, resources: Resources, console: Console) -> None:
     """Keep a copy of the archive before the embedded AWS goes away, so `shelfstream query` and
     `shelfstream report` work afterwards with no AWS at all."""
-    from shelfstream.archive import mirror_archive
-    from shelfstream.aws import sync_client
-    from shelfstream.errors import ShelfstreamError
+    from foundation.errors import ShelfstreamError
+    from history.archive import mirror_archive
 
+    settings = wiring.settings
     try:
-        s3 = sync_client("s3", settings)
+        s3 = wiring.client("s3")
         stats = mirror_archive(s3, resources.bucket, settings, settings.archive_mirror)
     except (OSError, ShelfstreamError) as exc:
         console.print(f"[yellow]archive not mirrored to {settings.archive_mirror}: {exc}[/yellow]")
@@ -291,31 +291,3 @@ def _mirror_archive(settings: Settings, resources: Resources, console: Console) 
         '`shelfstream query "SELECT type, count(*) FROM events GROUP BY 1"` '
         "or `shelfstream report --week current`"
     )
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(
-        duration_s=args.duration,
-        stores=args.stores,
-        products=args.products,
-        speed=args.speed,
-        rate=args.rate,
-        seed=args.seed,
-        live=not args.no_live,
-    )
-    console = Console()
-    with EmbeddedAws() as aws:
-        point_at(aws.endpoint)
-        settings = load_settings(trucks=8, travel_seconds=1.5, checkpoint_every_s=2.0)
-        console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
-        resources = provision(settings)
-        result = asyncio.run(_with_dashboard(args, options, settings, resources, console))
-        _mirror_archive(settings, resources, console)
-    table = Table("figure", "value", title="demo summary")
-    for key, value in result.items():
-        if key != "inventory_mismatches" or value:
-            table.add_row(key, orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value))
-    console.print(table)
-    if args.summary:
-        Path(args.summary).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    return 0 if result["inventory_reconciled"] else 1

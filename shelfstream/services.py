@@ -7,27 +7,24 @@ import asyncio
 import logging
 from typing import Any
 
-from config import Settings
 from consumers.delivery_log import DynamoDeliveryLog
 from consumers.dispatcher import Dispatcher, lease_seconds
+from consumers.metrics import dispatcher_source
+from foundation.clock import ScaledClock
+from foundation.lifecycle import heartbeat, stop_on_signals
+from foundation.metrics import Registry, observed
+from processors.metrics import processor_source
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
-from shelfstream.aws import AioClients
-from shelfstream.clock import ScaledClock
-from shelfstream.lifecycle import heartbeat, stop_on_signals
-from shelfstream.metrics import Registry, dispatcher_source, observed, processor_source
-from shelfstream.provision import resolve
+from shelfstream.bootstrap import PROCESSOR_SERVICES, Wiring
 
 log = logging.getLogger(__name__)
 
-PROCESSOR_SERVICES = ("kinesis", "sqs", "sns", "firehose", "s3")
-DEMO_SERVICES = (*PROCESSOR_SERVICES, "dynamodb")
 
-
-async def run_processor(settings: Settings) -> dict[str, Any]:
-    resources = resolve(settings)
+async def run_processor(wiring: Wiring) -> dict[str, Any]:
+    settings, resources = wiring.settings, wiring.resources()
     stop = stop_on_signals()
-    async with AioClients(settings, *PROCESSOR_SERVICES) as clients:
+    async with wiring.aio(*PROCESSOR_SERVICES) as clients:
         processor = StreamProcessor(settings, clients, resources)
         registry = Registry(
             {"Service": "process", "Stream": settings.stream_name}, [processor_source(processor)]
@@ -46,10 +43,10 @@ async def run_processor(settings: Settings) -> dict[str, Any]:
         return {"records": processor.records_read(), "alerts": dict(processor.alert_counts)}
 
 
-async def run_dispatcher(settings: Settings) -> dict[str, Any]:
-    resources = resolve(settings)
+async def run_dispatcher(wiring: Wiring) -> dict[str, Any]:
+    settings, resources = wiring.settings, wiring.resources()
     stop = stop_on_signals()
-    async with AioClients(settings, "kinesis", "sqs", "dynamodb") as clients:
+    async with wiring.aio("kinesis", "sqs", "dynamodb") as clients:
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
         dispatcher = Dispatcher(
             settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shelfstream.contract import Alert, RestockRequest
+from foundation.contract import Alert, RestockRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from processors.core.effects import Effects
-from shelfstream.contract import (
+from foundation.contract import (
     Count,
     OutOfStock,
     Product,
@@ -29,6 +28,7 @@ from shelfstream.contract import (
     encode,
     format_ts,
 )
+from processors.core.effects import Effects
 
 Key = tuple[str, str]
 

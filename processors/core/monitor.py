@@ -14,6 +14,7 @@ from typing import Final
 
 import msgspec
 
+from foundation.contract import Anomaly, alert_id, format_ts
 from processors.core.detector import (
     DAY_MS,
     MINUTE_MS,
@@ -28,7 +29,6 @@ from processors.core.detector import (
 from processors.core.effects import Effects
 from processors.core.explain import explain
 from processors.core.windows import WindowResult, WindowSpec
-from shelfstream.contract import Anomaly, alert_id, format_ts
 
 _MIN_SLOT_MS: Final = 5 * MINUTE_MS
 _encoder: Final = msgspec.json.Encoder()

@@ -17,13 +17,7 @@ from typing import Final
 
 import msgspec
 
-from processors.core.dedup import Dedup
-from processors.core.detector import DetectorConfig
-from processors.core.effects import Effects, RejectedRecord
-from processors.core.inventory import Inventory
-from processors.core.monitor import AnomalyMonitor
-from processors.core.windows import WindowEngine, WindowResult, WindowSpec
-from shelfstream.contract import (
+from foundation.contract import (
     MAX_RECORD_BYTES,
     Count,
     Event,
@@ -35,6 +29,12 @@ from shelfstream.contract import (
     decode_event,
     decode_strict,
 )
+from processors.core.dedup import Dedup
+from processors.core.detector import DetectorConfig
+from processors.core.effects import Effects, RejectedRecord
+from processors.core.inventory import Inventory
+from processors.core.monitor import AnomalyMonitor
+from processors.core.windows import WindowEngine, WindowResult, WindowSpec
 
 SNAPSHOT_VERSION: Final = 2
 _MINUTE_MS: Final = 60_000

@@ -22,13 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings
+from foundation.contract import ALERT_KINDS, parse_ts
 from shelfstream import __version__
 from shelfstream.api.auth import Principal, TokenStore, bearer_token
 from shelfstream.api.hub import sse_stream
 from shelfstream.api.ingest import EventSink, IngestError, new_request_id, parse_batch
 from shelfstream.api.ratelimit import RateLimiter
 from shelfstream.api.state import DashboardState
-from shelfstream.contract import ALERT_KINDS, parse_ts
 
 log = logging.getLogger(__name__)
 

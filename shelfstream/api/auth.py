@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from shelfstream.errors import UsageError
+from foundation.errors import UsageError
 
 MIN_TOKEN_CHARS: Final = 16
 _STORE_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

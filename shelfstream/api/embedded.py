@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from config import Settings
+from foundation.contract import Restock
+from foundation.errors import UsageError
 from processors.core import Effects
 from shelfstream.api.app import create_app
 from shelfstream.api.auth import TokenStore
@@ -16,8 +18,6 @@ from shelfstream.api.feeds import ProcessorFeed
 from shelfstream.api.ingest import KinesisEventSink
 from shelfstream.api.server import bind, serve_app, url_of
 from shelfstream.api.state import DashboardState
-from shelfstream.contract import Restock
-from shelfstream.errors import UsageError
 
 DEFAULT_PORT = 8080
 

@@ -23,10 +23,10 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
+from foundation.contract import Restock, decode_alert, decode_event, format_ts
 from processors.checkpoints import decode_checkpoint
 from processors.core import Effects, ShardCore
 from shelfstream.api.state import DashboardState, stock_from_cores
-from shelfstream.contract import Restock, decode_alert, decode_event, format_ts
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +303,7 @@ def ensure_dashboard_queue(settings: Settings, topic_arn: str) -> str:
     Its own, so reading it consumes nothing another reader needs; messages live one hour, so a stopped
     dashboard does not hoard alerts.
     """
-    from shelfstream.provision import _allow_topic_to_send, _Clients, _ensure_queue, _ensure_raw_subscription
+    from foundation.aws.provision import ensure_topic_queue
 
-    clients = _Clients(settings)
     name = settings.dashboard_queue or f"{settings.alerts_queue}-dashboard"
-    url, arn = _ensure_queue(clients, name, {"MessageRetentionPeriod": "3600"})
-    _allow_topic_to_send(clients, url, arn, topic_arn)
-    _ensure_raw_subscription(clients, topic_arn, arn)
-    return url
+    return ensure_topic_queue(settings, name, topic_arn, {"MessageRetentionPeriod": "3600"})

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 import orjson
 
 from config import Settings
+from foundation.contract import Rejection, decode_event
+from foundation.rejects import RejectedStore, kept_line
 from producers.kinesis_writer import KinesisWriter, OutRecord
 from shelfstream.api.auth import Principal
-from shelfstream.contract import Rejection, decode_event, encode
 
 log = logging.getLogger(__name__)
 
@@ -169,28 +170,28 @@ class KinesisEventSink:
         if not entries:
             return
         now = dt.datetime.now(dt.UTC)
-        body = b"".join(
-            encode(
+        received_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        lines = [
+            kept_line(
+                e.reason,
+                e.record,
                 {
                     "request_id": request_id,
-                    "received_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    "received_at": received_at,
                     "token": principal.label,
                     "index": e.index,
-                    "reason": e.reason,
-                    "record": e.record.decode("utf-8", "replace"),
-                }
+                },
             )
-            + b"\n"
             for e in entries
-        )
-        key = f"{self._settings.rejected_prefix}api/dt={now:%Y-%m-%d}/{request_id}.jsonl"
+        ]
+        store = RejectedStore(self._s3, self._bucket, self._settings.rejected_prefix)
         try:
-            await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body)
+            await store.keep(f"api/dt={now:%Y-%m-%d}/{request_id}.jsonl", lines)
         except Exception:
             # Still findable: the records themselves go to the error log.
             log.exception(
                 "could not keep rejected API entries in S3; they follow in this log",
-                extra={"request_id": request_id, "records": body.decode("utf-8", "replace")},
+                extra={"request_id": request_id, "records": b"".join(lines).decode()},
             )
 
 

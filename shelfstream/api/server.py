@@ -3,25 +3,23 @@ standalone `shelfstream serve` command fed from AWS."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import errno
 import logging
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from config import Settings, load_settings
+from foundation.errors import UsageError
 from shelfstream.api.app import create_app
 from shelfstream.api.auth import TokenStore
-from shelfstream.api.feeds import AwsFeed, ensure_dashboard_queue
+from shelfstream.api.feeds import AwsFeed
 from shelfstream.api.ingest import KinesisEventSink
 from shelfstream.api.state import DashboardState
-from shelfstream.errors import UsageError
+from shelfstream.bootstrap import Wiring
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +79,12 @@ async def serve_app(app: FastAPI, sock: socket.socket, state: DashboardState, st
         await serving
 
 
-async def run_standalone(
-    settings: Settings, tokens: TokenStore, sock: socket.socket, resources: Any, queue_url: str
-) -> None:
-    from shelfstream.aws import AioClients
-    from shelfstream.lifecycle import stop_on_signals
+async def run_standalone(wiring: Wiring, tokens: TokenStore, sock: socket.socket, queue_url: str) -> None:
+    from foundation.lifecycle import stop_on_signals
 
+    settings, resources = wiring.settings, wiring.resources()
     stop = stop_on_signals()
-    async with AioClients(settings, "kinesis", "s3", "sqs") as clients:
+    async with wiring.aio("kinesis", "s3", "sqs") as clients:
         state = DashboardState()
         feed = AwsFeed(state, settings, resources.bucket, clients["s3"], clients["sqs"], queue_url)
         sink = KinesisEventSink(clients["kinesis"], clients["s3"], settings, resources.bucket)
@@ -100,27 +96,3 @@ async def run_standalone(
         finally:
             stop.set()
             await feeding
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from shelfstream.aws import require_aws
-    from shelfstream.provision import resolve
-
-    settings = load_settings()
-    generated: str | None = None
-    if args.tokens:
-        tokens = TokenStore.from_file(args.tokens)
-    else:
-        tokens, generated = TokenStore.with_new_hq_token()
-    require_aws()
-    resources = resolve(settings)
-    queue_url = ensure_dashboard_queue(settings, resources.topic_arn)
-    sock = bind(args.host, args.port)
-    try:
-        print(f"shelfstream dashboard and API at {url_of(sock)}", flush=True)
-        if generated is not None:
-            print(f"HQ token (this run only; use --tokens FILE for lasting ones): {generated}", flush=True)
-        asyncio.run(run_standalone(settings, tokens, sock, resources, queue_url))
-    finally:
-        sock.close()
-    return 0

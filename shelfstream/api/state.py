@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
+from foundation.contract import Alert, RestockRequest, encode, parse_ts
 from processors.core import ShardCore
 from shelfstream.api.auth import Principal
 from shelfstream.api.hub import Hub
-from shelfstream.contract import Alert, RestockRequest, encode, parse_ts
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,11 @@ import pytest
 
 from benchmarks.scenario import ScenarioConfig, generate
 from config import Settings
+from foundation.contract import alert_kind, decode_alert
 from processors.checkpoints import load_all_sync
 from processors.core import ShardCore
 from processors.stream_processor import core_config
 from producers.ledger import Ledger
-from shelfstream.contract import alert_kind, decode_alert
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ import boto3
 import pytest
 
 from config import Settings
-from shelfstream.localaws import EmbeddedAws
-from shelfstream.provision import Resources, provision
+from foundation.aws.embedded import EmbeddedAws
+from foundation.aws.provision import Resources, provision
 
 
 @pytest.fixture(scope="session")

@@ -17,19 +17,19 @@ import orjson
 import pytest
 
 from config import Settings
+from consumers.alerts_inbox import read_alerts
+from foundation.aws.clients import AioClients, sync_client
+from foundation.aws.embedded import EmbeddedAws
+from foundation.aws.provision import Resources
+from foundation.contract import OutOfStock, RestockRequest, encode, parse_ts, to_datetime
 from processors.checkpoints import S3Checkpoints
 from processors.core import ShardCore
 from processors.sinks import Sinks
-from shelfstream.alerts_inbox import read_alerts
 from shelfstream.api.app import create_app
 from shelfstream.api.auth import TokenStore
 from shelfstream.api.feeds import AwsFeed, ensure_dashboard_queue
 from shelfstream.api.ingest import KinesisEventSink
 from shelfstream.api.state import DashboardState
-from shelfstream.aws import AioClients, sync_client
-from shelfstream.contract import OutOfStock, RestockRequest, encode, parse_ts, to_datetime
-from shelfstream.localaws import EmbeddedAws
-from shelfstream.provision import Resources
 
 pytestmark = pytest.mark.integration
 

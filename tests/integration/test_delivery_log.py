@@ -8,8 +8,8 @@ import pytest
 
 from config import Settings
 from consumers.delivery_log import DynamoDeliveryLog
-from shelfstream.aws import AioClients
-from shelfstream.provision import Resources
+from foundation.aws.clients import AioClients
+from foundation.aws.provision import Resources
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from config import Settings
+from foundation.aws.clients import AioClients
+from foundation.aws.provision import Resources
 from processors.stream_processor import StreamProcessor
-from shelfstream.aws import AioClients
-from shelfstream.provision import Resources
 from tests.integration.test_processor_shell import SERVICES, produce, s3_lines, take_all, workload
 
 pytestmark = pytest.mark.integration

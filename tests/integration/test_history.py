@@ -19,15 +19,15 @@ import orjson
 import pytest
 
 from config import Settings
-from producers.ingest import DeadLetters, IngestReport
+from foundation.aws.clients import AioClients, sync_client
+from foundation.aws.provision import Resources, provision
+from foundation.contract import alert_id, format_ts
+from history.archive import ArchiveFilter, S3Archive, mirror_archive
+from history.query import run_query
+from producers.ingest import DeadLetters, IngestReport, IngestTarget
 from producers.ingest_watch import IngestWatcher
 from producers.kinesis_writer import KinesisWriter
-from shelfstream.archive import ArchiveFilter, S3Archive, mirror_archive
-from shelfstream.aws import AioClients, sync_client
 from shelfstream.cli import main
-from shelfstream.contract import alert_id, format_ts
-from shelfstream.provision import Resources, provision
-from shelfstream.query import run_query
 from tests.integration.test_processor_shell import process_until_caught_up, produce
 
 pytestmark = pytest.mark.integration
@@ -292,14 +292,12 @@ async def test_watch_picks_up_uploads_to_incoming(
     async with AioClients(settings, "kinesis", "s3", "sqs") as clients:
         dead = DeadLetters()
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
+        target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)
         watcher = IngestWatcher(
             settings,
             resources.incoming_queue_url,
-            resources.bucket,
             clients["sqs"],
-            clients["s3"],
-            writer,
-            dead,
+            target,
             wait_s=1,
             on_report=reports.append,
         )

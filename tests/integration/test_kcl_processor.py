@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from config import Settings
+from foundation.aws.clients import sync_client
+from foundation.aws.provision import Resources
+from foundation.contract import decode_alert, format_ts
 from processors.checkpoints import Checkpoint, S3Checkpoints, decode_checkpoint
-from shelfstream.aws import sync_client
-from shelfstream.contract import decode_alert, format_ts
-from shelfstream.provision import Resources
 
 pytestmark = pytest.mark.integration
 

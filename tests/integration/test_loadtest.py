@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from config import Settings
+from foundation.aws.clients import aio_client
 from producers import loadtest
 from producers.rate_limit import WINDOW_S, Demand, ShardLimiter
 from shelfstream import cli
-from shelfstream.aws import aio_client
 
 pytestmark = pytest.mark.integration
 

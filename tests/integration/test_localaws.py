@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from config import Settings
-from shelfstream.aws import aio_client, aio_session, sync_client
-from shelfstream.errors import ShelfstreamError
-from shelfstream.localaws import EmbeddedAws, KinesisSerializer, banner, serve
+from foundation.aws.clients import aio_client, aio_session, sync_client
+from foundation.aws.embedded import EmbeddedAws, KinesisSerializer, banner, serve
+from foundation.errors import ShelfstreamError
 
 pytestmark = pytest.mark.integration
 
@@ -235,7 +235,7 @@ def test_local_aws_process_serves_other_processes_and_stops_on_sigterm() -> None
     code = (
         "import sys\n"
         "from config import Settings\n"
-        "from shelfstream.localaws import serve\n"
+        "from foundation.aws.embedded import serve\n"
         "serve(None, Settings(), lambda text: print(text, flush=True))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -11,13 +11,14 @@ import orjson
 import pytest
 
 from config import Settings
+from foundation.aws.clients import AioClients
+from foundation.aws.provision import Resources
+from foundation.contract import format_ts
+from foundation.errors import ShelfstreamError
+from foundation.metrics import PROMETHEUS_CONTENT_TYPE, PrometheusServer, Registry
+from processors.metrics import processor_source
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
-from shelfstream.aws import AioClients
-from shelfstream.contract import format_ts
-from shelfstream.errors import ShelfstreamError
-from shelfstream.metrics import PROMETHEUS_CONTENT_TYPE, PrometheusServer, Registry, processor_source
-from shelfstream.provision import Resources
 from shelfstream.services import PROCESSOR_SERVICES
 
 pytestmark = pytest.mark.integration

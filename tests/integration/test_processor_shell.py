@@ -12,13 +12,13 @@ import pytest
 
 from config import Settings
 from consumers.dispatcher import Dispatcher
+from foundation.aws.clients import AioClients
+from foundation.aws.provision import Resources
+from foundation.clock import ScaledClock
+from foundation.contract import RestockRequest, alert_id, decode_alert, encode, format_ts
 from processors.checkpoints import S3Checkpoints
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
-from shelfstream.aws import AioClients
-from shelfstream.clock import ScaledClock
-from shelfstream.contract import RestockRequest, alert_id, decode_alert, encode, format_ts
-from shelfstream.provision import Resources
 
 pytestmark = pytest.mark.integration
 

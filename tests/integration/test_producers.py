@@ -18,12 +18,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from config import Settings
+from foundation.aws.clients import aio_client
+from foundation.errors import UsageError
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import ReplayStats, replay_file, run_simulation
 from producers.simulator import HOUR_MS, StoreSimulator
-from shelfstream.aws import aio_client
-from shelfstream.errors import UsageError
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from urllib.parse import unquote_plus
 import pytest
 
 from config import Settings
-from shelfstream.aws import aio_client, sync_client
-from shelfstream.errors import ShelfstreamError
-from shelfstream.localaws import EmbeddedAws
-from shelfstream.provision import Resources, provision, resolve
+from foundation.aws.clients import aio_client, sync_client
+from foundation.aws.embedded import EmbeddedAws
+from foundation.aws.provision import Resources, provision, resolve
+from foundation.errors import ShelfstreamError
 
 pytestmark = pytest.mark.integration
 

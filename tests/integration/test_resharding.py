@@ -14,11 +14,11 @@ import orjson
 import pytest
 
 from config import Settings
+from foundation.aws.clients import AioClients, sync_client
+from foundation.aws.provision import Resources, provision
+from foundation.contract import format_ts
 from processors.checkpoints import load_all_sync
 from processors.stream_processor import StreamProcessor
-from shelfstream.aws import AioClients, sync_client
-from shelfstream.contract import format_ts
-from shelfstream.provision import Resources, provision
 from tests.integration.kinesis_local import kinesis_local
 
 pytestmark = pytest.mark.integration

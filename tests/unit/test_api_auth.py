@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from foundation.errors import UsageError
 from shelfstream.api import auth as auth_module
 from shelfstream.api.auth import TokenStore, bearer_token
 from shelfstream.api.ratelimit import RateLimiter
 from shelfstream.cli import main
-from shelfstream.errors import UsageError
 from tests.unit.api_helpers import FakeClock
 
 TOKENS = {

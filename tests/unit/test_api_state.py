@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 
 from consumers.fleet import Fleet
+from foundation.contract import Restock, parse_ts, to_datetime
 from processors.core import ShardCore
 from shelfstream.api.feeds import ProcessorFeed, delivery_json
 from shelfstream.api.state import DashboardState, ProductStock, StoreStock, stock_from_cores
-from shelfstream.contract import Restock, parse_ts, to_datetime
 
 T0 = parse_ts("2026-08-01T10:00:00Z")
 

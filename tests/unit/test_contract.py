@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shelfstream.contract import (
+from foundation.contract import (
     MAX_RECORD_BYTES,
     Count,
     Product,

@@ -8,8 +8,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.contract import OutOfStock, ProductChange, format_ts
 from processors.core import CoreConfig, ShardCore
-from shelfstream.contract import OutOfStock, ProductChange, format_ts
 
 T0 = 1_785_571_200_000  # 2026-08-01T08:00:00Z
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from config.settings import Settings
-from shelfstream import contract
+from foundation import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 CFN_DIR = ROOT / "deploy" / "cloudformation"
@@ -758,9 +758,9 @@ def test_put_metric_data_only_for_the_kcl_and_only_in_its_namespace() -> None:
 
 
 def test_dashboard_charts_the_dispatchers_emf_metrics() -> None:
-    """The dispatcher's EMF lines (shelfstream.metrics) become metrics in the `shelfstream` namespace,
+    """The dispatcher's EMF lines (foundation.metrics) become metrics in the `shelfstream` namespace,
     dimensions Service and Stream; the dashboard must name them exactly so, or its chart stays empty."""
-    from shelfstream.metrics import METRICS, NAMESPACE
+    from foundation.metrics import METRICS, NAMESPACE
 
     body = load_template(MAIN)["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     widgets = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))["widgets"]

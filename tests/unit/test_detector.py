@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sps
 
+from foundation.contract import Anomaly, alert_id, format_ts, parse_ts
 from processors.core import tails
 from processors.core.detector import (
     DetectorConfig,
@@ -26,7 +27,6 @@ from processors.core.effects import Effects
 from processors.core.explain import explain
 from processors.core.monitor import AnomalyMonitor, detector_slots
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
-from shelfstream.contract import Anomaly, alert_id, format_ts, parse_ts
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation.contract import Count, Product, decode_event
 from producers.ingest import (
     Accepted,
     FileContext,
@@ -28,7 +30,6 @@ from producers.ingest import (
     product_slug,
 )
 from shelfstream.cli import main
-from shelfstream.contract import Count, Product, decode_event
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MTIME_MS = 1_785_744_000_000  # 2026-08-03T08:00:00Z
@@ -97,7 +98,9 @@ def test_rejected_rows_keep_the_raw_record() -> None:
     rows = parse(b"store,item,count\nBerlin,Echo Dot,-1\n")
     (row,) = rows
     assert isinstance(row, Rejected)
-    assert json.loads(row.to_json()) == {"line": 2, "reason": row.reason, "record": "Berlin,Echo Dot,-1"}
+    kept = json.loads(row.to_line())
+    assert (kept["line"], kept["reason"], kept["record"]) == (2, row.reason, "Berlin,Echo Dot,-1")
+    assert base64.b64decode(kept["record_b64"]) == b"Berlin,Echo Dot,-1"
 
 
 def test_same_content_same_ids_different_content_different_ids() -> None:

@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -19,12 +20,12 @@ from amazon_kclpy import dispatch, kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 
 from config import Settings
+from foundation.contract import format_ts
 from processors.checkpoints import Checkpoint
 from processors.core import Effects, RejectedRecord, ShardCore
 from processors.kcl_processor import CHECKPOINT_ATTEMPTS, KclShardProcessor
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
-from shelfstream.contract import format_ts
 
 SHARD = "shardId-000000000007"
 STORE = "store-009"
@@ -394,31 +395,35 @@ def _records_json(*items: tuple[int, bytes]) -> dict[str, Any]:
 
 
 class RecordingSinks(Sinks):
-    """The real `Sinks.send` routing, with every leaf call recorded instead of sent."""
+    """The real `Sinks.send` routing through every destination, each leaf call recorded instead of sent."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[Any]]] = []
+        settings: Any = SimpleNamespace(put_base_backoff_s=0.0, rejected_prefix="rejected/")
+        resources = SimpleNamespace(
+            bucket="b",
+            restock_queue_url="q",
+            topic_arn="t",
+            archive_firehose="a",
+            windows_firehose="w",
+            alerts_firehose="al",
+        )
+        super().__init__(dict.fromkeys(("s3", "sqs", "sns", "firehose")), settings, resources)
+        leaves = {
+            self.queue: ("send_requests",),
+            self.topic: ("publish_alerts",),
+            self.firehose: ("archive_alerts", "archive", "archive_windows"),
+            self.rejected: ("keep_rejected",),
+        }
+        for sink, names in leaves.items():
+            for name in names:
+                setattr(sink, name, self._recorder(name))
 
-    def _record(self, name: str, items: Any) -> None:
-        self.calls.append((name, list(items)))
+    def _recorder(self, name: str) -> Any:
+        async def record(*args: Any) -> None:
+            self.calls.append((name, list(args[-1])))
 
-    async def send_requests(self, requests: Any) -> None:
-        self._record("send_requests", requests)
-
-    async def publish_alerts(self, alerts: Any) -> None:
-        self._record("publish_alerts", alerts)
-
-    async def archive_alerts(self, records: Any) -> None:
-        self._record("archive_alerts", records)
-
-    async def archive(self, records: Any) -> None:
-        self._record("archive", records)
-
-    async def archive_windows(self, records: Any) -> None:
-        self._record("archive_windows", records)
-
-    async def keep_rejected(self, shard_id: str, rejected: Any) -> None:
-        self._record("keep_rejected", rejected)
+        return record
 
 
 SAMPLES: dict[str, Any] = {

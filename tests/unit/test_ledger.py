@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation.contract import Refund, Restock, Sale, decode_event, encode
 from producers.ledger import Ledger
 from producers.simulator import DAY_MS, StoreSimulator
-from shelfstream.contract import Refund, Restock, Sale, decode_event, encode
 
 TS = "2026-08-01T10:00:00.000Z"
 

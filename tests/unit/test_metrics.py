@@ -11,12 +11,14 @@ import orjson
 import pytest
 
 from consumers.dispatcher import DispatchStats
+from consumers.metrics import dispatcher_source
+from foundation.metrics import Registry
 from processors.core import CoreStats
+from processors.metrics import processor_source
 from processors.shard_worker import WorkerStatus
 from processors.sinks import SinkStats
 from producers.kinesis_writer import WriterStats
-from shelfstream import metrics
-from shelfstream.metrics import Registry, dispatcher_source, processor_source
+from foundation import metrics
 
 TS = 1_785_571_200_000
 
@@ -118,7 +120,7 @@ def test_emf_counters_are_increases_and_gauges_are_current() -> None:
 
 
 def test_emit_emf_writes_one_json_line_per_record_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    logging.getLogger("shelfstream.metrics.emf").handlers.clear()
+    logging.getLogger("foundation.metrics.emf").handlers.clear()
     metrics.emit_emf(processor_registry(FakeProcessor()))
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -180,7 +182,7 @@ async def test_observed_reports_until_stopped_and_once_more_on_the_way_out(
 
     from config import Settings
 
-    logging.getLogger("shelfstream.metrics.emf").handlers.clear()
+    logging.getLogger("foundation.metrics.emf").handlers.clear()
     proc = FakeProcessor()
     stop = asyncio.Event()
     async with metrics.observed(processor_registry(proc), Settings(metrics_every_s=0.01), stop) as server:
@@ -195,8 +197,9 @@ async def test_observed_reports_until_stopped_and_once_more_on_the_way_out(
 
 
 def test_a_shard_core_reports_its_own_figures() -> None:
+    from foundation.metrics import Registry
     from processors.core import ShardCore
-    from shelfstream.metrics import Registry, core_source
+    from processors.metrics import core_source
 
     core = ShardCore()
     core.apply(b"{bad")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto.kinesis.models import Shard
 
-from shelfstream import moto_kinesis
+from foundation.aws import moto_kinesis
 
 
 def shard_with(puts: int, trimmed: int) -> Shard:

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.aws.lineage import ShardInfo, hash_key, ready
 from processors.core import ShardCore
 from processors.core.partition import merge, split
-from processors.lineage import ShardInfo, hash_key, ready
 from tests.unit.test_core_stock import encode_stream, event_streams, run
 
 

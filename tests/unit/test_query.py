@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from config import Settings
-from shelfstream.archive import ArchiveFilter, LocalArchive, open_archive, partition_of
+from foundation.errors import UsageError
+from history.archive import ArchiveFilter, LocalArchive, open_archive, partition_of
+from history.query import QueryResult, plan_query, run_query, write_csv, write_json, write_table
 from shelfstream.cli import main
-from shelfstream.errors import UsageError
-from shelfstream.query import QueryResult, plan_query, run_query, write_csv, write_json, write_table
 
 SETTINGS = Settings()
 

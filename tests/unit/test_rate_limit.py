@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.lineage import ShardInfo, hash_key
+from foundation.aws.lineage import ShardInfo, hash_key
 from producers.kinesis_writer import KinesisWriter, OutRecord
 from producers.rate_limit import WINDOW_S, Demand, RateLimitHook, ShardLimiter, ShardMap
 

@@ -17,12 +17,10 @@ import orjson
 import pytest
 
 from config import Settings
-from processors.core import CoreConfig, ShardCore
-from shelfstream.archive import LocalArchive, open_archive
-from shelfstream.cli import main
-from shelfstream.contract import format_ts
-from shelfstream.errors import UsageError
-from shelfstream.report import (
+from foundation.contract import format_ts
+from foundation.errors import UsageError
+from history.archive import LocalArchive, open_archive
+from history.report import (
     WeeklyReport,
     compute_report,
     notification,
@@ -31,6 +29,8 @@ from shelfstream.report import (
     render_html,
     render_json,
 )
+from processors.core import CoreConfig, ShardCore
+from shelfstream.cli import main
 
 SETTINGS = Settings()
 WEEK = "2026-W32"  # Monday 2026-08-03 to Sunday 2026-08-09

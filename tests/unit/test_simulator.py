@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.contract import Count, Product, Refund, Rejection, Sale, decode_event, parse_ts
 from producers.ledger import Ledger
 from producers.replay import run_simulation
 from producers.simulator import DAY_MS, HOUR_MS, RHYTHM_MAX, SimEvent, StoreSimulator, rhythm
-from shelfstream.contract import Count, Product, Refund, Rejection, Sale, decode_event, parse_ts
 
 # A Wednesday and the Saturday after it, both at midnight UTC.
 WEDNESDAY = int(dt.datetime(2026, 7, 29, tzinfo=dt.UTC).timestamp() * 1000)

@@ -5,23 +5,23 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.sinks import (
+from processors.sinks.firehose import (
     FIREHOSE_BATCH,
     FIREHOSE_BATCH_BYTES,
     FIREHOSE_RECORD_BYTES,
-    _firehose_chunks,
-    _pack_lines,
+    firehose_chunks,
+    pack_lines,
 )
 
 
 @given(st.lists(st.integers(min_value=1, max_value=300_000), max_size=60))
 def test_packing_keeps_every_line_in_order_within_the_limits(sizes: list[int]) -> None:
     lines = [(b"%d:" % i) + b"x" * size for i, size in enumerate(sizes)]
-    packed = _pack_lines(lines)
+    packed = pack_lines(lines)
     assert b"".join(data for data, _ in packed) == b"".join(line + b"\n" for line in lines)
     assert sum(count for _, count in packed) == len(lines)
     assert all(len(data) <= FIREHOSE_RECORD_BYTES or count == 1 for data, count in packed)
-    chunks = _firehose_chunks(packed)
+    chunks = firehose_chunks(packed)
     assert [r for chunk in chunks for r in chunk] == packed
     for chunk in chunks:
         assert len(chunk) <= FIREHOSE_BATCH
@@ -29,6 +29,6 @@ def test_packing_keeps_every_line_in_order_within_the_limits(sizes: list[int]) -
 
 
 def test_small_events_share_one_record() -> None:
-    packed = _pack_lines([b'{"event_id":"e%d"}' % i for i in range(1000)])
+    packed = pack_lines([b'{"event_id":"e%d"}' % i for i in range(1000)])
     assert len(packed) == 1
     assert packed[0][1] == 1000

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from foundation.contract import format_ts
 from processors.core import CoreConfig, ShardCore
 from processors.core.detector import DetectorConfig
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
-from shelfstream.contract import format_ts
 
 MIN = 60_000
 HOUR = 60 * MIN

@@ -15,7 +15,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.config import Config
 
 from config import Settings
-from shelfstream.errors import AwsNotConfiguredError
+from foundation.errors import AwsNotConfiguredError
 
 # Generous connection pool (many shards and batches in flight), adaptive client-side retries.
 _CONFIG = Config(

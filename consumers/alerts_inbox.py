@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from shelfstream.contract import Alert, decode_alert
+from foundation.contract import Alert, decode_alert
 
 _HIDE_S = 30
 

@@ -19,7 +19,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from config import Settings
-from shelfstream.errors import ShelfstreamError
+from foundation.errors import ShelfstreamError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class EmbeddedAws:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
-        from shelfstream import moto_kinesis
+        from foundation.aws import moto_kinesis
 
         moto_kinesis.install()
 

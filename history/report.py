@@ -12,7 +12,6 @@ Weeks are ISO weeks in UTC (Monday 00:00 to Monday 00:00).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import html
@@ -27,9 +26,9 @@ from typing import Any, Final
 
 import orjson
 
-from config import Settings, load_settings
-from shelfstream.archive import Archive, ArchiveFilter, S3Archive, open_archive, open_source
-from shelfstream.errors import ShelfstreamError, UsageError
+from config import Settings
+from foundation.errors import UsageError
+from history.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +301,7 @@ def _money(value: float) -> str:
     return f"{value:,.2f}"
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
@@ -433,7 +432,7 @@ def render_html(report: WeeklyReport) -> bytes:
         '<ul class="headline" aria-label="headline figures">'
         f"<li>revenue<strong>{_money(totals['revenue'])}</strong></li>"
         f"<li>sales<strong>{totals['sales']:,}</strong></li>"
-        f"<li>refund ratio<strong>{_pct(totals['refund_ratio'])}</strong></li>"
+        f"<li>refund ratio<strong>{pct(totals['refund_ratio'])}</strong></li>"
         f"<li>stock-outs<strong>{totals['stock_outs']:,}</strong></li>"
         f"<li>anomalies<strong>{totals['anomalies']:,}</strong></li>"
         f"<li>deliveries<strong>{totals['deliveries']:,}</strong></li>"
@@ -467,7 +466,7 @@ def render_html(report: WeeklyReport) -> bytes:
                     _money(s.revenue),
                     f"{s.refunds:,}",
                     _money(s.refund_amount),
-                    _pct(s.refund_ratio),
+                    pct(s.refund_ratio),
                     f"{s.stock_outs:,}"
                     + (f" ({s.stock_outs_ongoing} ongoing)" if s.stock_outs_ongoing else ""),
                     _num(s.stock_out_hours_total),
@@ -568,7 +567,7 @@ def render_html(report: WeeklyReport) -> bytes:
             {1, 2, 3, 4},
         )
     )
-    template = Template(resources.files("shelfstream").joinpath("report.html").read_text(encoding="utf-8"))
+    template = Template(resources.files("history").joinpath("report.html").read_text(encoding="utf-8"))
     page = template.substitute(
         title=_e(f"shelfstream weekly report {report.week}"),
         period=_e(period),
@@ -623,7 +622,7 @@ def notification(report: WeeklyReport, bucket: str, keys: list[str]) -> dict[str
 
 def topic_arn(settings: Settings) -> str:
     """The alerts topic's ARN from its name (STS needs no permission, SNS listing would)."""
-    from shelfstream.aws import region, sync_client
+    from foundation.aws.clients import region, sync_client
 
     caller = str(sync_client("sts", settings).get_caller_identity()["Arn"])
     partition, account = caller.split(":")[1], caller.split(":")[4]
@@ -638,56 +637,3 @@ def publish(sns: Any, arn: str, message: dict[str, Any]) -> str:
         MessageAttributes={"kind": {"DataType": "String", "StringValue": "weekly_report"}},
     )
     return str(resp.get("MessageId", ""))
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from botocore.exceptions import BotoCoreError, ClientError
-    from rich.console import Console
-    from rich.table import Table
-
-    from shelfstream.aws import sync_client
-
-    settings = load_settings()
-    week, start, end = parse_week(args.week, dt.datetime.now(dt.UTC).date())
-    source, note = open_source(settings, args.archive)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if note:
-        err.print(f"[yellow]{note}[/yellow]")
-    keep = ArchiveFilter(
-        frozenset(args.store) if args.store else None,
-        (start - LOOKAROUND).date(),
-        (end + LOOKAROUND).date(),
-    )
-    with open_archive(source, ("events", "alerts"), keep, materialize=True) as archive:
-        err.print(f"source: {archive.describe()}")
-        report = compute_report(archive, week, start, end)
-    files = report_files(report)
-    written: list[str] = []
-    if args.out:
-        written.extend(str(p) for p in write_local(files, Path(args.out) / week))
-    if isinstance(source, S3Archive):
-        s3 = sync_client("s3", settings)
-        prefix = f"{settings.reports_prefix}{week}/"
-        try:
-            keys = write_s3(s3, source.bucket, prefix, files)
-            written.extend(f"s3://{source.bucket}/{key}" for key in keys)
-            publish(
-                sync_client("sns", settings), topic_arn(settings), notification(report, source.bucket, keys)
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise ShelfstreamError(
-                f"report {week} computed, but writing or announcing it failed: {exc}"
-            ) from exc
-    elif not args.out:
-        written.extend(
-            str(p) for p in write_local(files, Path(settings.archive_mirror).parent / "reports" / week)
-        )
-    totals = report.totals()
-    table = Table("figure", "value", title=f"weekly report {week}")
-    for key, value in totals.items():
-        table.add_row(key, _pct(value) if key == "refund_ratio" else str(value))
-    for path in written:
-        table.add_row("written", path)
-    Console(highlight=False, soft_wrap=True).print(table)
-    log.info("report written", extra={"week": week, "files": written})
-    return 0

@@ -35,8 +35,8 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
-from shelfstream.aws import require_aws, sync_client
-from shelfstream.errors import AwsNotConfiguredError, ShelfstreamError, UsageError
+from foundation.aws.clients import require_aws, sync_client
+from foundation.errors import AwsNotConfiguredError, ShelfstreamError, UsageError
 
 log = logging.getLogger(__name__)
 

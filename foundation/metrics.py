@@ -20,17 +20,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from shelfstream.errors import ShelfstreamError
+from foundation.errors import ShelfstreamError
 
 if TYPE_CHECKING:
     from config import Settings
-    from consumers.dispatcher import Dispatcher
-    from processors.core import ShardCore
-    from processors.stream_processor import StreamProcessor
-    from producers.kinesis_writer import KinesisWriter
 
 log = logging.getLogger(__name__)
-emf_log = logging.getLogger("shelfstream.metrics.emf")
+emf_log = logging.getLogger("foundation.metrics.emf")
 
 NAMESPACE = "shelfstream"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,6 +56,10 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("Throttles", "Count", "counter", "Throttled Kinesis calls or entries."),
         MetricDef("DeadLettered", "Count", "counter", "Entries given up on and kept as dead letters."),
         MetricDef("Deliveries", "Count", "counter", "Restock deliveries made by the trucks."),
+        MetricDef("RowsProcessed", "Count", "counter", "Rows of ingested files read."),
+        MetricDef("RowsSucceeded", "Count", "counter", "Ingested rows sent to the stream."),
+        MetricDef("RowsRejected", "Count", "counter", "Ingested rows rejected (kept with a reason)."),
+        MetricDef("RowsErrored", "Count", "counter", "Valid ingested rows the stream would not take."),
     )
 }
 
@@ -72,62 +72,6 @@ class Sample:
 
 
 Source = Callable[[], Iterable[Sample]]
-
-
-def processor_source(processor: StreamProcessor) -> Source:
-    """The processor's figures, read from its core stats, shard statuses and sink stats."""
-
-    def read() -> Iterable[Sample]:
-        stats = processor.stats()
-        workers = list(processor.workers.values())
-        live = [w for w in workers if not w.status.ended]
-        sinks = processor.sinks.stats
-        yield Sample("EventsProcessed", sum(w.status.records for w in workers))
-        yield Sample("EventsRejected", stats.events_rejected)
-        yield Sample("DuplicatesIgnored", stats.duplicates_ignored)
-        yield Sample("LateEvents", stats.late_events)
-        yield Sample("MillisBehindLatest", max((w.status.millis_behind for w in live), default=0))
-        yield Sample("RestockRequests", stats.alerts.get("restock_request", 0))
-        for kind, count in sorted(stats.alerts.items()):
-            if kind != "restock_request":
-                yield Sample("Alerts", count, (("Kind", kind),))
-        yield Sample("PutRetries", sinks.entry_retries)
-        yield Sample("Throttles", sum(w.status.throttles for w in workers))
-        yield Sample("DeadLettered", sinks.dead_lettered)
-
-    return read
-
-
-def core_source(core: Callable[[], ShardCore | None]) -> Source:
-    """One shard core's figures (the KCL record processor, which has a core per process)."""
-
-    def read() -> Iterable[Sample]:
-        current = core()
-        if current is None:
-            return
-        stats = current.stats
-        yield Sample("EventsProcessed", stats.events_read)
-        yield Sample("EventsRejected", stats.events_rejected)
-        yield Sample("DuplicatesIgnored", stats.duplicates_ignored)
-        yield Sample("LateEvents", stats.late_events)
-        yield Sample("RestockRequests", stats.alerts.get("restock_request", 0))
-        for kind, count in sorted(stats.alerts.items()):
-            if kind != "restock_request":
-                yield Sample("Alerts", count, (("Kind", kind),))
-
-    return read
-
-
-def dispatcher_source(dispatcher: Dispatcher, writer: KinesisWriter) -> Source:
-    """The dispatcher's deliveries and the puts of the writer that sends its restock events."""
-
-    def read() -> Iterable[Sample]:
-        yield Sample("Deliveries", dispatcher.stats.deliveries)
-        yield Sample("PutRetries", writer.stats.retries)
-        yield Sample("Throttles", writer.stats.throttles)
-        yield Sample("DeadLettered", writer.stats.failed)
-
-    return read
 
 
 class Registry:
@@ -242,13 +186,14 @@ class _StderrLines(logging.Handler):
             self.handleError(record)
 
 
-def emit_emf(registry: Registry) -> None:
+def emit_emf(registry: Registry, extra: dict[str, Any] | None = None) -> None:
+    """The registry's EMF records on stderr; `extra` adds context fields (not metrics) to each."""
     if not emf_log.handlers:
         emf_log.addHandler(_StderrLines())
         emf_log.propagate = False
         emf_log.setLevel(logging.INFO)
     for record in registry.emf_records(int(time.time() * 1000)):
-        emf_log.info(orjson.dumps(record).decode())
+        emf_log.info(orjson.dumps({**record, **(extra or {})}).decode())
 
 
 async def report_every(registry: Registry, every_s: float, stop: asyncio.Event) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from config import Settings
-from shelfstream.aws import require_aws, sync_client
-from shelfstream.errors import AwsError, ShelfstreamError
+from foundation.aws.clients import require_aws, sync_client
+from foundation.errors import AwsError, ShelfstreamError
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
             ),
         },
     )
-    alerts_url, alerts_arn = _ensure_queue(clients, settings.alerts_queue, {})
-    _allow_topic_to_send(clients, alerts_url, alerts_arn, topic_arn)
-    _ensure_raw_subscription(clients, topic_arn, alerts_arn)
+    alerts_url = _subscribed_queue(clients, settings.alerts_queue, {}, topic_arn)
     incoming_url, incoming_arn = _ensure_queue(
         clients, settings.incoming_queue, {"VisibilityTimeout": str(INCOMING_VISIBILITY_TIMEOUT_S)}
     )
@@ -539,3 +537,17 @@ def _find_topic(clients: _Clients) -> str | None:
                 if arn.rsplit(":", 1)[-1] == settings.alerts_topic:
                     return arn
     return None
+
+
+def _subscribed_queue(clients: _Clients, name: str, attributes: dict[str, str], topic_arn: str) -> str:
+    url, arn = _ensure_queue(clients, name, attributes)
+    _allow_topic_to_send(clients, url, arn, topic_arn)
+    _ensure_raw_subscription(clients, topic_arn, arn)
+    return url
+
+
+def ensure_topic_queue(settings: Settings, name: str, topic_arn: str, attributes: dict[str, str]) -> str:
+    """An SQS queue subscribed (raw delivery) to `topic_arn`, created or re-applied; returns its URL.
+
+    For readers of the alerts topic besides the app's own inbox (the dashboard has one)."""
+    return _subscribed_queue(_Clients(settings), name, attributes, topic_arn)

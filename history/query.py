@@ -17,7 +17,6 @@ import csv
 import datetime as dt
 import decimal
 import re
-import sys
 import uuid
 from dataclasses import dataclass
 from typing import IO, Any, Final
@@ -25,9 +24,8 @@ from typing import IO, Any, Final
 import duckdb
 import orjson
 
-from config import Settings, load_settings
-from shelfstream.archive import TABLES, Archive, ArchiveFilter, ArchiveSource, new_connection, open_archive
-from shelfstream.errors import ShelfstreamError, UsageError
+from foundation.errors import ShelfstreamError, UsageError
+from history.archive import TABLES, Archive, ArchiveFilter, ArchiveSource, new_connection, open_archive
 
 # DuckDB errors that mean the SQL itself is wrong (exit 2), as opposed to a failure reading data.
 _USER_ERRORS: Final = (
@@ -326,22 +324,3 @@ def filter_from_args(args: argparse.Namespace) -> ArchiveFilter:
         raise UsageError(f"--since {since} is after --until {until}")
     stores = frozenset(args.store) if getattr(args, "store", None) else None
     return ArchiveFilter(stores, since, until)
-
-
-def cmd_query(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from shelfstream.archive import open_source
-
-    settings: Settings = load_settings()
-    keep = filter_from_args(args)
-    plan_query(args.sql)  # bad SQL fails before anything is downloaded
-    source, note = open_source(settings, args.archive)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if note:
-        err.print(f"[yellow]{note}[/yellow]")
-    result = run_query(source, args.sql, keep)
-    err.print(f"source: {result.source}")
-    writers = {"json": write_json, "csv": write_csv, "table": write_table}
-    writers[args.format](result, sys.stdout)
-    return 0

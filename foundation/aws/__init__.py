@@ -1,0 +1,2 @@
+"""AWS wiring: clients from the SDK's own settings, provisioning, Kinesis shard lineage and the
+embedded AWS."""

@@ -1,0 +1,89 @@
+"""What reads the loop's state: `inventory`, `alerts`, and `backtest` (the core over a file, no AWS)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from config import load_settings
+from foundation.contract import alert_kind, encode
+from foundation.errors import UsageError
+from shelfstream.bootstrap import bootstrap
+from shelfstream.commands.common import out, require_input
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from processors.checkpoints import load_all_sync
+
+    wiring = bootstrap()
+    settings = wiring.settings
+    resources = wiring.resources()
+    merged: dict[str, dict[str, int]] = {}
+    for checkpoint in load_all_sync(wiring.client("s3"), resources.bucket, settings):
+        for store, products in checkpoint.core.inventory().items():
+            merged.setdefault(store, {}).update(products)
+    if args.store is not None:
+        if args.store not in merged:
+            raise UsageError(f"store {args.store} has no stock in any checkpoint")
+        merged = {args.store: merged[args.store]}
+    merged = {store: dict(sorted(products.items())) for store, products in sorted(merged.items())}
+    if args.json:
+        sys.stdout.write(orjson.dumps(merged).decode() + "\n")
+        return 0
+    table = Table("store", "product", "on hand", title="on-hand stock (last checkpoint)")
+    for store, products in merged.items():
+        for product, qty in products.items():
+            table.add_row(store, product, f"[red]{qty}[/red]" if qty <= 0 else str(qty))
+    out().print(table if merged else "no checkpointed stock yet: is `shelfstream process` running?")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from consumers.alerts_inbox import read_alerts
+
+    wiring = bootstrap()
+    resources = wiring.resources()
+    alerts = read_alerts(wiring.client("sqs"), resources.alerts_queue_url, wait_s=args.wait)
+    if args.json:
+        sys.stdout.write("".join(encode(a).decode() + "\n" for a in alerts))
+        return 0
+    table = Table("time", "kind", "store", "detail", title=f"{len(alerts)} alerts")
+    for alert in alerts:
+        detail = {k: v for k, v in orjson.loads(encode(alert)).items() if k not in {"kind", "store_id", "ts"}}
+        detail.pop("alert_id", None)
+        table.add_row(alert.ts, alert_kind(alert), alert.store_id, orjson.dumps(detail).decode())
+    out().print(table)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from processors.backtest import run_backtest
+    from processors.stream_processor import core_config
+
+    require_input(args.file)
+    settings = load_settings()
+    config = core_config(settings, archive=False)
+    console = Console(stderr=True)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("backtest: 0 lines", total=None)
+        result = run_backtest(
+            args.file,
+            args.out,
+            config,
+            progress=lambda n: bar.update(task, description=f"backtest: {n:,} lines"),
+        )
+    summary = result.summary
+    out().print(
+        f"{summary['events_read']:,} events read, {summary['events_rejected']:,} rejected, "
+        f"{summary['duplicates_ignored']:,} duplicates, alerts {summary['alerts']}, "
+        f"{summary['events_per_second']:,} events/s -> {args.out}"
+    )
+    return 0

@@ -1,0 +1,114 @@
+"""The long-running services: `process`, `dispatch`, `kcl-processor`, `serve` and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from shelfstream.bootstrap import bootstrap
+
+log = logging.getLogger(__name__)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from shelfstream.services import run_processor
+
+    asyncio.run(run_processor(bootstrap()))
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from shelfstream.services import run_dispatcher
+
+    asyncio.run(run_dispatcher(bootstrap()))
+    return 0
+
+
+def cmd_kcl_processor(args: argparse.Namespace) -> int:
+    """`shelfstream kcl-processor`: started by the MultiLangDaemon (executableName), never by hand."""
+    from processors.kcl_processor import (
+        SERVICES,
+        AwsShardStore,
+        KclShardProcessor,
+        claim_stdout,
+        leave_signals_to_the_daemon,
+        serve_daemon,
+    )
+
+    protocol = claim_stdout()
+    leave_signals_to_the_daemon()
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(encoding="utf-8")
+    wiring = bootstrap()
+    store = AwsShardStore(wiring.settings, wiring.resources, lambda: wiring.aio(*SERVICES))
+    processor = KclShardProcessor(wiring.settings, store)
+    try:
+        serve_daemon(processor, protocol)
+    finally:
+        store.close()
+    log.info("record processor finished", extra={"shard_id": processor.shard_id})
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from shelfstream.api.auth import TokenStore
+    from shelfstream.api.feeds import ensure_dashboard_queue
+    from shelfstream.api.server import bind, run_standalone, url_of
+
+    if args.tokens:
+        tokens, generated = TokenStore.from_file(args.tokens), None
+    else:
+        tokens, generated = TokenStore.with_new_hq_token()
+    wiring = bootstrap()
+    resources = wiring.resources()
+    queue_url = ensure_dashboard_queue(wiring.settings, resources.topic_arn)
+    sock = bind(args.host, args.port)
+    try:
+        print(f"shelfstream dashboard and API at {url_of(sock)}", flush=True)
+        if generated is not None:
+            print(f"HQ token (this run only; use --tokens FILE for lasting ones): {generated}", flush=True)
+        asyncio.run(run_standalone(wiring, tokens, sock, queue_url))
+    finally:
+        sock.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from foundation.aws.clients import point_at
+    from foundation.aws.embedded import EmbeddedAws
+    from foundation.aws.provision import provision
+    from shelfstream.demo import DemoOptions, mirror_archive_copy, with_dashboard
+
+    options = DemoOptions(
+        duration_s=args.duration,
+        stores=args.stores,
+        products=args.products,
+        speed=args.speed,
+        rate=args.rate,
+        seed=args.seed,
+        live=not args.no_live,
+    )
+    console = Console()
+    with EmbeddedAws() as aws:
+        point_at(aws.endpoint)
+        wiring = bootstrap(trucks=8, travel_seconds=1.5, checkpoint_every_s=2.0)
+        console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
+        resources = provision(wiring.settings)
+        result = asyncio.run(with_dashboard(args, options, wiring, resources, console))
+        mirror_archive_copy(wiring, resources, console)
+    table = Table("figure", "value", title="demo summary")
+    for key, value in result.items():
+        if key != "inventory_mismatches" or value:
+            table.add_row(key, orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value))
+    console.print(table)
+    if args.summary:
+        Path(args.summary).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if result["inventory_reconciled"] else 1
