@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
-from foundation.aws.clients import require_aws, sync_client
+from foundation.aws.clients import require_aws
 from foundation.errors import AwsNotConfiguredError, ShelfstreamError, UsageError
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,9 @@ def aws_configured() -> bool:
     return True
 
 
-def open_source(settings: Settings, archive_dir: str | None = None) -> tuple[ArchiveSource, str | None]:
+def open_source(
+    settings: Settings, archive_dir: str | None, s3_client: Callable[[], Any]
+) -> tuple[ArchiveSource, str | None]:
     """Where to read the archive: ``archive_dir`` if given; S3 when AWS is configured; else the mirror.
 
     Returns the source and a note for the user when a fallback was taken.
@@ -347,7 +349,7 @@ def open_source(settings: Settings, archive_dir: str | None = None) -> tuple[Arc
             "no AWS configured and no local archive: run `make demo` (it leaves a mirror in "
             f"{settings.archive_mirror}), set AWS_ENDPOINT_URL, or give --archive DIR"
         )
-    s3 = sync_client("s3", settings)
+    s3 = s3_client()
     try:
         s3.head_bucket(Bucket=settings.bucket)
     except ClientError as exc:

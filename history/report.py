@@ -620,11 +620,11 @@ def notification(report: WeeklyReport, bucket: str, keys: list[str]) -> dict[str
     }
 
 
-def topic_arn(settings: Settings) -> str:
+def topic_arn(settings: Settings, sts: Any) -> str:
     """The alerts topic's ARN from its name (STS needs no permission, SNS listing would)."""
-    from foundation.aws.clients import region, sync_client
+    from foundation.aws.clients import region
 
-    caller = str(sync_client("sts", settings).get_caller_identity()["Arn"])
+    caller = str(sts.get_caller_identity()["Arn"])
     partition, account = caller.split(":")[1], caller.split(":")[4]
     return f"arn:{partition}:sns:{region(settings)}:{account}:{settings.alerts_topic}"
 

@@ -9,7 +9,6 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from config import load_settings
 from foundation.contract import alert_kind, encode
 from foundation.errors import UsageError
 from shelfstream.bootstrap import bootstrap
@@ -67,7 +66,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from processors.stream_processor import core_config
 
     require_input(args.file)
-    settings = load_settings()
+    settings = bootstrap(aws=False).settings
     config = core_config(settings, archive=False)
     console = Console(stderr=True)
     with Progress(

@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    settings = bootstrap(aws=False).settings
+    wiring = bootstrap(aws=False)
+    settings = wiring.settings
     keep = filter_from_args(args)
     plan_query(args.sql)  # bad SQL fails before anything is downloaded
-    source, note = open_source(settings, args.archive)
+    source, note = open_source(settings, args.archive, lambda: wiring.client("s3"))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
@@ -52,7 +53,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     wiring = bootstrap(aws=False)
     settings = wiring.settings
     week, start, end = parse_week(args.week, dt.datetime.now(dt.UTC).date())
-    source, note = open_source(settings, args.archive)
+    source, note = open_source(settings, args.archive, lambda: wiring.client("s3"))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
@@ -74,7 +75,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             keys = write_s3(s3, source.bucket, prefix, files)
             written.extend(f"s3://{source.bucket}/{key}" for key in keys)
-            publish(wiring.client("sns"), topic_arn(settings), notification(report, source.bucket, keys))
+            publish(
+                wiring.client("sns"),
+                topic_arn(settings, wiring.client("sts")),
+                notification(report, source.bucket, keys),
+            )
         except (ClientError, BotoCoreError) as exc:
             raise ShelfstreamError(
                 f"report {week} computed, but writing or announcing it failed: {exc}"
