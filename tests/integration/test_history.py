@@ -8,9 +8,8 @@ import csv
 import hashlib
 import io
 import json
-import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ MONDAY = 1_785_715_200_000  # 2026-08-03T00:00:00Z, the start of ISO week 2026-W
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 SERVICES = ("kinesis", "sqs", "sns", "firehose", "s3")
 ReadStream = Callable[[Any, str], Awaitable[dict[str, list[dict[str, Any]]]]]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() points the root logger at this test's captured stderr; give the next test its own."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def event(kind: str, eid: str, store: str, at_ms: int, **fields: Any) -> bytes:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -34,16 +32,6 @@ from shelfstream.cli import main
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MTIME_MS = 1_785_744_000_000  # 2026-08-03T08:00:00Z
 NOW_MS = 1_786_000_000_000
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() points the root logger at this test's captured stderr; give the next test its own."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def ctx(name: str = "f.csv", max_line: int = 64 * 1024, digest: str = "a" * 20) -> FileContext:

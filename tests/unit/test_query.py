@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +19,6 @@ from history.query import QueryResult, plan_query, run_query, write_csv, write_j
 from shelfstream.cli import main
 
 SETTINGS = Settings()
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() points the root logger at this test's captured stderr; give the next test its own."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def sale(eid: str, store: str, ts: str, qty: int = 1, price: float = 2.5, **extra: Any) -> dict[str, Any]:

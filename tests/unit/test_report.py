@@ -7,8 +7,6 @@ import csv
 import datetime as dt
 import io
 import json
-import logging
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -34,16 +32,6 @@ from shelfstream.cli import main
 
 SETTINGS = Settings()
 WEEK = "2026-W32"  # Monday 2026-08-03 to Sunday 2026-08-09
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """main() points the root logger at this test's captured stderr; give the next test its own."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def ts(day: int, hour: int, minute: int = 0) -> str:
