@@ -314,10 +314,14 @@ class ShardCore:
         return [name for _, names, _ in manifest.buckets for name in names]
 
     @classmethod
-    def from_parts(cls, head: bytes, runs: Mapping[str, Run]) -> ShardCore:
+    def from_parts(cls, head: bytes, runs: Mapping[str, Run], keys: bool = True) -> ShardCore:
+        """The core of a head and its runs. keys=False leaves the dedup memory empty (no runs read):
+        for readers of stock only."""
         version, config, state, manifest = pickle.loads(head)
         if version != SNAPSHOT_VERSION or not isinstance(manifest, Manifest):
             raise ValueError(f"checkpoint head format {version} is not {SNAPSHOT_VERSION}")
+        if not keys:
+            manifest = replace(manifest, buckets=())
         core = cls(config)
         state.dedup = Dedup.from_manifest(manifest, runs)
         core.state = state
