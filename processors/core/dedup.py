@@ -82,7 +82,7 @@ class Run:
 
     @classmethod
     def build(cls, name: str, hi: U64, lo: U32) -> Run:
-        order = np.argsort(hi, kind="stable")
+        order = np.argsort(hi, kind="stable")  # cheap when the caller hands keys over sorted
         return cls(name, np.ascontiguousarray(hi[order]), np.ascontiguousarray(lo[order]))
 
     def contains(self, hi: int, lo: int) -> bool:
@@ -148,7 +148,10 @@ def _merged(name: str, runs: list[Run], fresh: Mapping[int, int]) -> Run:
 class Bucket:
     runs: list[Run] = field(default_factory=list)
     fresh: dict[int, int] = field(default_factory=dict)
-    hot: set[int] | None = field(default_factory=set)  # hi halves; None once sealed
+    # The `hi` halves of every key, a pre-check for per-event lookups while the bucket is current;
+    # None when sealed, or when fed in bulk (then the exact runs answer directly).
+    hot: set[int] | None = field(default_factory=set)
+    sealed: bool = False
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs) + len(self.fresh)
@@ -170,7 +173,7 @@ class Manifest:
     clock_ms: int
     next_run: int
     beyond_horizon: int
-    buckets: tuple[tuple[int, tuple[str, ...], bool], ...]  # (index, run names, hot)
+    buckets: tuple[tuple[int, tuple[str, ...], bool], ...]  # (index, run names, not sealed yet)
 
 
 class Dedup:
@@ -284,7 +287,7 @@ class Dedup:
                 del self._buckets[idx]
             elif end <= seal_before:
                 bucket = self._buckets[idx]
-                if bucket.hot is not None:
+                if not bucket.sealed:
                     self._seal(bucket)
         limit = ts_ms + self.max_ahead_ms
         for idx in [i for i in self._ahead if i * bucket_ms <= limit]:
@@ -303,11 +306,12 @@ class Dedup:
         lo = np.fromiter(fresh.values(), dtype=np.uint32, count=n)
         bucket.runs.append(Run.build(self._name(), hi, lo))
         bucket.fresh = {}
-        limit = HOT_RUNS_MAX if bucket.hot is not None else SEALED_RUNS_MAX
+        limit = SEALED_RUNS_MAX if bucket.sealed else HOT_RUNS_MAX
         if len(bucket.runs) > limit:
             bucket.runs = [_merged(self._name(), bucket.runs, {})]
 
     def _seal(self, bucket: Bucket) -> None:
+        bucket.sealed = True
         bucket.hot = None
         if len(bucket.runs) + (1 if bucket.fresh else 0) > 1:
             bucket.runs = [_merged(self._name(), bucket.runs, bucket.fresh)]
@@ -318,38 +322,47 @@ class Dedup:
     def add_many(self, hi: U64, lo: U32, ts_ms: int) -> npt.NDArray[np.bool_]:
         """Keys of events that all have event time `ts_ms` (one bucket): True where new.
 
-        New keys become one run at once (as a cut would make), and the clock moves as for one event.
+        The same rules as `first_time_key` for each key in order (the first copy of a key is the new
+        one); the new keys become one run at once, as a cut would make it.
         """
+        n = int(hi.shape[0])
         idx = ts_ms // self.bucket_ms
         if (idx + 1) * self.bucket_ms <= self.clock_ms - self.horizon_ms:
-            self.beyond_horizon += int(hi.shape[0])
-            return np.ones(hi.shape[0], dtype=bool)
+            self.beyond_horizon += n
+            return np.ones(n, dtype=bool)
         bucket = self._buckets.get(idx)
         if bucket is None:
             bucket = self._buckets[idx] = Bucket()
-        new = np.ones(hi.shape[0], dtype=bool)
         self._cut(bucket)
-        for run in bucket.runs:
-            new &= ~run.member(hi, lo)
-        # a key repeated inside the batch: only its first copy is new
-        order = np.lexsort((lo, hi))
+        order = np.argsort(hi, kind="stable")  # cheap when the caller hands keys over sorted
         sh, sl = hi[order], lo[order]
-        dup_sorted = np.zeros(hi.shape[0], dtype=bool)
-        if hi.shape[0] > 1:
-            dup_sorted[1:] = (sh[1:] == sh[:-1]) & (sl[1:] == sl[:-1])
-        repeat = np.zeros(hi.shape[0], dtype=bool)
-        repeat[order] = dup_sorted
-        new &= ~repeat
-        if new.any():
-            nhi, nlo = hi[new], lo[new]
-            bucket.runs.append(Run.build(self._name(), nhi, nlo))
-            if bucket.hot is not None:
-                bucket.hot.update(nhi.tolist())
-            limit = HOT_RUNS_MAX if bucket.hot is not None else SEALED_RUNS_MAX
+        fresh = np.ones(n, dtype=bool)
+        if n > 1:
+            # Equal `hi` next to each other: a repeat inside the batch, or (rarely) two keys sharing
+            # 64 bits. Look along each tie for an equal `lo` before it.
+            for k in (np.flatnonzero(sh[1:] == sh[:-1]) + 1).tolist():
+                j = k - 1
+                while j >= 0 and sh[j] == sh[k]:
+                    if sl[j] == sl[k]:
+                        fresh[k] = False
+                        break
+                    j -= 1
+        for run in bucket.runs:
+            fresh &= ~run.member(sh, sl)
+        if fresh.all():
+            nhi, nlo = sh, sl
+        else:
+            nhi, nlo = sh[fresh], sl[fresh]
+        bucket.hot = None  # bulk: lookups go to the exact runs (building the pre-check costs more)
+        if nhi.shape[0]:
+            bucket.runs.append(Run(self._name(), np.ascontiguousarray(nhi), np.ascontiguousarray(nlo)))
+            limit = SEALED_RUNS_MAX if bucket.sealed else HOT_RUNS_MAX
             if len(bucket.runs) > limit:
                 bucket.runs = [_merged(self._name(), bucket.runs, {})]
+        new = np.empty(n, dtype=bool)
+        new[order] = fresh
         if ts_ms > self.clock_ms:
-            self._tick(ts_ms, idx, int(new.sum()))
+            self._tick(ts_ms, idx, int(nhi.shape[0]))
         return new
 
     # --- checkpoints, resharding ----------------------------------------------------------------
@@ -375,8 +388,7 @@ class Dedup:
             next_run=self._next_run,
             beyond_horizon=self.beyond_horizon,
             buckets=tuple(
-                (idx, tuple(r.name for r in b.runs), b.hot is not None)
-                for idx, b in sorted(self._buckets.items())
+                (idx, tuple(r.name for r in b.runs), not b.sealed) for idx, b in sorted(self._buckets.items())
             ),
         )
 
@@ -386,12 +398,13 @@ class Dedup:
         dedup.clock_ms = manifest.clock_ms
         dedup._next_run = manifest.next_run
         dedup.beyond_horizon = manifest.beyond_horizon
-        for idx, names, hot in manifest.buckets:
-            bucket = Bucket(runs=[runs[name] for name in names], hot=None)
-            if hot:
-                bucket.hot = set()
+        for idx, names, current in manifest.buckets:
+            bucket = Bucket(runs=[runs[name] for name in names], hot=None, sealed=not current)
+            if current:
+                hot: set[int] = set()
                 for run in bucket.runs:
-                    bucket.hot.update(run.hi.tolist())
+                    hot.update(run.hi.tolist())
+                bucket.hot = hot
             dedup._buckets[idx] = bucket
         for idx in dedup._buckets:
             if idx * dedup.bucket_ms > dedup.clock_ms + dedup.max_ahead_ms and dedup.clock_ms != _NEVER:
@@ -421,7 +434,7 @@ class Dedup:
         for idx, bucket in self._buckets.items():
             runs = [Run(copy._name(), r.hi, r.lo) for r in bucket.runs]
             hot = None if bucket.hot is None else set(bucket.hot)
-            copy._buckets[idx] = Bucket(runs=runs, hot=hot)
+            copy._buckets[idx] = Bucket(runs=runs, hot=hot, sealed=bucket.sealed)
         return copy
 
     def merge(self, other: Dedup) -> None:
@@ -433,12 +446,14 @@ class Dedup:
             runs = [Run(self._name(), r.hi, r.lo) for r in theirs.runs]
             if mine is None:
                 hot = None if theirs.hot is None else set(theirs.hot)
-                self._buckets[idx] = Bucket(runs=runs, hot=hot)
+                self._buckets[idx] = Bucket(runs=runs, hot=hot, sealed=theirs.sealed)
                 continue
             mine.runs.extend(runs)
             if mine.hot is not None:
-                for run in runs:
-                    mine.hot.update(run.hi.tolist())
+                if theirs.hot is None:
+                    mine.hot = None  # their keys have no pre-check: ask the runs
+                else:
+                    mine.hot |= theirs.hot
         for idx, count in other._ahead.items():
             self._ahead[idx] = self._ahead.get(idx, 0) + count
         if other.clock_ms > self.clock_ms:
