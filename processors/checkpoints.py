@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from config import Settings
 from processors.core import ShardCore
 from processors.core.dedup import Run
+from processors.core.processor import PIECE_PREFIX
 
 FORMAT: Final = 2  # 1: the whole core in the object (still read)
 PARALLEL: Final = 16  # run objects read or written at once
@@ -90,9 +91,11 @@ def head_runs(blob: bytes) -> list[str]:
     return list(data.get("runs", [])) if data.get("format") == FORMAT else []
 
 
-def decode_checkpoint(blob: bytes, runs: dict[str, Run] | None = None) -> Checkpoint:
-    """A checkpoint from its head (and its runs). Without `runs`, the dedup memory is left empty:
-    enough for readers of stock, never for a core that goes on processing."""
+def decode_checkpoint(
+    blob: bytes, runs: dict[str, Run] | None = None, pieces: dict[str, bytes] | None = None
+) -> Checkpoint:
+    """A checkpoint from its head (and its runs and pieces). Without them, the dedup memory and the
+    detectors are left empty: enough for readers of stock, never for a core that goes on processing."""
     data = pickle.loads(blob)
     version = data.get("format")
     if version == 1:
@@ -100,7 +103,7 @@ def decode_checkpoint(blob: bytes, runs: dict[str, Run] | None = None) -> Checkp
         names: tuple[str, ...] = ()
     elif version == FORMAT:
         names = tuple(data["runs"])
-        core = ShardCore.from_parts(data["core_head"], runs or {}, keys=runs is not None)
+        core = ShardCore.from_parts(data["core_head"], runs or {}, pieces or {}, keys=runs is not None)
     else:
         raise ValueError(f"checkpoint format {version} is not {FORMAT}")
     return Checkpoint(
@@ -148,24 +151,34 @@ class S3Checkpoints:
         started = time.perf_counter()
         parts = core.checkpoint_parts()
         stored = self._stored.setdefault(shard_id, set())
-        new = [run for name, run in parts.runs.items() if name not in stored]
-        blobs = [(run.name, run.to_bytes()) for run in new]
-        await _bounded(
-            self._s3.put_object(Bucket=self._bucket, Key=self.run_key(shard_id, name), Body=blob)
-            for name, blob in blobs
+        new_runs = [run for name, run in parts.runs.items() if name not in stored]
+        new_pieces = [(name, blob) for name, blob in parts.pieces.items() if name not in stored]
+
+        async def put(name: str, item: Run | bytes) -> int:
+            # A run is encoded when its turn comes: a few in memory at a time.
+            blob = item.to_bytes() if isinstance(item, Run) else item
+            await self._s3.put_object(Bucket=self._bucket, Key=self.run_key(shard_id, name), Body=blob)
+            stored.add(name)
+            return len(blob)
+
+        sizes: list[int] = await _bounded(
+            [put(run.name, run) for run in new_runs] + [put(name, blob) for name, blob in new_pieces]
         )
-        stored.update(name for name, _ in blobs)
-        head = encode_head(shard_id, sequence_number, parts.head, parts.runs, ended)
+        new = [*new_runs, *new_pieces]
+        named = set(parts.names)
+        head = encode_head(shard_id, sequence_number, parts.head, named, ended)
         await self._s3.put_object(Bucket=self._bucket, Key=self.key(shard_id), Body=head)
-        stale = sorted(stored - set(parts.runs))
+        stale = sorted(stored - named)
         await self._delete(shard_id, stale)
         stored.difference_update(stale)
         report = SaveReport(
             head_bytes=len(head),
-            runs_written=len(blobs),
-            bytes_written=len(head) + sum(len(b) for _, b in blobs),
+            runs_written=len(new),
+            bytes_written=len(head) + sum(sizes),
             runs_deleted=len(stale),
-            total_bytes=len(head) + sum(16 + run.nbytes for run in parts.runs.values()),
+            total_bytes=len(head)
+            + sum(16 + run.nbytes for run in parts.runs.values())
+            + sum(len(blob) for blob in parts.pieces.values()),
             seconds=time.perf_counter() - started,
         )
         self.last_save = report
@@ -193,8 +206,14 @@ class S3Checkpoints:
             raise
         names = head_runs(blob)
         bodies = await _bounded(self._get(self.run_key(shard_id, name)) for name in names)
-        runs = {name: Run.from_bytes(name, body) for name, body in zip(names, bodies, strict=True)}
-        checkpoint = decode_checkpoint(blob, runs)
+        runs: dict[str, Run] = {}
+        pieces: dict[str, bytes] = {}
+        for name, body in zip(names, bodies, strict=True):
+            if name.startswith(PIECE_PREFIX):
+                pieces[name] = body
+            else:
+                runs[name] = Run.from_bytes(name, body)
+        checkpoint = decode_checkpoint(blob, runs, pieces)
         self._stored[shard_id] = set(names)
         await self.sweep(shard_id, set(names))
         return checkpoint

@@ -10,6 +10,8 @@ window is judged by the store's detector (processors/core/detector.py, monitor.p
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import pickle
 from collections import Counter
 from collections.abc import Mapping
@@ -109,11 +111,21 @@ class CoreState:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointParts:
-    """A checkpoint in two parts: a small head (everything but the dedup keys, which it names) and
-    the dedup's immutable runs, by name; a run once stored never changes, so it is written once."""
+    """A checkpoint in parts: a small head (everything but the dedup keys and the stores' detectors,
+    which it names), the dedup's immutable runs, and each store's detector as a piece named by its
+    content. A run or piece once stored never changes, so it is written once; a detector changes
+    when one of its store's windows closes, and only then is a new piece written."""
 
     head: bytes
     runs: dict[str, Run]
+    pieces: dict[str, bytes]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted([*self.runs, *self.pieces])
+
+
+PIECE_PREFIX: Final = "d-"
 
 
 def _dedup(config: CoreConfig) -> Dedup:
@@ -298,32 +310,55 @@ class ShardCore:
         return pickle.dumps((SNAPSHOT_VERSION, self.config, self.state), protocol=pickle.HIGHEST_PROTOCOL)
 
     def checkpoint_parts(self) -> CheckpointParts:
-        """The state as a head and named immutable dedup runs (see CheckpointParts)."""
+        """The state as a head, named immutable dedup runs and detector pieces (see CheckpointParts)."""
         dedup = self.state.dedup
         dedup.cut()
-        head_state = replace(self.state, dedup=Dedup(1))  # the keys go in runs, named by the manifest
+        monitor = self.state.monitor
+        pieces: dict[str, bytes] = {}
+        detectors: dict[str, str] = {}
+        head_monitor = monitor
+        if monitor is not None:
+            for store_id, detector in monitor.detectors.items():
+                blob = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+                name = PIECE_PREFIX + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                pieces[name] = blob
+                detectors[store_id] = name
+            head_monitor = copy.copy(monitor)
+            head_monitor.detectors = {}
+        # The keys go in runs (named by the manifest), the detectors in pieces.
+        head_state = replace(self.state, dedup=Dedup(1), monitor=head_monitor)
         head = pickle.dumps(
-            (SNAPSHOT_VERSION, self.config, head_state, dedup.manifest()), protocol=pickle.HIGHEST_PROTOCOL
+            (SNAPSHOT_VERSION, self.config, head_state, dedup.manifest(), detectors),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
-        return CheckpointParts(head, dedup.runs())
+        return CheckpointParts(head, dedup.runs(), pieces)
 
     @staticmethod
-    def head_runs(head: bytes) -> list[str]:
-        """The names of the runs a head needs."""
-        _, _, _, manifest = pickle.loads(head)
-        return [name for _, names, _ in manifest.buckets for name in names]
+    def head_names(head: bytes) -> list[str]:
+        """The names of the runs and pieces a head needs."""
+        _, _, _, manifest, detectors = pickle.loads(head)
+        runs = [name for _, names, _ in manifest.buckets for name in names]
+        return sorted({*runs, *detectors.values()})
 
     @classmethod
-    def from_parts(cls, head: bytes, runs: Mapping[str, Run], keys: bool = True) -> ShardCore:
-        """The core of a head and its runs. keys=False leaves the dedup memory empty (no runs read):
-        for readers of stock only."""
-        version, config, state, manifest = pickle.loads(head)
+    def from_parts(
+        cls, head: bytes, runs: Mapping[str, Run], pieces: Mapping[str, bytes], keys: bool = True
+    ) -> ShardCore:
+        """The core of a head, its runs and pieces. keys=False: a reader of stock only, given no
+        runs and maybe no pieces; the dedup memory is left empty and missing detectors out."""
+        version, config, state, manifest, detectors = pickle.loads(head)
         if version != SNAPSHOT_VERSION or not isinstance(manifest, Manifest):
             raise ValueError(f"checkpoint head format {version} is not {SNAPSHOT_VERSION}")
         if not keys:
             manifest = replace(manifest, buckets=())
         core = cls(config)
         state.dedup = Dedup.from_manifest(manifest, runs)
+        if state.monitor is not None:
+            state.monitor.detectors = {
+                store_id: pickle.loads(pieces[name])
+                for store_id, name in detectors.items()
+                if keys or name in pieces
+            }
         core.state = state
         return core
 

@@ -72,7 +72,7 @@ async def test_checkpoints_write_only_what_changed_and_clean_up(
         feed(core, 310, 4_000)
         later = await store.save(SHARD, "4000", core)
         assert later.runs_deleted > 0
-        named = set(core.state.dedup.runs())
+        named = set(core.checkpoint_parts().names)
         assert run_keys(s3, resources.bucket, settings) == named  # nothing left that no head names
         head = s3.get_object(Bucket=resources.bucket, Key=store.key(SHARD))["Body"].read()
         assert pickle.loads(head)["format"] == FORMAT
@@ -132,6 +132,6 @@ async def test_split_and_merged_shards_checkpoint_their_own_copies(
     assert back.core.inventory() == parent.inventory()
     assert not any(back.core.apply(sale(i, i * 2_000, f"store-{i % 3:03d}")) for i in range(400, 500))
     assert run_keys(s3, resources.bucket, settings, "shardId-000000000003") == set(
-        back.core.state.dedup.runs()
+        back.core.checkpoint_parts().names
     )
     assert run_keys(s3, resources.bucket, settings, SHARD)  # the parent's own runs stay with its head

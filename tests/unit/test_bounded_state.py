@@ -85,8 +85,8 @@ def effects_of(core: ShardCore, records: list[bytes]) -> tuple[object, ...]:
 def restored(core: ShardCore) -> ShardCore:
     parts = core.checkpoint_parts()
     runs = {name: Run.from_bytes(name, run.to_bytes()) for name, run in parts.runs.items()}
-    assert sorted(runs) == sorted(ShardCore.head_runs(parts.head))
-    return ShardCore.from_parts(parts.head, runs)
+    assert ShardCore.head_names(parts.head) == parts.names
+    return ShardCore.from_parts(parts.head, runs, parts.pieces)
 
 
 @settings(max_examples=15, deadline=None)
