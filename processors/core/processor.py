@@ -172,6 +172,8 @@ class ShardCore:
         )
         self.out = Effects()
         self._archive = self.config.archive
+        # Each store's detector as last pickled for a checkpoint, until one of its windows closes.
+        self._pieces: dict[str, tuple[object, str, bytes]] = {}
 
     # --- the hot path ---------------------------------------------------------------------------
 
@@ -283,8 +285,10 @@ class ShardCore:
             return
         out = self.out
         alerts = self.state.stats.alerts
+        pieces = self._pieces
         for window in windows:
             monitor.window_closed(window, out, alerts)
+            pieces.pop(window.store_id, None)  # its detector learned: pickle it again
 
     def drain(self) -> Effects:
         """Hand the collected effects to the shell and start a fresh collection."""
@@ -318,11 +322,19 @@ class ShardCore:
         detectors: dict[str, str] = {}
         head_monitor = monitor
         if monitor is not None:
+            cache = self._pieces
             for store_id, detector in monitor.detectors.items():
-                blob = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
-                name = PIECE_PREFIX + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                cached = cache.get(store_id)
+                if cached is not None and cached[0] is detector:
+                    _, name, blob = cached
+                else:
+                    blob = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+                    name = PIECE_PREFIX + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                    cache[store_id] = (detector, name, blob)
                 pieces[name] = blob
                 detectors[store_id] = name
+            for gone in cache.keys() - monitor.detectors.keys():
+                del cache[gone]
             head_monitor = copy.copy(monitor)
             head_monitor.detectors = {}
         # The keys go in runs (named by the manifest), the detectors in pieces.
