@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config import Settings
-from processors.checkpoints import S3Checkpoints
+from processors.checkpoints import S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import ShardCore
 from processors.core.dedup import Dedup
 from processors.stream_processor import core_config
@@ -352,7 +352,7 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
                             and got["manifest"] == repr(dedup.manifest())
                         )
                     days.append(row)
-                    console.print(line(row))
+                    print(line(row), file=sys.stderr, flush=True)
         extra = {"core_events_per_s": core_speed(), "endpoint": endpoint}
         return days, extra
     finally:
@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--restore-probe", metavar="BUCKET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    return_large_buffers_to_the_system()  # as the processor does
     if args.restore_probe:
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         name = args.restore_probe

@@ -15,7 +15,9 @@ Restore reads the head and every run it names (in parallel). Readers that want t
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import pickle
+import sys
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -31,6 +33,26 @@ from processors.core.processor import PIECE_PREFIX
 FORMAT: Final = 2  # 1: the whole core in the object (still read)
 PARALLEL: Final = 16  # run objects read or written at once
 DELETE_BATCH: Final = 1000  # DeleteObjects takes up to 1,000 keys
+
+
+_M_MMAP_THRESHOLD: Final = -3
+
+
+def return_large_buffers_to_the_system() -> bool:
+    """Keep glibc from holding freed run buffers (~11 MB each) in its heap.
+
+    glibc raises its mmap threshold to the size of the largest mmapped block freed (up to 32 MB), so
+    after the first run written or merged, buffers of that size come from the heap and stay in the
+    process's RSS when freed. Pinning the threshold (as MALLOC_MMAP_THRESHOLD_ would) keeps every such
+    buffer mmapped and returned on free. False where this is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass(frozen=True)

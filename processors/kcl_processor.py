@@ -36,7 +36,7 @@ from typing import IO, Any, Final, Protocol
 
 from config import Settings
 from config.settings import load_settings
-from processors.checkpoints import Checkpoint, S3Checkpoints
+from processors.checkpoints import Checkpoint, S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import Effects, ShardCore
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
@@ -396,6 +396,7 @@ def cmd_kcl_processor(args: argparse.Namespace) -> int:
         sys.stdin.reconfigure(encoding="utf-8")
     settings = load_settings()
     require_aws()
+    return_large_buffers_to_the_system()
     store = AwsShardStore(settings)
     processor = KclShardProcessor(settings, store)
     try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from config import Settings
-from processors.checkpoints import Checkpoint, S3Checkpoints
+from processors.checkpoints import Checkpoint, S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.lineage import ShardInfo, ready
@@ -50,6 +50,7 @@ class StreamProcessor:
         resources: Any,
         on_effects: Callable[[str, Effects], None] | None = None,
     ) -> None:
+        return_large_buffers_to_the_system()
         self._settings = settings
         self._kinesis = clients["kinesis"]
         self._sinks = Sinks(clients, settings, resources)

@@ -127,8 +127,9 @@ class Run:
         (n,) = struct.unpack_from("<Q", blob, 8)
         if len(blob) != 16 + 12 * n:
             raise ValueError(f"dedup run {name}: {len(blob)} bytes, expected {16 + 12 * n}")
-        hi = np.frombuffer(blob, dtype="<u8", count=n, offset=16).astype(np.uint64)
-        lo = np.frombuffer(blob, dtype="<u4", count=n, offset=16 + 8 * n).astype(np.uint32)
+        # Views on the object's bytes (read-only, which runs are), no copy.
+        hi: U64 = np.frombuffer(blob, dtype="<u8", count=n, offset=16).astype(np.uint64, copy=False)
+        lo: U32 = np.frombuffer(blob, dtype="<u4", count=n, offset=16 + 8 * n).astype(np.uint32, copy=False)
         return cls(name, hi, lo)
 
     def __reduce__(self) -> tuple[object, ...]:
