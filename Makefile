@@ -59,7 +59,13 @@ bench-detect: $(STAMP)
 bench-core: $(STAMP)
 	$(BIN)/python -m benchmarks.core_speed --docs docs/detection.md
 
-.PHONY: bench-detect bench-core
+# Soak: one shard at 1,000 events/s for 30 days of event time (bounded memory, incremental
+# checkpoints, restore); figures into docs/benchmarks.md and curves into docs/soak.png.
+bench-soak: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks.soak --docs docs/benchmarks.md --plot docs/soak.png --json .cache/soak.json
+
+.PHONY: bench-detect bench-core bench-soak
 
 # Every benchmark (load test, core speed, detection), figures into docs/benchmarks.md; under 10 minutes.
 bench: $(STAMP)

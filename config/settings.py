@@ -50,7 +50,14 @@ class Settings(BaseSettings):
     # --- stock rules -----------------------------------------------------------------------------
     default_restock_threshold: int = Field(default=5, ge=0)
     default_target_stock: int = Field(default=40, ge=1)
-    dedup_horizon_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # A repeat of (store_id, event_id) within this much event time of the shard's newest events is
+    # always ignored (docs/durability.md); at least the stream's retention (24 h by default).
+    dedup_horizon_s: int = Field(default=24 * 3600, ge=60)
+    dedup_bucket_s: int = Field(default=900, ge=1)  # the memory expires in slices of this much event time
+    dedup_max_ahead_s: int = Field(default=3600, ge=0)  # events further ahead do not move its clock alone
+    # A store that sends nothing for this long (event time) is forgotten: stock, catalog, requests,
+    # windows, detector. 0 keeps every store for ever.
+    store_retention_s: int = Field(default=35 * 24 * 3600, ge=0)
 
     # --- event-time windows and anomaly detection ------------------------------------------------
     window_s: int = Field(default=900, ge=0)  # tumbling window; 0 turns windows and detection off

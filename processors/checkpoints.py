@@ -1,9 +1,25 @@
-"""Checkpoints: a shard's whole core state together with the sequence number it reflects, in one
-S3 object per shard, so the pair is written atomically and a shard's state can move between workers."""
+"""Checkpoints: a shard's core state with the sequence number it reflects, written incrementally.
+
+A checkpoint is a small *head* object per shard, `<prefix><stream>/<shard>.ckpt` (stock, catalog,
+open requests, windows, detectors, counters, the dedup's manifest and the sequence number), plus the
+dedup memory's *runs*: immutable objects under `<prefix><stream>.runs/<shard>/<run>`, each written
+once. A save writes the runs the head names that are not stored yet, then the head in one PUT (so the
+state and its sequence number change together, atomically), then deletes the runs that the previous
+head named and the new one does not. A crash between the two leaves unnamed runs behind; the next
+owner of the shard removes them when it loads the checkpoint.
+
+Restore reads the head and every run it names (in parallel). Readers that want the stock only
+(`inventory`, the dashboard) read the head alone.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import pickle
+import sys
+import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -11,8 +27,32 @@ from botocore.exceptions import ClientError
 
 from config import Settings
 from processors.core import ShardCore
+from processors.core.dedup import Run
+from processors.core.processor import PIECE_PREFIX
 
-FORMAT: Final = 1
+FORMAT: Final = 2  # 1: the whole core in the object (still read)
+PARALLEL: Final = 16  # run objects read or written at once
+DELETE_BATCH: Final = 1000  # DeleteObjects takes up to 1,000 keys
+
+
+_M_MMAP_THRESHOLD: Final = -3
+
+
+def return_large_buffers_to_the_system() -> bool:
+    """Keep glibc from holding freed run buffers (~11 MB each) in its heap.
+
+    glibc raises its mmap threshold to the size of the largest mmapped block freed (up to 32 MB), so
+    after the first run written or merged, buffers of that size come from the heap and stay in the
+    process's RSS when freed. Pinning the threshold (as MALLOC_MMAP_THRESHOLD_ would) keeps every such
+    buffer mmapped and returned on free. False where this is not glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -21,14 +61,44 @@ class Checkpoint:
     sequence_number: str | None
     core: ShardCore
     shard_ended: bool = False
+    runs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SaveReport:
+    """What one save did: for metrics, logs and the soak benchmark."""
+
+    head_bytes: int
+    runs_written: int
+    bytes_written: int  # head + new runs
+    runs_deleted: int
+    total_bytes: int  # head + every run it names: the checkpoint's size
+    seconds: float
+
+
+def encode_head(
+    shard_id: str, sequence_number: str | None, head: bytes, runs: Iterable[str], ended: bool
+) -> bytes:
+    return pickle.dumps(
+        {
+            "format": FORMAT,
+            "shard_id": shard_id,
+            "sequence_number": sequence_number,
+            "shard_ended": ended,
+            "core_head": head,
+            "runs": sorted(runs),
+        },
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
 
 
 def encode_checkpoint(
     shard_id: str, sequence_number: str | None, core: ShardCore, shard_ended: bool
 ) -> bytes:
+    """A whole checkpoint in one object (format 1): for tests and small tools."""
     return pickle.dumps(
         {
-            "format": FORMAT,
+            "format": 1,
             "shard_id": shard_id,
             "sequence_number": sequence_number,
             "shard_ended": shard_ended,
@@ -38,53 +108,164 @@ def encode_checkpoint(
     )
 
 
-def decode_checkpoint(blob: bytes) -> Checkpoint:
+def head_runs(blob: bytes) -> list[str]:
     data = pickle.loads(blob)
-    if data.get("format") != FORMAT:
-        raise ValueError(f"checkpoint format {data.get('format')} is not {FORMAT}")
+    return list(data.get("runs", [])) if data.get("format") == FORMAT else []
+
+
+def decode_checkpoint(
+    blob: bytes, runs: dict[str, Run] | None = None, pieces: dict[str, bytes] | None = None
+) -> Checkpoint:
+    """A checkpoint from its head (and its runs and pieces). Without them, the dedup memory and the
+    detectors are left empty: enough for readers of stock, never for a core that goes on processing."""
+    data = pickle.loads(blob)
+    version = data.get("format")
+    if version == 1:
+        core = ShardCore.restore(data["core"])
+        names: tuple[str, ...] = ()
+    elif version == FORMAT:
+        names = tuple(data["runs"])
+        core = ShardCore.from_parts(data["core_head"], runs or {}, pieces or {}, keys=runs is not None)
+    else:
+        raise ValueError(f"checkpoint format {version} is not {FORMAT}")
     return Checkpoint(
         shard_id=data["shard_id"],
         sequence_number=data["sequence_number"],
-        core=ShardCore.restore(data["core"]),
+        core=core,
         shard_ended=bool(data.get("shard_ended", False)),
+        runs=names,
     )
+
+
+async def _bounded(tasks: Iterable[Awaitable[Any]], limit: int = PARALLEL) -> list[Any]:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(task: Awaitable[Any]) -> Any:
+        async with gate:
+            return await task
+
+    return list(await asyncio.gather(*(one(t) for t in tasks)))
 
 
 class S3Checkpoints:
     """Async checkpoint store on S3 (the processor's own bucket, under `checkpoint_prefix`)."""
 
-    def __init__(self, s3: Any, bucket: str, settings: Settings) -> None:
+    def __init__(self, s3: Any, bucket: str, settings: Settings, sweep_older_than_s: float = 600.0) -> None:
         self._s3 = s3
         self._bucket = bucket
         self._prefix = f"{settings.checkpoint_prefix}{settings.stream_name}/"
+        self._runs_prefix = f"{settings.checkpoint_prefix}{settings.stream_name}.runs/"
+        # Unnamed runs younger than this are left alone at load: a previous owner that has not yet
+        # heard that it lost the shard may be about to name them.
+        self._sweep_older_than_s = sweep_older_than_s
+        self._stored: dict[str, set[str]] = {}  # per shard: runs known to be in S3
+        self.last_save: SaveReport | None = None
 
     def key(self, shard_id: str) -> str:
         return f"{self._prefix}{shard_id}.ckpt"
 
+    def run_key(self, shard_id: str, name: str) -> str:
+        return f"{self._runs_prefix}{shard_id}/{name}"
+
     async def save(
         self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool = False
-    ) -> None:
-        body = encode_checkpoint(shard_id, sequence_number, core, ended)
-        await self._s3.put_object(Bucket=self._bucket, Key=self.key(shard_id), Body=body)
+    ) -> SaveReport:
+        started = time.perf_counter()
+        parts = core.checkpoint_parts()
+        stored = self._stored.setdefault(shard_id, set())
+        new_runs = [run for name, run in parts.runs.items() if name not in stored]
+        new_pieces = [(name, blob) for name, blob in parts.pieces.items() if name not in stored]
+
+        async def put(name: str, item: Run | bytes) -> int:
+            # A run is encoded when its turn comes: a few in memory at a time.
+            blob = item.to_bytes() if isinstance(item, Run) else item
+            await self._s3.put_object(Bucket=self._bucket, Key=self.run_key(shard_id, name), Body=blob)
+            stored.add(name)
+            return len(blob)
+
+        sizes: list[int] = await _bounded(
+            [put(run.name, run) for run in new_runs] + [put(name, blob) for name, blob in new_pieces]
+        )
+        new = [*new_runs, *new_pieces]
+        named = set(parts.names)
+        head = encode_head(shard_id, sequence_number, parts.head, named, ended)
+        await self._s3.put_object(Bucket=self._bucket, Key=self.key(shard_id), Body=head)
+        stale = sorted(stored - named)
+        await self._delete(shard_id, stale)
+        stored.difference_update(stale)
+        report = SaveReport(
+            head_bytes=len(head),
+            runs_written=len(new),
+            bytes_written=len(head) + sum(sizes),
+            runs_deleted=len(stale),
+            total_bytes=len(head)
+            + sum(16 + run.nbytes for run in parts.runs.values())
+            + sum(len(blob) for blob in parts.pieces.values()),
+            seconds=time.perf_counter() - started,
+        )
+        self.last_save = report
+        return report
+
+    async def _delete(self, shard_id: str, names: list[str]) -> None:
+        for i in range(0, len(names), DELETE_BATCH):
+            chunk = names[i : i + DELETE_BATCH]
+            await self._s3.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": self.run_key(shard_id, n)} for n in chunk], "Quiet": True},
+            )
+
+    async def _get(self, key: str) -> bytes:
+        resp = await self._s3.get_object(Bucket=self._bucket, Key=key)
+        async with resp["Body"] as body:
+            return bytes(await body.read())
 
     async def load(self, shard_id: str) -> Checkpoint | None:
         try:
-            resp = await self._s3.get_object(Bucket=self._bucket, Key=self.key(shard_id))
+            blob = await self._get(self.key(shard_id))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 return None
             raise
-        async with resp["Body"] as body:
-            return decode_checkpoint(await body.read())
+        names = head_runs(blob)
+        bodies = await _bounded(self._get(self.run_key(shard_id, name)) for name in names)
+        runs: dict[str, Run] = {}
+        pieces: dict[str, bytes] = {}
+        for name, body in zip(names, bodies, strict=True):
+            if name.startswith(PIECE_PREFIX):
+                pieces[name] = body
+            else:
+                runs[name] = Run.from_bytes(name, body)
+        checkpoint = decode_checkpoint(blob, runs, pieces)
+        self._stored[shard_id] = set(names)
+        await self.sweep(shard_id, set(names))
+        return checkpoint
+
+    async def sweep(self, shard_id: str, named: set[str]) -> int:
+        """Delete this shard's runs that no checkpoint names (left by a crash between a save's
+        steps), if older than the sweep age. Returns how many went."""
+        cutoff = time.time() - self._sweep_older_than_s
+        prefix = f"{self._runs_prefix}{shard_id}/"
+        stale: list[str] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix) :]
+                if name not in named and obj["LastModified"].timestamp() <= cutoff:
+                    stale.append(name)
+        await self._delete(shard_id, stale)
+        return len(stale)
 
 
 def load_all_sync(s3: Any, bucket: str, settings: Settings, include_ended: bool = False) -> list[Checkpoint]:
-    """Every shard's checkpoint, for `shelfstream inventory` (a boto3 client). A closed shard's
-    checkpoint is left out unless asked for: its stores live on in its children's checkpoints."""
+    """Every shard's checkpoint head, for `shelfstream inventory` (a boto3 client): stock and
+    requests, without the dedup memory. A closed shard's checkpoint is left out unless asked for:
+    its stores live on in its children's checkpoints."""
     prefix = f"{settings.checkpoint_prefix}{settings.stream_name}/"
     result = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
+            if not obj["Key"].endswith(".ckpt"):
+                continue
             blob = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
             checkpoint = decode_checkpoint(blob)
             if include_ended or not checkpoint.shard_ended:

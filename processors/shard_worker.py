@@ -156,14 +156,23 @@ class ShardWorker:
         if self._last_seq == self._checkpointed_seq and not self.status.ended:
             self._last_checkpoint = time.monotonic()
             return
-        await self._checkpoints.save(self.shard_id, self._last_seq, self.core, self.status.ended)
+        report = await self._checkpoints.save(self.shard_id, self._last_seq, self.core, self.status.ended)
         self._checkpointed_seq = self._last_seq
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self.status.checkpoints += 1
         log.info(
             "checkpoint",
-            extra={"shard_id": self.shard_id, "sequence_number": self._last_seq, "ended": self.status.ended},
+            extra={
+                "shard_id": self.shard_id,
+                "sequence_number": self._last_seq,
+                "ended": self.status.ended,
+                "bytes_written": report.bytes_written,
+                "checkpoint_bytes": report.total_bytes,
+                "runs_written": report.runs_written,
+                "runs_deleted": report.runs_deleted,
+                "seconds": round(report.seconds, 3),
+            },
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from config import Settings
 from foundation.aws.lineage import ShardInfo, ready
 from foundation.contract import Alert, RestockRequest, alert_kind
-from processors.checkpoints import Checkpoint, S3Checkpoints
+from processors.checkpoints import Checkpoint, S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.shard_worker import ShardWorker
@@ -30,6 +30,9 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
         default_restock_threshold=settings.default_restock_threshold,
         default_target_stock=settings.default_target_stock,
         dedup_horizon_ms=settings.dedup_horizon_s * 1000,
+        dedup_bucket_ms=settings.dedup_bucket_s * 1000,
+        dedup_max_ahead_ms=settings.dedup_max_ahead_s * 1000,
+        store_retention_ms=settings.store_retention_s * 1000,
         window_ms=settings.window_s * 1000,
         hopping_window_ms=settings.hopping_window_s * 1000,
         hopping_hop_ms=settings.hopping_hop_s * 1000,
@@ -47,6 +50,7 @@ class StreamProcessor:
         resources: Any,
         on_effects: Callable[[str, Effects], None] | None = None,
     ) -> None:
+        return_large_buffers_to_the_system()
         self._settings = settings
         self._kinesis = clients["kinesis"]
         self._sinks = Sinks(clients, settings, resources)

@@ -2,7 +2,9 @@
 
 A split gives each child the parent's state for the stores whose hash key it owns; a merge joins two
 parents' states (their stores are disjoint). Shard-wide parts go whole to each side: the dedup memory
-(ids do not say their store; a superset is harmless and ages out) and the window clock, where a
+(its keys are hashes of (store, event id), so they do not say their store; a superset is harmless and
+ages out within the horizon; a merge takes the union of both memories' runs, renamed so the two
+parents' names never clash) and the window clock, where a
 merge keeps the earlier of the two closing points so no store's open window is skipped, and each store
 remembers where its own shard had closed, so no window is closed twice.
 """
@@ -32,6 +34,7 @@ def split(core: ShardCore, owns: Callable[[str], bool]) -> ShardCore:
     inv.open_requests = {k: v for k, v in inv.open_requests.items() if owns(k[0])}
     inv.out_of_stock = {k for k in inv.out_of_stock if owns(k[0])}
     inv.limits = {k: v for k, v in inv.limits.items() if owns(k[0])}
+    state.last_seen = {s: ts for s, ts in state.last_seen.items() if owns(s)}
     if state.windows is not None:
         state.windows.stores = {s: w for s, w in state.windows.stores.items() if owns(s)}
     if state.monitor is not None:
@@ -55,6 +58,8 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
         inv.out_of_stock |= oinv.out_of_stock
         inv.limits.update(oinv.limits)
         state.dedup.merge(o.dedup)
+        state.last_seen.update(o.last_seen)
+        state.next_sweep_ms = min(state.next_sweep_ms, o.next_sweep_ms)
         if state.windows is not None and o.windows is not None:
             w, ow = state.windows, o.windows
             for engine in (w, ow):

@@ -10,9 +10,12 @@ window is judged by the store's detector (processors/core/detector.py, monitor.p
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import pickle
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
 import msgspec
@@ -29,22 +32,29 @@ from foundation.contract import (
     decode_event,
     decode_strict,
 )
-from processors.core.dedup import Dedup
+from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Manifest, Run
 from processors.core.detector import DetectorConfig
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
 
-SNAPSHOT_VERSION: Final = 2
+SNAPSHOT_VERSION: Final = 3
 _MINUTE_MS: Final = 60_000
+_DAY_MS: Final = 24 * 3600 * 1000
+_SWEEP_EVERY_MS: Final = 3600 * 1000  # how often (in event time) silent stores are looked for
 
 
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
     default_restock_threshold: int = 5
     default_target_stock: int = 40
-    dedup_horizon_ms: int = 7 * 24 * 3600 * 1000
+    dedup_horizon_ms: int = _DAY_MS
+    dedup_bucket_ms: int = DEFAULT_BUCKET_MS
+    dedup_max_ahead_ms: int = 3600 * 1000
+    # A store that has sent nothing for this long (event time) is forgotten: stock, catalog, open
+    # requests, windows and detector go (0 keeps every store for ever).
+    store_retention_ms: int = 35 * _DAY_MS
     archive: bool = True
     # Event-time windows per store (0 turns windows, and so detection, off).
     window_ms: int = 15 * _MINUTE_MS
@@ -69,6 +79,7 @@ class CoreStats:
     events_rejected: int = 0
     duplicates_ignored: int = 0
     late_events: int = 0
+    stores_forgotten: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -80,6 +91,7 @@ class CoreStats:
         self.events_rejected += other.events_rejected
         self.duplicates_ignored += other.duplicates_ignored
         self.late_events += other.late_events
+        self.stores_forgotten += other.stores_forgotten
         self.alerts.update(other.alerts)
 
 
@@ -92,6 +104,51 @@ class CoreState:
     stats: CoreStats
     windows: WindowEngine | None = None
     monitor: AnomalyMonitor | None = None
+    # The newest event time of each store, for forgetting stores that went silent for good.
+    last_seen: dict[str, int] = field(default_factory=dict)
+    next_sweep_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointParts:
+    """A checkpoint in parts: a small head (everything but the dedup keys and the stores' detectors,
+    which it names), the dedup's immutable runs, and each store's detector as a piece named by its
+    content. A run or piece once stored never changes, so it is written once; a detector changes
+    when one of its store's windows closes, and only then is a new piece written."""
+
+    head: bytes
+    runs: dict[str, Run]
+    pieces: dict[str, bytes]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted([*self.runs, *self.pieces])
+
+
+PIECE_PREFIX: Final = "d-"
+
+
+def _dedup(config: CoreConfig) -> Dedup:
+    return Dedup(config.dedup_horizon_ms, config.dedup_bucket_ms, config.dedup_max_ahead_ms)
+
+
+def forget_stores(state: CoreState, stores: set[str]) -> None:
+    """Drop every piece of state of these stores (they went silent for good)."""
+    inv = state.inventory
+    inv.stock = {k: v for k, v in inv.stock.items() if k[0] not in stores}
+    inv.catalog = {k: v for k, v in inv.catalog.items() if k[0] not in stores}
+    inv.open_requests = {k: v for k, v in inv.open_requests.items() if k[0] not in stores}
+    inv.out_of_stock = {k for k in inv.out_of_stock if k[0] not in stores}
+    inv.limits = {k: v for k, v in inv.limits.items() if k[0] not in stores}
+    if state.windows is not None:
+        for store in stores:
+            state.windows.stores.pop(store, None)
+    if state.monitor is not None:
+        for store in stores:
+            state.monitor.detectors.pop(store, None)
+        state.monitor.open_until = {k: v for k, v in state.monitor.open_until.items() if k[0] not in stores}
+    for store in stores:
+        state.last_seen.pop(store, None)
 
 
 def _windows_and_monitor(config: CoreConfig) -> tuple[WindowEngine | None, AnomalyMonitor | None]:
@@ -108,13 +165,15 @@ class ShardCore:
         windows, monitor = _windows_and_monitor(self.config)
         self.state = CoreState(
             inventory=Inventory(self.config.default_restock_threshold, self.config.default_target_stock),
-            dedup=Dedup(self.config.dedup_horizon_ms),
+            dedup=_dedup(self.config),
             stats=CoreStats(),
             windows=windows,
             monitor=monitor,
         )
         self.out = Effects()
         self._archive = self.config.archive
+        # Each store's detector as last pickled for a checkpoint, until one of its windows closes.
+        self._pieces: dict[str, tuple[object, str, bytes]] = {}
 
     # --- the hot path ---------------------------------------------------------------------------
 
@@ -136,9 +195,15 @@ class ShardCore:
             return False
         stats.events_valid += 1
         ts_ms = ev.ts_ms
-        if not state.dedup.first_time(ev.event_id, ts_ms):
+        store_id = ev.store_id
+        if not state.dedup.first_time(store_id, ev.event_id, ts_ms):
             stats.duplicates_ignored += 1
             return False
+        seen = state.last_seen
+        if seen.get(store_id, -1) < ts_ms:
+            seen[store_id] = ts_ms
+            if ts_ms >= state.next_sweep_ms:
+                self._sweep()
         out = self.out
         tally = stats.alerts
         inv = state.inventory
@@ -184,6 +249,21 @@ class ShardCore:
                 self._closed(win.due())  # counts its own anomaly alerts
         return True
 
+    def _sweep(self) -> None:
+        """Forget stores silent for longer than the retention (by the dedup's guarded clock, so one
+        event from a far-off clock cannot make every store look silent)."""
+        state = self.state
+        clock = state.dedup.clock_ms
+        state.next_sweep_ms = max(clock, 0) + _SWEEP_EVERY_MS
+        retention = self.config.store_retention_ms
+        if retention <= 0:
+            return
+        cutoff = clock - retention
+        gone = {s for s, ts in state.last_seen.items() if ts < cutoff}
+        if gone:
+            forget_stores(state, gone)
+            state.stats.stores_forgotten += len(gone)
+
     def finish(self) -> None:
         """End of input (a backtest's last line): close every open window, as if time moved past them.
 
@@ -205,8 +285,10 @@ class ShardCore:
             return
         out = self.out
         alerts = self.state.stats.alerts
+        pieces = self._pieces
         for window in windows:
             monitor.window_closed(window, out, alerts)
+            pieces.pop(window.store_id, None)  # its detector learned: pickle it again
 
     def drain(self) -> Effects:
         """Hand the collected effects to the shell and start a fresh collection."""
@@ -231,16 +313,83 @@ class ShardCore:
         """The whole state as bytes. Effects not yet drained are not part of it: drain and send first."""
         return pickle.dumps((SNAPSHOT_VERSION, self.config, self.state), protocol=pickle.HIGHEST_PROTOCOL)
 
+    def checkpoint_parts(self) -> CheckpointParts:
+        """The state as a head, named immutable dedup runs and detector pieces (see CheckpointParts)."""
+        dedup = self.state.dedup
+        dedup.cut()
+        monitor = self.state.monitor
+        pieces: dict[str, bytes] = {}
+        detectors: dict[str, str] = {}
+        head_monitor = monitor
+        if monitor is not None:
+            cache = self._pieces
+            for store_id, detector in monitor.detectors.items():
+                cached = cache.get(store_id)
+                if cached is not None and cached[0] is detector:
+                    _, name, blob = cached
+                else:
+                    blob = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+                    name = PIECE_PREFIX + hashlib.blake2b(blob, digest_size=16).hexdigest()
+                    cache[store_id] = (detector, name, blob)
+                pieces[name] = blob
+                detectors[store_id] = name
+            for gone in cache.keys() - monitor.detectors.keys():
+                del cache[gone]
+            head_monitor = copy.copy(monitor)
+            head_monitor.detectors = {}
+        # The keys go in runs (named by the manifest), the detectors in pieces.
+        head_state = replace(self.state, dedup=Dedup(1), monitor=head_monitor)
+        head = pickle.dumps(
+            (SNAPSHOT_VERSION, self.config, head_state, dedup.manifest(), detectors),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        return CheckpointParts(head, dedup.runs(), pieces)
+
+    @staticmethod
+    def head_names(head: bytes) -> list[str]:
+        """The names of the runs and pieces a head needs."""
+        _, _, _, manifest, detectors = pickle.loads(head)
+        runs = [name for _, names, _ in manifest.buckets for name in names]
+        return sorted({*runs, *detectors.values()})
+
+    @classmethod
+    def from_parts(
+        cls, head: bytes, runs: Mapping[str, Run], pieces: Mapping[str, bytes], keys: bool = True
+    ) -> ShardCore:
+        """The core of a head, its runs and pieces. keys=False: a reader of stock only, given no
+        runs and maybe no pieces; the dedup memory is left empty and missing detectors out."""
+        version, config, state, manifest, detectors = pickle.loads(head)
+        if version != SNAPSHOT_VERSION or not isinstance(manifest, Manifest):
+            raise ValueError(f"checkpoint head format {version} is not {SNAPSHOT_VERSION}")
+        if not keys:
+            manifest = replace(manifest, buckets=())
+        core = cls(config)
+        state.dedup = Dedup.from_manifest(manifest, runs)
+        if state.monitor is not None:
+            state.monitor.detectors = {
+                store_id: pickle.loads(pieces[name])
+                for store_id, name in detectors.items()
+                if keys or name in pieces
+            }
+        core.state = state
+        return core
+
     @classmethod
     def restore(cls, blob: bytes) -> ShardCore:
         version, config, state = pickle.loads(blob)
-        if version == 1:
-            # Before windows: keep the stock state, start windows and detectors fresh.
+        if version in (1, 2):
+            # Older formats: the dedup memory was a dict of event ids (not per store); it starts
+            # afresh. Checkpoints of format 2 keep windows and detectors.
             known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
+            known["dedup_horizon_ms"] = min(known.get("dedup_horizon_ms", _DAY_MS), _DAY_MS)
             core = cls(CoreConfig(**known))
             core.state.inventory = state.inventory
-            core.state.dedup = state.dedup
-            core.state.stats = state.stats
+            for f in fields(CoreStats):
+                if hasattr(state.stats, f.name):
+                    setattr(core.state.stats, f.name, getattr(state.stats, f.name))
+            if version == 2:
+                core.state.windows = state.windows
+                core.state.monitor = state.monitor
             return core
         if version != SNAPSHOT_VERSION:
             raise ValueError(f"checkpoint format {version} is not {SNAPSHOT_VERSION}")

@@ -47,7 +47,10 @@ def cmd_kcl_processor(args: argparse.Namespace) -> int:
     leave_signals_to_the_daemon()
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(encoding="utf-8")
+    from processors.checkpoints import return_large_buffers_to_the_system
+
     wiring = bootstrap()
+    return_large_buffers_to_the_system()
     store = AwsShardStore(wiring.settings, wiring.resources, lambda: wiring.aio(*SERVICES))
     processor = KclShardProcessor(wiring.settings, store)
     try:

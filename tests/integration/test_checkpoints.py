@@ -1,0 +1,137 @@
+"""Incremental checkpoints on S3 (the embedded moto server, over the wire): runs written once, the head
+names them, restore reads them back into an equal core, and runs no checkpoint names are deleted."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import boto3
+import orjson
+
+from config import Settings
+from foundation.aws.clients import AioClients
+from foundation.aws.provision import Resources
+from foundation.contract import format_ts
+from processors.checkpoints import FORMAT, S3Checkpoints, load_all_sync
+from processors.core import CoreConfig, ShardCore
+from processors.core.partition import merge, split
+
+T0 = 1_785_571_200_000
+MIN = 60_000
+SHARD = "shardId-000000000000"
+CONFIG = CoreConfig(dedup_horizon_ms=60 * MIN, dedup_bucket_ms=5 * MIN)
+
+
+def sale(i: int, t_ms: int, store: str = "store-001") -> bytes:
+    return orjson.dumps(
+        {
+            "type": "sale",
+            "event_id": f"e{i}",
+            "store_id": store,
+            "ts": format_ts(T0 + t_ms),
+            "product_id": f"p{i % 7}",
+            "quantity": 1,
+            "unit_price": 1.5,
+        }
+    )
+
+
+def feed(core: ShardCore, first: int, last: int) -> None:
+    for i in range(first, last):
+        core.apply(sale(i, i * 2_000, f"store-{i % 3:03d}"))  # one event every 2 s of event time
+    core.drain()
+
+
+def run_keys(s3: Any, bucket: str, settings: Settings, shard: str = SHARD) -> set[str]:
+    prefix = f"{settings.checkpoint_prefix}{settings.stream_name}.runs/{shard}/"
+    resp = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {o["Key"][len(prefix) :] for o in resp.get("Contents", [])}
+
+
+async def test_checkpoints_write_only_what_changed_and_clean_up(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    settings, resources = provisioned
+    s3 = boto3.client("s3")
+    core = ShardCore(CONFIG)
+    async with AioClients(settings, "s3") as clients:
+        store = S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0)
+        feed(core, 0, 300)
+        first = await store.save(SHARD, "100", core)
+        assert first.runs_written >= 1
+        again = await store.save(SHARD, "100", core)
+        assert again.runs_written == 0  # nothing new: only the head is written
+        assert again.bytes_written == again.head_bytes
+        feed(core, 300, 310)
+        small = await store.save(SHARD, "110", core)
+        assert small.runs_written == 1  # just the keys since the last checkpoint
+        assert small.bytes_written < first.bytes_written
+
+        # Hours of event time later: buckets were sealed (their runs merged into one) and expired.
+        feed(core, 310, 4_000)
+        later = await store.save(SHARD, "4000", core)
+        assert later.runs_deleted > 0
+        named = set(core.checkpoint_parts().names)
+        assert run_keys(s3, resources.bucket, settings) == named  # nothing left that no head names
+        head = s3.get_object(Bucket=resources.bucket, Key=store.key(SHARD))["Body"].read()
+        assert pickle.loads(head)["format"] == FORMAT
+        assert set(pickle.loads(head)["runs"]) == named
+
+        # Restore: an equal core, which treats every remembered event as a repeat and goes on alike.
+        loaded = await S3Checkpoints(clients["s3"], resources.bucket, settings).load(SHARD)
+        assert loaded is not None
+        assert loaded.sequence_number == "4000"
+        restored = loaded.core
+        assert restored.inventory() == core.inventory()
+        saved = core.inventory()
+        assert len(restored.state.dedup) == len(core.state.dedup)
+        tail = [sale(i, i * 2_000, f"store-{i % 3:03d}") for i in range(3_990, 4_100)]
+        assert [restored.apply(r) for r in tail] == [core.apply(r) for r in tail]
+        assert restored.drain().archive == core.drain().archive
+
+        # A crash between writing runs and the head leaves an unnamed run: the next load removes it.
+        s3.put_object(
+            Bucket=resources.bucket,
+            Key=f"{settings.checkpoint_prefix}{settings.stream_name}.runs/{SHARD}/r999999999999",
+            Body=b"left behind",
+        )
+        assert await S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0).load(
+            SHARD
+        )
+        assert run_keys(s3, resources.bucket, settings) == named
+
+    # Readers of stock read the head only.
+    (light,) = load_all_sync(s3, resources.bucket, settings)
+    assert light.core.inventory() == saved
+    assert len(light.core.state.dedup) == 0
+
+
+async def test_split_and_merged_shards_checkpoint_their_own_copies(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    settings, resources = provisioned
+    s3 = boto3.client("s3")
+    parent = ShardCore(CONFIG)
+    feed(parent, 0, 500)
+    async with AioClients(settings, "s3") as clients:
+        store = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        await store.save(SHARD, "500", parent, ended=True)
+        loaded = await store.load(SHARD)
+        assert loaded is not None
+        children = {
+            "shardId-000000000001": split(loaded.core, lambda s: s == "store-000"),
+            "shardId-000000000002": split(loaded.core, lambda s: s != "store-000"),
+        }
+        for shard_id, child in children.items():
+            await store.save(shard_id, None, child)
+        merged = merge([c.core for c in [await store.load(s) for s in children] if c is not None])
+        await store.save("shardId-000000000003", None, merged)
+        back = await store.load("shardId-000000000003")
+    assert back is not None
+    assert back.core.inventory() == parent.inventory()
+    assert not any(back.core.apply(sale(i, i * 2_000, f"store-{i % 3:03d}")) for i in range(400, 500))
+    assert run_keys(s3, resources.bucket, settings, "shardId-000000000003") == set(
+        back.core.checkpoint_parts().names
+    )
+    assert run_keys(s3, resources.bucket, settings, SHARD)  # the parent's own runs stay with its head
