@@ -7,6 +7,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No timing checks in the suite: a busy machine makes them fail without any bug (input generation
+# "too slow", a deadline missed). Properties are judged by what they find, not by how fast.
+settings.register_profile("shelfstream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("shelfstream")
 
 
 @pytest.fixture(scope="session", autouse=True)
