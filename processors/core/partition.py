@@ -13,12 +13,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from processors.core.dedup import Dedup
 from processors.core.effects import Effects
 from processors.core.processor import CoreStats, ShardCore
 
 
 def _copy(core: ShardCore) -> ShardCore:
-    copy = ShardCore.restore(core.snapshot())
+    # The dedup memory is not pickled: the copy shares its immutable runs (up to ~1 GB) under names
+    # of its own, and gets its own buckets and pre-check sets.
+    dedup = core.state.dedup
+    core.state.dedup = Dedup(1)
+    try:
+        copy = ShardCore.restore(core.snapshot())
+    finally:
+        core.state.dedup = dedup
+    copy.state.dedup = dedup.renamed()
     copy.state.stats = CoreStats()  # a shard's own counts start at zero; the parent keeps its own
     copy.out = Effects()
     return copy

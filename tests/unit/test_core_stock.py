@@ -182,13 +182,13 @@ def ledger(stream: list[tuple[str, str, str, int]]) -> dict[str, dict[str, int]]
     return result
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(event_streams())
 def test_stock_equals_the_ledger_for_any_event_sequence(stream: list[tuple[str, str, str, int]]) -> None:
     assert run(encode_stream(stream)).inventory() == ledger(stream)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(event_streams(), st.data())
 def test_delivering_any_prefix_twice_changes_nothing(
     stream: list[tuple[str, str, str, int]], data: st.DataObject
