@@ -340,6 +340,7 @@ class ShardCore:
                 del cache[gone]
             head_monitor = copy.copy(monitor)
             head_monitor.detectors = {}
+            head_monitor._ts = {}  # a cache of formatted times: not state
         # The keys go in runs (named by the manifest), the detectors in pieces.
         head_state = replace(self.state, dedup=Dedup(1), monitor=head_monitor)
         head = pickle.dumps(

@@ -187,10 +187,15 @@ async def test_observed_reports_until_stopped_and_once_more_on_the_way_out(
     stop = asyncio.Event()
     async with metrics.observed(processor_registry(proc), Settings(metrics_every_s=0.01), stop) as server:
         assert server is None  # metrics_port 0: no endpoint
-        await asyncio.sleep(0.05)
+        seen = ""
+        for _ in range(1000):  # until a periodic report is out, however busy the machine
+            await asyncio.sleep(0.01)
+            seen += capsys.readouterr().err
+            if seen.strip():
+                break
         stop.set()
         proc.workers["shard-1"].status.records += 11  # the final drain, after the stop
-    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    lines = [orjson.loads(line) for line in (seen + capsys.readouterr().err).splitlines()]
     main = [line for line in lines if "Kind" not in line]
     assert sum(line["EventsProcessed"] for line in main) == 129 + 11
     assert main[-1]["EventsProcessed"] == 11
