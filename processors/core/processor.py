@@ -15,8 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Final
 
-import msgspec
-
 from foundation.contract import (
     MAX_RECORD_BYTES,
     Count,
@@ -28,6 +26,7 @@ from foundation.contract import (
     Sale,
     decode_event,
     decode_strict,
+    is_utf8,
 )
 from processors.core.dedup import Dedup
 from processors.core.detector import DetectorConfig
@@ -102,6 +101,13 @@ def _windows_and_monitor(config: CoreConfig) -> tuple[WindowEngine | None, Anoma
     return engine, AnomalyMonitor(config.detection, specs)
 
 
+def _wrong_key(partition_key: str, store_id: str) -> str:
+    return (
+        f"partition key {partition_key[:64]!r} is not the store_id {store_id!r}: a store's events must "
+        "all go to its own shard (put it again with partition key = store_id)"
+    )
+
+
 class ShardCore:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
@@ -118,21 +124,32 @@ class ShardCore:
 
     # --- the hot path ---------------------------------------------------------------------------
 
-    def apply(self, raw: bytes, ref: str | int = "") -> bool:
-        """Apply one record; returns True when it was a new, valid event. Never raises for bad input."""
+    def apply(self, raw: bytes, ref: str | int = "", partition_key: str | None = None) -> bool:
+        """Apply one record; returns True when it was a new, valid event. Never raises for bad input:
+        whatever the bytes, the record is counted once, as valid or as rejected with a reason.
+
+        `partition_key` (the stream's, when there is one) must be the event's `store_id`: an event
+        put with another key is in another store's shard, where this core has none of its stock,
+        so it is rejected with the reason instead of being applied to an empty stock."""
         state = self.state
         stats = state.stats
         ev: Event | Rejection
         if len(raw) <= MAX_RECORD_BYTES:
             try:
                 ev = decode_strict(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except Exception:  # any decode failure (msgspec's, UnicodeDecodeError, RecursionError, ...)
                 ev = decode_event(raw)  # again, for the rejection and its reason (the rare path)
+            else:
+                if not raw.isascii() and not is_utf8(raw):  # invalid UTF-8 where msgspec did not look
+                    ev = decode_event(raw)
         else:
             ev = decode_event(raw)
         if isinstance(ev, Rejection):
             stats.events_rejected += 1
             self.out.rejected.append(RejectedRecord(str(ref), ev.reason, raw))
+            return False
+        if partition_key is not None and partition_key != ev.store_id:
+            self.reject(raw, ref, _wrong_key(partition_key, ev.store_id))
             return False
         stats.events_valid += 1
         ts_ms = ev.ts_ms
@@ -183,6 +200,12 @@ class ShardCore:
             if ts_ms >= win.next_close_ms:
                 self._closed(win.due())  # counts its own anomaly alerts
         return True
+
+    def reject(self, raw: bytes, ref: str | int, reason: str) -> None:
+        """Count and keep a record the shell found unreadable before the core saw an event in it
+        (a KPL aggregate that fails its checksum, say)."""
+        self.state.stats.events_rejected += 1
+        self.out.rejected.append(RejectedRecord(str(ref), reason, raw))
 
     def finish(self) -> None:
         """End of input (a backtest's last line): close every open window, as if time moved past them.

@@ -12,13 +12,13 @@ import pytest
 
 from consumers.dispatcher import DispatchStats
 from consumers.metrics import dispatcher_source
+from foundation import metrics
 from foundation.metrics import Registry
 from processors.core import CoreStats
 from processors.metrics import processor_source
 from processors.shard_worker import WorkerStatus
 from processors.sinks import SinkStats
 from producers.kinesis_writer import WriterStats
-from foundation import metrics
 
 TS = 1_785_571_200_000
 
