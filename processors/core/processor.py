@@ -140,7 +140,9 @@ class ShardCore:
             except Exception:  # any decode failure (msgspec's, UnicodeDecodeError, RecursionError, ...)
                 ev = decode_event(raw)  # again, for the rejection and its reason (the rare path)
             else:
-                if not raw.isascii() and not is_utf8(raw):  # invalid UTF-8 where msgspec did not look
+                # Where msgspec did not look (unknown fields): invalid UTF-8, or \u escapes that are
+                # no character. Rare, so the check is decode_event's, on the slow path.
+                if (not raw.isascii() and not is_utf8(raw)) or b"\\u" in raw:
                     ev = decode_event(raw)
         else:
             ev = decode_event(raw)
