@@ -15,7 +15,7 @@ from typing import Any
 from config import Settings
 from foundation.aws.lineage import ShardInfo, ready
 from foundation.contract import Alert, RestockRequest, alert_kind
-from processors.checkpoints import Checkpoint, S3Checkpoints
+from processors.checkpoints import Checkpoint, MergedInventory, S3Checkpoints, merge_inventories
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.shard_worker import ShardWorker
@@ -53,6 +53,7 @@ class StreamProcessor:
         self._checkpoints = S3Checkpoints(clients["s3"], resources.bucket, settings)
         self._on_effects = on_effects
         self.workers: dict[str, ShardWorker] = {}
+        self.shard_info: dict[str, ShardInfo] = {}
         self.recent: deque[Alert | RestockRequest] = deque(maxlen=50)
         self.recent_windows: deque[bytes] = deque(maxlen=50)
         self.alert_counts: Counter[str] = Counter()
@@ -94,6 +95,7 @@ class StreamProcessor:
             while not stop.is_set():
                 shards = await self._shards()
                 for info in shards:
+                    self.shard_info[info.shard_id] = info
                     if info.shard_id not in checkpoints:
                         checkpoints[info.shard_id] = await self._checkpoints.load(info.shard_id)
                     checkpoint = checkpoints[info.shard_id]
@@ -177,11 +179,15 @@ class StreamProcessor:
         return [w for w in self.workers.values() if not w.status.ended]
 
     def inventory(self) -> dict[str, dict[str, int]]:
-        merged: dict[str, dict[str, int]] = {}
-        for worker in self.live_workers():
-            for store, products in worker.core.inventory().items():
-                merged.setdefault(store, {}).update(products)
-        return dict(sorted(merged.items()))
+        return self.merged_inventory().stock
+
+    def merged_inventory(self) -> MergedInventory:
+        """Every live shard's stock; a store two shards hold is reported, not merged silently."""
+        views = [(w.shard_id, w.core.inventory()) for w in self.live_workers()]
+        merged = merge_inventories(views, list(self.shard_info.values()))
+        for warning in merged.warnings():
+            log.warning(warning)
+        return merged
 
     def open_requests(self) -> int:
         return sum(len(w.core.open_requests()) for w in self.live_workers())
