@@ -56,8 +56,10 @@ class ShardWorker:
         settings: Settings,
         start_after: str | None,
         on_effects: Callable[[str, Effects], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.shard_id = shard_id
+        self._owns = owns  # does this shard own a partition key's hash key (KPL sub-records)
         self.core = core
         self.status = WorkerStatus()
         self._kinesis = kinesis
@@ -113,7 +115,7 @@ class ShardWorker:
                 user_records = 0
                 for record in records:
                     user_records += apply_record(
-                        core, record["Data"], record["SequenceNumber"], record.get("PartitionKey")
+                        core, record["Data"], record["SequenceNumber"], record.get("PartitionKey"), self._owns
                     )
                 self.status.user_records += user_records
                 await self._emit()

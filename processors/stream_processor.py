@@ -6,6 +6,7 @@ At scale the same cores run inside KCL record processors instead, one per leased
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -153,6 +154,7 @@ class StreamProcessor:
             self._settings,
             start_after,
             self._observe,
+            functools.lru_cache(maxsize=4096)(info.owns),
         )
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
