@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,24 @@ from foundation.contract import format_ts
 from history.archive import S3Archive
 from history.query import run_query
 from processors.core.inventory import Inventory
+from shelfstream.cli import main
 from tests.integration.test_processor_shell import process_until_caught_up, s3_lines
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_785_571_200_000
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() points the root logger at this test's captured stderr; give the next test its own."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 A, B = "store-a", "store-b"
 
 
@@ -143,3 +158,32 @@ def test_boto3_and_kpl_producers_with_bad_records(
     assert len(lines) == 9
     pretty = next(orjson.loads(line) for line in lines if b"b-pretty" in line)
     assert pretty["till"] == {"name": "front desk"}
+
+
+def test_a_rejected_record_counts_once_replayed_after_a_fix(
+    provisioned: tuple[Settings, Resources],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sale put under another store's key is rejected; `replay --rejected` sends the kept bytes
+    again under the record's own store_id, and the processor (restarted) then applies it."""
+    settings, resources = provisioned
+    for name, value in settings.model_dump().items():
+        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
+    kinesis = boto3.client("kinesis")
+    wrong = sale("a-wrong-key", A, 4)
+    for data, key in [(event("count", "a-count", A, count=20), A), (wrong, B), (b"{not json", A)]:
+        kinesis.put_record(StreamName=settings.stream_name, Data=data, PartitionKey=key)
+    first = asyncio.run(process_until_caught_up(settings, resources))
+    assert first.inventory() == {A: {"milk": 20}}
+    assert first.stats().events_rejected == 2
+
+    assert main(["replay", "--rejected", "--prefix", "stream/"]) == 0
+    assert "sent 2 of 2 kept records" in capsys.readouterr().out
+    s3 = boto3.client("s3")
+    assert s3_lines(s3, resources.bucket, f"{settings.rejected_prefix}replayed/stream/")
+
+    again = asyncio.run(process_until_caught_up(settings, resources))  # resumes from its checkpoints
+    assert again.inventory() == {A: {"milk": 19}}  # the mended sale now counts, once
+    kept = s3_lines(s3, resources.bucket, f"{settings.rejected_prefix}stream/")
+    assert [base64.b64decode(k["record_b64"]) for k in kept] == [b"{not json"]  # still bad: kept again
