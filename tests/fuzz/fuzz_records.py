@@ -1,8 +1,9 @@
 """Coverage-guided fuzzing (atheris, libFuzzer) of every parser a producer's bytes reach.
 
 Targets, chosen by the input's first byte: the processor core (``ShardCore.apply``: it must return,
-count the record once, and leave stock alone when it rejects), KPL de-aggregation, and the HTTP API's
-``parse_batch`` (it may refuse a request only with an IngestError, never anything else).
+count the record once, and leave stock alone when it rejects), KPL de-aggregation, the HTTP API's
+``parse_batch`` (it may refuse a request only with an IngestError, never anything else), and the
+inventory-file parsers of ``shelfstream ingest`` (a file refused whole only with FileRefused).
 
     python tests/fuzz/fuzz_records.py CORPUS_DIR -max_total_time=60    # or: make fuzz
 
@@ -18,13 +19,22 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import io
+
 import shelfstream.api.auth  # noqa: F401  (its dependencies load uninstrumented: only ours are traced)
 
 with atheris.instrument_imports(
-    include=["processors.core", "processors.kpl", "foundation.contract", "shelfstream.api.ingest"]
+    include=[
+        "processors.core",
+        "processors.kpl",
+        "foundation.contract",
+        "shelfstream.api.ingest",
+        "producers.ingest",
+    ]
 ):
     from processors.core import CoreConfig, ShardCore
     from processors.kpl import deaggregate
+    from producers.ingest import FileContext, FileRefused, detect_format, parse_file
     from shelfstream.api.auth import Principal
     from shelfstream.api.ingest import IngestError, parse_batch
 
@@ -69,16 +79,33 @@ def _api(raw: bytes) -> None:
             assert entry.reason
 
 
+def _file(raw: bytes) -> None:
+    """`shelfstream ingest`: a whole file may be refused (FileRefused), a row only rejected."""
+    ctx = FileContext("f.csv", "0" * 16, 0, 0, max_line_bytes=256)
+    for name in ("f.csv", "f.jsonl"):
+        try:
+            file_type = detect_format(name, raw[:4096])
+            rows = list(parse_file(io.BytesIO(raw), file_type, ctx))
+        except FileRefused as exc:
+            reason = exc.reason
+            assert reason, "a file refused without a reason"
+            continue
+        for row in rows:
+            _ = row.line
+
+
 def one_input(data: bytes) -> None:
     if not data:
         return
-    target, raw = data[0] % 3, data[1:]
+    target, raw = data[0] % 4, data[1:]
     if target == 0:
         _core(raw)
     elif target == 1:
         _kpl(raw)
-    else:
+    elif target == 2:
         _api(raw)
+    else:
+        _file(raw)
 
 
 def main() -> None:
