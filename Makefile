@@ -65,7 +65,14 @@ bench-soak: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.soak --docs docs/benchmarks.md --plot docs/soak.png --json .cache/soak.json
 
-.PHONY: bench-detect bench-core bench-soak
+.PHONY: bench-detect bench-core bench-soak fuzz
+
+# Coverage-guided fuzzing of the core, KPL de-aggregation and the API's parser (atheris); the suite
+# runs the same target for 5 s. FUZZ_SECONDS=3600 make fuzz for a longer hunt; crashes land in .cache/fuzz.
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	mkdir -p .cache/fuzz/corpus && cp -n tests/fuzz/corpus/* .cache/fuzz/corpus/
+	cd .cache/fuzz && ../../$(BIN)/python ../../tests/fuzz/fuzz_records.py corpus -max_total_time=$(FUZZ_SECONDS) -timeout=20
 
 # Every benchmark (load test, core speed, detection), figures into docs/benchmarks.md; under 10 minutes.
 bench: $(STAMP)

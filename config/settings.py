@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     api_rate_per_s: float = Field(default=20.0, gt=0)  # requests per second per token, sustained
     api_burst: int = Field(default=60, ge=1)  # requests a token may make at once
     api_failed_auth_per_min: float = Field(default=30.0, gt=0)  # unknown tokens per client address
+    # Addresses of reverse proxies whose X-Forwarded-For / -Proto the API believes (comma-separated,
+    # "*" for any). Empty: none, so a client cannot pick its own address (e.g. to dodge the limit on
+    # failed sign-ins); set it to the load balancer's address when there is one.
+    api_trusted_proxies: str = ""
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     dashboard_refresh_s: float = Field(default=3.0, gt=0)  # standalone: checkpoints and archive polls
     dashboard_history_s: int = Field(default=3 * 3600, ge=0)  # standalone: archive read at startup

@@ -14,24 +14,31 @@ from typing import Annotated, Final, Literal, TypeAlias
 import msgspec
 
 MAX_RECORD_BYTES: Final = 64 * 1024
+# Bounds that keep every archived number inside the archive's column types (BIGINT, DOUBLE): a
+# quantity of 10**20 would decode here but make every later query of the archive fail.
+MAX_QUANTITY: Final = 1_000_000_000
+MAX_MONEY: Final = 1e12
 
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-STORE_ID_PATTERN: Final = r"^[A-Za-z0-9._-]+$"
+STORE_ID_PATTERN: Final = r"^[A-Za-z0-9._-]+$"  # JSON Schema's `$`: the end of the text, nothing after
+# Python's `$` also matches before a final newline ("store-002\n"): ids are checked with fullmatch.
+_STORE_ID_CHARS: Final = r"[A-Za-z0-9._-]+"
 # The pattern is checked in _Event.__post_init__ against a memo of ids already seen valid: msgspec
 # runs a `pattern` through Python's re on every record (~0.8 us, half the cost of a decode), while a
 # shard only ever sees a few stores.
 StoreId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ProductId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
-Money = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=MAX_QUANTITY)]
+Money = Annotated[float, msgspec.Meta(ge=0, le=MAX_MONEY)]
 
 _UTC: Final = dt.UTC
 _UTC_ZERO: Final = dt.timedelta(0)
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS: Final = dt.timedelta(milliseconds=1)
-_STORE_ID_RE: Final = re.compile(STORE_ID_PATTERN)
+_STORE_ID_RE: Final = re.compile(_STORE_ID_CHARS)
+_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _STORE_ID_ERROR: Final = f"Expected `str` matching regex {STORE_ID_PATTERN!r} - at `$.store_id`"
 _valid_store_ids: set[str] = set()
 _MAX_REMEMBERED_STORE_IDS: Final = 100_000
@@ -46,7 +53,7 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         store_id = self.store_id
         if store_id not in _valid_store_ids:
-            if _STORE_ID_RE.search(store_id) is None:
+            if _STORE_ID_RE.fullmatch(store_id) is None:
                 raise ValueError(_STORE_ID_ERROR)
             if len(_valid_store_ids) >= _MAX_REMEMBERED_STORE_IDS:
                 _valid_store_ids.clear()
@@ -123,21 +130,66 @@ class Rejection(msgspec.Struct, frozen=True):
     record: bytes
 
 
-# The hot path's decoder: raises msgspec.ValidationError / DecodeError; callers that need the
-# reason call decode_event on the (rare) failure. It does not check the 64 KiB limit.
+# The hot path's decoder: raises on any bad input (msgspec.ValidationError / DecodeError, but also
+# UnicodeDecodeError for invalid UTF-8 inside a string, RecursionError for deep nesting); callers
+# catch every exception and call decode_event on the (rare) failure for the rejection and its reason.
+# It checks neither the 64 KiB limit nor that bytes it skips (unknown fields) are UTF-8: see
+# decode_event and is_utf8.
 decode_strict: Final = _decoder.decode
 
 
-def decode_event(raw: bytes) -> Event | Rejection:
-    """Decode and validate one record; never raises for bad input."""
-    if len(raw) > MAX_RECORD_BYTES:
-        return Rejection(f"record is {len(raw)} bytes, over the 64 KiB limit", raw)
+def compact(raw: bytes) -> bytes:
+    """A valid record as one compact JSON line, fields and values as they were (unknown ones too):
+    what the archive keeps, whatever the producer's formatting (pretty-printed over lines, say)."""
+    if b" " in raw or b"\n" in raw or b"\r" in raw or b"\t" in raw:
+        return msgspec.json.format(raw, indent=-1)
+    return raw
+
+
+def is_utf8(raw: bytes) -> bool:
+    """JSON text is UTF-8 (RFC 8259), including fields nobody reads: they are archived as they are."""
+    if raw.isascii():
+        return True
     try:
-        return _decoder.decode(raw)
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def decode_event(raw: bytes) -> Event | Rejection:
+    """Decode and validate one record; never raises, whatever the bytes: every failure is a reason."""
+    try:
+        if len(raw) > MAX_RECORD_BYTES:
+            return Rejection(f"record is {len(raw)} bytes, over the 64 KiB limit", raw)
+        if not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return Rejection(f"not valid UTF-8: {exc.reason} at byte {exc.start}", raw)
+        event = _decoder.decode(raw)
+        if b"\\u" in raw:
+            # msgspec skips unknown fields without reading their escapes; a lone surrogate there
+            # ("\\ud800") would be archived as JSON no reader takes. Reading the text whole checks them.
+            msgspec.json.format(raw, indent=-1)
+        return event
     except msgspec.ValidationError as exc:
         return Rejection(f"invalid event: {exc}", raw)
     except msgspec.DecodeError as exc:
         return Rejection(f"not valid JSON: {exc}", raw)
+    except RecursionError:
+        return Rejection("not valid JSON: nested too deeply", raw)
+    except Exception as exc:  # anything msgspec or a validator may raise: a reason, never a crash
+        return Rejection(f"cannot decode: {type(exc).__name__}: {_first_line(str(exc))}", raw)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0][:200]
+
+
+def is_store_id(text: object) -> bool:
+    """A store id as the contract has it: 1-64 of [A-Za-z0-9._-], nothing before or after."""
+    return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
 
 
 def encode(obj: object) -> bytes:

@@ -55,6 +55,12 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("PutRetries", "Count", "counter", "Entries sent again after a failed put."),
         MetricDef("Throttles", "Count", "counter", "Throttled Kinesis calls or entries."),
         MetricDef("DeadLettered", "Count", "counter", "Entries given up on and kept as dead letters."),
+        MetricDef(
+            "RecordsFailed",
+            "Count",
+            "counter",
+            "Stream records the processor could not apply.",
+        ),
         MetricDef("Deliveries", "Count", "counter", "Restock deliveries made by the trucks."),
         MetricDef("RowsProcessed", "Count", "counter", "Rows of ingested files read."),
         MetricDef("RowsSucceeded", "Count", "counter", "Ingested rows sent to the stream."),

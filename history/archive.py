@@ -377,6 +377,8 @@ class Archive:
     con: duckdb.DuckDBPyConnection
     source: str
     selections: dict[str, Selection] = field(default_factory=dict)
+    # Lines of JSON objects that could not be read (tolerant mode only), per table: skipped, counted.
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = []
@@ -384,6 +386,13 @@ class Archive:
             text = f"{sel.table}: {len(sel.files)} of {sel.listed} objects"
             parts.append(f"{text}, {sel.pruned} pruned" if sel.pruned else text)
         return f"{self.source} ({'; '.join(parts)})" if parts else self.source
+
+    def skipped_note(self) -> str | None:
+        """What was skipped, for the user (None: nothing)."""
+        if not any(self.skipped.values()):
+            return None
+        counts = ", ".join(f"{n} in {table}" for table, n in self.skipped.items() if n)
+        return f"skipped archive lines that are not readable JSON objects of their table: {counts}"
 
     def close(self) -> None:
         self.con.close()
@@ -410,12 +419,34 @@ def open_archive(
     *,
     prune: dict[str, ArchiveFilter] | None = None,
     materialize: bool = False,
+    tolerant: bool = False,
 ) -> Archive:
     """Relations named for ``tables`` over the archive.
 
     ``keep`` filters rows (and prunes objects); ``prune`` per table only prunes objects (the query's own
     WHERE does the filtering). ``materialize`` loads the rows once (a report runs many queries).
+    ``tolerant`` skips (and counts) JSON lines that cannot be read instead of failing: a materialized
+    archive falls back to it by itself; views fail when queried, and run_query then opens it again so.
     """
+    if materialize and not tolerant:
+        try:
+            return _open(source, tables, keep, prune, materialize=True, tolerant=False)
+        except ShelfstreamError as exc:
+            if not unreadable_json(exc):
+                raise
+            log.warning("archive has unreadable lines; reading it again, skipping them")
+        tolerant = True
+    return _open(source, tables, keep, prune, materialize, tolerant)
+
+
+def _open(
+    source: ArchiveSource,
+    tables: Iterable[str],
+    keep: ArchiveFilter | None,
+    prune: dict[str, ArchiveFilter] | None,
+    materialize: bool,
+    tolerant: bool,
+) -> Archive:
     keep = keep or ArchiveFilter()
     names = [t for t in TABLES if t in set(tables)]
     archive = Archive(new_connection(), source.describe())
@@ -426,8 +457,20 @@ def open_archive(
             narrowed = keep.narrowed((prune or {}).get(name, ArchiveFilter()))
             selection = source.select(table, narrowed)
             archive.selections[name] = selection
-            relation = _relation_sql(archive.con, table, selection.files, keep)
             kind = "TABLE" if materialize else "VIEW"
+            if tolerant:
+                # Every line once, unreadable ones as all-NULL rows: counted here, left out below.
+                lines = _union_sql(archive.con, table, selection.files, tolerant=True)
+                archive.con.execute(f"CREATE TEMP {kind} {_ident('_lines_' + name)} AS {lines}")
+                key = _ident(table.key[0])
+                found = archive.con.execute(
+                    f"SELECT count(*) FROM {_ident('_lines_' + name)} WHERE {key} IS NULL"
+                ).fetchone()
+                archive.skipped[name] = int(found[0]) if found else 0
+                readable = f"SELECT * FROM {_ident('_lines_' + name)} WHERE {key} IS NOT NULL"
+                relation = _filtered_sql(table, readable, keep)
+            else:
+                relation = _filtered_sql(table, _union_sql(archive.con, table, selection.files), keep)
             archive.con.execute(f"CREATE {kind} {name} AS {relation}")
     except duckdb.Error as exc:
         archive.close()
@@ -442,8 +485,14 @@ def open_archive(
     return archive
 
 
-def _relation_sql(
-    con: duckdb.DuckDBPyConnection, table: Table, files: Sequence[Path], keep: ArchiveFilter
+def unreadable_json(exc: BaseException) -> bool:
+    """True when `exc` (or what caused it) is DuckDB refusing a malformed JSON line of the archive."""
+    cause = exc if isinstance(exc, duckdb.Error) else exc.__cause__
+    return isinstance(cause, duckdb.InvalidInputException) and "JSON" in str(cause)
+
+
+def _union_sql(
+    con: duckdb.DuckDBPyConnection, table: Table, files: Sequence[Path], tolerant: bool = False
 ) -> str:
     groups: dict[str, list[Path]] = {"json": [], "gzip": [], "parquet": []}
     for path in files:
@@ -452,13 +501,16 @@ def _relation_sql(
     extras = _json_extras(table, groups["json"])
     for fmt in ("json", "gzip"):
         if groups[fmt]:
-            parts.append(_json_select(table, groups[fmt], extras, gzip=fmt == "gzip"))
+            parts.append(_json_select(table, groups[fmt], extras, gzip=fmt == "gzip", tolerant=tolerant))
     if groups["parquet"]:
         parts.append(_parquet_select(con, table, groups["parquet"]))
     if not parts:
         columns = ", ".join(f"CAST(NULL AS {kind}) AS {_ident(col)}" for col, kind in table.columns.items())
         parts.append(f"SELECT {columns} WHERE false")
-    union = " UNION ALL BY NAME ".join(f"({part})" for part in parts)
+    return " UNION ALL BY NAME ".join(f"({part})" for part in parts)
+
+
+def _filtered_sql(table: Table, union: str, keep: ArchiveFilter) -> str:
     time_col = _ident(table.time_column)
     where = keep.where(time_col)
     partition = ", ".join(_ident(col) for col in table.key)
@@ -497,12 +549,14 @@ def _json_extras(table: Table, files: Sequence[Path]) -> list[str]:
     return sorted(found)
 
 
-def _json_select(table: Table, files: Sequence[Path], extras: Sequence[str], gzip: bool) -> str:
+def _json_select(
+    table: Table, files: Sequence[Path], extras: Sequence[str], gzip: bool, tolerant: bool = False
+) -> str:
     columns = {**table.columns, **dict.fromkeys(extras, "JSON")}
     spec = "{" + ", ".join(f"{_literal(col)}: {_literal(kind)}" for col, kind in columns.items()) + "}"
     return (
         f"SELECT * FROM read_json({_path_list(files)}, format = 'newline_delimited', columns = {spec}, "
-        f"compression = '{'gzip' if gzip else 'none'}')"
+        f"compression = '{'gzip' if gzip else 'none'}'{', ignore_errors = true' if tolerant else ''})"
     )
 
 

@@ -16,16 +16,27 @@ import contextlib
 import csv
 import datetime as dt
 import decimal
+import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Final
 
 import duckdb
 import orjson
 
 from foundation.errors import ShelfstreamError, UsageError
-from history.archive import TABLES, Archive, ArchiveFilter, ArchiveSource, new_connection, open_archive
+from history.archive import (
+    TABLES,
+    Archive,
+    ArchiveFilter,
+    ArchiveSource,
+    new_connection,
+    open_archive,
+    unreadable_json,
+)
+
+log = logging.getLogger(__name__)
 
 # DuckDB errors that mean the SQL itself is wrong (exit 2), as opposed to a failure reading data.
 _USER_ERRORS: Final = (
@@ -61,6 +72,8 @@ class QueryResult:
     columns: list[str]
     rows: list[tuple[Any, ...]]
     source: str
+    skipped: dict[str, int] = field(default_factory=dict)  # unreadable archive lines, per table
+    note: str | None = None
 
 
 def plan_query(sql: str) -> Plan:
@@ -183,9 +196,19 @@ def _term_limits(term: dict[str, Any], time_columns: tuple[str, ...]) -> Archive
 
 
 def run_query(source: ArchiveSource, sql: str, keep: ArchiveFilter | None = None) -> QueryResult:
+    """Run `sql` over the archive. A line DuckDB cannot read (an archive written before events were
+    compacted, a file put there by hand) does not fail the query: it is read again, skipping and
+    counting such lines (``QueryResult.skipped``)."""
     plan = plan_query(sql)
-    with open_archive(source, plan.tables, keep, prune=plan.prune) as archive:
-        return execute(archive, sql)
+    try:
+        with open_archive(source, plan.tables, keep, prune=plan.prune) as archive:
+            return execute(archive, sql)
+    except (UsageError, ShelfstreamError) as exc:
+        if not unreadable_json(exc):
+            raise
+        log.warning("archive has unreadable lines; querying again, skipping them")
+    with open_archive(source, plan.tables, keep, prune=plan.prune, tolerant=True) as archive:
+        return replace(execute(archive, sql), skipped=dict(archive.skipped), note=archive.skipped_note())
 
 
 def execute(archive: Archive, sql: str) -> QueryResult:

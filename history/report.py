@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 LOOKAROUND: Final = dt.timedelta(days=7)  # requests before the week, stock-out ends after it
 PALETTE: Final = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_WEEK: Final = re.compile(r"^(\d{4})-W(\d{2})$")
+_WEEK: Final = re.compile(r"(\d{4})-W(\d{2})")
 
 
 # --- weeks -------------------------------------------------------------------------------------------
@@ -49,7 +49,7 @@ def parse_week(text: str, today: dt.date) -> tuple[str, dt.datetime, dt.datetime
         if word == "last":
             monday -= dt.timedelta(days=7)
     else:
-        match = _WEEK.match(text.strip().upper())
+        match = _WEEK.fullmatch(text.strip().upper())
         if match is None:
             raise UsageError(f"--week {text!r} is not an ISO week such as 2026-W31 (or last, current)")
         try:

@@ -18,6 +18,7 @@ from typing import IO
 
 from foundation.contract import alert_kind, encode
 from foundation.errors import UsageError
+from foundation.rejects import kept_line
 from processors.core import CoreConfig, ShardCore
 
 
@@ -131,16 +132,8 @@ def _write_effects(
     for alert in effects.alerts:
         alerts_file.write(encode(alert) + b"\n")
     for rejected in effects.rejected:
-        rejected_file.write(
-            encode(
-                {
-                    "line": int(rejected.ref),
-                    "reason": rejected.reason,
-                    "record": rejected.record.decode("utf-8", "replace"),
-                }
-            )
-            + b"\n"
-        )
+        # The record as text for people and byte-exact in base64 (it may not be UTF-8).
+        rejected_file.write(kept_line(rejected.reason, rejected.record, {"line": int(rejected.ref)}))
 
 
 __all__ = ["BacktestResult", "alert_kind", "run_backtest"]

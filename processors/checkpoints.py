@@ -19,13 +19,14 @@ import ctypes
 import pickle
 import sys
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
 from config import Settings
+from foundation.aws.lineage import ShardInfo
 from processors.core import ShardCore
 from processors.core.dedup import Run
 from processors.core.processor import PIECE_PREFIX
@@ -271,3 +272,49 @@ def load_all_sync(s3: Any, bucket: str, settings: Settings, include_ended: bool 
             if include_ended or not checkpoint.shard_ended:
                 result.append(checkpoint)
     return result
+
+
+@dataclass(frozen=True)
+class MergedInventory:
+    """On-hand stock of every store across shards, and the stores more than one shard held."""
+
+    stock: dict[str, dict[str, int]]
+    # store -> (the shard whose view was taken, every shard that held one, whether that shard is the
+    # one the store's partition key maps to): never merged silently.
+    conflicts: dict[str, tuple[str, tuple[str, ...], bool]]
+
+    def warnings(self) -> list[str]:
+        return [
+            f"store {store} has stock in {len(held)} shards ({', '.join(held)}); showing {taken}'s, "
+            + (
+                "the shard its partition key maps to (records under another store's key are rejected)"
+                if owner
+                else "the largest: the shard its partition key maps to is not known"
+            )
+            for store, (taken, held, owner) in sorted(self.conflicts.items())
+        ]
+
+
+def merge_inventories(
+    views: Sequence[tuple[str, Mapping[str, Mapping[str, int]]]], shards: Sequence[ShardInfo] | None = None
+) -> MergedInventory:
+    """Join each shard's stock (shard id, store -> product -> on hand). A store's events all go to one
+    shard (partition key = store_id, checked by the core), so a store held by two shards is a fault
+    (an older checkpoint, a record put under another store's key before that was checked): the view
+    of the shard that owns the store's hash key is taken, and the conflict reported, never a silent
+    last-writer-wins merge."""
+    holders: dict[str, list[tuple[str, Mapping[str, int]]]] = {}
+    for shard_id, stock in views:
+        for store, products in stock.items():
+            holders.setdefault(store, []).append((shard_id, products))
+    merged: dict[str, dict[str, int]] = {}
+    conflicts: dict[str, tuple[str, tuple[str, ...], bool]] = {}
+    owners = {s.shard_id: s for s in shards or ()}
+    for store, held in sorted(holders.items()):
+        chosen = held[0]
+        if len(held) > 1:
+            owning = [h for h in held if h[0] in owners and owners[h[0]].owns(store)]
+            chosen = owning[0] if owning else max(held, key=lambda h: sum(1 for _ in h[1]))
+            conflicts[store] = (chosen[0], tuple(h[0] for h in held), bool(owning))
+        merged[store] = dict(sorted(chosen[1].items()))
+    return MergedInventory(merged, conflicts)

@@ -11,8 +11,10 @@ ahead of it (a crash between the two), and the records the KCL then delivers aga
 that are at or before the snapshot's sequence number are skipped. Within the batches after the
 snapshot, the core's dedup and the deterministic alert ids absorb any repeat.
 
-Any failure to load, send or store ends the process with status 1: the daemon then exits too and its
-task restarts from the last checkpoint, instead of acknowledging records whose effects were lost.
+A record that makes applying fail (a fault of ours) is kept as a dead letter with the error and the
+shard goes on (processors/records.py). Any failure to load, send or store ends the process with
+status 1: the daemon then exits too and its task restarts from the last checkpoint, instead of
+acknowledging records whose effects were lost.
 
 stdout is the protocol channel: the entry point moves file descriptor 1 to stderr before anything
 else runs, so a stray print (ours or any library's) lands in the logs, never in the protocol.
@@ -35,11 +37,12 @@ from typing import IO, Any, Final, Protocol
 from config import Settings
 from foundation.aws.clients import AioClients
 from foundation.errors import ShelfstreamError
-from foundation.metrics import Registry, emit_emf
+from foundation.metrics import Registry, Sample, emit_emf
 from foundation.retry import backoff_s
 from processors.checkpoints import Checkpoint, S3Checkpoints
 from processors.core import Effects, ShardCore
 from processors.metrics import core_source
+from processors.records import apply_record
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
 
@@ -168,9 +171,11 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._last_checkpoint = 0.0
         self._last_beat = -math.inf
         self.records_skipped = 0
+        self.records_failed = 0  # records applying failed on, kept as dead letters
         # CloudWatch EMF on stderr (never stdout: that is the daemon's channel), every metrics_every_s.
         self.metrics = Registry(
-            {"Service": "processor", "Stream": settings.stream_name}, [core_source(lambda: self.core)]
+            {"Service": "processor", "Stream": settings.stream_name},
+            [core_source(lambda: self.core), lambda: [Sample("RecordsFailed", self.records_failed)]],
         )
         self._last_metrics = clock()
 
@@ -215,14 +220,16 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         with self._fatal("processRecords"):
             core = self._active_core()
             records: Sequence[Any] = process_records_input.records
-            apply = core.apply
             skipped = 0
             for record in records:
                 position = _position(record.sequence_number, record.sub_sequence_number)
                 if self._applied is not None and position <= self._applied:
                     skipped += 1  # already in the restored state: the S3 snapshot was ahead of the lease
                     continue
-                apply(record.binary_data, record.sequence_number)
+                # The daemon has unpacked KPL aggregates already (sub-sequence numbers); one that
+                # fails its checksum comes through as a plain record, and is rejected whole here.
+                ref = record.sequence_number if not position[1] else f"{record.sequence_number}/{position[1]}"
+                apply_record(core, record.binary_data, ref, record.partition_key)
                 self._applied = position
                 self._applied_seq = record.sequence_number
                 self._unsaved = True
@@ -300,6 +307,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
 
     def _send(self, core: ShardCore) -> None:
         effects = core.drain()
+        self.records_failed += len(effects.failed)
         if effects:
             self._store.send(self._shard(), effects)
 

@@ -33,6 +33,7 @@ def processor_source(processor: StreamProcessor) -> Source:
         yield Sample("PutRetries", sinks.entry_retries)
         yield Sample("Throttles", sum(w.status.throttles for w in workers))
         yield Sample("DeadLettered", sinks.dead_lettered)
+        yield Sample("RecordsFailed", sinks.records_failed)
 
     return read
 

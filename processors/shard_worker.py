@@ -1,6 +1,9 @@
 """Reads one shard: a GetRecords loop feeding that shard's core, sending its effects, checkpointing.
 
 Order per batch: apply records -> send effects -> (maybe) checkpoint state + last sequence number.
+KPL aggregates are unpacked into their user records (processors/records.py), all in the batch of
+their Kinesis record, so a checkpoint at a sequence number covers every sub-record of it. A record
+that makes applying fail is kept as a dead letter and the shard goes on (no crash loop).
 A crash between send and checkpoint replays the batch: the core's dedup makes the state exact again
 and the repeated sends carry the same deterministic ids, which consumers drop.
 """
@@ -21,6 +24,7 @@ from config import Settings
 from foundation.retry import backoff_s, error_code, is_retryable
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects, ShardCore
+from processors.records import apply_record
 from processors.sinks import Sinks
 
 log = logging.getLogger(__name__)
@@ -28,7 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorkerStatus:
-    records: int = 0
+    records: int = 0  # Kinesis records
+    user_records: int = 0  # events in them (a KPL aggregate holds many)
     batches: int = 0
     empty_polls: int = 0
     millis_behind: int = 0
@@ -51,8 +56,10 @@ class ShardWorker:
         settings: Settings,
         start_after: str | None,
         on_effects: Callable[[str, Effects], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         self.shard_id = shard_id
+        self._owns = owns  # does this shard own a partition key's hash key (KPL sub-records)
         self.core = core
         self.status = WorkerStatus()
         self._kinesis = kinesis
@@ -104,9 +111,13 @@ class ShardWorker:
             iterator = resp.get("NextShardIterator")
             if records:
                 idle = 0
-                apply = self.core.apply
+                core = self.core
+                user_records = 0
                 for record in records:
-                    apply(record["Data"], record["SequenceNumber"])
+                    user_records += apply_record(
+                        core, record["Data"], record["SequenceNumber"], record.get("PartitionKey"), self._owns
+                    )
+                self.status.user_records += user_records
                 await self._emit()
                 self._last_seq = records[-1]["SequenceNumber"]
                 self.status.records += len(records)

@@ -6,6 +6,7 @@ At scale the same cores run inside KCL record processors instead, one per leased
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -15,7 +16,13 @@ from typing import Any
 from config import Settings
 from foundation.aws.lineage import ShardInfo, ready
 from foundation.contract import Alert, RestockRequest, alert_kind
-from processors.checkpoints import Checkpoint, S3Checkpoints, return_large_buffers_to_the_system
+from processors.checkpoints import (
+    Checkpoint,
+    MergedInventory,
+    S3Checkpoints,
+    merge_inventories,
+    return_large_buffers_to_the_system,
+)
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.shard_worker import ShardWorker
@@ -57,6 +64,7 @@ class StreamProcessor:
         self._checkpoints = S3Checkpoints(clients["s3"], resources.bucket, settings)
         self._on_effects = on_effects
         self.workers: dict[str, ShardWorker] = {}
+        self.shard_info: dict[str, ShardInfo] = {}
         self.recent: deque[Alert | RestockRequest] = deque(maxlen=50)
         self.recent_windows: deque[bytes] = deque(maxlen=50)
         self.alert_counts: Counter[str] = Counter()
@@ -98,6 +106,7 @@ class StreamProcessor:
             while not stop.is_set():
                 shards = await self._shards()
                 for info in shards:
+                    self.shard_info[info.shard_id] = info
                     if info.shard_id not in checkpoints:
                         checkpoints[info.shard_id] = await self._checkpoints.load(info.shard_id)
                     checkpoint = checkpoints[info.shard_id]
@@ -155,6 +164,7 @@ class StreamProcessor:
             self._settings,
             start_after,
             self._observe,
+            functools.lru_cache(maxsize=4096)(info.owns),
         )
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
@@ -181,11 +191,15 @@ class StreamProcessor:
         return [w for w in self.workers.values() if not w.status.ended]
 
     def inventory(self) -> dict[str, dict[str, int]]:
-        merged: dict[str, dict[str, int]] = {}
-        for worker in self.live_workers():
-            for store, products in worker.core.inventory().items():
-                merged.setdefault(store, {}).update(products)
-        return dict(sorted(merged.items()))
+        return self.merged_inventory().stock
+
+    def merged_inventory(self) -> MergedInventory:
+        """Every live shard's stock; a store two shards hold is reported, not merged silently."""
+        views = [(w.shard_id, w.core.inventory()) for w in self.live_workers()]
+        merged = merge_inventories(views, list(self.shard_info.values()))
+        for warning in merged.warnings():
+            log.warning(warning)
+        return merged
 
     def open_requests(self) -> int:
         return sum(len(w.core.open_requests()) for w in self.live_workers())

@@ -63,8 +63,8 @@ FUTURE_SLACK_S: Final = 86_400
 PREVIEW_CHARS: Final = 1024
 HASH_CHARS: Final = 20
 SNIFF_BYTES: Final = 8192
-_STORE_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_WHOLE: Final = re.compile(r"^\+?[0-9]+$")
+_STORE_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: `$` allows a final newline
+_WHOLE: Final = re.compile(r"\+?[0-9]+")
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
 _FOREIGN_BOMS: Final = (
     (b"\x00\x00\xfe\xff", "UTF-32"),
@@ -335,7 +335,7 @@ def _check_header(line: RawLine, ctx: FileContext) -> None:
 def _csv_problem(store: str, item: str, count_text: str) -> str | None:
     if not store:
         return "store is empty"
-    if not _STORE_ID.match(store):
+    if not _STORE_ID.fullmatch(store):
         return f"store {store!r} is not a valid store id (1-64 of A-Z a-z 0-9 . _ -)"
     if not item:
         return "item is empty"
@@ -343,9 +343,9 @@ def _csv_problem(store: str, item: str, count_text: str) -> str | None:
         return f"item is {len(item)} characters, over the {MAX_ITEM_CHARS}-character limit"
     if not count_text:
         return "count is empty"
-    if count_text.startswith("-") and _WHOLE.match(count_text[1:]):
+    if count_text.startswith("-") and _WHOLE.fullmatch(count_text[1:]):
         return f"count {count_text} is negative: a stock count is 0 or more"
-    if not _WHOLE.match(count_text):
+    if not _WHOLE.fullmatch(count_text):
         return f"count {count_text!r} is not a whole number"
     if int(count_text) > MAX_COUNT:
         return f"count {count_text} is implausibly large (over {MAX_COUNT:,})"
@@ -416,7 +416,7 @@ def _inventory_fields(record: dict[str, Any], ctx: FileContext) -> tuple[str, st
     if not _is_id(product_id) or len(str(product_id)) > MAX_ITEM_CHARS:
         return f"product_id must be a string of 1-{MAX_ITEM_CHARS} characters or an integer"
     warehouse = record["warehouse_id"]
-    if not _is_id(warehouse) or not _STORE_ID.match(str(warehouse)):
+    if not _is_id(warehouse) or not _STORE_ID.fullmatch(str(warehouse)):
         return f"warehouse_id {warehouse!r} is not a valid store id (1-64 of A-Z a-z 0-9 . _ -)"
     for name in ("stock_level", "restock_threshold"):
         value = record[name]

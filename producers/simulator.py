@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -118,6 +119,11 @@ class _Store:
     recent_records: deque[bytes] = field(default_factory=lambda: deque(maxlen=100))
 
 
+def new_run_id() -> str:
+    """A short id of one simulation run (8 hex digits: 4 billion runs before a likely repeat)."""
+    return uuid.uuid4().hex[:8]
+
+
 class StoreSimulator:
     """Stores selling a shared catalog; ``events_until`` yields their records in event-time order."""
 
@@ -133,7 +139,10 @@ class StoreSimulator:
         refund_rate: float = 0.025,
         bad_fraction: float = 0.0,
         duplicate_fraction: float = 0.0,
+        run_id: str | None = None,
     ) -> None:
+        """`run_id` goes into every event id, so two runs (even with the same seed) never repeat each
+        other's ids, which the processor would drop as redeliveries; a new one is drawn if not given."""
         if stores < 1 or products < 1:
             raise ValueError("a simulation needs at least one store and one product")
         if baskets_per_hour <= 0 or price_changes_per_day < 0:
@@ -147,6 +156,7 @@ class StoreSimulator:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within 0-1, got {value}")
         self.seed = seed
+        self.run_id = run_id if run_id is not None else new_run_id()
         self.start_ms = start_ms
         self.position_ms = start_ms  # every event up to here has been handed out
         self.refund_rate = refund_rate
@@ -248,7 +258,7 @@ class StoreSimulator:
         rng = store.rng
         self.stats.baskets += 1
         store.transactions += 1
-        transaction_id = f"{store.store_id}-t{store.transactions}"
+        transaction_id = f"{store.store_id}-{self.run_id}-t{store.transactions}"
         lines = rng.choices(_LINES, cum_weights=_LINE_CUM_WEIGHTS)[0]
         picked = rng.choices(self._by_popularity, cum_weights=self._cum_popularity, k=lines)
         seen: set[str] = set()
@@ -310,7 +320,7 @@ class StoreSimulator:
     ) -> None:
         store.seq += 1
         event = {
-            "event_id": f"{store.store_id}-{store.seq}",
+            "event_id": f"{store.store_id}-{self.run_id}-{store.seq}",
             "type": kind,
             "store_id": store.store_id,
             "ts": self._format_ts(ts_ms),
@@ -346,7 +356,7 @@ class StoreSimulator:
         if flavour == 0:  # truncated in transit: not valid JSON
             return good[: noise.randint(1, len(good) - 2)]
         record: dict[str, Any] = {
-            "event_id": f"{store.store_id}-bad-{store.bad_seq}",
+            "event_id": f"{store.store_id}-{self.run_id}-bad-{store.bad_seq}",
             "type": "sale",
             "store_id": store.store_id,
             "ts": format_ts(ts_ms),

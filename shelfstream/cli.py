@@ -95,8 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(handler=_lazy("produce", "cmd_simulate"))
 
-    p = sub.add_parser("replay", help="produce the events of a JSON-lines file to Kinesis")
-    p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
+    p = sub.add_parser(
+        "replay", help="produce the events of a JSON-lines file to Kinesis, or kept rejected records again"
+    )
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="JSON-lines file, or - for stdin; with --rejected, a file of kept records (default: S3)",
+    )
+    p.add_argument(
+        "--rejected",
+        action="store_true",
+        help="send kept rejected and dead-lettered records again, byte-exact (after a fix); "
+        "from S3 those sent are moved under replayed/",
+    )
+    p.add_argument(
+        "--prefix",
+        default="",
+        help="with --rejected from S3: only kept records under this path (e.g. stream/, dead-letter/stream/)",
+    )
     p.set_defaults(handler=_lazy("produce", "cmd_replay"))
 
     p = sub.add_parser("process", help="the stream processor; runs until SIGTERM/SIGINT")

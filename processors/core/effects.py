@@ -26,10 +26,18 @@ class Effects:
     windows: list[bytes] = field(default_factory=list)
     # Archive-only notes (JSON), e.g. the end of a stock-out: history for reports, never sent to SNS.
     notes: list[bytes] = field(default_factory=list)
+    # Records the shell could not apply at all (an unexpected error; `reason` holds it): dead letters.
+    failed: list[RejectedRecord] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
-            self.requests or self.alerts or self.archive or self.rejected or self.windows or self.notes
+            self.requests
+            or self.alerts
+            or self.archive
+            or self.rejected
+            or self.windows
+            or self.notes
+            or self.failed
         )
 
     def extend(self, other: Effects) -> None:
@@ -39,3 +47,4 @@ class Effects:
         self.rejected.extend(other.rejected)
         self.windows.extend(other.windows)
         self.notes.extend(other.notes)
+        self.failed.extend(other.failed)

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Final
 
-import msgspec
-
 from foundation.contract import (
     MAX_RECORD_BYTES,
     Count,
@@ -31,6 +29,7 @@ from foundation.contract import (
     Sale,
     decode_event,
     decode_strict,
+    is_utf8,
 )
 from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Manifest, Run
 from processors.core.detector import DetectorConfig
@@ -159,6 +158,13 @@ def _windows_and_monitor(config: CoreConfig) -> tuple[WindowEngine | None, Anoma
     return engine, AnomalyMonitor(config.detection, specs)
 
 
+def _wrong_key(partition_key: str, store_id: str) -> str:
+    return (
+        f"partition key {partition_key[:64]!r} is not the store_id {store_id!r}: a store's events must "
+        "all go to its own shard (put it again with partition key = store_id)"
+    )
+
+
 class ShardCore:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
@@ -177,21 +183,35 @@ class ShardCore:
 
     # --- the hot path ---------------------------------------------------------------------------
 
-    def apply(self, raw: bytes, ref: str | int = "") -> bool:
-        """Apply one record; returns True when it was a new, valid event. Never raises for bad input."""
+    def apply(self, raw: bytes, ref: str | int = "", partition_key: str | None = None) -> bool:
+        """Apply one record; returns True when it was a new, valid event. Never raises for bad input:
+        whatever the bytes, the record is counted once, as valid or as rejected with a reason.
+
+        `partition_key` (the stream's, when there is one) must be the event's `store_id`: an event
+        put with another key is in another store's shard, where this core has none of its stock,
+        so it is rejected with the reason instead of being applied to an empty stock."""
         state = self.state
         stats = state.stats
         ev: Event | Rejection
         if len(raw) <= MAX_RECORD_BYTES:
             try:
                 ev = decode_strict(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except Exception:  # any decode failure (msgspec's, UnicodeDecodeError, RecursionError, ...)
                 ev = decode_event(raw)  # again, for the rejection and its reason (the rare path)
+            else:
+                # Where msgspec did not look (unknown fields): invalid UTF-8, or \u escapes that are
+                # no character. Any escape sends the record to decode_event, which checks them: a
+                # one-byte search (memchr) costs far less than searching for the two bytes.
+                if (not raw.isascii() and not is_utf8(raw)) or b"\\" in raw:
+                    ev = decode_event(raw)
         else:
             ev = decode_event(raw)
         if isinstance(ev, Rejection):
             stats.events_rejected += 1
             self.out.rejected.append(RejectedRecord(str(ref), ev.reason, raw))
+            return False
+        if partition_key is not None and partition_key != ev.store_id:
+            self.reject(raw, ref, _wrong_key(partition_key, ev.store_id))
             return False
         stats.events_valid += 1
         ts_ms = ev.ts_ms
@@ -266,6 +286,12 @@ class ShardCore:
         if gone:
             forget_stores(state, gone)
             state.stats.stores_forgotten += len(gone)
+
+    def reject(self, raw: bytes, ref: str | int, reason: str) -> None:
+        """Count and keep a record the shell found unreadable before the core saw an event in it
+        (a KPL aggregate that fails its checksum, say)."""
+        self.state.stats.events_rejected += 1
+        self.out.rejected.append(RejectedRecord(str(ref), reason, raw))
 
     def finish(self) -> None:
         """End of input (a backtest's last line): close every open window, as if time moved past them.

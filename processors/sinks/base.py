@@ -35,6 +35,7 @@ class SinkStats:
     rejected_kept: int = 0
     entry_retries: int = 0
     dead_lettered: int = 0
+    records_failed: int = 0  # stream records the shell could not apply (also in dead_lettered)
 
 
 SendBatch = Callable[[Sequence[Any]], Awaitable[list[tuple[int, str]]]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from foundation.contract import encode
+from foundation.contract import compact, encode
 from processors.core import Effects
 from processors.sinks.base import DeadLetters, SinkStats, retry_entries
 
@@ -39,7 +39,9 @@ class FirehoseArchive:
             await self.archive_windows(effects.windows)
 
     async def archive(self, records: Sequence[bytes]) -> None:
-        self._stats.archived += await self._put(self._resources.archive_firehose, records, "firehose-archive")
+        """Accepted events, each as one compact line (the core checked they are UTF-8 JSON)."""
+        lines = [compact(record) for record in records]
+        self._stats.archived += await self._put(self._resources.archive_firehose, lines, "firehose-archive")
 
     async def archive_windows(self, records: Sequence[bytes]) -> None:
         sent = await self._put(self._resources.windows_firehose, records, "firehose-windows")

@@ -27,12 +27,13 @@ from shelfstream import __version__
 from shelfstream.api.auth import Principal, TokenStore, bearer_token
 from shelfstream.api.hub import sse_stream
 from shelfstream.api.ingest import EventSink, IngestError, new_request_id, parse_batch
+from shelfstream.api.openapi import install as install_openapi
 from shelfstream.api.ratelimit import RateLimiter
 from shelfstream.api.state import DashboardState
 
 log = logging.getLogger(__name__)
 
-_STORE_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_STORE_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: `$` allows a final newline
 _STATIC: Final = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -165,7 +166,7 @@ def create_app(
     def store_scope(who: Principal, store_id: str | None) -> None:
         if store_id is None:
             return
-        if not _STORE_ID.match(store_id):
+        if not _STORE_ID.fullmatch(store_id):
             raise ApiError(400, "store_id must be 1-64 characters [A-Za-z0-9._-]")
         if not who.can_see(store_id):
             raise ApiError(403, f"this token may not see store {store_id!r}")
@@ -298,6 +299,7 @@ def create_app(
             headers={"x-accel-buffering": "no"},
         )
 
+    install_openapi(app, settings)
     return app
 
 

@@ -21,8 +21,8 @@ import orjson
 from foundation.errors import UsageError
 
 MIN_TOKEN_CHARS: Final = 16
-_STORE_ID: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_TOKEN_CHARS: Final = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII: what an HTTP header carries as is
+_STORE_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: `$` allows a final newline
+_TOKEN_CHARS: Final = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an HTTP header carries as is
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ def new_token() -> str:
 
 def _principal(token: object, grant: object, number: int) -> Principal:
     where = f"entry {number}"
-    if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS or not _TOKEN_CHARS.match(token):
+    if not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(token):
         raise ValueError(f"{where}: a token must be at least {MIN_TOKEN_CHARS} visible ASCII characters")
     if not isinstance(grant, Mapping):
         raise ValueError(f"{where}: the grant must be an object with a role")
@@ -116,7 +116,7 @@ def _principal(token: object, grant: object, number: int) -> Principal:
         return Principal("hq", None, key)
     if role == "store":
         store_id = grant.get("store_id")
-        if not isinstance(store_id, str) or not _STORE_ID.match(store_id):
+        if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
             raise ValueError(f"{where}: a store token needs a store_id of 1-64 characters [A-Za-z0-9._-]")
         return Principal("store", store_id, key)
     raise ValueError(f"{where}: role must be 'hq' or 'store', not {role!r}")

@@ -59,7 +59,9 @@ class DemoDashboard:
         )
         app = create_app(self.state, self.tokens, sink, self.settings)
         self._tasks = [
-            asyncio.create_task(serve_app(app, self.sock, self.state, self._stop)),
+            asyncio.create_task(
+                serve_app(app, self.sock, self.state, self._stop, self.settings.api_trusted_proxies)
+            ),
             asyncio.create_task(self.feed.run(self._stop)),
         ]
 

@@ -8,15 +8,18 @@ missed from the backlog, then refetches the current state.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from shelfstream.api.auth import Principal
+
+_SEQ: Final = re.compile(r"[0-9]{1,18}")  # a message number in a Last-Event-ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,8 @@ class Hub:
         if not last_event_id:
             return None
         epoch, _, seq = last_event_id.strip().partition("-")
-        if epoch != self.epoch or not seq.isdigit():
+        # ASCII digits only: str.isdigit() is true for "²", which int() refuses.
+        if epoch != self.epoch or not _SEQ.fullmatch(seq):
             return None
         return int(seq)
 

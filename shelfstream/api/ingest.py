@@ -78,15 +78,25 @@ def parse_batch(body: bytes, principal: Principal, max_events: int) -> Batch:
     if principal.role == "store":
         for index, entry in enumerate(entries):
             if isinstance(entry, dict) and "store_id" in entry and entry["store_id"] != principal.store_id:
+                other = entry["store_id"]
+                shown = repr(other[:64]) if isinstance(other, str) else f"of type {type(other).__name__}"
                 raise IngestError(
                     403,
-                    f"entry {index} is for store {str(entry['store_id'])[:64]!r}; "
+                    f"entry {index} is for store {shown}; "
                     f"this token may only post for store {principal.store_id!r}",
                 )
     valid: list[ValidEntry] = []
     rejected: list[RejectedEntry] = []
     for index, entry in enumerate(entries):
-        raw = orjson.dumps(entry)
+        try:
+            raw = orjson.dumps(entry)
+        except orjson.JSONEncodeError as exc:
+            # Parsed (orjson reads 1,024 levels) but too deep to write again (254): this entry is
+            # refused and the whole body kept for it, byte-exact; the other entries go on.
+            rejected.append(
+                RejectedEntry(index, f"entry cannot be re-encoded ({exc}); the body is kept", body)
+            )
+            continue
         if not isinstance(entry, dict):
             rejected.append(RejectedEntry(index, "entry is not a JSON object", raw))
             continue

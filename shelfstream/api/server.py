@@ -56,17 +56,31 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-async def serve_app(app: FastAPI, sock: socket.socket, state: DashboardState, stop: asyncio.Event) -> None:
-    """Serve `app` on the bound `sock` until `stop`; then end the live streams and shut down."""
-    config = uvicorn.Config(
+def uvicorn_config(app: FastAPI, trusted_proxies: str = "") -> uvicorn.Config:
+    """uvicorn as the API runs it. Proxy headers are read only from `trusted_proxies`: uvicorn's own
+    default trusts X-Forwarded-For from 127.0.0.1, where any local client could then name itself."""
+    trusted = trusted_proxies.strip()
+    return uvicorn.Config(
         app,
         log_config=None,
         access_log=False,  # our own request log leaves the query string out
         lifespan="off",
         timeout_graceful_shutdown=GRACE_S,
         ws="none",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or "",
     )
-    server = _Server(config)
+
+
+async def serve_app(
+    app: FastAPI,
+    sock: socket.socket,
+    state: DashboardState,
+    stop: asyncio.Event,
+    trusted_proxies: str = "",
+) -> None:
+    """Serve `app` on the bound `sock` until `stop`; then end the live streams and shut down."""
+    server = _Server(uvicorn_config(app, trusted_proxies))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -92,7 +106,7 @@ async def run_standalone(wiring: Wiring, tokens: TokenStore, sock: socket.socket
         feeding = asyncio.create_task(feed.run(stop))
         log.info("serving", extra={"url": url_of(sock), "tokens": len(tokens)})
         try:
-            await serve_app(app, sock, state, stop)
+            await serve_app(app, sock, state, stop, settings.api_trusted_proxies)
         finally:
             stop.set()
             await feeding

@@ -30,6 +30,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from producers.kinesis_writer import KinesisWriter
     from producers.replay import ReplayStats, replay_file
 
+    if args.rejected:
+        return _replay_rejected(args)
+    if args.file is None:
+        raise UsageError("replay needs FILE (or --rejected to send kept rejected records again)")
     require_input(args.file)
     wiring = bootstrap()
     settings = wiring.settings
@@ -57,6 +61,67 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out().print(
         f"replayed {stats.sent:,} records ({stats.no_store_id} without a store id, "
         f"{stats.blank} blank lines, {failed} dead-lettered) to {settings.stream_name}"
+    )
+    return 1 if failed else 0
+
+
+def _replay_rejected(args: argparse.Namespace) -> int:
+    """Kept rejected/dead-lettered records to the stream again: from a file, or every object under
+    ``<rejected_prefix><prefix>`` in S3 (each moved under ``replayed/`` once all its records are in)."""
+    from producers.replay import KeptReplayStats, replay_kept
+
+    wiring = bootstrap()
+    settings = wiring.settings
+    resources = wiring.resources()
+    stats = KeptReplayStats()
+    moved: list[str] = []
+    local: list[bytes] | None = None
+    if args.file is not None:
+        require_input(args.file)
+        local = Path(args.file).read_bytes().splitlines()
+
+    async def send(lines: list[bytes], writer: KinesisWriter) -> bool:
+        before = writer.stats.failed
+        await replay_kept(lines, writer, stats)
+        return writer.stats.failed == before
+
+    async def go() -> int:
+        async with wiring.aio("kinesis") as clients:
+            writer = KinesisWriter(
+                clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
+            )
+            try:
+                if local is not None:
+                    await send(local, writer)
+                    return writer.stats.failed
+                s3 = wiring.client("s3")
+                root = settings.rejected_prefix
+                done = f"{root}replayed/"
+                pages = s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=resources.bucket, Prefix=f"{root}{args.prefix}"
+                )
+                for key in [o["Key"] for page in pages for o in page.get("Contents", [])]:
+                    if key.startswith(done):
+                        continue
+                    body = s3.get_object(Bucket=resources.bucket, Key=key)["Body"].read()
+                    if await send(body.splitlines(), writer):
+                        target = done + key[len(root) :]
+                        s3.copy_object(
+                            Bucket=resources.bucket,
+                            Key=target,
+                            CopySource={"Bucket": resources.bucket, "Key": key},
+                        )
+                        s3.delete_object(Bucket=resources.bucket, Key=key)
+                        moved.append(key)
+            finally:
+                await writer.close()
+            return writer.stats.failed
+
+    failed = asyncio.run(go())
+    out().print(
+        f"sent {stats.sent:,} of {stats.records:,} kept records again to {settings.stream_name}"
+        f" ({failed} dead-lettered, {stats.unreadable} lines that are not kept records"
+        + (f"; {len(moved)} objects moved under {settings.rejected_prefix}replayed/)" if moved else ")")
     )
     return 1 if failed else 0
 

@@ -16,15 +16,28 @@ from shelfstream.commands.common import out, require_input
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    from processors.checkpoints import load_all_sync
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from foundation.aws.lineage import ShardInfo
+    from processors.checkpoints import load_all_sync, merge_inventories
 
     wiring = bootstrap()
     settings = wiring.settings
     resources = wiring.resources()
-    merged: dict[str, dict[str, int]] = {}
-    for checkpoint in load_all_sync(wiring.client("s3"), resources.bucket, settings):
-        for store, products in checkpoint.core.inventory().items():
-            merged.setdefault(store, {}).update(products)
+    checkpoints = load_all_sync(wiring.client("s3"), resources.bucket, settings)
+    shards: list[ShardInfo] | None = None
+    try:
+        pages = (
+            wiring.client("kinesis").get_paginator("list_shards").paginate(StreamName=settings.stream_name)
+        )
+        shards = [ShardInfo.from_api(s) for page in pages for s in page["Shards"]]
+    except (ClientError, BotoCoreError):
+        shards = None  # then a store held by two shards is still reported, with the view taken
+    result = merge_inventories([(c.shard_id, c.core.inventory()) for c in checkpoints], shards)
+    warn = Console(stderr=True, highlight=False, soft_wrap=True)
+    for warning in result.warnings():
+        warn.print(f"[yellow]warning: {warning}[/yellow]")
+    merged = result.stock
     if args.store is not None:
         if args.store not in merged:
             raise UsageError(f"store {args.store} has no stock in any checkpoint")

@@ -42,6 +42,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         err.print(f"[yellow]{note}[/yellow]")
     result = run_query(source, args.sql, keep)
     err.print(f"source: {result.source}")
+    if result.note:
+        err.print(f"[yellow]{result.note}[/yellow]")
     writers = {"json": write_json, "csv": write_csv, "table": write_table}
     writers[args.format](result, sys.stdout)
     return 0
@@ -64,6 +66,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     with open_archive(source, ("events", "alerts"), keep, materialize=True) as archive:
         err.print(f"source: {archive.describe()}")
+        if archive.skipped_note():
+            err.print(f"[yellow]{archive.skipped_note()}[/yellow]")
         report = compute_report(archive, week, start, end)
     files = report_files(report)
     written: list[str] = []

@@ -31,7 +31,14 @@ def test_backtest_writes_the_four_files_of_the_contract(
     assert main(["backtest", str(source), "--out", str(out)]) == 0
     assert json.loads((out / "inventory.json").read_text()) == {"Berlin": {"echo": 0}}
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
-    assert rejected == [{"line": 5, "reason": rejected[0]["reason"], "record": "this is not json"}]
+    assert rejected == [
+        {
+            "line": 5,
+            "reason": rejected[0]["reason"],
+            "record": "this is not json",
+            "record_b64": "dGhpcyBpcyBub3QganNvbg==",  # the exact bytes, whatever they are
+        }
+    ]
     assert "not valid JSON" in rejected[0]["reason"]
     alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
     assert {a["kind"] for a in alerts} == {"restock_request", "out_of_stock"}

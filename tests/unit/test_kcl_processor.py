@@ -413,7 +413,7 @@ class RecordingSinks(Sinks):
             self.queue: ("send_requests",),
             self.topic: ("publish_alerts",),
             self.firehose: ("archive_alerts", "archive", "archive_windows"),
-            self.rejected: ("keep_rejected",),
+            self.rejected: ("keep_rejected", "keep_failed"),
         }
         for sink, names in leaves.items():
             for name in names:
@@ -433,6 +433,7 @@ SAMPLES: dict[str, Any] = {
     "rejected": RejectedRecord("42", "not valid JSON", b"{"),
     "windows": b'{"window":1}',
     "notes": b'{"note":1}',
+    "failed": RejectedRecord("43", "KeyError: 'x'", b'{"type":"sale"}'),
 }
 
 

@@ -39,7 +39,7 @@ class FakeProcessor:
             "shard-1": SimpleNamespace(status=WorkerStatus(records=50, millis_behind=250, throttles=2)),
             "shard-2": SimpleNamespace(status=WorkerStatus(records=9, millis_behind=99_000, ended=True)),
         }
-        self.sinks = SimpleNamespace(stats=SinkStats(entry_retries=6, dead_lettered=1))
+        self.sinks = SimpleNamespace(stats=SinkStats(entry_retries=6, dead_lettered=1, records_failed=1))
 
     def stats(self) -> CoreStats:
         return self.core
@@ -75,6 +75,7 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
         "PutRetries": "Count",
         "Throttles": "Count",
         "DeadLettered": "Count",
+        "RecordsFailed": "Count",
     }
     assert main["Service"] == "process"
     assert main["Stream"] == "events"
@@ -87,6 +88,7 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
     assert main["PutRetries"] == 6
     assert main["Throttles"] == 3
     assert main["DeadLettered"] == 1
+    assert main["RecordsFailed"] == 1
     alerts = {r["Kind"]: r for r in records if "Kind" in r}
     assert set(alerts) == {"out_of_stock", "anomaly"}
     for kind, want in (("out_of_stock", 4), ("anomaly", 1)):

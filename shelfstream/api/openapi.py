@@ -1,0 +1,124 @@
+"""The API's OpenAPI document, as the server really answers: bearer tokens, every error status with
+the ``{"error": "..."}`` shape, no 422 (validation errors are 400 here), the events body schema (the
+contract's, from its msgspec structs), and the live stream as ``text/event-stream``."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from config import Settings
+from foundation.contract import Event
+
+_ERROR: Final = {"$ref": "#/components/schemas/Error"}
+
+
+def _answer(text: str) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Replace the app's generated document with the accurate one (built once, on first request)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Error"] = {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        }
+        (event,), defs = msgspec.json.schema_components([Event], ref_template="#/components/schemas/{name}")
+        schemas.update(defs)
+        schemas["Event"] = event
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an HQ or a store token"}
+        }
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                _operation(path, method, op, settings)
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = build  # type: ignore[method-assign]
+
+
+def _operation(path: str, method: str, op: dict[str, Any], settings: Settings) -> None:
+    responses: dict[str, Any] = op.setdefault("responses", {})
+    responses.pop("422", None)
+    if not path.startswith("/v1/"):
+        return
+    op["security"] = [{"bearer": []}]
+    names = {p["name"] for p in op.get("parameters", [])}
+    if names or method == "post":
+        responses["400"] = _answer("a bad parameter or body, with the reason")
+    responses["401"] = {
+        **_answer("missing or unknown token"),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    }
+    if "store_id" in names or method == "post":
+        responses["403"] = _answer("the token may not see (or post for) that store")
+    responses["429"] = {
+        **_answer("rate limit of the token, or too many failed sign-ins from the address"),
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    }
+    if path == "/v1/stores/{store_id}/inventory":
+        responses["404"] = _answer("no such store in the processor's state")
+    if path == "/v1/events" and method == "post":
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/Event"},
+                                "minItems": 1,
+                                "maxItems": settings.api_max_events,
+                            },
+                        ]
+                    }
+                }
+            },
+        }
+        answer = {
+            "type": "object",
+            "required": ["accepted", "rejected", "request_id"],
+            "properties": {
+                "accepted": {"type": "integer"},
+                "rejected": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
+                    },
+                },
+                "request_id": {"type": "string"},
+            },
+        }
+        responses["202"] = {
+            "description": "valid entries are in the stream; each refused entry is listed with its reason",
+            "content": {"application/json": {"schema": answer}},
+        }
+        responses["413"] = _answer(
+            f"over {settings.api_max_body_bytes} bytes or {settings.api_max_events} events"
+        )
+        responses["503"] = _answer("the stream took none of the valid events; send them again")
+    if path == "/v1/stream":
+        responses["200"] = {
+            "description": "server-sent events (alerts, stock, windows, trucks); resumes after Last-Event-ID",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+        op.setdefault("parameters", []).append(
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
+        )
