@@ -42,8 +42,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def go() -> tuple[ReplayStats, int]:
         async with wiring.aio("kinesis") as clients:
+            # One call in flight keeps the file's order across stores too. Kinesis keeps order only
+            # per key, and a replay far faster than the stores traded would otherwise let one store's
+            # lane run hours of event time ahead of another's in the same shard, past any lateness.
+            in_order = settings.model_copy(update={"max_batches_in_flight": 1})
             writer = KinesisWriter(
-                clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
+                clients["kinesis"], settings.stream_name, in_order, dead_letter_path=dead_letter_path()
             )
             with Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
