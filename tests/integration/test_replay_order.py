@@ -14,7 +14,6 @@ import pytest
 
 from config import Settings
 from foundation.aws.clients import AioClients
-from foundation.aws.provision import Resources
 from shelfstream.cli import main
 
 ReadStream = Callable[[Any, str], Awaitable[dict[str, list[dict[str, Any]]]]]
@@ -29,7 +28,7 @@ def test_replay_keeps_the_order_of_the_file_across_stores_in_a_shard(
     from foundation.aws.provision import provision
 
     settings = make_settings(shard_count=1, max_batches_in_flight=4)
-    resources: Resources = provision(settings)
+    provision(settings)
     for name, value in settings.model_dump().items():
         monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
     stores = [f"store-{i:03d}" for i in range(8)]
