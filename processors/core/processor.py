@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 
 from processors.core.dedup import Dedup
+from processors.core.demand import RestockConfig
 from processors.core.detector import DetectorConfig
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
@@ -53,6 +54,7 @@ class CoreConfig:
     allowed_lateness_ms: int = 2 * _MINUTE_MS
     max_window_gap_ms: int = 7 * 24 * 3600 * 1000
     detection: DetectorConfig = field(default_factory=DetectorConfig)
+    restock: RestockConfig = field(default_factory=RestockConfig)
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
         if self.window_ms <= 0:
@@ -107,7 +109,11 @@ class ShardCore:
         self.config = config or CoreConfig()
         windows, monitor = _windows_and_monitor(self.config)
         self.state = CoreState(
-            inventory=Inventory(self.config.default_restock_threshold, self.config.default_target_stock),
+            inventory=Inventory(
+                self.config.default_restock_threshold,
+                self.config.default_target_stock,
+                restock_config=self.config.restock,
+            ),
             dedup=Dedup(self.config.dedup_horizon_ms),
             stats=CoreStats(),
             windows=windows,
@@ -239,11 +245,18 @@ class ShardCore:
             known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
             core = cls(CoreConfig(**known))
             core.state.inventory = state.inventory
+            core.state.inventory.restock_config = core.config.restock
+            core.state.inventory.ensure_demand()
             core.state.dedup = state.dedup
             core.state.stats = state.stats
             return core
         if version != SNAPSHOT_VERSION:
             raise ValueError(f"checkpoint format {version} is not {SNAPSHOT_VERSION}")
+        if not hasattr(config, "restock"):  # a checkpoint from before the forecast policy
+            known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
+            config = CoreConfig(**known)
+            state.inventory.restock_config = config.restock
+        state.inventory.ensure_demand()
         core = cls(config)
         core.state = state
         return core
