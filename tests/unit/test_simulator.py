@@ -22,10 +22,14 @@ WEDNESDAY = int(dt.datetime(2026, 7, 29, tzinfo=dt.UTC).timestamp() * 1000)
 SATURDAY = WEDNESDAY + 3 * DAY_MS
 
 
+# Shelves that never run empty, for the tests of what customers want (rhythm, baskets, refunds).
+FULL = (10**6, 10**6)
+
+
 def day_of(
     seed: int = 1, stores: int = 3, products: int = 20, **kw: float
 ) -> tuple[StoreSimulator, list[SimEvent]]:
-    sim = StoreSimulator(seed, stores, products, WEDNESDAY, **kw)
+    sim = StoreSimulator(seed, stores, products, WEDNESDAY, initial_stock=FULL, **kw)
     return sim, sim.events_until(WEDNESDAY + DAY_MS)
 
 
@@ -37,7 +41,9 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not() -> None:
     assert [e.data for e in first] != [e.data for e in other]
 
 
-_WHOLE_DAY = day_of(3, 2, 8, bad_fraction=0.02, duplicate_fraction=0.02)[1]
+_WHOLE_DAY = StoreSimulator(3, 2, 8, WEDNESDAY, bad_fraction=0.02, duplicate_fraction=0.02).events_until(
+    WEDNESDAY + DAY_MS
+)
 
 
 @settings(max_examples=20, deadline=None)
@@ -108,7 +114,7 @@ def test_baskets_share_a_transaction_id_and_hold_one_to_four_lines() -> None:
 
 
 def test_refunds_are_two_to_three_percent_of_sale_lines_and_have_reasons() -> None:
-    sim = StoreSimulator(11, 4, 30, WEDNESDAY)
+    sim = StoreSimulator(11, 4, 30, WEDNESDAY, initial_stock=FULL)
     decoded = [decode_event(e.data) for e in sim.events_until(WEDNESDAY + 4 * DAY_MS)]
     sales = [d for d in decoded if isinstance(d, Sale)]
     refunds = [d for d in decoded if isinstance(d, Refund)]
@@ -132,10 +138,10 @@ def test_the_store_is_closed_at_night_and_busy_at_lunch() -> None:
 
 
 def test_weekends_are_busier() -> None:
-    weekday = StoreSimulator(1, 5, 20, WEDNESDAY)
+    weekday = StoreSimulator(1, 5, 20, WEDNESDAY, initial_stock=FULL)
     weekday.events_until(WEDNESDAY)
     wednesday = len(weekday.events_until(WEDNESDAY + DAY_MS))
-    weekend = StoreSimulator(1, 5, 20, SATURDAY)
+    weekend = StoreSimulator(1, 5, 20, SATURDAY, initial_stock=FULL)
     weekend.events_until(SATURDAY)
     saturday = len(weekend.events_until(SATURDAY + DAY_MS))
     assert saturday > 1.15 * wednesday
