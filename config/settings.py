@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     restock_policy: Literal["threshold", "forecast"] = "forecast"
     service_level: float = Field(default=0.98, ge=0.5, lt=1.0)  # chance of no stock-out per delivery cycle
     lead_time_prior_s: float = Field(default=3600.0, gt=0)  # until deliveries teach the real lead time
-    restock_cycle_s: float = Field(default=12 * 3600.0, gt=0)  # planned time between a store's deliveries
+    restock_cycle_s: float = Field(default=24 * 3600.0, gt=0)  # planned time between a store's deliveries
     forecast_min_history_s: float = Field(default=24 * 3600.0, ge=0)  # store history before forecasting
 
     # --- event-time windows and anomaly detection ------------------------------------------------

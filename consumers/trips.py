@@ -5,8 +5,9 @@ restock benchmark run the very same rules.
 
 The rule, in full:
 
-1. The first stop is the store of the oldest open request. The truck loads that store's requests,
-   oldest first, as long as they fit in what is left of its capacity (units); a request that does not
+1. The first stop is the store of the most urgent open request: the earliest expected stock-out
+   (`expected_stockout_at`), or for requests without one, the oldest (by `ts`). The truck loads that
+   store's requests, most urgent first, as long as they fit in what is left of its capacity (units); a request that does not
    fit waits for the next truck (a store's order larger than a truck goes in two trips). A single
    request larger than a whole truck is cut to the truck's capacity.
 2. The truck goes on to another store, up to ``max_stops`` stores, only when that gets it there sooner
@@ -92,6 +93,12 @@ def trip_id(requests: Sequence[RestockRequest]) -> str:
     return f"trip-{digest}"
 
 
+def urgency(request: RestockRequest) -> str:
+    """Sort key: when the shelf is expected to be empty, else when it was asked for (RFC 3339 UTC
+    strings of one format sort as times)."""
+    return request.expected_stockout_at or request.ts
+
+
 def _load(requests: Sequence[RestockRequest], room: int, empty: bool) -> tuple[list[Load], int]:
     loads: list[Load] = []
     for request in requests:
@@ -118,9 +125,9 @@ def plan_trip(
     if not pending or capacity < 1:
         return None
     by_store: dict[str, list[RestockRequest]] = {}
-    for request in pending:
+    for request in sorted(pending, key=urgency):
         by_store.setdefault(request.store_id, []).append(request)
-    first = pending[0].store_id
+    first = min(pending, key=urgency).store_id
     loads, room = _load(by_store.pop(first), capacity, empty=True)
     clock = travel.depot(first)
     stops = [Stop(first, clock, tuple(loads))]

@@ -39,7 +39,7 @@ class RestockConfig:
     policy: RestockPolicy = "forecast"
     service_level: float = 0.98  # the chance a store-product does not run out before a truck comes
     lead_time_prior_ms: int = HOUR_MS  # until the first delivery answers a request
-    cycle_ms: int = 12 * HOUR_MS  # the planned time between two deliveries to a store
+    cycle_ms: int = 24 * HOUR_MS  # the planned time between two deliveries to a store
     min_history_ms: int = 24 * HOUR_MS  # a store's hours of sales before its forecasts are used
     min_item_exposure: float = 200.0  # store units seen while the product was on the shelf
     share_half_life_ms: int = 7 * DAY_MS
@@ -154,6 +154,7 @@ class Plan:
     reorder_point: float  # ask when on hand is at or below this
     order_up_to: float  # and ask for enough to reach this
     lead_ms: float
+    lead_demand: float  # units expected to sell before a truck asked now arrives
 
 
 @dataclass(slots=True)
@@ -283,7 +284,12 @@ class Demand:
         horizon = lead + cfg.cycle_ms
         up_to_demand = self.expected(store, share, ts_ms, ts_ms + horizon)
         up_to = up_to_demand + self._safety(store, horizon, up_to_demand, lead_sd, z)
-        return Plan(reorder_point=reorder_point, order_up_to=max(up_to, reorder_point), lead_ms=lead)
+        return Plan(
+            reorder_point=reorder_point,
+            order_up_to=max(up_to, reorder_point),
+            lead_ms=lead,
+            lead_demand=self.expected(store, share, ts_ms, ts_ms + lead),
+        )
 
     def stockout_ms(self, store_id: str, product_id: str, on_hand: int, ts_ms: int) -> int | None:
         """When the shelf is expected to be empty (None: not within the horizon, or no forecast)."""

@@ -278,8 +278,8 @@ class Inventory:
             plan = demand.plan(store_id, product_id, ev.ts_ms)
             if plan is None:
                 continue
-            up_to = _order_up_to(plan, limits)
-            if up_to - on_hand >= max(1.0, share * up_to):
+            quantity = _quantity(plan, limits, on_hand)
+            if quantity >= max(1.0, share * min(limits[1], plan.order_up_to)):
                 self._request(key, on_hand, ev, limits, plan, "forecast", out, tally)
 
     def _request(
@@ -323,7 +323,7 @@ class Inventory:
                 product_id=key[1],
                 on_hand=on_hand,
                 threshold=threshold,
-                requested_quantity=max(1, _order_up_to(plan, limits) - on_hand),
+                requested_quantity=_quantity(plan, limits, on_hand),
                 reason=reason,
                 expected_stockout_at=None if stockout is None else format_ts(stockout),
                 daily_demand=round(demand.daily(key[0], key[1], ts_ms), 2),
@@ -338,7 +338,10 @@ class Inventory:
         return result
 
 
-def _order_up_to(plan: Plan, limits: tuple[int, int]) -> int:
-    """The forecast's order-up-to level, at least above the threshold and at most the target stock."""
+def _quantity(plan: Plan, limits: tuple[int, int], on_hand: int) -> int:
+    """Enough to reach the forecast's order-up-to level, but no more than fits under the target stock
+    when the truck arrives (what is on hand now, less what sells meanwhile); at least one unit."""
     threshold, target = limits
-    return min(target, max(threshold + 1, math.ceil(plan.order_up_to)))
+    up_to = max(threshold + 1, math.ceil(plan.order_up_to))
+    at_arrival = max(0, math.floor(on_hand - plan.lead_demand))
+    return max(1, min(up_to - on_hand, target - at_arrival))
