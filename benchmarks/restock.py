@@ -244,15 +244,26 @@ def compare(sc: Scenario, seeds: list[int]) -> Comparison:
     return Comparison(seeds, results["threshold"], results["forecast"])
 
 
+def describe(sc: Scenario) -> str:
+    return (
+        f"{sc.stores} stores x {sc.products} products, {sc.baskets_per_hour:g} baskets/h per store "
+        f"(x0.6-1.4), {sc.days} days from a Monday, the first {sc.warmup_days} not counted; "
+        f"{sc.trucks} trucks of {sc.truck_capacity} units, {sc.depot_s / 60:g} min from the depot, "
+        f"{sc.neighbour_s / 60:g} min between neighbouring stores, {sc.between_s / 60:g} min between others"
+    )
+
+
+HEADER = (
+    "| policy | seed | availability | lost units | lost value | stock-outs | trips | units/trip | avg stock |"
+)
+
+
 def table(c: Comparison, sc: Scenario) -> list[str]:
+    seeds = ", ".join(map(str, c.seeds))
     lines = [
-        f"{sc.stores} stores x {sc.products} products, {sc.baskets_per_hour:g} baskets/h per store (x0.6-1.4), "
-        f"{sc.days} days from a Monday, the first {sc.warmup_days} not counted; {sc.trucks} trucks of "
-        f"{sc.truck_capacity} units, {sc.depot_s / 60:g} min from the depot, {sc.neighbour_s / 60:g} min between "
-        f"neighbouring stores, {sc.between_s / 60:g} min between others. Seeds {', '.join(map(str, c.seeds))} "
-        f"(settings tuned on seeds {', '.join(map(str, TUNING_SEEDS))} only).",
+        f"{describe(sc)}. Seeds {seeds} (settings tuned on seeds {', '.join(map(str, TUNING_SEEDS))} only).",
         "",
-        "| policy | seed | availability | lost units | lost value | stock-outs | trips | units/trip | avg stock |",
+        HEADER,
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for base, new in zip(c.threshold, c.forecast, strict=True):

@@ -331,10 +331,13 @@ class Dispatcher:
             # Possibly not in the stream: keep the messages. Should some have been written after all,
             # the redelivery writes the same event ids again, and the processor takes each once.
             raise ShelfstreamError(f"delivery events of {trip.trip_id} at {stop.store_id} were not written")
+        # Marked delivered first, all of the stop, then the messages deleted: a worker that dies in
+        # between leaves messages whose requests come back as delivered, and are dropped.
+        for load in stop.loads:
+            await self._log.delivered(load.request.alert_id)
+            delivered.add(load.request.alert_id)
         for load, event in zip(stop.loads, events, strict=True):
             request = load.request
-            await self._log.delivered(request.alert_id)
-            delivered.add(request.alert_id)
             if self._on_delivery is not None:
                 self._on_delivery(event)
             await self._delete(receipts[request.alert_id])
