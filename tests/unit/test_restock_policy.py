@@ -64,8 +64,11 @@ def test_a_fast_mover_is_asked_for_before_a_slow_one_at_the_same_stock() -> None
     )
     assert [r.product_id for r in requests] == ["fast"]
     fast = requests[0]
-    assert fast.reason == "forecast" and fast.on_hand == 20 and fast.on_hand > fast.threshold
-    assert fast.daily_demand is not None and 100 < fast.daily_demand < 200  # 12 an hour for 12 hours
+    assert fast.reason == "forecast"
+    assert fast.on_hand == 20
+    assert fast.on_hand > fast.threshold
+    assert fast.daily_demand is not None
+    assert 100 < fast.daily_demand < 200
     assert fast.lead_time_s == 3600.0  # the prior: nothing delivered yet
     assert fast.expected_stockout_at is not None
     hours_left = (
@@ -82,8 +85,10 @@ def test_the_threshold_policy_ignores_the_forecast() -> None:
     t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
     assert feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)]) == []
     request = feed(c, [ev("count", "w-fast-2", t + 1, product_id="fast", count=4)])[0]
-    assert request.reason == "threshold" and request.requested_quantity == 40 - 4
-    assert request.daily_demand is None and request.expected_stockout_at is None
+    assert request.reason == "threshold"
+    assert request.requested_quantity == 40 - 4
+    assert request.daily_demand is None
+    assert request.expected_stockout_at is None
 
 
 def test_too_little_history_falls_back_to_the_threshold() -> None:
@@ -115,7 +120,8 @@ def test_the_lead_time_is_learned_from_the_deliveries_that_answer_requests() -> 
         ],
     )
     demand = c.state.inventory.demand
-    assert demand is not None and demand.lead_ms(STORE) == 2 * HOUR_MS
+    assert demand is not None
+    assert demand.lead_ms(STORE) == 2 * HOUR_MS
     second = feed(c, [ev("count", "w-fast-2", delivered_at + 60_000, product_id="fast", count=20)])[0]
     assert second.lead_time_s == 7200.0
     # a restock that answers no request (a stock take, a delivery nobody asked for) teaches nothing
@@ -167,6 +173,7 @@ def test_the_learned_state_stays_bounded() -> None:
     demand = c.state.inventory.demand
     assert demand is not None
     store = demand.stores[STORE]
-    assert len(store.week) == 168 and len(store.day) == 24
+    assert len(store.week) == 168
+    assert len(store.day) == 24
     assert sum(len(items) for items in demand.items.values()) == 2
     assert len(c.snapshot()) < 20_000
