@@ -6,10 +6,15 @@ import datetime as dt
 from typing import Any
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from consumers.dispatcher import restock_event
 from processors.core import CoreConfig, ShardCore
 from processors.core.demand import HOUR_MS, RestockConfig
-from shelfstream.contract import RestockRequest, format_ts
+from producers.ledger import Ledger
+from producers.simulator import StoreSimulator
+from shelfstream.contract import RestockRequest, encode, format_ts
 
 MONDAY = int(dt.datetime(2026, 8, 3, tzinfo=dt.UTC).timestamp() * 1000)
 STORE = "store-001"
@@ -177,3 +182,38 @@ def test_the_learned_state_stays_bounded() -> None:
     assert len(store.day) == 24
     assert sum(len(items) for items in demand.items.values()) == 2
     assert len(c.snapshot()) < 20_000
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    trucks=st.lists(st.tuples(st.integers(1, 3 * 24 * 60), st.integers(1, 60)), max_size=20),
+)
+def test_stock_still_equals_the_ledger_with_forecasts_and_trucks(
+    seed: int, trucks: list[tuple[int, int]]
+) -> None:
+    """Simulated stores over three days, the core under the forecast policy, and trucks answering its
+    requests at random times: the core's stock is the producers' ledger and the simulated shelves."""
+    sim = StoreSimulator(seed, 2, 8, MONDAY, baskets_per_hour=30)
+    c = ShardCore(CoreConfig(archive=False, window_ms=0))
+    ledger = Ledger()
+    open_requests: list[RestockRequest] = []
+    for minute, units in sorted(trucks):
+        at = MONDAY + minute * 60_000
+        for event in sim.events_until(at):
+            c.apply(event.data)
+            ledger.record(event.data)
+        open_requests.extend(c.drain().requests)
+        if open_requests:
+            request = open_requests.pop(0)
+            sim.deliver(request.store_id, request.product_id, units, at)
+            restock = encode(restock_event(request, units, "trip-x", "truck-01", sim.position_ms))
+            c.apply(restock)
+            ledger.record(restock)
+    for event in sim.events_until(MONDAY + 3 * 24 * HOUR_MS):
+        c.apply(event.data)
+        ledger.record(event.data)
+    assert c.inventory() == ledger.stock()
+    assert all(
+        sim.shelves.on_hand(s, p) == n for s, products in ledger.stock().items() for p, n in products.items()
+    )
