@@ -122,7 +122,10 @@ class StoreDemand:
         b = hour_of_week(hour)
         if self.week_seen[b]:
             return self.week[b]
-        return self.day[b % 24] if self.day_seen[b % 24] else 0.0
+        if self.day_seen[b % 24]:
+            return self.day[b % 24]
+        # An hour of the day not seen yet: the store's average hour so far.
+        return (self.cum - self.hour_units) / self.hours_seen if self.hours_seen else 0.0
 
     def dispersion(self) -> float:
         """Variance over mean of units sold: E[q^2] / E[q] for sale lines of q units (1 if unknown)."""
