@@ -48,14 +48,12 @@ class RestockConfig:
     forecast_error: float = 0.15  # relative error of a rate, on top of the randomness of sales
     stockout_horizon_ms: int = 7 * DAY_MS  # how far ahead an expected stock-out is looked for
     min_join_share: float = 0.2  # a product joins another's trip when it needs >= this share of its order
+    z: float = field(init=False, default=0.0)  # the service level's normal quantile, worked out once
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.service_level < 1.0:
             raise ValueError(f"service_level must be within [0.5, 1), got {self.service_level}")
-
-    @property
-    def z(self) -> float:
-        return NormalDist().inv_cdf(self.service_level)
+        object.__setattr__(self, "z", NormalDist().inv_cdf(self.service_level))
 
 
 def hour_of_week(hour_index: int) -> int:
@@ -155,7 +153,6 @@ class Plan:
     """What the forecast says for one store-product at one moment."""
 
     reorder_point: float  # ask when on hand is at or below this
-    order_up_to: float  # and ask for enough to reach this
     lead_ms: float
     lead_demand: float  # units expected to sell before a truck asked now arrives
 
@@ -201,7 +198,7 @@ class Demand:
         item.in_stock = on_hand > 0
 
     def _catch_up(self, item: ItemDemand, store: StoreDemand, ts_ms: int) -> None:
-        if ts_ms > item.last_ms:
+        if ts_ms - item.last_ms >= HOUR_MS:  # decay in steps of an hour or more (0.4% a step)
             if item.last_ms:
                 decay = 0.5 ** ((ts_ms - item.last_ms) / self.config.share_half_life_ms)
                 item.units *= decay
@@ -283,16 +280,24 @@ class Demand:
         cover = self.expected(store, share, ts_ms, ts_ms + look_ms + lead)
         z = cfg.z
         safety = self._safety(store, look_ms + lead, cover, lead_sd, z)
-        reorder_point = cover + safety
-        horizon = lead + cfg.cycle_ms
-        up_to_demand = self.expected(store, share, ts_ms, ts_ms + horizon)
-        up_to = up_to_demand + self._safety(store, horizon, up_to_demand, lead_sd, z)
         return Plan(
-            reorder_point=reorder_point,
-            order_up_to=max(up_to, reorder_point),
+            reorder_point=cover + safety,
             lead_ms=lead,
             lead_demand=self.expected(store, share, ts_ms, ts_ms + lead),
         )
+
+    def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: Plan) -> float:
+        """Enough to last until the next likely delivery: demand over the lead time and the planned
+        cycle, plus safety stock (worked out only when a request is made: it looks a day ahead)."""
+        share = self.share(store_id, product_id)
+        store = self.stores.get(store_id)
+        if share is None or store is None:
+            return plan.reorder_point
+        lead_sd = math.sqrt(store.lead_var) if store.lead_n > 1 else 0.25 * plan.lead_ms
+        horizon = plan.lead_ms + self.config.cycle_ms
+        demand = self.expected(store, share, ts_ms, ts_ms + horizon)
+        up_to = demand + self._safety(store, horizon, demand, lead_sd, self.config.z)
+        return max(up_to, plan.reorder_point)
 
     def stockout_ms(self, store_id: str, product_id: str, on_hand: int, ts_ms: int) -> int | None:
         """When the shelf is expected to be empty (None: not within the horizon, or no forecast)."""

@@ -190,7 +190,9 @@ class Inventory:
         if on_hand > limits[0] and key not in self.out_of_stock:
             # The common case: nothing to report; under the forecast policy, maybe time to ask.
             if self.demand is not None and key not in self.open_requests:
-                self._decide(key, on_hand, ev, limits, out, tally)
+                cached = self.reorder_points.get(key)
+                if cached is None or ev.ts_ms >= cached[0] or on_hand <= cached[1]:
+                    self._decide(key, on_hand, ev, limits, out, tally)
             return
         cause = ev.event_id
         ts_ms = ev.ts_ms
@@ -242,10 +244,10 @@ class Inventory:
             if on_hand > threshold and cached is not None and ts_ms < cached[0] and on_hand > cached[1]:
                 return
             plan = demand.plan(key[0], key[1], ts_ms)
-            self.reorder_points[key] = (
-                ts_ms + REORDER_POINT_TTL_MS,
-                plan.reorder_point if plan is not None else -math.inf,
-            )
+            point = plan.reorder_point if plan is not None else -math.inf
+            # Far above it, the point is good for longer: demand within a day does not triple in an hour.
+            ttl = REORDER_POINT_TTL_MS * (4 if on_hand > 3 * point + 5 else 1)
+            self.reorder_points[key] = (ts_ms + ttl, point)
         reason: RestockReason
         if on_hand <= threshold:
             reason = "threshold"
@@ -278,8 +280,9 @@ class Inventory:
             plan = demand.plan(store_id, product_id, ev.ts_ms)
             if plan is None:
                 continue
-            quantity = _quantity(plan, limits, on_hand)
-            if quantity >= max(1.0, share * min(limits[1], plan.order_up_to)):
+            up_to = demand.order_up_to(store_id, product_id, ev.ts_ms, plan)
+            quantity = _quantity(plan, up_to, limits, on_hand)
+            if quantity >= max(1.0, share * min(limits[1], up_to)):
                 self._request(key, on_hand, ev, limits, plan, "forecast", out, tally)
 
     def _request(
@@ -323,7 +326,9 @@ class Inventory:
                 product_id=key[1],
                 on_hand=on_hand,
                 threshold=threshold,
-                requested_quantity=_quantity(plan, limits, on_hand),
+                requested_quantity=_quantity(
+                    plan, demand.order_up_to(key[0], key[1], ts_ms, plan), limits, on_hand
+                ),
                 reason=reason,
                 expected_stockout_at=None if stockout is None else format_ts(stockout),
                 daily_demand=round(demand.daily(key[0], key[1], ts_ms), 2),
@@ -338,10 +343,10 @@ class Inventory:
         return result
 
 
-def _quantity(plan: Plan, limits: tuple[int, int], on_hand: int) -> int:
+def _quantity(plan: Plan, order_up_to: float, limits: tuple[int, int], on_hand: int) -> int:
     """Enough to reach the forecast's order-up-to level, but no more than fits under the target stock
     when the truck arrives (what is on hand now, less what sells meanwhile); at least one unit."""
     threshold, target = limits
-    up_to = max(threshold + 1, math.ceil(plan.order_up_to))
+    up_to = max(threshold + 1, math.ceil(order_up_to))
     at_arrival = max(0, math.floor(on_hand - plan.lead_demand))
     return max(1, min(up_to - on_hand, target - at_arrival))
