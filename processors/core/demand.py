@@ -181,10 +181,17 @@ class Demand:
         return store
 
     def sale(self, store_id: str, product_id: str, quantity: int, ts_ms: int, on_hand: int) -> None:
-        store = self._store(store_id)
+        # The hot path (every sale): the common case inlined, the rest in the helpers.
+        store = self.stores.get(store_id) or self._store(store_id)
         store.observe(ts_ms, quantity, self.config.hour_alpha)
-        item = self._item(store_id, product_id, store)
-        self._catch_up(item, store, ts_ms)
+        items = self.items.get(store_id)
+        item = items.get(product_id) if items is not None else None
+        if item is None:
+            item = self._item(store_id, product_id, store)
+        if ts_ms - item.last_ms >= HOUR_MS or item.in_stock:
+            self._catch_up(item, store, ts_ms)
+        else:
+            item.mark = store.cum
         if not item.in_stock:  # sold from an empty book (real data): the sale still shows demand
             item.exposure += quantity
         item.units += quantity
