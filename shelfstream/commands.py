@@ -198,6 +198,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from producers.deliveries import watch_deliveries
     from producers.kinesis_writer import KinesisWriter
     from producers.replay import SimulationStats, run_simulation
     from producers.simulator import StoreSimulator
@@ -214,6 +215,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         async with AioClients(settings, "kinesis") as clients:
             writer = KinesisWriter(
                 clients["kinesis"], settings.stream_name, settings, dead_letter_path=_dead_letter_path()
+            )
+            # Shelves are finite: the trucks' deliveries (read back from the stream) refill them.
+            stop_watching = asyncio.Event()
+            watcher = asyncio.create_task(
+                watch_deliveries(clients["kinesis"], settings.stream_name, simulator, stop_watching)
             )
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
@@ -237,6 +243,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     ledger=None,
                     progress=progress,
                 )
+            stop_watching.set()
+            await watcher
             await writer.close()
             return stats, writer.stats.failed
 

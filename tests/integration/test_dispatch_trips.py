@@ -166,3 +166,38 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
     restocks = [orjson.loads(r["Data"]) for records in stream.values() for r in records]
     assert sorted(r["event_id"] for r in restocks) == sorted(event_ids)  # in the stream once each
     assert survivor.stats.deliveries == 2
+
+
+async def test_a_separate_simulate_process_sees_its_trucks_deliveries(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    from producers.deliveries import watch_deliveries
+    from producers.simulator import StoreSimulator
+
+    settings, _ = provisioned
+    sim = StoreSimulator(1, 1, 2, T0, initial_stock=(0, 0))
+    product = sim.catalog[0].product_id
+    stop = asyncio.Event()
+    async with AioClients(settings, "kinesis") as clients:
+        watcher = asyncio.create_task(
+            watch_deliveries(clients["kinesis"], settings.stream_name, sim, stop, 0.05)
+        )
+        await asyncio.sleep(1.0)  # its iterators start at the newest record
+        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        request = _request("store-001", product, 7)
+        from consumers.dispatcher import restock_event
+
+        delivery = encode(restock_event(request, 7, "trip-1", "truck-01", T0))
+        for data in (delivery, delivery):  # written twice (a retried put): on the shelf once
+            await writer.put(data, "store-001")
+        await writer.put(
+            encode(restock_event(request, 5, "trip-1", "truck-01", T0)).replace(b"trip-1", b"x"), "store-009"
+        )
+        await writer.flush()
+        await _until(lambda: sim.shelves.on_hand("store-001", product) > 0, timeout=20)
+        await asyncio.sleep(0.3)
+        stop.set()
+        taken = await watcher
+        await writer.close()
+    assert sim.shelves.on_hand("store-001", product) == 7
+    assert taken == 1
