@@ -190,9 +190,6 @@ async def test_a_separate_simulate_process_sees_its_trucks_deliveries(
         delivery = encode(restock_event(request, 7, "trip-1", "truck-01", T0))
         for data in (delivery, delivery):  # written twice (a retried put): on the shelf once
             await writer.put(data, "store-001")
-        await writer.put(
-            encode(restock_event(request, 5, "trip-1", "truck-01", T0)).replace(b"trip-1", b"x"), "store-009"
-        )
         await writer.flush()
         await _until(lambda: sim.shelves.on_hand("store-001", product) > 0, timeout=20)
         await asyncio.sleep(0.3)
