@@ -7,9 +7,9 @@ The rule, in full:
 
 1. The first stop is the store of the most urgent open request: the earliest expected stock-out
    (`expected_stockout_at`), or for requests without one, the oldest (by `ts`). The truck loads that
-   store's requests, most urgent first, as long as they fit in what is left of its capacity (units); a request that does not
-   fit waits for the next truck (a store's order larger than a truck goes in two trips). A single
-   request larger than a whole truck is cut to the truck's capacity.
+   store's requests, most urgent first, as long as they fit in what is left of its capacity (units);
+   a request that does not fit waits for the next truck (a store's order larger than a truck goes in
+   two trips). A single request larger than a whole truck is cut to the truck's capacity.
 2. The truck goes on to another store, up to ``max_stops`` stores, only when that gets it there sooner
    than any other truck could: arriving via this trip (the stops so far, then the hop between the two
    stores) must beat the moment the next truck is free (now, when one is waiting at the depot) plus
