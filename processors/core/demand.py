@@ -48,6 +48,9 @@ class RestockConfig:
     forecast_error: float = 0.15  # relative error of a rate, on top of the randomness of sales
     stockout_horizon_ms: int = 7 * DAY_MS  # how far ahead an expected stock-out is looked for
     min_join_share: float = 0.2  # a product joins another's trip when it needs >= this share of its order
+    # A delivery later than this after its request is not a lead time (a replayed file answered by trucks
+    # stamping today's date, a request answered by chance): it teaches nothing.
+    max_lead_ms: int = 2 * DAY_MS
     z: float = field(init=False, default=0.0)  # the service level's normal quantile, worked out once
 
     def __post_init__(self) -> None:
@@ -217,7 +220,8 @@ class Demand:
 
     def delivered(self, store_id: str, lead_ms: int) -> None:
         """A delivery answered a request after ``lead_ms``."""
-        self._store(store_id).learn_lead(lead_ms, self.config.lead_alpha)
+        if 0 <= lead_ms <= self.config.max_lead_ms:
+            self._store(store_id).learn_lead(lead_ms, self.config.lead_alpha)
 
     # --- forecasting ---------------------------------------------------------------------------
 

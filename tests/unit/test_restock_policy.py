@@ -217,3 +217,17 @@ def test_stock_still_equals_the_ledger_with_forecasts_and_trucks(
     assert all(
         sim.shelves.on_hand(s, p) == n for s, products in ledger.stock().items() for p, n in products.items()
     )
+
+
+def test_a_delivery_days_after_its_request_is_not_a_lead_time() -> None:
+    c = core()
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    first = feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)])[0]
+    late = t + 200 * 24 * HOUR_MS  # a replayed file answered by trucks that stamp today's date
+    feed(
+        c, [ev("restock", f"delivery-{first.alert_id}", late, product_id="fast", quantity=5, delivery_id="d")]
+    )
+    demand = c.state.inventory.demand
+    assert demand is not None
+    assert demand.lead_ms(STORE) == 3_600_000  # still the prior
