@@ -72,6 +72,16 @@ async def _loadtests() -> list[tuple[str, LoadtestResult]]:
     return results
 
 
+def kept_sections(path: Path) -> str:
+    """The sections other commands write into the same page (between their markers), kept as they are."""
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    start = text.find("\n## Restocking")
+    end = text.find("<!-- bench-restock:end -->")
+    return "" if start < 0 or end < 0 else text[start : end + len("<!-- bench-restock:end -->")] + "\n"
+
+
 def _machine() -> str:
     return (
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
@@ -167,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(header + sections))
+    kept = kept_sections(args.out)  # written by their own commands (make bench-restock)
+    args.out.write_text("\n".join(header + sections) + kept)
     print(f"wrote {args.out} ({total:.0f} s)", flush=True)
     return status
 

@@ -8,7 +8,7 @@ runs against the embedded AWS, LocalStack or a real account.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     # A store that sends nothing for this long (event time) is forgotten: stock, catalog, requests,
     # windows, detector. 0 keeps every store for ever.
     store_retention_s: int = Field(default=35 * 24 * 3600, ge=0)
+    # `forecast`: demand over the lead time + safety stock (processors/core/demand.py), the threshold as
+    # a floor; `threshold`: the catalog's fixed threshold only.
+    restock_policy: Literal["threshold", "forecast"] = "forecast"
+    service_level: float = Field(default=0.98, ge=0.5, lt=1.0)  # chance of no stock-out per delivery cycle
+    lead_time_prior_s: float = Field(default=3600.0, gt=0)  # until deliveries teach the real lead time
+    restock_cycle_s: float = Field(default=24 * 3600.0, gt=0)  # planned time between a store's deliveries
+    forecast_min_history_s: float = Field(default=24 * 3600.0, ge=0)  # store history before forecasting
 
     # --- event-time windows and anomaly detection ------------------------------------------------
     window_s: int = Field(default=900, ge=0)  # tumbling window; 0 turns windows and detection off
@@ -79,8 +86,13 @@ class Settings(BaseSettings):
 
     # --- trucks ----------------------------------------------------------------------------------
     trucks: int = Field(default=4, ge=1)
-    truck_capacity: int = Field(default=400, ge=1)
-    travel_seconds: float = Field(default=2.0, ge=0)
+    truck_capacity: int = Field(default=400, ge=1)  # units per trip
+    travel_seconds: float = Field(default=2.0, ge=0)  # depot to any store (and back)
+    # Between two stores: "store-001|store-002" -> seconds (either order); pairs not listed take
+    # travel_between_s. A trip goes on to another store only when that gets there sooner (consumers/trips.py).
+    travel_pairs: dict[str, float] = Field(default_factory=dict)
+    travel_between_s: float = Field(default=1.5, ge=0)
+    max_stops: int = Field(default=3, ge=1, le=20)
     # How long a request stays hidden while a truck is on it, beyond the trip itself; also the lease
     # on its claim in the delivery log, so a dead worker's request comes back and can be claimed again.
     restock_visibility_s: int = Field(default=60, ge=1, le=43_200)

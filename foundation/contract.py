@@ -226,7 +226,12 @@ def alert_id(kind: str, *cause: str) -> str:
     return f"{kind[:3]}-{digest}"
 
 
-class RestockRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="restock_request"):
+RestockReason: TypeAlias = Literal["threshold", "forecast"]
+
+
+class RestockRequest(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="kind", tag="restock_request"
+):
     alert_id: str
     store_id: str
     ts: str
@@ -234,6 +239,11 @@ class RestockRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"
     on_hand: int
     threshold: int
     requested_quantity: int
+    # Optional (CONTRACT.md section 2): why it was asked for, and what the forecast said.
+    reason: RestockReason | None = None
+    expected_stockout_at: str | None = None  # RFC 3339 UTC; absent when no stock-out is in sight
+    daily_demand: float | None = None  # units expected over the next 24 hours
+    lead_time_s: float | None = None  # the learned time from a request to its delivery
 
 
 class OutOfStock(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="out_of_stock"):

@@ -3,11 +3,17 @@
 Per store: sales, refunds and the refund ratio; stock-outs and how long they lasted (from the
 ``out_of_stock`` alerts and the ``back_in_stock`` notes that end them); anomalies; deliveries and their
 lead time (a truck's restock event ``delivery-<alert_id>`` minus the time of the restock request with
-that ``alert_id``). Written as HTML (inline SVG charts, each with a data table: no script, no network)
+that ``alert_id``); on-shelf availability and an estimate of the sales lost to empty shelves.
+Written as HTML (inline SVG charts, each with a data table: no script, no network)
 and CSV to ``s3://<bucket>/reports/YYYY-Www/``, announced on the alerts topic with the message
 attribute ``kind=weekly_report``.
 
 Weeks are ISO weeks in UTC (Monday 00:00 to Monday 00:00).
+
+Availability and lost sales come from the archive alone (a lost sale is never an event): a store's
+opening hours are the hours of the week in which it sold anything; availability is the share of its
+product-hours within them not in a stock-out; a product's lost sales are its sales rate while on the
+shelf (units per open hour in stock) times its open hours out of stock, valued at its average price.
 """
 
 from __future__ import annotations
@@ -86,6 +92,9 @@ class StoreFigures:
     units_delivered: int = 0
     lead_time_min_avg: float | None = None
     lead_time_min_max: float | None = None
+    availability: float | None = None  # on-shelf, within the store's opening hours
+    lost_sales_units: float = 0.0  # estimated
+    lost_sales_value: float = 0.0  # estimated
     daily_revenue: list[float] = field(default_factory=lambda: [0.0] * 7)
 
 
@@ -123,6 +132,8 @@ class WeeklyReport:
             "stock_out_hours": round(sum(s.stock_out_hours_total for s in self.stores), 2),
             "anomalies": sum(s.anomalies for s in self.stores),
             "deliveries": sum(s.deliveries for s in self.stores),
+            "lost_sales_units": round(sum(s.lost_sales_units for s in self.stores), 1),
+            "lost_sales_value": round(sum(s.lost_sales_value for s in self.stores), 2),
         }
 
 
@@ -177,6 +188,19 @@ FROM alerts WHERE kind = 'anomaly' AND ts >= $start AND ts < $end
 GROUP BY store_id
 """
 
+_OPEN_HOURS_SQL: Final = """
+SELECT DISTINCT store_id, date_trunc('hour', ts) AS hour
+FROM events WHERE type = 'sale' AND ts >= $start AND ts < $end
+"""
+
+_PRODUCT_SALES_SQL: Final = """
+SELECT store_id, product_id,
+       coalesce(sum(quantity) FILTER (WHERE type = 'sale' AND ts >= $start), 0) AS units,
+       coalesce(sum(quantity * unit_price) FILTER (WHERE type = 'sale' AND ts >= $start), 0) AS revenue
+FROM events WHERE product_id IS NOT NULL AND type IN ('sale', 'refund', 'restock', 'count') AND ts < $end
+GROUP BY ALL
+"""
+
 _AS_OF_SQL: Final = "SELECT greatest((SELECT max(ts) FROM events), (SELECT max(ts) FROM alerts))"
 
 
@@ -218,6 +242,7 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
         s.stock_outs_ongoing += ended is None
         s.stock_out_hours_total = round(s.stock_out_hours_total + hours, 2)
         s.stock_out_hours_max = max(s.stock_out_hours_max, round(hours, 2))
+    _shelf_figures(stores, outs, rows(_OPEN_HOURS_SQL), rows(_PRODUCT_SALES_SQL), start, end, as_of)
     for store_id, count, severity, metrics in rows(_ANOMALIES_SQL):
         s = store(store_id)
         s.anomalies, s.anomaly_max_severity, s.anomaly_metrics = int(count), severity, metrics or ""
@@ -232,6 +257,55 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
         stores=[stores[k] for k in sorted(stores)],
         longest_stock_outs=longest,
     )
+
+
+def _shelf_figures(
+    stores: dict[str, StoreFigures],
+    outs: list[StockOut],
+    open_rows: list[tuple[Any, ...]],
+    product_rows: list[tuple[Any, ...]],
+    start: dt.datetime,
+    end: dt.datetime,
+    as_of: dt.datetime | None,
+) -> None:
+    """On-shelf availability and estimated lost sales per store (see the module's docstring)."""
+    hour = dt.timedelta(hours=1)
+    open_hours: dict[str, list[dt.datetime]] = {}
+    for store_id, opened in open_rows:
+        open_hours.setdefault(store_id, []).append(opened)
+    products: dict[str, dict[str, tuple[float, float]]] = {}
+    for store_id, product_id, units, revenue in product_rows:
+        products.setdefault(store_id, {})[product_id] = (float(units), float(revenue))
+    out_hours: dict[tuple[str, str], float] = {}
+    for o in outs:
+        began = max(o.started, start)
+        until = min(o.ended or as_of or o.started, end)
+        overlap = sum(
+            max(0.0, (min(until, h + hour) - max(began, h)).total_seconds() / 3600)
+            for h in open_hours.get(o.store_id, ())
+        )
+        key = (o.store_id, o.product_id)
+        out_hours[key] = out_hours.get(key, 0.0) + overlap
+        products.setdefault(o.store_id, {}).setdefault(o.product_id, (0.0, 0.0))
+    for store_id, hours in open_hours.items():
+        sold = products.get(store_id, {})
+        if not sold:
+            continue
+        s = stores.setdefault(store_id, StoreFigures(store_id))
+        n_open = len(hours)
+        missing = sum(out_hours.get((store_id, p), 0.0) for p in sold)
+        s.availability = round(1 - missing / (n_open * len(sold)), 4)
+        units_lost = value_lost = 0.0
+        for product_id, (units, revenue) in sold.items():
+            out = out_hours.get((store_id, product_id), 0.0)
+            in_stock = n_open - out
+            if out <= 0 or in_stock <= 0 or units <= 0:
+                continue
+            lost = units / in_stock * out
+            units_lost += lost
+            value_lost += lost * revenue / units
+        s.lost_sales_units = round(units_lost, 1)
+        s.lost_sales_value = round(value_lost, 2)
 
 
 # --- CSV and JSON -------------------------------------------------------------------------------------
@@ -258,6 +332,9 @@ CSV_COLUMNS: Final = (
     "units_delivered",
     "lead_time_min_avg",
     "lead_time_min_max",
+    "availability",
+    "lost_sales_units",
+    "lost_sales_value",
 )
 
 
@@ -436,6 +513,7 @@ def render_html(report: WeeklyReport) -> bytes:
         f"<li>stock-outs<strong>{totals['stock_outs']:,}</strong></li>"
         f"<li>anomalies<strong>{totals['anomalies']:,}</strong></li>"
         f"<li>deliveries<strong>{totals['deliveries']:,}</strong></li>"
+        f"<li>lost sales (est.)<strong>{_money(totals['lost_sales_value'])}</strong></li>"
         "</ul>"
     )
     stores = report.stores
@@ -458,6 +536,9 @@ def render_html(report: WeeklyReport) -> bytes:
                 "anomalies",
                 "deliveries",
                 "lead time (min, avg)",
+                "on-shelf availability",
+                "lost sales (units, est.)",
+                "lost sales (value, est.)",
             ],
             [
                 [
@@ -473,10 +554,13 @@ def render_html(report: WeeklyReport) -> bytes:
                     f"{s.anomalies:,}",
                     f"{s.deliveries:,}",
                     _num(s.lead_time_min_avg),
+                    pct(s.availability),
+                    _num(s.lost_sales_units),
+                    _money(s.lost_sales_value),
                 ]
                 for s in stores
             ],
-            set(range(1, 11)),
+            set(range(1, 14)),
         )
     )
     parts.append("<h2>Sales</h2>")

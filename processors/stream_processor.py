@@ -24,6 +24,7 @@ from processors.checkpoints import (
     return_large_buffers_to_the_system,
 )
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
+from processors.core.demand import RestockConfig
 from processors.core.partition import merge, split
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
@@ -44,6 +45,17 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
         hopping_window_ms=settings.hopping_window_s * 1000,
         hopping_hop_ms=settings.hopping_hop_s * 1000,
         allowed_lateness_ms=settings.allowed_lateness_s * 1000,
+        restock=restock_config(settings),
+    )
+
+
+def restock_config(settings: Settings) -> RestockConfig:
+    return RestockConfig(
+        policy=settings.restock_policy,
+        service_level=settings.service_level,
+        lead_time_prior_ms=int(settings.lead_time_prior_s * 1000),
+        cycle_ms=int(settings.restock_cycle_s * 1000),
+        min_history_ms=int(settings.forecast_min_history_s * 1000),
     )
 
 

@@ -10,7 +10,15 @@ leaves the good events unchanged.
 
 Baskets arrive as a non-homogeneous Poisson process (thinning against ``RHYTHM_MAX``) following a daily
 rhythm in store-local time, taken as UTC: closed 22:00-07:00, a morning ramp-up, lunch and late-afternoon
-peaks, weekends busier.
+peaks, weekends busier. Which products a basket wants follows their popularity (a few fast movers, many
+slow ones) and their category's own hours (bakery in the morning, snacks in the evening, household on
+weekends).
+
+Shelves are finite: a customer who wants more than the shelf holds buys what is there, and one who finds
+it empty buys nothing. The units not sold are lost sales, counted here (``shelf``), never events; a
+simulated shelf never goes below zero. Trucks fill shelves through ``deliver``. What customers want does
+not depend on what is on the shelf (refunds draw from their own generator), so two restock policies
+can be compared on the very same demand.
 """
 
 from __future__ import annotations
@@ -51,6 +59,42 @@ _LINE_CUM_WEIGHTS: Final = (45, 75, 90, 100)  # 45%, 30%, 15%, 10%
 _QUANTITIES: Final = (1, 2, 3, 4, 6)
 _QUANTITY_CUM_WEIGHTS: Final = (70, 88, 95, 98, 100)  # 70%, 18%, 7%, 3%, 2%
 _REFUND_REASONS: Final = ("damaged", "wrong item", "changed mind", "expired", "defective")
+# Category demand by hour of the day (weekday, weekend): (first hour, last hour + 1, factor) spans.
+_CATEGORY_HOURS: Final[dict[str, tuple[tuple[int, int, float], ...]]] = {
+    "bakery": ((7, 10, 1.8), (10, 16, 1.0), (16, 22, 0.6)),
+    "dairy": ((7, 10, 1.3),),
+    "produce": ((16, 19, 1.3),),
+    "beverages": ((12, 17, 1.4),),
+    "snacks": ((7, 12, 0.6), (18, 22, 1.5)),
+    "frozen": ((7, 12, 0.7), (17, 21, 1.4)),
+}
+_CATEGORY_WEEKEND: Final[dict[str, float]] = {"household": 1.6, "beverages": 1.3, "snacks": 1.2}
+
+
+def _category_factor(category: str, hour: int, weekend: bool) -> float:
+    factor = 1.0
+    for first, end, value in _CATEGORY_HOURS.get(category, ()):
+        if first <= hour < end:
+            factor = value
+    return factor * (_CATEGORY_WEEKEND.get(category, 1.0) if weekend else 1.0)
+
+
+def is_open(ts_ms: float) -> bool:
+    hour = (ts_ms % DAY_MS) / HOUR_MS
+    return OPEN_HOUR <= hour < CLOSE_HOUR
+
+
+def open_ms_between(start_ms: float, end_ms: float) -> float:
+    """Milliseconds of opening hours within [start_ms, end_ms)."""
+    total = 0.0
+    day = (start_ms // DAY_MS) * DAY_MS
+    while day < end_ms:
+        a = max(start_ms, day + OPEN_HOUR * HOUR_MS)
+        b = min(end_ms, day + CLOSE_HOUR * HOUR_MS)
+        if b > a:
+            total += b - a
+        day += DAY_MS
+    return total
 
 
 def rhythm(ts_ms: float) -> float:
@@ -94,6 +138,115 @@ class SimEvent:
 
 
 @dataclass
+class ShelfFigures:
+    """What the shelves went through, summed over store-products (differences of two give a period)."""
+
+    at_ms: int = 0
+    open_ms: float = 0.0  # store-product milliseconds while open
+    out_open_ms: float = 0.0  # of those, with an empty shelf
+    stockouts: int = 0  # episodes: a shelf going empty
+    lost_units: int = 0
+    lost_value: float = 0.0
+    demand_units: int = 0
+    stock_ms: float = 0.0  # on-hand units x milliseconds, all hours
+
+    def minus(self, earlier: ShelfFigures) -> ShelfFigures:
+        return ShelfFigures(
+            at_ms=self.at_ms,
+            open_ms=self.open_ms - earlier.open_ms,
+            out_open_ms=self.out_open_ms - earlier.out_open_ms,
+            stockouts=self.stockouts - earlier.stockouts,
+            lost_units=self.lost_units - earlier.lost_units,
+            lost_value=self.lost_value - earlier.lost_value,
+            demand_units=self.demand_units - earlier.demand_units,
+            stock_ms=self.stock_ms - earlier.stock_ms,
+        )
+
+    @property
+    def availability(self) -> float:
+        """Share of store-product minutes in stock while open."""
+        return 1.0 - self.out_open_ms / self.open_ms if self.open_ms > 0 else 1.0
+
+    def average_stock(self, span_ms: float, items: int) -> float:
+        return self.stock_ms / (span_ms * items) if span_ms > 0 and items else 0.0
+
+
+@dataclass(slots=True)
+class _Shelf:
+    on_hand: int = 0
+    since_ms: float = 0.0  # when on_hand last changed
+    empty_since_ms: float | None = None
+
+
+class Shelves:
+    """The simulated stores' real shelves: stock, stock-outs while open, lost sales, stock held."""
+
+    def __init__(self, start_ms: int) -> None:
+        self.start_ms = start_ms
+        self.shelves: dict[tuple[str, str], _Shelf] = {}
+        self.stockouts = 0
+        self.lost_units = 0
+        self.lost_value = 0.0
+        self.demand_units = 0
+        self._out_open_ms = 0.0  # closed episodes
+        self._stock_ms = 0.0  # closed intervals
+
+    def on_hand(self, store_id: str, product_id: str) -> int:
+        shelf = self.shelves.get((store_id, product_id))
+        return shelf.on_hand if shelf is not None else 0
+
+    def set(self, store_id: str, product_id: str, on_hand: int, ts_ms: float) -> None:
+        if on_hand < 0:
+            raise ValueError(f"a shelf cannot hold {on_hand} units")
+        key = (store_id, product_id)
+        shelf = self.shelves.get(key)
+        if shelf is None:
+            shelf = self.shelves[key] = _Shelf(0, ts_ms, ts_ms)
+        self._stock_ms += shelf.on_hand * (ts_ms - shelf.since_ms)
+        shelf.since_ms = ts_ms
+        if on_hand == 0 and shelf.empty_since_ms is None:
+            shelf.empty_since_ms = ts_ms
+            self.stockouts += 1
+        elif on_hand > 0 and shelf.empty_since_ms is not None:
+            self._out_open_ms += open_ms_between(shelf.empty_since_ms, ts_ms)
+            shelf.empty_since_ms = None
+        shelf.on_hand = on_hand
+
+    def add(self, store_id: str, product_id: str, quantity: int, ts_ms: float) -> None:
+        self.set(store_id, product_id, self.on_hand(store_id, product_id) + quantity, ts_ms)
+
+    def take(self, store_id: str, product_id: str, wanted: int, price: float, ts_ms: float) -> int:
+        """A customer wants ``wanted`` units: returns how many the shelf gives; the rest are lost."""
+        have = self.on_hand(store_id, product_id)
+        sold = min(have, wanted)
+        self.demand_units += wanted
+        if wanted > sold:
+            self.lost_units += wanted - sold
+            self.lost_value += (wanted - sold) * price
+        if sold:
+            self.set(store_id, product_id, have - sold, ts_ms)
+        return sold
+
+    def figures(self, now_ms: float) -> ShelfFigures:
+        out_open = self._out_open_ms
+        stock = self._stock_ms
+        for shelf in self.shelves.values():
+            if shelf.empty_since_ms is not None:
+                out_open += open_ms_between(shelf.empty_since_ms, now_ms)
+            stock += shelf.on_hand * (now_ms - shelf.since_ms)
+        return ShelfFigures(
+            at_ms=int(now_ms),
+            open_ms=open_ms_between(self.start_ms, now_ms) * len(self.shelves),
+            out_open_ms=out_open,
+            stockouts=self.stockouts,
+            lost_units=self.lost_units,
+            lost_value=round(self.lost_value, 2),
+            demand_units=self.demand_units,
+            stock_ms=stock,
+        )
+
+
+@dataclass
 class SimulatorStats:
     records: int = 0  # everything produced: good + bad + duplicate
     good: int = 0
@@ -101,6 +254,7 @@ class SimulatorStats:
     duplicates: int = 0
     baskets: int = 0
     by_type: Counter[str] = field(default_factory=Counter)  # good events by contract type
+    delivered_units: int = 0
 
 
 @dataclass(eq=False)
@@ -108,6 +262,7 @@ class _Store:
     store_id: str
     rng: random.Random
     noise: random.Random
+    refunds: random.Random
     baskets_per_ms: float
     prices: dict[str, float]
     seq: int = 0
@@ -140,6 +295,7 @@ class StoreSimulator:
         bad_fraction: float = 0.0,
         duplicate_fraction: float = 0.0,
         run_id: str | None = None,
+        initial_stock: tuple[int, int] = (15, 60),
     ) -> None:
         """`run_id` goes into every event id, so two runs (even with the same seed) never repeat each
         other's ids, which the processor would drop as redeliveries; a new one is drawn if not given."""
@@ -155,9 +311,13 @@ class StoreSimulator:
         for name, value in fractions.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within 0-1, got {value}")
+        if not 0 <= initial_stock[0] <= initial_stock[1]:
+            raise ValueError(f"initial_stock must be a range (low, high) of units, got {initial_stock}")
         self.seed = seed
         self.run_id = run_id if run_id is not None else new_run_id()
         self.start_ms = start_ms
+        self.initial_stock_range = initial_stock
+        self.shelves = Shelves(start_ms)
         self.position_ms = start_ms  # every event up to here has been handed out
         self.refund_rate = refund_rate
         self.bad_fraction = bad_fraction
@@ -167,10 +327,23 @@ class StoreSimulator:
         self._last_ts: tuple[int, str] = (-1, format_ts(0))
         self.catalog = _make_catalog(random.Random(f"{seed}:catalog"), products)
         # Zipf-like popularity: a few products sell much more than the rest.
-        self._cum_popularity = list(_accumulate([1.0 / (rank + 1) ** 0.8 for rank in range(products)]))
         popularity_order = list(range(products))
         random.Random(f"{seed}:popularity").shuffle(popularity_order)
         self._by_popularity = [self.catalog[i] for i in popularity_order]
+        popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(products)]
+        # Cumulative weights per (weekend, hour of the day): popularity times the category's hours.
+        self._cum_by_hour = {
+            (weekend, hour): list(
+                _accumulate(
+                    [
+                        weight * _category_factor(item.category, hour, weekend)
+                        for weight, item in zip(popularity, self._by_popularity, strict=True)
+                    ]
+                )
+            )
+            for weekend in (False, True)
+            for hour in range(24)
+        }
         self.initial_stock: dict[str, dict[str, int]] = {}
         self._stores: list[_Store] = []
         self._initial: list[list[SimEvent]] = []
@@ -181,6 +354,7 @@ class StoreSimulator:
                 store_id=store_id,
                 rng=rng,
                 noise=random.Random(f"{seed}:{store_id}:noise"),
+                refunds=random.Random(f"{seed}:{store_id}:refunds"),
                 baskets_per_ms=baskets_per_hour * rng.uniform(0.6, 1.4) / HOUR_MS,
                 prices={item.product_id: item.price for item in self.catalog},
             )
@@ -192,6 +366,20 @@ class StoreSimulator:
     @property
     def store_ids(self) -> list[str]:
         return [store.store_id for store in self._stores]
+
+    def deliver(self, store_id: str, product_id: str, quantity: int, ts_ms: int | None = None) -> None:
+        """A truck put ``quantity`` units on the shelf (at ``ts_ms``, by default where time has got to).
+
+        Times before the last handed-out event are taken as that time: a shelf's book runs forwards."""
+        if quantity < 1:
+            raise ValueError(f"a delivery brings at least one unit, not {quantity}")
+        at = self.position_ms if ts_ms is None else max(ts_ms, self.position_ms)
+        self.shelves.add(store_id, product_id, quantity, at)
+        self.stats.delivered_units += quantity
+
+    def figures(self) -> ShelfFigures:
+        """Availability, lost sales and stock held so far (up to where time has got to)."""
+        return self.shelves.figures(self.position_ms)
 
     def events_until(self, ts_ms: int) -> list[SimEvent]:
         """Every record with event time in (last position, ``ts_ms``], ordered by event time.
@@ -217,8 +405,10 @@ class StoreSimulator:
         stock: dict[str, int] = {}
         for item in self.catalog:
             self._emit(store, ts_ms, "product", _product_fields(item, item.price), out)
+        low, high = self.initial_stock_range
         for item in self.catalog:
-            stock[item.product_id] = store.rng.randint(15, 60)
+            stock[item.product_id] = store.rng.randint(low, high)
+            self.shelves.set(store.store_id, item.product_id, stock[item.product_id], ts_ms)
             self._emit(
                 store, ts_ms, "count", {"product_id": item.product_id, "count": stock[item.product_id]}, out
             )
@@ -260,15 +450,20 @@ class StoreSimulator:
         store.transactions += 1
         transaction_id = f"{store.store_id}-{self.run_id}-t{store.transactions}"
         lines = rng.choices(_LINES, cum_weights=_LINE_CUM_WEIGHTS)[0]
-        picked = rng.choices(self._by_popularity, cum_weights=self._cum_popularity, k=lines)
+        weekend = (ts_ms // DAY_MS + 3) % 7 >= 5
+        cum_weights = self._cum_by_hour[(weekend, int(ts_ms % DAY_MS // HOUR_MS))]
+        picked = rng.choices(self._by_popularity, cum_weights=cum_weights, k=lines)
         seen: set[str] = set()
         sold: list[tuple[str, int, float, str]] = []
         for item in picked:
             if item.product_id in seen:
                 continue
             seen.add(item.product_id)
-            quantity = rng.choices(_QUANTITIES, cum_weights=_QUANTITY_CUM_WEIGHTS)[0]
+            wanted = rng.choices(_QUANTITIES, cum_weights=_QUANTITY_CUM_WEIGHTS)[0]
             price = store.prices[item.product_id]
+            quantity = self.shelves.take(store.store_id, item.product_id, wanted, price, ts_ms)
+            if quantity == 0:
+                continue  # an empty shelf: a lost sale, not an event
             self._emit(
                 store,
                 ts_ms,
@@ -282,22 +477,24 @@ class StoreSimulator:
                 out,
             )
             sold.append((item.product_id, quantity, price, transaction_id))
-            if rng.random() < self.refund_rate and store.recent_sales:
+            if store.refunds.random() < self.refund_rate and store.recent_sales:
                 self._refund(store, ts_ms, out)
         store.recent_sales.extend(sold)
 
     def _refund(self, store: _Store, ts_ms: int, out: list[SimEvent]) -> None:
-        rng = store.rng
+        rng = store.refunds
         index = rng.randrange(len(store.recent_sales))
         product_id, quantity, price, transaction_id = store.recent_sales[index]
         del store.recent_sales[index]
+        back = rng.randint(1, quantity)
+        self.shelves.add(store.store_id, product_id, back, ts_ms)  # the item goes back on the shelf
         self._emit(
             store,
             ts_ms,
             "refund",
             {
                 "product_id": product_id,
-                "quantity": rng.randint(1, quantity),
+                "quantity": back,
                 "unit_price": price,
                 "transaction_id": transaction_id,
                 "reason": rng.choice(_REFUND_REASONS),

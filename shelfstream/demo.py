@@ -107,6 +107,7 @@ async def run_demo(
 
         def delivered(event: Restock) -> None:
             ledger.record(encode(event))
+            simulator.deliver(event.store_id, event.product_id, event.quantity)  # onto the shelf
             if dashboard is not None:
                 dashboard.on_delivery(event)
 
@@ -200,6 +201,14 @@ def render(run: DemoRun) -> Group:
         f"[b]rejected[/b] {stats.events_rejected:,}",
         f"[b]duplicates[/b] {stats.duplicates_ignored:,}",
     )
+    shelves = run.simulator.figures()
+    dstats = run.dispatcher.stats
+    head.add_row(
+        f"[b]on-shelf availability[/b] {shelves.availability:.2%}",
+        f"[b]lost sales[/b] {shelves.lost_units:,} units ({shelves.lost_value:,.2f})",
+        f"[b]trips[/b] {dstats.trips}",
+        f"[b]units per trip[/b] {dstats.units_per_trip:.1f}",
+    )
     head.add_row(
         f"[b red]stock-outs[/b red] {run.processor.stock_outs()}",
         f"[b yellow]open requests[/b yellow] {run.processor.open_requests()}",
@@ -213,11 +222,15 @@ def render(run: DemoRun) -> Group:
             detail.pop(key, None)
         text = detail.pop("explanation", None) or ", ".join(f"{k}={v}" for k, v in detail.items())
         alerts.add_row(alert.ts[11:16], alert_kind(alert), alert.store_id, text)
-    trucks = Table(
-        "truck", "store", "product", "units", "delivered at", expand=True, title="recent deliveries"
-    )
-    for d in list(run.dispatcher.recent)[-5:][::-1]:
-        trucks.add_row(d.truck_id, d.store_id, d.product_id, str(d.quantity), d.delivered_ts[11:16])
+    trucks = Table("truck", "trip", "stops", "products", "units", expand=True, title="recent trips")
+    for truck_id, trip in list(run.dispatcher.recent_trips)[-5:][::-1]:
+        trucks.add_row(
+            truck_id,
+            trip.trip_id,
+            " -> ".join(stop.store_id for stop in trip.stops),
+            str(len(trip.requests)),
+            str(trip.units),
+        )
     counts = ", ".join(f"{k} {v}" for k, v in sorted(run.processor.alert_counts.items())) or "none yet"
     return Group(Panel(head, title="shelfstream demo", subtitle=f"alerts: {counts}"), alerts, trucks)
 
@@ -227,6 +240,8 @@ def summary(run: DemoRun, seconds: float, caught_up: bool) -> dict[str, Any]:
     final = run.processor.inventory()
     expected = run.ledger.stock()
     mismatches = _mismatches(final, expected)
+    shelves = run.simulator.figures()
+    dstats = run.dispatcher.stats
     return {
         "events_produced": run.produced(),
         "events_processed": run.processor.records_read(),
@@ -234,6 +249,12 @@ def summary(run: DemoRun, seconds: float, caught_up: bool) -> dict[str, Any]:
         "duplicates_ignored": stats.duplicates_ignored,
         "restock_requests": stats.alerts.get("restock_request", 0),
         "deliveries": run.dispatcher.stats.deliveries,
+        "on_shelf_availability": round(shelves.availability, 4),
+        "lost_sales_units": shelves.lost_units,
+        "lost_sales_value": round(shelves.lost_value, 2),
+        "stockouts_on_shelf": shelves.stockouts,
+        "trips": dstats.trips,
+        "units_per_trip": round(dstats.units_per_trip, 1),
         "alerts": dict(sorted(stats.alerts.items())),
         "inventory_reconciled": caught_up and not mismatches,
         "inventory_mismatches": mismatches[:20],

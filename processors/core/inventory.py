@@ -3,15 +3,21 @@
 Stock follows stream order (per store, the order in the shard). It may go negative (oversold) and is
 never clamped; a product at or below zero raises one out-of-stock alert until it is back above zero.
 A product at or below its restock threshold raises one restock request, which stays open until a
-restock for that product arrives. When a product that was out of stock is back above zero, a
+restock for that product arrives. Under the `forecast` policy (processors/core/demand.py) a product
+is also asked for when its stock would not last until a truck could come (reorder point = demand
+over the lead time + safety stock), for enough to last until the next likely delivery; the other
+products of the store that would need a truck before that one comes join the same order.
+When a product that was out of stock is back above zero, a
 `back_in_stock` note goes to the alerts archive (not to SNS): the end of the stock-out, so reports can
 say how long it lasted.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Final
 
 import msgspec
 
@@ -22,15 +28,19 @@ from foundation.contract import (
     ProductChange,
     Refund,
     Restock,
+    RestockReason,
     RestockRequest,
     Sale,
     alert_id,
     encode,
     format_ts,
 )
+from processors.core.demand import Demand, Plan, RestockConfig
 from processors.core.effects import Effects
 
 Key = tuple[str, str]
+# How long (event time) a product's reorder point is reused before it is worked out again.
+REORDER_POINT_TTL_MS: Final = 15 * 60_000
 
 
 class BackInStock(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="back_in_stock"):
@@ -62,27 +72,65 @@ class Inventory:
     out_of_stock: set[Key] = field(default_factory=set)
     # (threshold, target) per product, derived from the catalog; kept because every sale needs it.
     limits: dict[Key, tuple[int, int]] = field(default_factory=dict)
+    restock_config: RestockConfig = field(default_factory=RestockConfig)
+    # The forecast policy's state (None under the threshold policy): demand, lead times.
+    demand: Demand | None = None
+    # Event time of each open request, to learn the lead time from the delivery that answers it.
+    requested_at: dict[Key, int] = field(default_factory=dict)
+    # (valid until, reorder point) per product: part of the state, so a restored core decides alike.
+    reorder_points: dict[Key, tuple[int, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ensure_demand()
+
+    def ensure_demand(self) -> None:
+        """Set up the forecast state when the policy needs it (also for a core restored from before it)."""
+        if not hasattr(self, "requested_at"):
+            self.requested_at = {}
+        if not hasattr(self, "reorder_points"):
+            self.reorder_points = {}
+        if not hasattr(self, "restock_config"):
+            self.restock_config = RestockConfig()
+        if not hasattr(self, "demand") or (self.demand is None and self.restock_config.policy == "forecast"):
+            self.demand = Demand(self.restock_config) if self.restock_config.policy == "forecast" else None
 
     def sale(self, ev: Sale, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, self.stock.get(key, 0) - ev.quantity, ev, out, tally)
+        on_hand = self.stock.get(key, 0) - ev.quantity
+        if self.demand is not None:
+            self.demand.sale(ev.store_id, ev.product_id, ev.quantity, ev.ts_ms, on_hand)
+        self._changed(key, on_hand, ev, out, tally)
 
     def refund(self, ev: Refund, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
-        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out, tally)
+        on_hand = self.stock.get(key, 0) + ev.quantity
+        if self.demand is not None:
+            self.demand.stock_changed(ev.store_id, ev.product_id, ev.ts_ms, on_hand)
+        self._changed(key, on_hand, ev, out, tally)
 
     def restock(self, ev: Restock, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
-        self.open_requests.pop(key, None)
-        self._changed(key, self.stock.get(key, 0) + ev.quantity, ev, out, tally)
+        request = self.open_requests.pop(key, None)
+        asked = self.requested_at.pop(key, None)
+        on_hand = self.stock.get(key, 0) + ev.quantity
+        demand = self.demand
+        if demand is not None:
+            answers = ev.delivery_id is not None or ev.event_id == f"delivery-{request}"
+            if request is not None and asked is not None and answers and ev.ts_ms >= asked:
+                demand.delivered(ev.store_id, ev.ts_ms - asked)  # the lead time, learned
+            demand.stock_changed(ev.store_id, ev.product_id, ev.ts_ms, on_hand)
+        self._changed(key, on_hand, ev, out, tally)
 
     def count(self, ev: Count, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
+        if self.demand is not None:
+            self.demand.stock_changed(ev.store_id, ev.product_id, ev.ts_ms, ev.count)
         self._changed(key, ev.count, ev, out, tally)
 
     def product(self, ev: Product, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
         self.limits.pop(key, None)
+        self.reorder_points.pop(key, None)
         entry = self.catalog.get(key)
         if entry is None:
             self.catalog[key] = CatalogEntry(
@@ -140,7 +188,12 @@ class Inventory:
         self.stock[key] = on_hand
         limits = self.limits.get(key) or self.threshold_of(key)
         if on_hand > limits[0] and key not in self.out_of_stock:
-            return  # the common case: nothing to report
+            # The common case: nothing to report; under the forecast policy, maybe time to ask.
+            if self.demand is not None and key not in self.open_requests:
+                cached = self.reorder_points.get(key)
+                if cached is None or ev.ts_ms >= cached[0] or on_hand <= cached[1]:
+                    self._decide(key, on_hand, ev, limits, out, tally)
+            return
         cause = ev.event_id
         ts_ms = ev.ts_ms
         if on_hand <= 0:
@@ -169,11 +222,87 @@ class Inventory:
                     )
                 )
             )
+        if key not in self.open_requests:
+            self._decide(key, on_hand, ev, limits, out, tally)
+
+    def _decide(
+        self,
+        key: Key,
+        on_hand: int,
+        ev: Sale | Refund | Restock | Count,
+        limits: tuple[int, int],
+        out: Effects,
+        tally: Counter[str],
+    ) -> None:
+        """Ask for a delivery when the threshold says so, or the forecast does (no request open)."""
+        threshold = limits[0]
+        demand = self.demand
+        plan: Plan | None = None
+        if demand is not None:
+            ts_ms = ev.ts_ms
+            cached = self.reorder_points.get(key)
+            if on_hand > threshold and cached is not None and ts_ms < cached[0] and on_hand > cached[1]:
+                return
+            plan = demand.plan(key[0], key[1], ts_ms)
+            point = plan.reorder_point if plan is not None else -math.inf
+            # Far above it, the point is good for longer: demand within a day does not triple in an hour.
+            ttl = REORDER_POINT_TTL_MS * (4 if on_hand > 3 * point + 5 else 1)
+            self.reorder_points[key] = (ts_ms + ttl, point)
+        reason: RestockReason
+        if on_hand <= threshold:
+            reason = "threshold"
+        elif plan is not None and on_hand <= plan.reorder_point:
+            reason = "forecast"
+        else:
+            return
+        self._request(key, on_hand, ev, limits, plan, reason, out, tally)
+        if demand is not None:
+            self._join(key, ev, out, tally)
+
+    def _join(
+        self, trigger: Key, ev: Sale | Refund | Restock | Count, out: Effects, tally: Counter[str]
+    ) -> None:
+        """The store's other products that would need a truck before the next likely one join this
+        order: one truck then brings the store what it needs, instead of one truck per product."""
+        demand = self.demand
+        if demand is None:
+            return
+        store_id = trigger[0]
+        share = demand.config.min_join_share
+        for product_id in demand.items.get(store_id, {}):
+            key = (store_id, product_id)
+            if key == trigger or key in self.open_requests:
+                continue
+            on_hand = self.stock.get(key)
+            if on_hand is None:
+                continue
+            limits = self.threshold_of(key)
+            plan = demand.plan(store_id, product_id, ev.ts_ms)
+            if plan is None:
+                continue
+            up_to = demand.order_up_to(store_id, product_id, ev.ts_ms, plan)
+            quantity = _quantity(plan, up_to, limits, on_hand)
+            if quantity >= max(1.0, share * min(limits[1], up_to)):
+                self._request(key, on_hand, ev, limits, plan, "forecast", out, tally)
+
+    def _request(
+        self,
+        key: Key,
+        on_hand: int,
+        ev: Sale | Refund | Restock | Count,
+        limits: tuple[int, int],
+        plan: Plan | None,
+        reason: RestockReason,
+        out: Effects,
+        tally: Counter[str],
+    ) -> None:
         threshold, target = limits
-        if on_hand <= threshold and key not in self.open_requests:
-            rid = alert_id("restock_request", key[0], key[1], cause)
-            self.open_requests[key] = rid
-            tally["restock_request"] += 1
+        ts_ms = ev.ts_ms
+        rid = alert_id("restock_request", key[0], key[1], ev.event_id)
+        self.open_requests[key] = rid
+        self.requested_at[key] = ts_ms
+        tally["restock_request"] += 1
+        if plan is None or self.demand is None:
             out.requests.append(
                 RestockRequest(
                     alert_id=rid,
@@ -183,11 +312,41 @@ class Inventory:
                     on_hand=on_hand,
                     threshold=threshold,
                     requested_quantity=target - on_hand,
+                    reason=reason,
                 )
             )
+            return
+        demand = self.demand
+        stockout = demand.stockout_ms(key[0], key[1], on_hand, ts_ms)
+        out.requests.append(
+            RestockRequest(
+                alert_id=rid,
+                store_id=key[0],
+                ts=format_ts(ts_ms),
+                product_id=key[1],
+                on_hand=on_hand,
+                threshold=threshold,
+                requested_quantity=_quantity(
+                    plan, demand.order_up_to(key[0], key[1], ts_ms, plan), limits, on_hand
+                ),
+                reason=reason,
+                expected_stockout_at=None if stockout is None else format_ts(stockout),
+                daily_demand=round(demand.daily(key[0], key[1], ts_ms), 2),
+                lead_time_s=round(plan.lead_ms / 1000, 1),
+            )
+        )
 
     def by_store(self) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
         for (store, product), qty in sorted(self.stock.items()):
             result.setdefault(store, {})[product] = qty
         return result
+
+
+def _quantity(plan: Plan, order_up_to: float, limits: tuple[int, int], on_hand: int) -> int:
+    """Enough to reach the forecast's order-up-to level, but no more than fits under the target stock
+    when the truck arrives (what is on hand now, less what sells meanwhile); at least one unit."""
+    threshold, target = limits
+    up_to = max(threshold + 1, math.ceil(order_up_to))
+    at_arrival = max(0, math.floor(on_hand - plan.lead_demand))
+    return max(1, min(up_to - on_hand, target - at_arrival))

@@ -32,6 +32,7 @@ from foundation.contract import (
     is_utf8,
 )
 from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Manifest, Run
+from processors.core.demand import RestockConfig
 from processors.core.detector import DetectorConfig
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
@@ -62,6 +63,7 @@ class CoreConfig:
     allowed_lateness_ms: int = 2 * _MINUTE_MS
     max_window_gap_ms: int = 7 * 24 * 3600 * 1000
     detection: DetectorConfig = field(default_factory=DetectorConfig)
+    restock: RestockConfig = field(default_factory=RestockConfig)
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
         if self.window_ms <= 0:
@@ -127,6 +129,17 @@ class CheckpointParts:
 PIECE_PREFIX: Final = "d-"
 
 
+def _upgraded(config: CoreConfig, state: CoreState) -> CoreConfig:
+    """A checkpoint's config and state brought up to this code (one from before the forecast policy
+    has no restock config)."""
+    if not hasattr(config, "restock"):
+        known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
+        config = CoreConfig(**known)
+        state.inventory.restock_config = config.restock
+    state.inventory.ensure_demand()
+    return config
+
+
 def _dedup(config: CoreConfig) -> Dedup:
     return Dedup(config.dedup_horizon_ms, config.dedup_bucket_ms, config.dedup_max_ahead_ms)
 
@@ -170,7 +183,11 @@ class ShardCore:
         self.config = config or CoreConfig()
         windows, monitor = _windows_and_monitor(self.config)
         self.state = CoreState(
-            inventory=Inventory(self.config.default_restock_threshold, self.config.default_target_stock),
+            inventory=Inventory(
+                self.config.default_restock_threshold,
+                self.config.default_target_stock,
+                restock_config=self.config.restock,
+            ),
             dedup=_dedup(self.config),
             stats=CoreStats(),
             windows=windows,
@@ -393,7 +410,7 @@ class ShardCore:
             raise ValueError(f"checkpoint head format {version} is not {SNAPSHOT_VERSION}")
         if not keys:
             manifest = replace(manifest, buckets=())
-        core = cls(config)
+        core = cls(_upgraded(config, state))
         state.dedup = Dedup.from_manifest(manifest, runs)
         if state.monitor is not None:
             state.monitor.detectors = {
@@ -420,9 +437,11 @@ class ShardCore:
             if version == 2:
                 core.state.windows = state.windows
                 core.state.monitor = state.monitor
+            core.state.inventory.restock_config = core.config.restock
+            core.state.inventory.ensure_demand()
             return core
         if version != SNAPSHOT_VERSION:
             raise ValueError(f"checkpoint format {version} is not {SNAPSHOT_VERSION}")
-        core = cls(config)
+        core = cls(_upgraded(config, state))
         core.state = state
         return core

@@ -37,6 +37,7 @@ def delivery_json(event: Restock) -> dict[str, Any]:
     """A truck's restock event as the dashboard shows a delivery."""
     data: dict[str, Any] = {
         "delivery_id": event.delivery_id or event.event_id,
+        "event_id": event.event_id,
         "truck_id": event.truck_id,
         "store_id": event.store_id,
         "product_id": event.product_id,
@@ -94,14 +95,34 @@ class ProcessorFeed:
     def _trucks(self) -> list[dict[str, Any]]:
         trucks = []
         for truck in self._fleet.trucks:
+            trip = truck.trip
+            stops = (
+                [
+                    {
+                        "store_id": stop.store_id,
+                        "products": [load.request.product_id for load in stop.loads],
+                        "units": stop.units,
+                    }
+                    for stop in trip.stops
+                ]
+                if trip is not None
+                else []
+            )
             store_id, product_id = self._requests.get(truck.busy_with or "", (None, None))
+            if stops:
+                store_id, product_id = stops[0]["store_id"], None
             trucks.append(
                 {
                     "truck_id": truck.truck_id,
                     "status": "on the road" if truck.busy_with else "at the depot",
                     "store_id": store_id,
                     "product_id": product_id,
+                    "trip_id": trip.trip_id if trip is not None else None,
+                    "stops": stops,
+                    "stores": [stop["store_id"] for stop in stops],
+                    "units": trip.units if trip is not None else 0,
                     "deliveries": truck.deliveries,
+                    "trips": truck.trips,
                     "capacity": truck.capacity,
                 }
             )

@@ -117,6 +117,8 @@ class DashboardState:
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=deliveries_kept)
         self._delivery_ids: dict[str, None] = {}
         self.trucks: list[dict[str, Any]] = []
+        # Per store, the products a restock request expects to run out (until their delivery comes).
+        self.at_risk: dict[str, dict[str, dict[str, Any]]] = {}
 
     # --- feeding ------------------------------------------------------------------------------------
 
@@ -151,6 +153,21 @@ class DashboardState:
             for old in list(self._alert_ids)[:10_000]:
                 del self._alert_ids[old]
         self._alerts.setdefault(store_id, deque(maxlen=self._alerts_per_store)).append((ts_ms, data))
+        if data.get("kind") == "restock_request" and data.get("expected_stockout_at"):
+            risky = self.at_risk.setdefault(store_id, {})
+            if len(risky) < 1000:
+                risky[str(data.get("product_id"))] = {
+                    k: data.get(k)
+                    for k in (
+                        "product_id",
+                        "expected_stockout_at",
+                        "on_hand",
+                        "requested_quantity",
+                        "reason",
+                        "daily_demand",
+                        "ts",
+                    )
+                }
         self.hub.publish("alert", store_id, data)
         return True
 
@@ -173,7 +190,8 @@ class DashboardState:
 
     def add_delivery(self, delivery: Mapping[str, Any]) -> bool:
         data = dict(delivery)
-        did = str(data.get("delivery_id") or data.get("event_id") or "")
+        # One trip (delivery_id) brings several products, each its own restock event.
+        did = str(data.get("event_id") or data.get("delivery_id") or "")
         store_id = data.get("store_id")
         if not did or not isinstance(store_id, str) or did in self._delivery_ids:
             return False
@@ -182,6 +200,7 @@ class DashboardState:
             for old in list(self._delivery_ids)[:10_000]:
                 del self._delivery_ids[old]
         self.deliveries.append(data)
+        self.at_risk.get(store_id, {}).pop(str(data.get("product_id")), None)
         self.hub.publish("delivery", store_id, data)
         return True
 
@@ -213,12 +232,18 @@ class DashboardState:
                     "stock_outs": stock.stock_outs,
                     "open_requests": stock.open_requests,
                     "recent_anomalies": len(anomalies),
+                    "at_risk": self.items_at_risk(store_id),
                     "last_anomaly": None
                     if last is None
                     else {k: last.get(k) for k in ("ts", "severity", "metric", "explanation")},
                 }
             )
         return result
+
+    def items_at_risk(self, store_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The store's products expected to run out before their truck comes, soonest first."""
+        items = sorted(self.at_risk.get(store_id, {}).values(), key=lambda i: str(i["expected_stockout_at"]))
+        return items[:limit]
 
     def inventory(self, store_id: str) -> dict[str, Any] | None:
         stock = self.stock.get(store_id)
@@ -274,4 +299,9 @@ class DashboardState:
         wanted = store_id if store_id is not None else principal.store_id
         if principal.role == "hq" and wanted is None:
             return list(self.trucks)
-        return [t for t in self.trucks if t.get("store_id") == wanted and principal.can_see(wanted)]
+        return [
+            t
+            for t in self.trucks
+            if (wanted in (t.get("stores") or []) or t.get("store_id") == wanted)
+            and principal.can_see(wanted)
+        ]

@@ -135,6 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from producers.deliveries import watch_deliveries
     from producers.kinesis_writer import KinesisWriter
     from producers.replay import SimulationStats, run_simulation
     from producers.simulator import StoreSimulator
@@ -149,6 +150,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         async with wiring.aio("kinesis") as clients:
             writer = KinesisWriter(
                 clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
+            )
+            # Shelves are finite: the trucks' deliveries (read back from the stream) refill them.
+            stop_watching = asyncio.Event()
+            watcher = asyncio.create_task(
+                watch_deliveries(clients["kinesis"], settings.stream_name, simulator, stop_watching)
             )
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
@@ -172,6 +178,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     ledger=None,
                     progress=progress,
                 )
+            stop_watching.set()
+            await watcher
             await writer.close()
             return stats, writer.stats.failed
 

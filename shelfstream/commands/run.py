@@ -102,7 +102,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console = Console()
     with EmbeddedAws() as aws:
         point_at(aws.endpoint)
-        wiring = bootstrap(trucks=8, travel_seconds=1.5, checkpoint_every_s=2.0)
+        # Store time runs `speed` times faster than the trucks' wall-clock travel: the forecast starts
+        # after half an hour of store time and plans deliveries half an hour apart.
+        wiring = bootstrap(
+            trucks=8,
+            travel_seconds=1.5,
+            checkpoint_every_s=2.0,
+            forecast_min_history_s=1800.0,
+            lead_time_prior_s=3 * 1.5 * args.speed,
+            restock_cycle_s=1800.0,
+        )
         console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
         resources = provision(wiring.settings)
         result = asyncio.run(with_dashboard(args, options, wiring, resources, console))

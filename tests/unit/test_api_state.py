@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from consumers.fleet import Fleet
-from foundation.contract import Restock, parse_ts, to_datetime
+from consumers.trips import Travel, plan_trip
+from foundation.contract import Restock, decode_alert, parse_ts, to_datetime
 from processors.core import ShardCore
 from shelfstream.api.feeds import ProcessorFeed, delivery_json
 from shelfstream.api.state import DashboardState, ProductStock, StoreStock, stock_from_cores
@@ -60,8 +61,10 @@ def test_the_processor_feed_passes_on_alerts_requests_windows_and_stock() -> Non
     assert windows[0]["window_end"] == "2026-08-01T10:15:00.000Z"
 
     fleet = Fleet.of(2, 100)
-    request_id = next(a["alert_id"] for a in state.alerts(_hq()) if a["kind"] == "restock_request")
-    fleet.assign(request_id)
+    request = next(a for a in state.alerts(_hq()) if a["kind"] == "restock_request")
+    trip = plan_trip([decode_alert(orjson.dumps(request))], 100, Travel(1.0, 1.0), 3, 0.0)  # type: ignore[list-item]
+    assert trip is not None
+    fleet.assign(trip)
     feed.watch(SimpleNamespace(workers={"shard-0": SimpleNamespace(core=core)}), SimpleNamespace(fleet=fleet))
     feed.refresh()
     assert state.stock["store-001"].products["apples"].on_hand == 0
@@ -69,10 +72,16 @@ def test_the_processor_feed_passes_on_alerts_requests_windows_and_stock() -> Non
         "truck_id": "truck-01",
         "status": "on the road",
         "store_id": "store-001",
-        "product_id": "apples",
+        "product_id": None,
+        "trip_id": trip.trip_id,
+        "stops": [{"store_id": "store-001", "products": ["apples"], "units": trip.units}],
+        "stores": ["store-001"],
+        "units": trip.units,
         "deliveries": 0,
+        "trips": 0,
         "capacity": 100,
     }
+    assert state.trucks_for(_hq(), "store-001") == [state.trucks[0]]
     assert state.trucks[1]["status"] == "at the depot"
 
     event = Restock(
@@ -135,3 +144,42 @@ def _hq() -> Any:
     from shelfstream.api.auth import Principal
 
     return Principal("hq", None, "k")
+
+
+def test_items_at_risk_come_from_requests_and_leave_with_their_delivery() -> None:
+    state = DashboardState()
+    for product, when in (("milk", "2026-08-03T12:00:00.000Z"), ("bread", "2026-08-03T10:30:00.000Z")):
+        state.add_alert(
+            {
+                "kind": "restock_request",
+                "alert_id": f"res-{product}",
+                "store_id": "store-001",
+                "ts": "2026-08-03T09:00:00.000Z",
+                "product_id": product,
+                "on_hand": 9,
+                "threshold": 5,
+                "requested_quantity": 30,
+                "reason": "forecast",
+                "expected_stockout_at": when,
+            }
+        )
+    summary = state.summaries(_hq())[0]
+    assert [i["product_id"] for i in summary["at_risk"]] == ["bread", "milk"]  # soonest first
+    state.add_delivery(
+        {
+            "event_id": "delivery-res-bread",
+            "delivery_id": "trip-1",
+            "store_id": "store-001",
+            "product_id": "bread",
+        }
+    )
+    state.add_delivery(  # same trip, another product: a delivery of its own
+        {
+            "event_id": "delivery-res-eggs",
+            "delivery_id": "trip-1",
+            "store_id": "store-001",
+            "product_id": "eggs",
+        }
+    )
+    assert len(state.deliveries) == 2
+    assert [i["product_id"] for i in state.summaries(_hq())[0]["at_risk"]] == ["milk"]

@@ -432,6 +432,8 @@ def _glue_type(annotation: Any) -> str:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return _glue_type(type(args[0]))
     if origin in (typing.Union, types.UnionType):
         kinds = {_glue_type(a) for a in args if a is not type(None)}
         return kinds.pop() if len(kinds) == 1 else "string"  # mixed scalars: Firehose writes their text

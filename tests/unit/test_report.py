@@ -138,7 +138,10 @@ def test_totals_and_the_notification(archive_dir: Path) -> None:
         "stock_out_hours": report.stores[0].stock_out_hours_total,
         "anomalies": 2,
         "deliveries": 3,
+        "lost_sales_units": 0.0,
+        "lost_sales_value": 0.0,
     }
+    assert report.stores[0].availability == 0.75  # bread out during one of A's two open hours
     message = notification(report, "bkt", [f"reports/{WEEK}/report.html", f"reports/{WEEK}/report.csv"])
     assert message["kind"] == "weekly_report"
     assert message["html_key"] == f"reports/{WEEK}/report.html"
@@ -272,3 +275,26 @@ def test_the_core_notes_when_a_stock_out_ends() -> None:
         again.apply(raw)
     again.apply(event("refund", "r1", 2, quantity=1, unit_price=1.0))
     assert orjson.loads(again.drain().notes[0])["alert_id"] == note["alert_id"]  # deterministic
+
+
+def test_availability_and_lost_sales_per_store(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    tea = [
+        ev("sale", f"t{h}", "C", ts(0, h), product_id="tea", quantity=1, unit_price=2.0) for h in (9, 10, 11)
+    ]
+    jam = [ev("sale", "j12", "C", ts(0, 12), product_id="jam", quantity=1, unit_price=4.0)]
+    write_jsonl(root / "events/2026/08/03/09/archive-1", tea + jam)
+    write_jsonl(
+        root / "alerts/2026/08/03/09/alerts-1",
+        [
+            alert("out_of_stock", "oos-t", "C", ts(0, 11, 30), product_id="tea", on_hand=0),
+            alert("back_in_stock", "bac-t", "C", ts(0, 13), product_id="tea", on_hand=20),
+        ],
+    )
+    (c,) = build(root).stores
+    # open 09-13 (hours with a sale: 4); tea out 11:30-13:00, i.e. 1.5 of its 4 open hours
+    assert c.availability == round(1 - 1.5 / (2 * 4), 4)
+    # tea sold 3 in its 2.5 open hours on the shelf: 1.2 an hour, for 1.5 hours, at 2.00
+    assert c.lost_sales_units == 1.8
+    assert c.lost_sales_value == 3.6
+    assert "on-shelf availability" in render_html(build(root)).decode()

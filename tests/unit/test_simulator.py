@@ -22,10 +22,14 @@ WEDNESDAY = int(dt.datetime(2026, 7, 29, tzinfo=dt.UTC).timestamp() * 1000)
 SATURDAY = WEDNESDAY + 3 * DAY_MS
 
 
+# Shelves that never run empty, for the tests of what customers want (rhythm, baskets, refunds).
+FULL = (10**6, 10**6)
+
+
 def day_of(
     seed: int = 1, stores: int = 3, products: int = 20, **kw: float
 ) -> tuple[StoreSimulator, list[SimEvent]]:
-    sim = StoreSimulator(seed, stores, products, WEDNESDAY, run_id="r1", **kw)  # type: ignore[arg-type]
+    sim = StoreSimulator(seed, stores, products, WEDNESDAY, run_id="r1", initial_stock=FULL, **kw)  # type: ignore[arg-type]
     return sim, sim.events_until(WEDNESDAY + DAY_MS)
 
 
@@ -55,7 +59,9 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not() -> None:
     assert [e.data for e in first] != [e.data for e in other]
 
 
-_WHOLE_DAY = day_of(3, 2, 8, bad_fraction=0.02, duplicate_fraction=0.02)[1]
+_WHOLE_DAY = StoreSimulator(3, 2, 8, WEDNESDAY, bad_fraction=0.02, duplicate_fraction=0.02).events_until(
+    WEDNESDAY + DAY_MS
+)
 
 
 @settings(max_examples=20, deadline=None)
@@ -126,7 +132,7 @@ def test_baskets_share_a_transaction_id_and_hold_one_to_four_lines() -> None:
 
 
 def test_refunds_are_two_to_three_percent_of_sale_lines_and_have_reasons() -> None:
-    sim = StoreSimulator(11, 4, 30, WEDNESDAY)
+    sim = StoreSimulator(11, 4, 30, WEDNESDAY, initial_stock=FULL)
     decoded = [decode_event(e.data) for e in sim.events_until(WEDNESDAY + 4 * DAY_MS)]
     sales = [d for d in decoded if isinstance(d, Sale)]
     refunds = [d for d in decoded if isinstance(d, Refund)]
@@ -150,10 +156,10 @@ def test_the_store_is_closed_at_night_and_busy_at_lunch() -> None:
 
 
 def test_weekends_are_busier() -> None:
-    weekday = StoreSimulator(1, 5, 20, WEDNESDAY)
+    weekday = StoreSimulator(1, 5, 20, WEDNESDAY, initial_stock=FULL)
     weekday.events_until(WEDNESDAY)
     wednesday = len(weekday.events_until(WEDNESDAY + DAY_MS))
-    weekend = StoreSimulator(1, 5, 20, SATURDAY)
+    weekend = StoreSimulator(1, 5, 20, SATURDAY, initial_stock=FULL)
     weekend.events_until(SATURDAY)
     saturday = len(weekend.events_until(SATURDAY + DAY_MS))
     assert saturday > 1.15 * wednesday
@@ -332,3 +338,82 @@ async def test_run_simulation_refuses_nonsense() -> None:
         await run_simulation(FakeSink(), sim, rate=-1, duration_s=1, speed=1, ledger=None)
     with pytest.raises(ValueError, match="speed"):
         await run_simulation(FakeSink(), sim, rate=None, duration_s=1, speed=0, ledger=None)
+
+
+# --- finite shelves ---------------------------------------------------------------------------------
+
+
+def _shelves_through_a_day(
+    seed: int, deliveries: list[tuple[int, int, int]]
+) -> tuple[StoreSimulator, Ledger, list[int]]:
+    """A day of two stores with trucks at the given (minute, product index, units); every record goes
+    to a ledger, whose lowest stock is tracked as it goes."""
+    sim = StoreSimulator(seed, 2, 6, WEDNESDAY, initial_stock=(0, 12))
+    ledger = Ledger()
+    lowest: list[int] = []
+
+    def record(data: bytes) -> None:
+        ledger.record(data)
+        fields = orjson.loads(data)
+        if "product_id" in fields:  # the stock just changed here: is it still >= 0?
+            lowest.append(ledger.on_hand(fields["store_id"], fields["product_id"]))
+
+    for index, (minute, product, units) in enumerate(sorted(deliveries)):
+        for event in sim.events_until(WEDNESDAY + minute * 60_000):
+            record(event.data)
+        item = sim.catalog[product % len(sim.catalog)]
+        store = sim.store_ids[minute % 2]
+        sim.deliver(store, item.product_id, units, WEDNESDAY + minute * 60_000)
+        ledger.record(
+            {
+                "event_id": f"truck-{index}",
+                "type": "restock",
+                "store_id": store,
+                "ts": "2026-07-29T00:00:00Z",
+                "product_id": item.product_id,
+                "quantity": units,
+            }
+        )
+    for event in sim.events_until(WEDNESDAY + DAY_MS):
+        record(event.data)
+    return sim, ledger, lowest
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=1000),
+    deliveries=st.lists(
+        st.tuples(st.integers(0, 24 * 60 - 1), st.integers(0, 5), st.integers(1, 40)), max_size=15
+    ),
+)
+def test_simulated_stock_never_goes_below_zero(seed: int, deliveries: list[tuple[int, int, int]]) -> None:
+    sim, ledger, lowest = _shelves_through_a_day(seed, deliveries)
+    assert min(lowest) >= 0
+    shelves = {
+        store: {p: sim.shelves.on_hand(store, p) for p in ledger.stock()[store]} for store in sim.store_ids
+    }
+    assert shelves == ledger.stock()  # the shelves are what the events say, to the unit
+
+
+def test_an_empty_shelf_is_a_lost_sale_and_no_event() -> None:
+    sim, _, _ = _shelves_through_a_day(4, [])
+    figures = sim.figures()
+    assert figures.lost_units > 0
+    assert figures.lost_value > 0
+    assert figures.stockouts > 0
+    assert 0.0 < figures.availability < 1.0
+    # what customers wanted does not depend on the shelves: the same seed with trucks wants the same
+    stocked, _, _ = _shelves_through_a_day(4, [(m, p, 40) for m in range(0, 24 * 60, 30) for p in range(6)])
+    assert stocked.figures().demand_units == figures.demand_units
+    assert stocked.figures().lost_units < figures.lost_units
+    assert stocked.figures().availability > figures.availability
+
+
+def test_deliveries_cannot_go_back_in_time_and_bring_at_least_one_unit() -> None:
+    sim = StoreSimulator(1, 1, 2, WEDNESDAY, initial_stock=(0, 0))
+    sim.events_until(WEDNESDAY + 10 * HOUR_MS)
+    with pytest.raises(ValueError, match="at least one unit"):
+        sim.deliver("store-001", "sku-0001", 0)
+    sim.deliver("store-001", "sku-0001", 5, WEDNESDAY)  # taken as "now": 10:00
+    assert sim.shelves.on_hand("store-001", "sku-0001") == 5
+    assert sim.stats.delivered_units == 5

@@ -273,7 +273,7 @@
     if (!summary) {
       summary = {
         store_id: storeId, products: 0, on_hand_total: 0, stock_outs: 0, open_requests: 0,
-        recent_anomalies: 0, last_anomaly: null,
+        recent_anomalies: 0, last_anomaly: null, at_risk: [],
       };
       app.stores.set(storeId, summary);
     }
@@ -284,6 +284,14 @@
     if (app.alerts.some((a) => a.alert_id === alert.alert_id)) return;
     app.alerts.unshift(alert);
     if (app.alerts.length > 500) app.alerts.length = 500;
+    if (alert.kind === "restock_request" && alert.expected_stockout_at) {
+      const summary = summaryOf(alert.store_id);
+      summary.at_risk = (summary.at_risk || []).filter((i) => i.product_id !== alert.product_id);
+      summary.at_risk.push(alert);
+      summary.at_risk.sort((a, b) => a.expected_stockout_at.localeCompare(b.expected_stockout_at));
+      if (app.view.name === "overview") renderStores();
+      if (app.view.name === "store" && app.view.store === alert.store_id) renderAtRisk();
+    }
     if (alert.kind === "anomaly") {
       const summary = summaryOf(alert.store_id);
       summary.recent_anomalies += 1;
@@ -332,6 +340,10 @@
   function onDelivery(delivery) {
     app.deliveries.unshift(delivery);
     if (app.deliveries.length > 200) app.deliveries.length = 200;
+    const summary = summaryOf(delivery.store_id);
+    summary.at_risk = (summary.at_risk || []).filter((i) => i.product_id !== delivery.product_id);
+    if (app.view.name === "overview") renderStores();
+    if (app.view.name === "store" && app.view.store === delivery.store_id) renderAtRisk();
     if (app.view.name === "store" && app.view.store === delivery.store_id) renderDeliveries();
   }
 
@@ -385,6 +397,7 @@
       renderStock();
       renderChart();
       renderFeed($("store-alerts"), app.alerts.filter((a) => a.store_id === id), false);
+      renderAtRisk();
       renderTrucks();
       renderDeliveries();
     }
@@ -404,6 +417,7 @@
           el("td", { class: "num", text: fmt(s.open_requests) }),
           el("td", { class: s.recent_anomalies ? "num bad" : "num", text: fmt(s.recent_anomalies) }),
           el("td", {}, s.last_anomaly ? clock(s.last_anomaly.ts) + " " + (s.last_anomaly.explanation || "") : "—"),
+          el("td", {}, atRiskText(s.at_risk || [])),
         ),
       ),
     );
@@ -448,6 +462,30 @@
     list.nextElementSibling.hidden = alerts.length > 0;
   }
 
+  function atRiskText(items) {
+    if (!items.length) return "—";
+    const first = items[0];
+    return items.length + " (" + first.product_id + " empty at " + clock(first.expected_stockout_at) + ")";
+  }
+
+  function renderAtRisk() {
+    const items = summaryOf(app.view.store).at_risk || [];
+    $("at-risk-body").replaceChildren(
+      ...items.map((i) =>
+        el(
+          "tr",
+          {},
+          el("th", { scope: "row", text: i.product_id }),
+          el("td", {}, el("time", { datetime: i.expected_stockout_at, text: day(i.expected_stockout_at) + " " + clock(i.expected_stockout_at) })),
+          el("td", { class: "num", text: fmt(i.on_hand) }),
+          el("td", { class: "num", text: fmt(i.requested_quantity) }),
+          el("td", { text: i.reason === "forecast" ? "sales forecast" : "below threshold" }),
+        ),
+      ),
+    );
+    $("at-risk-empty").hidden = items.length > 0;
+  }
+
   function renderCards() {
     const id = app.view.store;
     const summary = summaryOf(id);
@@ -481,16 +519,25 @@
     empty.textContent = inventory.missing ? inventory.missing : "No stock known for this store yet.";
   }
 
+  function tripText(t) {
+    if (!t.stops || !t.stops.length) {
+      return t.store_id ? " last at " + t.store_id + (t.product_id ? " (" + t.product_id + ")" : "") : "";
+    }
+    const stops = t.stops.map((s) => s.store_id + " (" + s.products.length + (s.products.length === 1 ? " product, " : " products, ") + fmt(s.units) + " units)");
+    return ": " + stops.join(" → ");
+  }
+
   function renderTrucks() {
     const storeView = app.view.name === "store";
     const list = storeView ? $("store-trucks") : $("overview-trucks");
-    const trucks = storeView ? app.trucks.filter((t) => t.store_id === app.view.store) : app.trucks;
+    const trucks = storeView
+      ? app.trucks.filter((t) => (t.stores || [t.store_id]).includes(app.view.store))
+      : app.trucks;
     list.replaceChildren(
       ...trucks.map((t) => {
         const road = t.status === "on the road";
-        const where = t.store_id ? (road ? " → " : " last at ") + t.store_id + (t.product_id ? " (" + t.product_id + ")" : "") : "";
         const count = fmt(t.deliveries) + (t.deliveries === 1 ? " delivery" : " deliveries");
-        return el("li", { class: road ? "road" : "" }, el("strong", { text: t.truck_id }), " " + t.status + where + ", " + count);
+        return el("li", { class: road ? "road" : "" }, el("strong", { text: t.truck_id }), " " + t.status + tripText(t) + ", " + count);
       }),
     );
     if (!storeView) $("overview-trucks-empty").hidden = trucks.length > 0;

@@ -1,0 +1,337 @@
+"""Demand per store and product, learned online from the stream, and the restock plan it gives.
+
+Compact by design, so a shard's state stays bounded by its stores and products, however long it runs:
+
+- per store, the store's units sold per hour of the week (168 numbers, plus 24 for the hour of the
+  day while a weekday has not been seen yet), an exponentially weighted average per hour;
+- per store and product, the product's share of the store's units, counted only while the product was
+  on the shelf (an empty shelf sells nothing, and that says nothing about demand): a few numbers;
+- per store, the lead time from a restock request to the delivery that answers it (mean and variance).
+
+A product's rate at an hour of the week is its share times the store's rate at that hour. Products of
+one store then share the store's daily and weekly rhythm; what a product does differently within the
+day is absorbed by the safety stock.
+
+No clock: time is event time (epoch milliseconds) handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Final, Literal
+
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 24 * HOUR_MS
+WEEK_HOURS: Final = 168
+_MONDAY_OFFSET_H: Final = 72  # 1970-01-01 was a Thursday: hour 0 of the epoch is hour 72 of its week
+
+RestockPolicy = Literal["threshold", "forecast"]
+
+
+@dataclass(frozen=True, slots=True)
+class RestockConfig:
+    """How restock requests are raised. ``threshold``: the catalog's fixed rule only (as before);
+    ``forecast``: demand over the lead time plus safety stock, with the threshold as a floor."""
+
+    policy: RestockPolicy = "forecast"
+    service_level: float = 0.98  # the chance a store-product does not run out before a truck comes
+    lead_time_prior_ms: int = HOUR_MS  # until the first delivery answers a request
+    cycle_ms: int = 24 * HOUR_MS  # the planned time between two deliveries to a store
+    min_history_ms: int = 24 * HOUR_MS  # a store's hours of sales before its forecasts are used
+    min_item_exposure: float = 200.0  # store units seen while the product was on the shelf
+    share_half_life_ms: int = 7 * DAY_MS
+    hour_alpha: float = 0.25  # weight of the newest week in an hour-of-week average
+    lead_alpha: float = 0.2
+    forecast_error: float = 0.15  # relative error of a rate, on top of the randomness of sales
+    stockout_horizon_ms: int = 7 * DAY_MS  # how far ahead an expected stock-out is looked for
+    min_join_share: float = 0.2  # a product joins another's trip when it needs >= this share of its order
+    # A delivery later than this after its request is not a lead time (a replayed file answered by trucks
+    # stamping today's date, a request answered by chance): it teaches nothing.
+    max_lead_ms: int = 2 * DAY_MS
+    z: float = field(init=False, default=0.0)  # the service level's normal quantile, worked out once
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.service_level < 1.0:
+            raise ValueError(f"service_level must be within [0.5, 1), got {self.service_level}")
+        object.__setattr__(self, "z", NormalDist().inv_cdf(self.service_level))
+
+
+def hour_of_week(hour_index: int) -> int:
+    """Hour of the week (Monday 00:00 UTC = 0) of an absolute hour index (epoch ms // HOUR_MS)."""
+    return (hour_index + _MONDAY_OFFSET_H) % WEEK_HOURS
+
+
+@dataclass(slots=True)
+class StoreDemand:
+    week: array[float] = field(default_factory=lambda: array("d", bytes(8 * WEEK_HOURS)))
+    week_seen: bytearray = field(default_factory=lambda: bytearray(WEEK_HOURS))
+    day: array[float] = field(default_factory=lambda: array("d", bytes(8 * 24)))
+    day_seen: bytearray = field(default_factory=lambda: bytearray(24))
+    hour: int = -1  # the hour being counted (absolute index); -1: nothing yet
+    hour_units: float = 0.0
+    hours_seen: int = 0
+    cum: float = 0.0  # every unit the store ever sold: the clock of product shares
+    lines: float = 0.0  # decayed count of sale lines, units and squared units: the size of a sale
+    line_units: float = 0.0
+    line_units_sq: float = 0.0
+    lead_ms: float = 0.0
+    lead_var: float = 0.0
+    lead_n: int = 0
+
+    def observe(self, ts_ms: int, quantity: int, alpha: float) -> None:
+        hour = ts_ms // HOUR_MS
+        if hour != self.hour:
+            self._roll(hour, alpha)
+        self.hour_units += quantity
+        self.cum += quantity
+        self.lines = self.lines * 0.999 + 1.0
+        self.line_units = self.line_units * 0.999 + quantity
+        self.line_units_sq = self.line_units_sq * 0.999 + quantity * quantity
+
+    def _roll(self, hour: int, alpha: float) -> None:
+        if self.hour < 0 or hour < self.hour:
+            if self.hour < 0:
+                self.hour = hour
+            return  # a late event: counted in the hour being counted
+        # Close the hour being counted, then the silent hours up to the new one (at most a week of them).
+        self._fold(self.hour, self.hour_units, alpha)
+        for silent in range(self.hour + 1, min(hour, self.hour + 1 + WEEK_HOURS)):
+            self._fold(silent, 0.0, alpha)
+        self.hour = hour
+        self.hour_units = 0.0
+
+    def _fold(self, hour: int, units: float, alpha: float) -> None:
+        b = hour_of_week(hour)
+        if self.week_seen[b]:
+            self.week[b] += alpha * (units - self.week[b])
+        else:
+            self.week[b] = units
+            self.week_seen[b] = 1
+        h = b % 24
+        if self.day_seen[h]:
+            self.day[h] += alpha * (units - self.day[h])
+        else:
+            self.day[h] = units
+            self.day_seen[h] = 1
+        self.hours_seen += 1
+
+    def rate(self, hour: int) -> float:
+        """Units per hour the store is expected to sell in the absolute hour ``hour``."""
+        b = hour_of_week(hour)
+        if self.week_seen[b]:
+            return self.week[b]
+        if self.day_seen[b % 24]:
+            return self.day[b % 24]
+        # An hour of the day not seen yet: the store's average hour so far.
+        return (self.cum - self.hour_units) / self.hours_seen if self.hours_seen else 0.0
+
+    def dispersion(self) -> float:
+        """Variance over mean of units sold: E[q^2] / E[q] for sale lines of q units (1 if unknown)."""
+        return self.line_units_sq / self.line_units if self.line_units > 0 else 1.0
+
+    def learn_lead(self, lead_ms: int, alpha: float) -> None:
+        if self.lead_n == 0:
+            self.lead_ms, self.lead_var = float(lead_ms), 0.0
+        else:
+            diff = lead_ms - self.lead_ms
+            self.lead_ms += alpha * diff
+            self.lead_var = (1 - alpha) * (self.lead_var + alpha * diff * diff)
+        self.lead_n += 1
+
+
+@dataclass(slots=True)
+class ItemDemand:
+    units: float = 0.0  # decayed units sold
+    exposure: float = 0.0  # decayed store units sold while this product was on the shelf
+    mark: float = 0.0  # the store's `cum` when last brought up to date
+    in_stock: bool = True
+    last_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the forecast says for one store-product at one moment."""
+
+    reorder_point: float  # ask when on hand is at or below this
+    lead_ms: float
+    lead_demand: float  # units expected to sell before a truck asked now arrives
+
+
+@dataclass(slots=True)
+class Demand:
+    config: RestockConfig
+    stores: dict[str, StoreDemand] = field(default_factory=dict)
+    items: dict[str, dict[str, ItemDemand]] = field(default_factory=dict)  # store -> product -> item
+
+    # --- learning ------------------------------------------------------------------------------
+
+    def _item(self, store_id: str, product_id: str, store: StoreDemand) -> ItemDemand:
+        items = self.items.get(store_id)
+        if items is None:
+            items = self.items[store_id] = {}
+        item = items.get(product_id)
+        if item is None:
+            item = items[product_id] = ItemDemand(mark=store.cum)
+        return item
+
+    def _store(self, store_id: str) -> StoreDemand:
+        store = self.stores.get(store_id)
+        if store is None:
+            store = self.stores[store_id] = StoreDemand()
+        return store
+
+    def sale(self, store_id: str, product_id: str, quantity: int, ts_ms: int, on_hand: int) -> None:
+        # The hot path (every sale): the common case inlined, the rest in the helpers.
+        store = self.stores.get(store_id) or self._store(store_id)
+        store.observe(ts_ms, quantity, self.config.hour_alpha)
+        items = self.items.get(store_id)
+        item = items.get(product_id) if items is not None else None
+        if item is None:
+            item = self._item(store_id, product_id, store)
+        if ts_ms - item.last_ms >= HOUR_MS or item.in_stock:
+            self._catch_up(item, store, ts_ms)
+        else:
+            item.mark = store.cum
+        if not item.in_stock:  # sold from an empty book (real data): the sale still shows demand
+            item.exposure += quantity
+        item.units += quantity
+        item.in_stock = on_hand > 0
+
+    def stock_changed(self, store_id: str, product_id: str, ts_ms: int, on_hand: int) -> None:
+        """A refund, restock or stock take: the shelf's state changes, demand does not."""
+        store = self._store(store_id)
+        item = self._item(store_id, product_id, store)
+        self._catch_up(item, store, ts_ms)
+        item.in_stock = on_hand > 0
+
+    def _catch_up(self, item: ItemDemand, store: StoreDemand, ts_ms: int) -> None:
+        if ts_ms - item.last_ms >= HOUR_MS:  # decay in steps of an hour or more (0.4% a step)
+            if item.last_ms:
+                decay = 0.5 ** ((ts_ms - item.last_ms) / self.config.share_half_life_ms)
+                item.units *= decay
+                item.exposure *= decay
+            item.last_ms = ts_ms
+        if item.in_stock:
+            item.exposure += store.cum - item.mark
+        item.mark = store.cum
+
+    def delivered(self, store_id: str, lead_ms: int) -> None:
+        """A delivery answered a request after ``lead_ms``."""
+        if 0 <= lead_ms <= self.config.max_lead_ms:
+            self._store(store_id).learn_lead(lead_ms, self.config.lead_alpha)
+
+    # --- forecasting ---------------------------------------------------------------------------
+
+    def lead_ms(self, store_id: str) -> float:
+        store = self.stores.get(store_id)
+        if store is None or store.lead_n == 0:
+            return float(self.config.lead_time_prior_ms)
+        return store.lead_ms
+
+    def share(self, store_id: str, product_id: str) -> float | None:
+        """The product's share of its store's units, or None while there is too little history."""
+        store = self.stores.get(store_id)
+        item = self.items.get(store_id, {}).get(product_id)
+        if store is None or item is None or store.hours_seen * HOUR_MS < self.config.min_history_ms:
+            return None
+        exposure = item.exposure + (store.cum - item.mark if item.in_stock else 0.0)
+        if exposure < self.config.min_item_exposure:
+            return None
+        return item.units / exposure
+
+    def expected(self, store: StoreDemand, share: float, start_ms: float, end_ms: float) -> float:
+        """Units of the product expected to sell in [start_ms, end_ms)."""
+        total = 0.0
+        t = start_ms
+        while t < end_ms:
+            hour = int(t // HOUR_MS)
+            nxt = min(end_ms, (hour + 1) * HOUR_MS)
+            total += store.rate(hour) * (nxt - t) / HOUR_MS
+            t = nxt
+        return total * share
+
+    def time_to_sell(
+        self, store: StoreDemand, share: float, start_ms: float, units: float, horizon_ms: float
+    ) -> float | None:
+        """When ``units`` will have sold, counting from ``start_ms`` (None if not within the horizon)."""
+        if units <= 0:
+            return start_ms
+        left = units
+        t = start_ms
+        end = start_ms + horizon_ms
+        while t < end:
+            hour = int(t // HOUR_MS)
+            nxt = min(end, (hour + 1) * HOUR_MS)
+            per_ms = store.rate(hour) * share / HOUR_MS
+            if per_ms > 0:
+                need = left / per_ms
+                if t + need <= nxt:
+                    return t + need
+                left -= per_ms * (nxt - t)
+            t = nxt
+        return None
+
+    def plan(self, store_id: str, product_id: str, ts_ms: int) -> Plan | None:
+        """Reorder point and order-up-to level now; None while the product has too little history."""
+        share = self.share(store_id, product_id)
+        store = self.stores.get(store_id)
+        if share is None or store is None:
+            return None
+        cfg = self.config
+        lead = self.lead_ms(store_id)
+        lead_sd = math.sqrt(store.lead_var) if store.lead_n > 1 else 0.25 * lead
+        # Asking waits for the product's next sale (the next event that looks at it): the reorder point
+        # covers the time until then, plus the lead time. At closing time that is the next morning.
+        one_line = store.line_units / store.lines if store.lines > 0 else 1.0
+        next_look = self.time_to_sell(store, share, ts_ms, one_line, DAY_MS)
+        look_ms = (next_look if next_look is not None else ts_ms + DAY_MS) - ts_ms
+        cover = self.expected(store, share, ts_ms, ts_ms + look_ms + lead)
+        z = cfg.z
+        safety = self._safety(store, look_ms + lead, cover, lead_sd, z)
+        return Plan(
+            reorder_point=cover + safety,
+            lead_ms=lead,
+            lead_demand=self.expected(store, share, ts_ms, ts_ms + lead),
+        )
+
+    def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: Plan) -> float:
+        """Enough to last until the next likely delivery: demand over the lead time and the planned
+        cycle, plus safety stock (worked out only when a request is made: it looks a day ahead)."""
+        share = self.share(store_id, product_id)
+        store = self.stores.get(store_id)
+        if share is None or store is None:
+            return plan.reorder_point
+        lead_sd = math.sqrt(store.lead_var) if store.lead_n > 1 else 0.25 * plan.lead_ms
+        horizon = plan.lead_ms + self.config.cycle_ms
+        demand = self.expected(store, share, ts_ms, ts_ms + horizon)
+        up_to = demand + self._safety(store, horizon, demand, lead_sd, self.config.z)
+        return max(up_to, plan.reorder_point)
+
+    def stockout_ms(self, store_id: str, product_id: str, on_hand: int, ts_ms: int) -> int | None:
+        """When the shelf is expected to be empty (None: not within the horizon, or no forecast)."""
+        share = self.share(store_id, product_id)
+        store = self.stores.get(store_id)
+        if share is None or store is None:
+            return None
+        when = self.time_to_sell(store, share, ts_ms, float(max(on_hand, 0)), self.config.stockout_horizon_ms)
+        return None if when is None else int(when)
+
+    def daily(self, store_id: str, product_id: str, ts_ms: int) -> float:
+        """Units expected to sell over the next 24 hours (0 without a forecast)."""
+        share = self.share(store_id, product_id)
+        store = self.stores.get(store_id)
+        if share is None or store is None:
+            return 0.0
+        return self.expected(store, share, ts_ms, ts_ms + DAY_MS)
+
+    def _safety(self, store: StoreDemand, span_ms: float, mean: float, lead_sd: float, z: float) -> float:
+        # Sales are a compound Poisson count (variance = mean x E[q^2]/E[q]); the rate itself is an
+        # estimate (relative error); the lead time varies (its spread times the rate at the end).
+        rate = mean / span_ms if span_ms > 0 else 0.0
+        variance = (
+            mean * store.dispersion() + (self.config.forecast_error * mean) ** 2 + (rate * lead_sd) ** 2
+        )
+        return z * math.sqrt(variance)

@@ -1,0 +1,233 @@
+"""The demand-aware restock policy of the core: what it learns, when it asks, and that it replays."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumers.dispatcher import restock_event
+from foundation.contract import RestockRequest, encode, format_ts
+from processors.core import CoreConfig, ShardCore
+from processors.core.demand import HOUR_MS, RestockConfig
+from producers.ledger import Ledger
+from producers.simulator import StoreSimulator
+
+MONDAY = int(dt.datetime(2026, 8, 3, tzinfo=dt.UTC).timestamp() * 1000)
+STORE = "store-001"
+
+
+def ev(kind: str, event_id: str, ts_ms: int, **fields: Any) -> bytes:
+    return orjson.dumps(
+        {"event_id": event_id, "type": kind, "store_id": STORE, "ts": format_ts(ts_ms), **fields}
+    )
+
+
+def core(policy: str = "forecast") -> ShardCore:
+    return ShardCore(
+        CoreConfig(archive=False, window_ms=0, restock=RestockConfig(policy=policy))  # type: ignore[arg-type]
+    )
+
+
+def history(days: int = 2, fast_per_hour: int = 12, slow_per_hour: int = 1) -> list[bytes]:
+    """Two products on a deep shelf (no requests), selling 08:00-20:00: one fast, one slow."""
+    out = [
+        ev("count", "c-fast", MONDAY, product_id="fast", count=100_000),
+        ev("count", "c-slow", MONDAY, product_id="slow", count=100_000),
+    ]
+    n = 0
+    for day in range(days):
+        for hour in range(8, 20):
+            base = MONDAY + day * 24 * HOUR_MS + hour * HOUR_MS
+            for product, per_hour in (("fast", fast_per_hour), ("slow", slow_per_hour)):
+                for i in range(per_hour):
+                    n += 1
+                    at = base + (i * HOUR_MS) // per_hour + 1000
+                    out.append(ev("sale", f"s{n}", at, product_id=product, quantity=1, unit_price=2.0))
+    return out
+
+
+def feed(c: ShardCore, records: list[bytes]) -> list[RestockRequest]:
+    for record in records:
+        c.apply(record)
+    return c.drain().requests
+
+
+def test_a_fast_mover_is_asked_for_before_a_slow_one_at_the_same_stock() -> None:
+    c = core()
+    assert feed(c, history()) == []
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS  # Wednesday 09:00
+    requests = feed(
+        c,
+        [
+            ev("count", "w-fast", t, product_id="fast", count=20),
+            ev("count", "w-slow", t, product_id="slow", count=20),
+        ],
+    )
+    assert [r.product_id for r in requests] == ["fast"]
+    fast = requests[0]
+    assert fast.reason == "forecast"
+    assert fast.on_hand == 20
+    assert fast.on_hand > fast.threshold
+    assert fast.daily_demand is not None
+    assert 100 < fast.daily_demand < 200
+    assert fast.lead_time_s == 3600.0  # the prior: nothing delivered yet
+    assert fast.expected_stockout_at is not None
+    hours_left = (
+        dt.datetime.fromisoformat(fast.expected_stockout_at.replace("Z", "+00:00")).timestamp() * 1000 - t
+    ) / HOUR_MS
+    assert 1.3 < hours_left < 2.0  # 20 units at 12 an hour
+    # the slow mover at the same stock is asked for only when the threshold floor is reached
+    assert feed(c, [ev("count", "w-slow-2", t + 60_000, product_id="slow", count=5)])[0].reason == "threshold"
+
+
+def test_the_threshold_policy_ignores_the_forecast() -> None:
+    c = core("threshold")
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    assert feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)]) == []
+    request = feed(c, [ev("count", "w-fast-2", t + 1, product_id="fast", count=4)])[0]
+    assert request.reason == "threshold"
+    assert request.requested_quantity == 40 - 4
+    assert request.daily_demand is None
+    assert request.expected_stockout_at is None
+
+
+def test_too_little_history_falls_back_to_the_threshold() -> None:
+    c = core()
+    feed(c, history(days=0))
+    t = MONDAY + 9 * HOUR_MS
+    assert feed(c, [ev("count", "w", t, product_id="fast", count=20)]) == []
+    assert feed(c, [ev("count", "w2", t + 1, product_id="fast", count=5)])[0].reason == "threshold"
+
+
+def test_the_lead_time_is_learned_from_the_deliveries_that_answer_requests() -> None:
+    c = core()
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    first = feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)])[0]
+    delivered_at = t + 2 * HOUR_MS
+    feed(
+        c,
+        [
+            ev(
+                "restock",
+                f"delivery-{first.alert_id}",
+                delivered_at,
+                product_id="fast",
+                quantity=50,
+                delivery_id="trip-1",
+                truck_id="truck-01",
+            )
+        ],
+    )
+    demand = c.state.inventory.demand
+    assert demand is not None
+    assert demand.lead_ms(STORE) == 2 * HOUR_MS
+    second = feed(c, [ev("count", "w-fast-2", delivered_at + 60_000, product_id="fast", count=20)])[0]
+    assert second.lead_time_s == 7200.0
+    # a restock that answers no request (a stock take, a delivery nobody asked for) teaches nothing
+    feed(c, [ev("restock", "manual-1", delivered_at + 2 * HOUR_MS, product_id="slow", quantity=5)])
+    assert demand.lead_ms(STORE) == 2 * HOUR_MS
+
+
+def test_the_order_fits_under_the_target_stock_on_arrival() -> None:
+    c = core()
+    feed(c, history())
+    feed(c, [ev("product", "p-fast", MONDAY + 2 * 24 * HOUR_MS, product_id="fast", target_stock=60)])
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    request = feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)])[0]
+    # 20 on hand, about 12 sell in the hour the truck takes: no more than 60 - 8 fit when it comes,
+    # although a day's demand is far more than that
+    assert 45 <= request.requested_quantity <= 60 - 7
+
+
+def test_other_products_that_will_need_a_truck_join_the_order() -> None:
+    c = core()
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    feed(c, [ev("count", "w-slow", t, product_id="slow", count=2 + 5)])  # above its floor of 5
+    requests = feed(c, [ev("count", "w-fast", t + 1, product_id="fast", count=20)])
+    assert [r.product_id for r in requests] == ["fast", "slow"]
+    assert requests[0].ts == requests[1].ts  # asked for together, one truck
+
+
+def test_replay_and_checkpoints_give_the_same_requests() -> None:
+    records = history()
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    records += [ev("count", f"w{i}", t + i * HOUR_MS, product_id="fast", count=20 - i) for i in range(5)]
+    records += [
+        ev("sale", f"late{i}", t + 6 * HOUR_MS + i, product_id="fast", quantity=1, unit_price=2.0)
+        for i in range(20)
+    ]
+    whole = feed(core(), records)
+    assert whole
+    for cut in (len(records) // 3, len(records) - 10):
+        first = core()
+        before = feed(first, records[:cut])
+        restored = ShardCore.restore(first.snapshot())
+        assert before + feed(restored, records[cut:]) == whole  # same ids, same fields
+
+
+def test_the_learned_state_stays_bounded() -> None:
+    c = core()
+    feed(c, history(days=21, fast_per_hour=2, slow_per_hour=1))
+    demand = c.state.inventory.demand
+    assert demand is not None
+    store = demand.stores[STORE]
+    assert len(store.week) == 168
+    assert len(store.day) == 24
+    assert sum(len(items) for items in demand.items.values()) == 2
+    assert len(c.snapshot()) < 20_000
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    trucks=st.lists(st.tuples(st.integers(1, 3 * 24 * 60), st.integers(1, 60)), max_size=20),
+)
+def test_stock_still_equals_the_ledger_with_forecasts_and_trucks(
+    seed: int, trucks: list[tuple[int, int]]
+) -> None:
+    """Simulated stores over three days, the core under the forecast policy, and trucks answering its
+    requests at random times: the core's stock is the producers' ledger and the simulated shelves."""
+    sim = StoreSimulator(seed, 2, 8, MONDAY, baskets_per_hour=30)
+    c = ShardCore(CoreConfig(archive=False, window_ms=0))
+    ledger = Ledger()
+    open_requests: list[RestockRequest] = []
+    for minute, units in sorted(trucks):
+        at = MONDAY + minute * 60_000
+        for event in sim.events_until(at):
+            c.apply(event.data)
+            ledger.record(event.data)
+        open_requests.extend(c.drain().requests)
+        if open_requests:
+            request = open_requests.pop(0)
+            sim.deliver(request.store_id, request.product_id, units, at)
+            restock = encode(restock_event(request, units, "trip-x", "truck-01", sim.position_ms))
+            c.apply(restock)
+            ledger.record(restock)
+    for event in sim.events_until(MONDAY + 3 * 24 * HOUR_MS):
+        c.apply(event.data)
+        ledger.record(event.data)
+    assert c.inventory() == ledger.stock()
+    assert all(
+        sim.shelves.on_hand(s, p) == n for s, products in ledger.stock().items() for p, n in products.items()
+    )
+
+
+def test_a_delivery_days_after_its_request_is_not_a_lead_time() -> None:
+    c = core()
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    first = feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)])[0]
+    late = t + 200 * 24 * HOUR_MS  # a replayed file answered by trucks that stamp today's date
+    feed(
+        c, [ev("restock", f"delivery-{first.alert_id}", late, product_id="fast", quantity=5, delivery_id="d")]
+    )
+    demand = c.state.inventory.demand
+    assert demand is not None
+    assert demand.lead_ms(STORE) == 3_600_000  # still the prior
