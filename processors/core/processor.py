@@ -32,11 +32,12 @@ from shelfstream.contract import (
     Rejection,
     Restock,
     Sale,
+    Store,
     decode_event,
     decode_strict,
 )
 
-SNAPSHOT_VERSION: Final = 2
+SNAPSHOT_VERSION: Final = 3
 _MINUTE_MS: Final = 60_000
 
 
@@ -159,6 +160,7 @@ class ShardCore:
                     pane.lines += 1
                     pane.units += quantity
                     pane.revenue += quantity * ev.unit_price
+                    pane.items.append(ev.product_id)
                     tid = ev.transaction_id
                     if tid is None:
                         pane.sales_anon += 1
@@ -167,7 +169,7 @@ class ShardCore:
         elif isinstance(ev, Refund):
             inv.refund(ev, out, tally)
             if win is not None and not win.refund(
-                ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id
+                ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id, ev.product_id
             ):
                 stats.late_events += 1
         elif isinstance(ev, Restock):
@@ -176,6 +178,8 @@ class ShardCore:
             inv.count(ev, out, tally)
         elif isinstance(ev, Product):
             inv.product(ev, out, tally)
+        elif isinstance(ev, Store) and state.monitor is not None:
+            state.monitor.set_zone(ev.store_id, ev.timezone)
         if self._archive:
             out.archive.append(raw)  # late events too: they are kept, only their window has closed
         if win is not None and ts_ms > win.newest_ms:
@@ -205,8 +209,9 @@ class ShardCore:
             return
         out = self.out
         alerts = self.state.stats.alerts
+        catalog = self.state.inventory.catalog
         for window in windows:
-            monitor.window_closed(window, out, alerts)
+            monitor.window_closed(window, out, alerts, catalog)
 
     def drain(self) -> Effects:
         """Hand the collected effects to the shell and start a fresh collection."""
@@ -234,8 +239,9 @@ class ShardCore:
     @classmethod
     def restore(cls, blob: bytes) -> ShardCore:
         version, config, state = pickle.loads(blob)
-        if version == 1:
-            # Before windows: keep the stock state, start windows and detectors fresh.
+        if version in (1, 2):
+            # Before windows (1) or before local time and the detector registry (2): keep the stock
+            # state, start windows and detectors fresh.
             known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
             core = cls(CoreConfig(**known))
             core.state.inventory = state.inventory
