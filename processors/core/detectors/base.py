@@ -217,26 +217,32 @@ class Fleet:
     """The shape of a day shared by the stores of a shard, for a store too new to have its own.
 
     Per kind of day (weekday, Saturday, Sunday) and slot of the local day: the share of a store's
-    weekday sales that falls in that slot, averaged over the stores' finished days
-    (`river.stats.EWMean`). A new store's expected sales in a slot are that share times its own
-    weekday total: the peers' shape, scaled to its level.
+    weekday sales that falls in that slot, averaged over the stores' finished days, and how much the
+    stores disagree about it (`river.stats.EWMean` of the share and of its square). A new store's
+    expected sales in a slot are that share times its own weekday total: the peers' shape, scaled to
+    its level, as wide as the peers are different.
     """
 
-    __slots__ = ("days", "shares")
+    __slots__ = ("days", "shares", "squares")
+
+    MIN_DAYS: Final = 3  # store-days of a kind before the fleet speaks for it
 
     def __init__(self, slots_per_day: int, fading: float = 0.05) -> None:
         self.shares = [[stats.EWMean(fading) for _ in range(slots_per_day)] for _ in range(3)]
+        self.squares = [[stats.EWMean(fading) for _ in range(slots_per_day)] for _ in range(3)]
         self.days = [0, 0, 0]  # store-days learned, per kind of day
 
-    def share(self, kind: int, slot: int) -> float | None:
-        """A slot's share of a weekday's sales, or None when no store has had such a day yet."""
-        if not self.days[kind]:
+    def share(self, kind: int, slot: int) -> tuple[float, float] | None:
+        """A slot's share of a weekday's sales and its variance across store-days, or None when
+        too few store-days of that kind were seen."""
+        if self.days[kind] < self.MIN_DAYS:
             return None
-        return float(self.shares[kind][slot].get())
+        mean = float(self.shares[kind][slot].get())
+        return mean, max(0.0, float(self.squares[kind][slot].get()) - mean * mean)
 
     def ratio(self, kind: int) -> float:
         """A day of this kind against a weekday (1.0 until both were seen)."""
-        if not self.days[kind] or not self.days[0]:
+        if self.days[kind] < self.MIN_DAYS or self.days[0] < self.MIN_DAYS:
             return 1.0
         total = sum(s.get() for s in self.shares[kind])
         base = sum(s.get() for s in self.shares[0])
@@ -246,7 +252,9 @@ class Fleet:
         """One store's finished day (its slots' sales, NaN where it had no window)."""
         if weekday_total <= 0:
             return
-        for share, value in zip(self.shares[kind], slots, strict=True):
+        for share, square, value in zip(self.shares[kind], self.squares[kind], slots, strict=True):
             if value == value:  # not NaN
-                share.update(value / weekday_total)
+                x = value / weekday_total
+                share.update(x)
+                square.update(x * x)
         self.days[kind] += 1

@@ -69,6 +69,7 @@ _QUIET_MEAN: Final = 0.05  # expected sales below this and nothing happened: a c
 _DAY_OVER: Final = 4  # closed windows in a row that end a trading day
 _MIN_DAY_SALES: Final = 20.0
 _NAN: Final = float("nan")
+_DAY_SD: Final = 0.15  # relative difference of one day's slot from the usual, before it is measured
 
 # An estimate of a window's sales: (mean, variance of that estimate)
 Estimate = tuple[float, float]
@@ -155,6 +156,7 @@ class SeasonalDetector:
         self._inv_neff = inverse_neff(config.season_fading)
         # Per kind of day (weekday, Saturday, Sunday) and slot of the local day
         self.profile = [[0.0] * self.per_day for _ in range(3)]
+        self.profile_sq = [[0.0] * self.per_day for _ in range(3)]  # ... of the squares
         self.profile_seen = [bytearray(self.per_day) for _ in range(3)]
         self.days_seen = [0, 0, 0]  # local days of each kind the store has finished
         self.day = -1  # the local day being traded (day number)
@@ -215,27 +217,37 @@ class SeasonalDetector:
                 total += side * value
                 weight += side
                 var += side * side * max(value, 0.1) * inv[k]
-        return total / weight, var / (weight * weight)
+        mean = total / weight
+        var = var / (weight * weight)
+        k = seen[slot]
+        if k < 3:
+            var += (_DAY_SD * mean) ** 2 / k  # one or two weeks: the days not being alike
+        return mean, var
 
     def _profile(self, kind: int, slot: int) -> Estimate | None:
         n = self.profile_seen[kind][slot]
         if not n:
             return None
         mean = self.profile[kind][slot]
-        # One or two days are a thin estimate: its variance says so (and a tenth of the mean for
-        # the days not being alike).
-        return mean, max(mean, 0.1) / n + (0.1 * mean) ** 2
+        # How far one day's slot strays from the profile: measured across the days seen (a Friday is
+        # not a Tuesday), with a prior of a third of the mean that one or two days cannot overrule.
+        spread = max(self.profile_sq[kind][slot] - mean * mean, 0.0)
+        prior = max(mean, 0.1) + (_DAY_SD * mean) ** 2
+        if n == 1:
+            return mean, prior
+        return mean, ((n - 1) * spread + prior) / n
 
     def _fleet(self, fleet: Fleet, kind: int, slot: int) -> Estimate | None:
         if not self.totals_seen:
             return None
-        share = fleet.share(kind, slot)
-        if share is None:
-            share = fleet.share(0, slot)  # no peer has had such a day: a weekday's shape
-            if share is None:
-                return None
-        mean = share * self.weekday_total.get()
-        return mean, max(mean, 0.1) + (self.config.fleet_spread * mean) ** 2
+        found = fleet.share(kind, slot)
+        if found is None:
+            return None  # too few peers have had such a day: a weekday's shape would mislead
+        share, share_var = found
+        total = self.weekday_total.get()
+        mean = share * total
+        # Peers that disagree here (one opens at 7, another at 9) make a wide estimate.
+        return mean, max(mean, 0.1) + max(share_var * total * total, (self.config.fleet_spread * mean) ** 2)
 
     # --- days ----------------------------------------------------------------------------------
 
@@ -251,8 +263,8 @@ class SeasonalDetector:
                 # A weekday's worth: scaled by the fleet's ratio of this kind of day to a weekday,
                 # and by the part of a day the store's first (partial) day covered.
                 part = 1.0
-                if len(covered) < self.per_day and fleet.days[kind]:
-                    shares = [fleet.share(kind, i) or 0.0 for i in range(self.per_day)]
+                if len(covered) < self.per_day and fleet.share(kind, 0) is not None:
+                    shares = [(fleet.share(kind, i) or (0.0, 0.0))[0] for i in range(self.per_day)]
                     whole = sum(shares)
                     part = sum(shares[i] for i in covered) / whole if whole > 0 else 1.0
                 if part >= 0.5:
@@ -294,12 +306,17 @@ class SeasonalDetector:
         own = [e for e in (weekly, own_day) if e is not None]
         every = own + ([peers] if peers is not None else [])
         if not every:
-            # The store's first day: nothing to compare with yet; learn it as it is.
+            # The store's first day, or the first of a kind no peer has had either: nothing to
+            # compare sales with yet; learn them as they are. Refunds are still judged (from the
+            # second day), against the store's refund rate on the sales it has.
             self._learn_slots(kind, slot, week_slot, sales, None)
-            if w.sales > 0:
-                self._learn_refunds(float(w.refunds), sales)
             self.recent.append(_Window(w, None, None, None))
-            return QUIET
+            verdict = QUIET
+            if self._warm(w) and w.sales > 0:
+                verdict = self._judge(w, (sales, 0.0), None, None, "short")
+            if w.sales > 0 and not verdict.findings:
+                self._learn_refunds(float(w.refunds), sales)
+            return verdict
         # The central estimate (for learning and the expected range): own history outweighs peers.
         weights = [2.0 * k_week] if weekly is not None else []
         if own_day is not None:
@@ -353,12 +370,20 @@ class SeasonalDetector:
                 sales_flag = True
             else:
                 refund_flag = True
-        # Learn, clipped to a band around what was expected (one standard deviation when the window
-        # is anomalous), so an incident, even one not flagged, barely moves any estimate.
+        # Learn, clipped to a band around what the store's own history expected (one standard
+        # deviation when the window is anomalous), so an incident, even one not flagged, barely moves
+        # any estimate. The peers' shape alone clips nothing: where it is wrong for this store, the
+        # store's own trade must be able to correct it.
         m, known = central
         sd = math.sqrt(self.spread["short", "sales"].variance(m, known))
-        band = sd if sales_flag else cfg.learn_clip * sd
-        self._learn_slots(kind, slot, week_slot, min(max(sales, m - band), m + band), c_mean)
+        if own:
+            o_mean = sum(e[0] for e in own) / len(own) * level
+            o_sd = math.sqrt(self.spread["short", "sales"].variance(o_mean, max(e[1] for e in own)))
+            band = o_sd if sales_flag else cfg.learn_clip * o_sd
+            learned = min(max(sales, o_mean - band), o_mean + band)
+        else:
+            learned = sales
+        self._learn_slots(kind, slot, week_slot, learned, c_mean)
         if c_mean < 0.5:
             self.today.closed()
         elif not sales_flag:
@@ -376,10 +401,14 @@ class SeasonalDetector:
         """Teach the day profile and (once there is something to clip against) the week's slot."""
         n = self.profile_seen[kind][slot]
         profile = self.profile[kind]
+        squares = self.profile_sq[kind]
         if n == 0:
             profile[slot] = value
+            squares[slot] = value * value
         else:
-            profile[slot] += (value - profile[slot]) * max(self.config.profile_fading, 1.0 / (n + 1))
+            rate = max(self.config.profile_fading, 1.0 / (n + 1))
+            profile[slot] += (value - profile[slot]) * rate
+            squares[slot] += (value * value - squares[slot]) * rate
         if n < 255:
             self.profile_seen[kind][slot] = n + 1
         if expected is not None:
@@ -462,7 +491,7 @@ class SeasonalDetector:
             mean, known = low
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if x < lo and mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
+            if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
                 if sc >= cfg.threshold:
                     sev = severity(sc, cfg.threshold, 1.0 - x / mean)
