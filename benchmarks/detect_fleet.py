@@ -15,6 +15,7 @@ docs/detection.md are on REPORT_SEEDS, run with everything frozen.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -29,7 +30,7 @@ import orjson
 
 from benchmarks.detect import write_docs
 from benchmarks.local_scenario import FleetConfig, write
-from benchmarks.scenario import DAY_MS, MIN_MS, Incident, read_labels
+from benchmarks.scenario import MIN_MS, Incident, read_labels
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig
@@ -146,7 +147,7 @@ def _age(store: dict[str, Any], ts_ms: int) -> int:
 def score(alerts: list[Alert], incidents: list[Incident], meta: dict[str, Any], lateness_ms: int) -> Result:
     stores = meta["stores"]
     res = Result()
-    for sid, s in stores.items():
+    for s in stores.values():
         for day, is_open in enumerate(s["open"]):
             if is_open and day - s["first_day"] >= 1:
                 res.weeks[bucket(day - s["first_day"])].store_days += 1
@@ -276,13 +277,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     parser.add_argument("--work", type=Path, help="keep fleets and backtest outputs here")
     parser.add_argument("--docs", type=Path, help="write the tables into this Markdown file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a detector setting to try (for tuning, on the tuning seeds), e.g. threshold=4.0",
+    )
     args = parser.parse_args(argv)
+    overrides = {k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
+    configs = {name: dataclasses.replace(DetectorConfig(kind=name), **overrides) for name in args.detectors}
     started = time.perf_counter()
     totals = {name: Result() for name in args.detectors}
     with tempfile.TemporaryDirectory(prefix="shelfstream-fleet-") as tmp:
         work = args.work or Path(tmp)
         for seed in args.seeds:
-            results = run_seed(seed, tuple(args.detectors), work)
+            results = run_seed(seed, tuple(args.detectors), work, configs)
             for name, r in results.items():
                 totals[name].add(r)
             print(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.scenario import _REASONS as REASONS
 from benchmarks.scenario import (
     DAY_MS,
     KINDS,
@@ -39,7 +40,6 @@ from benchmarks.scenario import (
     _Writer,
     make_shape,
 )
-from benchmarks.scenario import _REASONS as REASONS
 
 ZONES = (
     "Europe/Berlin",

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import msgspec
-from river import stats
 
 from processors.core.windows import WindowResult, WindowSpec
 
@@ -90,6 +89,27 @@ class DetectorConfig:
             raise ValueError("the detector needs at least one day of warm-up")
 
 
+class Running:
+    """An exponentially weighted mean that starts as a plain mean: the first 1/fading values weigh
+    alike, later ones fade at `fading`. (`river.stats.EWMean` starts from its first value, which a
+    slow one then remembers for hundreds of updates: one odd first window would set a store's
+    refund rate for days.)"""
+
+    __slots__ = ("fading", "mean", "n")
+
+    def __init__(self, fading: float) -> None:
+        self.fading = fading
+        self.n = 0
+        self.mean = 0.0
+
+    def update(self, x: float) -> None:
+        self.n += 1
+        self.mean += (x - self.mean) * max(self.fading, 1.0 / self.n)
+
+    def get(self) -> float:
+        return self.mean
+
+
 class Finding(msgspec.Struct, frozen=True):
     """One anomalous metric of one window, with what was expected and how bad it is."""
 
@@ -134,15 +154,15 @@ class Spread:
     Sales: variance = mean + known + phi * mean^2, where `known` is the baseline's own estimation
     variance (from how many weeks each slot has seen) and phi, learned here, is what is left: day-to-
     day and hour-to-hour swings. Refunds: variance = D * mean (quasi-Poisson: refunds are rare, so a
-    quadratic term could not be estimated). Both are ratios of two `river.stats.EWMean`.
+    quadratic term could not be estimated). Both are ratios of two faded means (`Running`).
     """
 
     __slots__ = ("excess", "factor", "n", "prior", "quadratic", "scale")
 
     def __init__(self, fading: float, quadratic: bool, prior: float | None = None) -> None:
         self.quadratic = quadratic
-        self.excess = stats.EWMean(fading)
-        self.scale = stats.EWMean(fading)
+        self.excess = Running(fading)
+        self.scale = Running(fading)
         self.n = 0
         # phi or D, kept up to date by learn(); until it has learned from PRIOR_WINDOWS windows it
         # leans on a prior (a new store is judged from its second day, before it has a spread of its own)
@@ -218,7 +238,7 @@ class Fleet:
 
     Per kind of day (weekday, Saturday, Sunday) and slot of the local day: the share of a store's
     weekday sales that falls in that slot, averaged over the stores' finished days, and how much the
-    stores disagree about it (`river.stats.EWMean` of the share and of its square). A new store's
+    stores disagree about it (faded means of the share and of its square). A new store's
     expected sales in a slot are that share times its own weekday total: the peers' shape, scaled to
     its level, as wide as the peers are different.
     """
@@ -228,8 +248,8 @@ class Fleet:
     MIN_DAYS: Final = 3  # store-days of a kind before the fleet speaks for it
 
     def __init__(self, slots_per_day: int, fading: float = 0.05) -> None:
-        self.shares = [[stats.EWMean(fading) for _ in range(slots_per_day)] for _ in range(3)]
-        self.squares = [[stats.EWMean(fading) for _ in range(slots_per_day)] for _ in range(3)]
+        self.shares = [[Running(fading) for _ in range(slots_per_day)] for _ in range(3)]
+        self.squares = [[Running(fading) for _ in range(slots_per_day)] for _ in range(3)]
         self.days = [0, 0, 0]  # store-days learned, per kind of day
 
     def share(self, kind: int, slot: int) -> tuple[float, float] | None:
@@ -237,8 +257,8 @@ class Fleet:
         too few store-days of that kind were seen."""
         if self.days[kind] < self.MIN_DAYS:
             return None
-        mean = float(self.shares[kind][slot].get())
-        return mean, max(0.0, float(self.squares[kind][slot].get()) - mean * mean)
+        mean = self.shares[kind][slot].get()
+        return mean, max(0.0, self.squares[kind][slot].get() - mean * mean)
 
     def ratio(self, kind: int) -> float:
         """A day of this kind against a weekday (1.0 until both were seen)."""

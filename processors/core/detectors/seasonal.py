@@ -53,6 +53,7 @@ from processors.core.detectors.base import (
     DetectorConfig,
     Finding,
     Fleet,
+    Running,
     Spread,
     Verdict,
     day_type,
@@ -69,6 +70,7 @@ _QUIET_MEAN: Final = 0.05  # expected sales below this and nothing happened: a c
 _DAY_OVER: Final = 4  # closed windows in a row that end a trading day
 _MIN_DAY_SALES: Final = 20.0
 _NAN: Final = float("nan")
+_AGREE: Final = 0.5625  # peers agree on a slot when their shares' sd is within 75% of the mean
 _DAY_SD: Final = 0.15  # relative difference of one day's slot from the usual, before it is measured
 
 # An estimate of a window's sales: (mean, variance of that estimate)
@@ -82,7 +84,7 @@ class _DayLevel:
     variation; each ordinary window of the day then moves it (a gamma-Poisson update:
     level = (observed + k) / (expected + k), with k = 1 / variation), and its uncertainty shrinks.
     A new local day, or an hour with the store closed, ends the day; the day's ratio of sales to
-    expectation teaches the variation (`river.stats.EWMean`), with the part Poisson noise explains
+    expectation teaches the variation (a faded mean), with the part Poisson noise explains
     taken out.
     """
 
@@ -94,7 +96,7 @@ class _DayLevel:
         self.exp = 0.0
         self.day_obs = 0.0  # plain sums over today, for the day-to-day variation
         self.day_exp = 0.0
-        self.variation = stats.EWMean(day_fading)
+        self.variation = Running(day_fading)
         self.days = 0
         self.closed_run = 0
         self.level = (1.0, self._prior_var())  # (level, its relative variance)
@@ -162,12 +164,15 @@ class SeasonalDetector:
         self.day = -1  # the local day being traded (day number)
         self.day_slots = [_NAN] * self.per_day  # today's sales per slot, as learned (clipped)
         self.day_total = 0.0
-        self.weekday_total = stats.EWMean(config.profile_fading)  # a weekday's sales, for the fleet
+        self.sold_today = 0  # sales of the local day so far
+        self.weekday_total = Running(config.profile_fading)  # a weekday's sales, for the fleet
         self.totals_seen = 0
+        self._scale_key = (-1, -1)
+        self._scale_value = 0.0
         self.first_ms: int | None = None  # the store's first window
         self.today = _DayLevel(config.level_fading, config.day_fading)
-        self.refund_num = stats.EWMean(config.refund_fading)
-        self.refund_den = stats.EWMean(config.refund_fading)
+        self.refund_num = Running(config.refund_fading)
+        self.refund_den = Running(config.refund_fading)
         self.refund_rate = 0.0  # refunds per sale, derived from the two above
         self.refund_seen = 0
         self.spread = {
@@ -237,17 +242,43 @@ class SeasonalDetector:
             return mean, prior
         return mean, ((n - 1) * spread + prior) / n
 
-    def _fleet(self, fleet: Fleet, kind: int, slot: int) -> Estimate | None:
+    def _fleet(self, fleet: Fleet, kind: int, slot: int) -> tuple[Estimate, bool] | None:
+        """The peers' estimate, and whether they agree enough (within half the share) to judge by."""
         if not self.totals_seen:
             return None
         found = fleet.share(kind, slot)
         if found is None:
             return None  # too few peers have had such a day: a weekday's shape would mislead
         share, share_var = found
-        total = self.weekday_total.get()
+        total = self._scale(fleet)
         mean = share * total
         # Peers that disagree here (one opens at 7, another at 9) make a wide estimate.
-        return mean, max(mean, 0.1) + max(share_var * total * total, (self.config.fleet_spread * mean) ** 2)
+        var = max(mean, 0.1) + max(share_var * total * total, (self.config.fleet_spread * mean) ** 2)
+        return (mean, var), share > 0 and share_var <= _AGREE * share * share
+
+    def _scale(self, fleet: Fleet) -> float:
+        """The store's weekday total, to scale the peers' shape by: the median over the fleet's busy
+        slots of the store's own weekday profile against the fleet's share (one odd hour, even an
+        outage of a whole morning, does not move a median), or the plain total when that cannot be
+        had. Kept until the day or the fleet changes."""
+        key = (self.day, fleet.days[0])
+        if self._scale_key == key:
+            return self._scale_value
+        value = self.weekday_total.get()
+        if fleet.share(0, 0) is not None:
+            seen = self.profile_seen[0]
+            profile = self.profile[0]
+            floor = 0.3 / self.per_day  # slots with at least a third of an average slot's share
+            ratios = []
+            for i in range(self.per_day):
+                found = fleet.share(0, i)
+                if seen[i] and found is not None and found[0] > floor:
+                    ratios.append(profile[i] / found[0])
+            if len(ratios) >= 8:
+                ratios.sort()
+                value = ratios[len(ratios) // 2]
+        self._scale_key, self._scale_value = key, value
+        return value
 
     # --- days ----------------------------------------------------------------------------------
 
@@ -270,11 +301,12 @@ class SeasonalDetector:
                 if part >= 0.5:
                     self.weekday_total.update(total / (fleet.ratio(kind) * part))
                     self.totals_seen += 1
-            if self.totals_seen:
+            if self.totals_seen and total > 0:  # a closed day says nothing about the shape of a day
                 fleet.learn(kind, self.day_slots, self.weekday_total.get())
         self.day = day
         self.day_slots = [_NAN] * self.per_day
         self.day_total = 0.0
+        self.sold_today = 0
 
     # --- per window ----------------------------------------------------------------------------
 
@@ -302,7 +334,8 @@ class SeasonalDetector:
         weekly = self._week(week_slot)
         k_week = self.weeks_seen[week_slot]
         own_day = self._profile(kind, slot) if k_week < cfg.full_weeks else None
-        peers = self._fleet(fleet, kind, slot) if self.days_seen[kind] < cfg.own_days and k_week < 2 else None
+        found = self._fleet(fleet, kind, slot) if self.days_seen[kind] < cfg.own_days and k_week < 2 else None
+        peers, agreed = found if found is not None else (None, False)
         own = [e for e in (weekly, own_day) if e is not None]
         every = own + ([peers] if peers is not None else [])
         if not every:
@@ -339,9 +372,16 @@ class SeasonalDetector:
             return m, level * level * e[1] + m * m * level_var
 
         central = scaled((c_mean, c_var))
-        high = scaled(max(every))
-        # A drop is judged only where the store's own history says it trades at this time.
-        low = scaled(min(own)) if own else None
+        # A jump must be one against every estimate that can speak here; a drop, against the
+        # store's own history, or the peers when they agree and the store has traded today.
+        judges = own + ([peers] if peers is not None and agreed else [])
+        high = scaled(max(judges)) if judges else None
+        low: Estimate | None
+        if peers is not None and agreed and self.sold_today > 0:
+            low = scaled(min(judges))
+        else:
+            low = scaled(min(own)) if own else None
+        self.sold_today += w.sales
         previous = self.recent[-1] if self.recent else None
         entry = _Window(w, central, low, high)
         self.recent.append(entry)
@@ -370,17 +410,16 @@ class SeasonalDetector:
                 sales_flag = True
             else:
                 refund_flag = True
-        # Learn, clipped to a band around what the store's own history expected (one standard
-        # deviation when the window is anomalous), so an incident, even one not flagged, barely moves
-        # any estimate. The peers' shape alone clips nothing: where it is wrong for this store, the
-        # store's own trade must be able to correct it.
+        # Learn, clipped to a band around what was expected (one standard deviation when the window
+        # is anomalous), so an incident, even one not flagged, barely moves any estimate. The band is
+        # as wide as the estimates are unsure (one odd first day against its peers: wide), and the
+        # peers' shape alone clips nothing: where it is wrong for this store, the store's own trade
+        # must be able to correct it.
         m, known = central
         sd = math.sqrt(self.spread["short", "sales"].variance(m, known))
         if own:
-            o_mean = sum(e[0] for e in own) / len(own) * level
-            o_sd = math.sqrt(self.spread["short", "sales"].variance(o_mean, max(e[1] for e in own)))
-            band = o_sd if sales_flag else cfg.learn_clip * o_sd
-            learned = min(max(sales, o_mean - band), o_mean + band)
+            band = sd if sales_flag else cfg.learn_clip * sd
+            learned = min(max(sales, m - band), m + band)
         else:
             learned = sales
         self._learn_slots(kind, slot, week_slot, learned, c_mean)
@@ -445,8 +484,8 @@ class SeasonalDetector:
                 return QUIET
             central = _add(central, p.central)
             low = _add(low, p.low)
-            high = _add(high, p.high if p.high is not None else p.central)
-        if central is None or high is None:
+            high = _add(high, p.high)
+        if central is None:
             return QUIET
         if central[0] < _QUIET_MEAN and w.sales == 0 and w.refunds == 0:
             return QUIET
