@@ -224,9 +224,8 @@ class SeasonalDetector:
                 var += side * side * max(value, 0.1) * inv[k]
         mean = total / weight
         var = var / (weight * weight)
-        k = seen[slot]
-        if k < 3:
-            var += (_DAY_SD * mean) ** 2 / k  # one or two weeks: the days not being alike
+        if seen[slot] == 1:
+            var += (_DAY_SD * mean) ** 2  # one week: the days not being alike
         return mean, var
 
     def _profile(self, kind: int, slot: int) -> Estimate | None:
@@ -530,7 +529,7 @@ class SeasonalDetector:
             mean, known = low
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
+            if x < lo and mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
                 if sc >= cfg.threshold:
                     sev = severity(sc, cfg.threshold, 1.0 - x / mean)
