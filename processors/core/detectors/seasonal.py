@@ -529,7 +529,7 @@ class SeasonalDetector:
             mean, known = low
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if x < lo and mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
+            if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
                 if sc >= cfg.threshold:
                     sev = severity(sc, cfg.threshold, 1.0 - x / mean)
