@@ -200,7 +200,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from producers.kinesis_writer import KinesisWriter
     from producers.replay import SimulationStats, run_simulation
-    from producers.simulator import StoreSimulator
+    from producers.zoned import ZonedSimulator
     from shelfstream.aws import AioClients
     from shelfstream.provision import resolve
 
@@ -208,7 +208,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
     resolve(settings)
     console = Console(stderr=True)
-    simulator = StoreSimulator(args.seed, args.stores, args.products, int(time.time() * 1000))
+    simulator = ZonedSimulator(args.seed, args.stores, args.products, int(time.time() * 1000))
 
     async def go() -> tuple[SimulationStats, int]:
         async with AioClients(settings, "kinesis") as clients:

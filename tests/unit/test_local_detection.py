@@ -154,7 +154,10 @@ def of(alerts: list[Anomaly], shop: Shop) -> list[Anomaly]:
 
 
 def test_a_store_event_carries_an_iana_zone_and_defaults_to_utc() -> None:
-    raw = b'{"type":"store","event_id":"s1","store_id":"b-1","ts":"2026-03-01T08:00:00Z","timezone":"Europe/Berlin"}'
+    raw = (
+        b'{"type":"store","event_id":"s1","store_id":"b-1","ts":"2026-03-01T08:00:00Z",'
+        b'"timezone":"Europe/Berlin"}'
+    )
     event = decode_event(raw)
     assert isinstance(event, Store)
     assert event.timezone == "Europe/Berlin"
@@ -239,8 +242,10 @@ def test_a_later_store_event_changes_the_zone() -> None:
         if parse_ts(a.window_start) >= _local_ms("America/New_York", dt.date(2026, 6, 10), 0)
     ]
     assert later == []
-    assert all("(America/New_York)" in a.explanation for a in of(alerts, shop)
-               if parse_ts(a.window_start) >= _local_ms("America/New_York", dt.date(2026, 6, 8), 0))  # fmt: skip
+    moved = _local_ms("America/New_York", dt.date(2026, 6, 8), 0)
+    assert all(
+        "(America/New_York)" in a.explanation for a in of(alerts, shop) if parse_ts(a.window_start) >= moved
+    )
 
 
 def test_old_inputs_without_a_store_event_are_utc() -> None:

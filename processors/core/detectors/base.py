@@ -76,7 +76,7 @@ class DetectorConfig:
     static_sales_high: float = 3.0  # static rule: sales above this many times the store's average
     static_sales_low: float = 0.2  # ... or below this share of it, in business hours
     static_hours: tuple[int, int] = (10, 18)  # the static rule's business hours (local time)
-    naive_threshold: float = 8.0  # seasonal-naive: -log10 p of its Poisson test (best of 4, 6, 8 on the tuning seeds)
+    naive_threshold: float = 8.0  # seasonal-naive: -log10 p (best of 4, 6, 8 on the tuning seeds)
     hst_threshold: float = 0.99  # HST scores busy windows high; this was its best F1 on the tuning seeds
     seed: int = 42
 
