@@ -37,7 +37,7 @@ from processors.core.detectors import DetectorConfig
 from shelfstream.contract import parse_ts
 
 TUNE_SEEDS = (1, 2, 3, 4)
-REPORT_SEEDS = (1001, 1002, 1003, 1004, 1005, 1006)
+REPORT_SEEDS = (1001, 1002, 1003, 1004)
 DETECTORS = ("seasonal", "naive", "threshold", "hst")
 NAMES = {
     "seasonal": "ours (seasonal)",
