@@ -109,13 +109,16 @@ class _DayLevel:
         level = (self.obs + k) / (self.exp + k)
         self.level = (min(2.5, max(0.4, level)), 1.0 / (self.obs + k))
 
-    def learn(self, observed: float, expected: float) -> None:
+    def learn(self, observed: float, expected: float, settled: bool = True) -> None:
+        """One ordinary window; only `settled` ones (judged against a week's history) teach the
+        day-to-day variation: against a store's first thin estimates every day would look odd."""
         self.closed_run = 0
         keep = 1.0 - self.fading
         self.obs = self.obs * keep + observed
         self.exp = self.exp * keep + expected
-        self.day_obs += observed
-        self.day_exp += expected
+        if settled:
+            self.day_obs += observed
+            self.day_exp += expected
         self._update()
 
     def flagged(self) -> None:
@@ -426,7 +429,7 @@ class SeasonalDetector:
             self.today.closed()
         elif not sales_flag:
             band = cfg.level_clip * sd
-            self.today.learn(min(max(sales, m - band), m + band), c_mean)
+            self.today.learn(min(max(sales, m - band), m + band), c_mean, weekly is not None)
         else:
             self.today.flagged()
         if not refund_flag and w.sales > 0:
