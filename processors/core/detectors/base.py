@@ -51,7 +51,7 @@ class DetectorConfig:
     refund_threshold: float = 4.0  # refunds are rarer and their tail is discrete: a bit lower
     season_fading: float = 0.35  # weight of the newest week in a slot's baseline
     profile_fading: float = 0.25  # ... and of the newest day in a slot of the day's profile
-    full_weeks: int = 2  # weeks a slot of the week must have seen before it alone is the baseline
+    full_weeks: int = 3  # weeks a slot of the week must have seen before it alone is the baseline
     own_days: int = 3  # days of a kind (weekday, Saturday, Sunday) before the fleet's shape is dropped
     fleet_spread: float = 0.35  # relative error of the fleet's shape for one store
     level_fading: float = 0.15  # weight of the newest window in today's level

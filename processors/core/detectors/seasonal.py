@@ -109,16 +109,13 @@ class _DayLevel:
         level = (self.obs + k) / (self.exp + k)
         self.level = (min(2.5, max(0.4, level)), 1.0 / (self.obs + k))
 
-    def learn(self, observed: float, expected: float, settled: bool = True) -> None:
-        """One ordinary window; only `settled` ones (judged against a week's history) teach the
-        day-to-day variation: against a store's first thin estimates every day would look odd."""
+    def learn(self, observed: float, expected: float) -> None:
         self.closed_run = 0
         keep = 1.0 - self.fading
         self.obs = self.obs * keep + observed
         self.exp = self.exp * keep + expected
-        if settled:
-            self.day_obs += observed
-            self.day_exp += expected
+        self.day_obs += observed
+        self.day_exp += expected
         self._update()
 
     def flagged(self) -> None:
@@ -227,8 +224,9 @@ class SeasonalDetector:
                 var += side * side * max(value, 0.1) * inv[k]
         mean = total / weight
         var = var / (weight * weight)
-        if seen[slot] == 1:
-            var += (_DAY_SD * mean) ** 2  # one week: the days not being alike
+        k = seen[slot]
+        if k < 3:
+            var += (_DAY_SD * mean) ** 2 / k  # one or two weeks: the days not being alike
         return mean, var
 
     def _profile(self, kind: int, slot: int) -> Estimate | None:
@@ -429,7 +427,7 @@ class SeasonalDetector:
             self.today.closed()
         elif not sales_flag:
             band = cfg.level_clip * sd
-            self.today.learn(min(max(sales, m - band), m + band), c_mean, weekly is not None)
+            self.today.learn(min(max(sales, m - band), m + band), c_mean)
         else:
             self.today.flagged()
         if not refund_flag and w.sales > 0:
