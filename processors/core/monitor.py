@@ -210,6 +210,8 @@ class AnomalyMonitor:
         deviation: dict[str, tuple[float, int, float]] = {}
         products = set(observed) | (set(mix) if finding.direction == "low" else set())
         for product in products:
+            if not product:
+                continue  # lines added without a product (WindowEngine used directly)
             share = mix.get(product, 0.0) / mix_total if mix_total > 0 else 0.0
             expected = share * expected_lines
             got = observed.get(product, 0)
