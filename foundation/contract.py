@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import zoneinfo
 from typing import Annotated, Final, Literal, TypeAlias
 
 import msgspec
@@ -116,8 +117,36 @@ class Product(_Event, tag="product", frozen=True, kw_only=True):
     target_stock: PositiveInt | None = None
 
 
-Event: TypeAlias = Sale | Refund | Restock | Count | Product
-EVENT_TYPES: Final = ("sale", "refund", "restock", "count", "product")
+_valid_zones: set[str] = {"UTC"}
+
+
+def check_timezone(name: str) -> str:
+    """The IANA zone name if the zone database knows it; ValueError with a one-line reason if not."""
+    if name in _valid_zones:
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"unknown time zone {name!r} (expected an IANA name such as Europe/Berlin)"
+        ) from None
+    _valid_zones.add(name)
+    return name
+
+
+class Store(_Event, tag="store", frozen=True, kw_only=True):
+    """A store's own settings; changes no stock. Its zone is used for its local time of week."""
+
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_timezone(self.timezone)
+
+
+Event: TypeAlias = Sale | Refund | Restock | Count | Product | Store
+EVENT_TYPES: Final = ("sale", "refund", "restock", "count", "product", "store")
 
 _decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _encoder: Final = msgspec.json.Encoder()
@@ -262,6 +291,16 @@ class ProductChange(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind",
     changes: dict[str, tuple[str | float | None, str | float | None]]
 
 
+class Contributor(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A product behind an anomaly: its share of the deviation (0-1) and the counts behind it."""
+
+    product_id: str
+    share: float
+    category: str | None = None
+    observed: int = 0
+    expected: float = 0.0
+
+
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="anomaly"):
     alert_id: str
     store_id: str
@@ -274,6 +313,7 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="
     observed: float
     expected: tuple[float, float]
     explanation: str
+    contributors: tuple[Contributor, ...] = ()
 
 
 Alert: TypeAlias = RestockRequest | OutOfStock | ProductChange | Anomaly

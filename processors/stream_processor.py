@@ -79,8 +79,12 @@ class StreamProcessor:
         self.shard_info: dict[str, ShardInfo] = {}
         self.recent: deque[Alert | RestockRequest] = deque(maxlen=50)
         self.recent_windows: deque[bytes] = deque(maxlen=50)
+        self.recent_anomalies: deque[Alert] = deque(maxlen=50)
         self.alert_counts: Counter[str] = Counter()
         self.started = asyncio.Event()
+        # State learned before the stream began (a demo's history, loaded without the stream): a
+        # shard with no checkpoint and no parents starts from its stores' part of it.
+        self.seed_core: ShardCore | None = None
 
     @property
     def sinks(self) -> Sinks:
@@ -103,7 +107,10 @@ class StreamProcessor:
             self.alert_counts["restock_request"] += 1
         for alert in effects.alerts:
             self.recent.append(alert)
-            self.alert_counts[alert_kind(alert)] += 1
+            kind = alert_kind(alert)
+            self.alert_counts[kind] += 1
+            if kind == "anomaly":
+                self.recent_anomalies.append(alert)
         self.recent_windows.extend(effects.windows)
         if self._on_effects is not None:
             self._on_effects(shard_id, effects)
@@ -161,7 +168,12 @@ class StreamProcessor:
                 for parent in (checkpoints.get(p) for p in info.parents)
                 if parent is not None
             ]
-            core = merge(inherited) if inherited else ShardCore(core_config(self._settings))
+            if inherited:
+                core = merge(inherited)
+            elif self.seed_core is not None:
+                core = split(self.seed_core, info.owns)
+            else:
+                core = ShardCore(core_config(self._settings))
             start_after = None
         log.info(
             "shard assigned",

@@ -11,7 +11,18 @@ from typing import Any
 
 import msgspec
 
-from foundation.contract import Count, Event, Product, Refund, Rejection, Restock, Sale, decode_event, encode
+from foundation.contract import (
+    Count,
+    Event,
+    Product,
+    Refund,
+    Rejection,
+    Restock,
+    Sale,
+    Store,
+    decode_event,
+    encode,
+)
 
 
 class Ledger:
@@ -63,7 +74,7 @@ class Ledger:
 
 
 def _decode(event: bytes | str | Mapping[str, Any] | Event) -> Event | Rejection:
-    if isinstance(event, Sale | Refund | Restock | Count | Product):
+    if isinstance(event, Sale | Refund | Restock | Count | Product | Store):
         return event
     if isinstance(event, str):
         return decode_event(event.encode())

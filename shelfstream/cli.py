@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=None, help="port of the live dashboard (default 8080, else a free one)"
     )
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the live dashboard")
+    p.add_argument(
+        "--history-days",
+        type=int,
+        default=2,
+        help="days of simulated trade loaded before the demo starts, so anomaly detection is live (0: none)",
+    )
+    p.add_argument("--no-incident", action="store_true", help="do not take a store's tills down mid-demo")
     p.set_defaults(handler=_lazy("run", "cmd_demo"))
 
     p = sub.add_parser("local-aws", help="serve the embedded local AWS on 127.0.0.1 until stopped")

@@ -29,12 +29,14 @@ from foundation.aws.provision import Resources
 from foundation.clock import ScaledClock
 from foundation.contract import Restock, alert_kind, encode, format_ts
 from foundation.metrics import PrometheusServer, Registry
+from processors.core import ShardCore
 from processors.metrics import processor_source
-from processors.stream_processor import StreamProcessor
+from processors.stream_processor import StreamProcessor, core_config
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import run_simulation
-from producers.simulator import StoreSimulator
+from producers.simulator import DAY_MS, StoreSimulator
+from producers.zoned import ZonedSimulator, renamed
 from shelfstream.api.embedded import DemoDashboard
 from shelfstream.bootstrap import DEMO_SERVICES, Wiring
 
@@ -49,6 +51,8 @@ class DemoOptions:
     seed: int = 7
     live: bool = True
     baskets_per_hour: float = 1200.0
+    history_days: int = 2  # simulated trade before the demo starts, loaded straight into the core
+    incident: bool = True  # one store's tills go down a few minutes in, for the detector to catch
 
 
 @dataclass
@@ -85,8 +89,13 @@ async def run_demo(
     dashboard: DemoDashboard | None = None,
 ) -> dict[str, Any]:
     start_ms = demo_start_ms()
-    clock = ScaledClock(start_ms, options.speed)
-    simulator = StoreSimulator(
+    if options.history_days > 0:
+        start_ms = trading_day_start_ms(start_ms)
+    ledger = Ledger()
+    history = load_history(options, settings, start_ms, ledger, console)
+    clock = ScaledClock(start_ms, options.speed)  # store time starts now, after the history is in
+    incident = demo_incident(options, start_ms)
+    simulator = ZonedSimulator(
         options.seed,
         options.stores,
         options.products,
@@ -94,8 +103,8 @@ async def run_demo(
         baskets_per_hour=options.baskets_per_hour,
         bad_fraction=0.002,
         duplicate_fraction=0.005,
+        outages={incident.store_id: (incident.start_ms, incident.end_ms)} if incident else None,
     )
-    ledger = Ledger()
     stop_processor = asyncio.Event()
     stop_dispatcher = asyncio.Event()
     async with Wiring(settings).aio(*DEMO_SERVICES) as clients:
@@ -104,6 +113,7 @@ async def run_demo(
         processor = StreamProcessor(
             settings, clients, resources, on_effects=dashboard.on_effects if dashboard else None
         )
+        processor.seed_core = history
 
         def delivered(event: Restock) -> None:
             ledger.record(encode(event))
@@ -166,7 +176,90 @@ async def run_demo(
             await metrics.stop()
         await writer.close()
         await truck_writer.close()
-        return summary(run, seconds, caught_up)
+        return summary(run, seconds, caught_up) | anomaly_summary(run, incident)
+
+
+def trading_day_start_ms(start_ms: int) -> int:
+    """The latest Wednesday, Thursday or Friday at or before `start_ms`: the two days of history
+    before it are weekdays like it, so a store's own history speaks for the demo's day (a Monday
+    after a weekend of history would be a kind of day the stores have not traded yet)."""
+    day = start_ms // DAY_MS
+    while (day + 3) % 7 not in (2, 3, 4):  # 1970-01-01 was a Thursday; Monday is 0
+        day -= 1
+    return day * DAY_MS + start_ms % DAY_MS
+
+
+@dataclass(frozen=True)
+class DemoIncident:
+    """The till outage the demo injects: a store's sales stop for a while."""
+
+    store_id: str
+    start_ms: int
+    end_ms: int
+
+
+def demo_incident(options: DemoOptions, start_ms: int) -> DemoIncident | None:
+    """The first store's tills go down 5 minutes of store time in, for 45 minutes: the detector's
+    15-minute window after it closes shows it (about 15 s into a demo at the default speed)."""
+    if not options.incident or options.history_days < 2:
+        return None  # a detector judges a store from its second day: without history, nothing to see
+    return DemoIncident("store-001", start_ms + 5 * 60_000, start_ms + 50 * 60_000)
+
+
+def load_history(
+    options: DemoOptions, settings: Settings, start_ms: int, ledger: Ledger, console: Console
+) -> ShardCore | None:
+    """`history_days` of the same stores' trade before the demo starts, applied straight to a core
+    (the processor's shards start from their stores' part of it), so the detector is live from the
+    first minute. Its events go into the ledger too (the stock they leave is the stock the demo
+    starts from); its alerts and requests are the past and are not sent."""
+    if options.history_days <= 0:
+        return None
+    began = time.monotonic()
+    past = ZonedSimulator(
+        options.seed,
+        options.stores,
+        options.products,
+        start_ms - options.history_days * DAY_MS,
+        baskets_per_hour=options.baskets_per_hour,
+        price_changes_per_day=0.0,
+    )
+    events = renamed(past.events_until(start_ms - 1), "h")
+    core = ShardCore(core_config(settings, archive=False))
+    for event in events:
+        core.apply(event.data)
+        ledger.record(event.data)
+    core.drain()
+    inventory = core.state.inventory
+    inventory.open_requests.clear()  # what the past asked for was delivered in the past
+    inventory.out_of_stock.clear()
+    core.state.stats.alerts.clear()
+    console.print(
+        f"[b]history[/b] {options.history_days} days of trade ({len(events):,} events) loaded in "
+        f"{time.monotonic() - began:.1f} s: the detector judges every store from the first minute"
+    )
+    return core
+
+
+def anomaly_summary(run: DemoRun, incident: DemoIncident | None) -> dict[str, Any]:
+    """The anomaly alerts of the demo, and whether the injected incident was caught."""
+    stats = run.processor.stats()
+    caught = [
+        a
+        for a in run.processor.recent_anomalies
+        if incident is not None and a.store_id == incident.store_id and a.ts >= format_ts(incident.start_ms)
+    ]
+    out: dict[str, Any] = {"anomaly_alerts": stats.alerts.get("anomaly", 0)}
+    if incident is not None:
+        out["incident"] = {
+            "store_id": incident.store_id,
+            "kind": "sales_collapse",
+            "start": format_ts(incident.start_ms),
+            "end": format_ts(incident.end_ms),
+            "caught": bool(caught),
+            "caught_at": caught[0].ts if caught else None,
+        }
+    return out
 
 
 async def _refresh(live: Live, run: DemoRun) -> None:

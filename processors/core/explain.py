@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Final
 
-from processors.core.detector import Finding
+from foundation.contract import Contributor
+from processors.core.detectors import Finding
 from processors.core.windows import WindowResult
 
 _DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -41,14 +42,35 @@ def _range(finding: Finding) -> str:
     return f"{low}-{high}" if high > low else f"{low}"
 
 
-def explain(window: WindowResult, finding: Finding) -> str:
-    """E.g. "Refunds at store-004 reached 14 (612.00 refunded) between 10:00 and 10:15 UTC on Tuesday
-    2026-03-17, against 0-3 expected for a Tuesday morning: check the till and recent returns."
+def _driver(window: WindowResult, finding: Finding, contributors: tuple[Contributor, ...]) -> str:
+    """E.g. ", mostly sku-12 (4 of 5 refunds)"; empty when no product stands out."""
+    if not contributors:
+        return ""
+    top = contributors[0]
+    name = top.product_id if top.category is None else f"{top.product_id} ({top.category})"
+    if finding.direction == "low":
+        return f", mostly {name} ({top.observed} sold against {top.expected:.0f} expected)"
+    if finding.metric == "refunds":
+        return f", mostly {name} ({top.observed} of {window.refund_lines} refunds)"
+    return f", mostly {name} ({top.observed} of {window.lines} lines sold)"
+
+
+def explain(
+    window: WindowResult,
+    finding: Finding,
+    zone: str = "UTC",
+    offset_ms: int = 0,
+    contributors: tuple[Contributor, ...] = (),
+) -> str:
+    """E.g. "Refunds at store-004 reached 14 (612.00 refunded) between 10:00 and 10:15 on Tuesday
+    2026-03-17 (Europe/Berlin), mostly p-012 (11 of 14 refunds), against 0-3 expected for a Tuesday
+    morning: check the till and recent returns." All times are the store's local time.
     """
-    start = _clock(window.start_ms)
-    end = _clock(window.end_ms)
+    start = _clock(window.start_ms + offset_ms)
+    end = _clock(window.end_ms + offset_ms)
     day = _DAYS[start.weekday()]
-    when = f"between {start:%H:%M} and {end:%H:%M} UTC on {day} {start:%Y-%m-%d}"
+    when = f"between {start:%H:%M} and {end:%H:%M} on {day} {start:%Y-%m-%d} ({zone})"
+    when += _driver(window, finding, contributors)
     usual = f"against {_range(finding)} expected for a {day} {_part_of_day(start.hour)}"
     store = window.store_id
     if finding.metric == "refunds":

@@ -1,6 +1,9 @@
 """From closed windows to effects: the window records to archive and the anomaly alerts to send.
 
-Holds one detector per store (created on the store's first window) and the alert cool-down: once a
+Holds one detector per store (created on the store's first window, of the kind the settings name:
+processors/core/detectors/registry.py), the stores' time zones (from `store` events; UTC until one
+says otherwise), the fleet's shape of a day that new stores borrow, each store's product mix (for
+the products that drove an anomaly), and the alert cool-down: once a
 metric of a store has alerted, further anomalous windows of the same metric and direction (the
 overlapping hopping windows, the rest of a long outage) extend the incident instead of paging again,
 until the metric has been normal for `cooldown_ms`. All of it is state, pickled with the core, so a
@@ -9,26 +12,39 @@ replay from a checkpoint makes the same decisions and the same alert ids.
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Final
+import datetime as dt
+import zoneinfo
+from collections import Counter, deque
+from collections.abc import Mapping
+from typing import Final, Protocol
 
 import msgspec
 
-from foundation.contract import Anomaly, alert_id, format_ts
-from processors.core.detector import (
+from foundation.contract import Anomaly, Contributor, alert_id, format_ts
+from processors.core.detectors import (
     DAY_MS,
+    DETECTOR_KINDS,
+    HOUR_MS,
     MINUTE_MS,
     WEEK_MS,
     Detector,
     DetectorConfig,
-    HSTDetector,
-    SeasonalDetector,
-    ThresholdDetector,
+    Finding,
+    Fleet,
     Verdict,
+    make_detector,
 )
 from processors.core.effects import Effects
 from processors.core.explain import explain
 from processors.core.windows import WindowResult, WindowSpec
+
+_MIX_LIMIT: Final = 20_000.0  # sale lines a store's product mix counts before halving (a long memory)
+_TOP: Final = 3  # products named per anomaly
+
+
+class _Cataloged(Protocol):
+    category: str | None
+
 
 _MIN_SLOT_MS: Final = 5 * MINUTE_MS
 _encoder: Final = msgspec.json.Encoder()
@@ -85,12 +101,58 @@ def detector_slots(specs: tuple[WindowSpec, ...]) -> tuple[int, int] | None:
 
 class AnomalyMonitor:
     def __init__(self, config: DetectorConfig, specs: tuple[WindowSpec, ...]) -> None:
+        if config.kind not in DETECTOR_KINDS:
+            raise ValueError(f"detector kind {config.kind!r} is not one of {', '.join(DETECTOR_KINDS)}")
         self.config = config
         slots = detector_slots(specs) if config.kind != "off" else None
         self.slot_ms, self.long_slots = slots if slots is not None else (0, 0)
         self.detectors: dict[str, Detector] = {}
         self.open_until: dict[tuple[str, str, str], int] = {}
+        self.zones: dict[str, str] = {}  # store -> IANA zone (UTC when absent)
+        self.fleet = Fleet(DAY_MS // self.slot_ms if self.slot_ms else 1)
+        self.mix: dict[str, dict[str, float]] = {}  # store -> sale lines per product (decaying)
+        self.mix_total: dict[str, float] = {}
+        # store -> the last short windows' lines per product: (start, end, sales, refunds)
+        self.recent_mix: dict[str, deque[tuple[int, int, dict[str, int], dict[str, int]]]] = {}
         self._ts: dict[int, str] = {}
+        self._offsets: dict[tuple[str, int], int] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_ts"] = {}
+        state["_offsets"] = {}  # derived from the zone database
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+
+    # --- local time ------------------------------------------------------------------------------
+
+    def set_zone(self, store_id: str, zone: str) -> None:
+        """A `store` event: the store's time zone from now on (already checked by the contract)."""
+        if zone == "UTC":
+            self.zones.pop(store_id, None)
+        else:
+            self.zones[store_id] = zone
+
+    def zone(self, store_id: str) -> str:
+        return self.zones.get(store_id, "UTC")
+
+    def offset_ms(self, store_id: str, ts_ms: int) -> int:
+        """The store's UTC offset at an instant (whole hours of UTC share one answer: zones change
+        offset on the hour or half hour, and windows start on the quarter)."""
+        zone = self.zones.get(store_id)
+        if zone is None:
+            return 0
+        key = (zone, ts_ms // (HOUR_MS // 4))
+        offset = self._offsets.get(key)
+        if offset is None:
+            if len(self._offsets) > 65_536:
+                self._offsets.clear()
+            when = dt.datetime.fromtimestamp(ts_ms / 1000, zoneinfo.ZoneInfo(zone))
+            delta = when.utcoffset()
+            offset = self._offsets[key] = 0 if delta is None else int(delta.total_seconds() * 1000)
+        return offset
 
     @property
     def enabled(self) -> bool:
@@ -99,15 +161,83 @@ class AnomalyMonitor:
     def _detector(self, store_id: str) -> Detector:
         det = self.detectors.get(store_id)
         if det is None:
-            kind = self.config.kind
-            if kind == "seasonal":
-                det = SeasonalDetector(self.config, self.slot_ms, self.long_slots)
-            elif kind == "threshold":
-                det = ThresholdDetector(self.config, self.slot_ms)
-            else:
-                det = HSTDetector(self.config, self.slot_ms)
-            self.detectors[store_id] = det
+            det = self.detectors[store_id] = make_detector(self.config, self.slot_ms, self.long_slots)
         return det
+
+    # --- which products drove it ----------------------------------------------------------------
+
+    def _learn_mix(self, w: WindowResult) -> None:
+        if w.products is None or w.end_ms - w.start_ms != self.slot_ms:
+            return
+        store = w.store_id
+        recent = self.recent_mix.get(store)
+        if recent is None:
+            recent = self.recent_mix[store] = deque(maxlen=max(self.long_slots, 2))
+        recent.append((w.start_ms, w.end_ms, w.products, w.refund_products or {}))
+
+    def _commit_mix(self, w: WindowResult, flagged: bool) -> None:
+        """Ordinary windows teach the store's product mix (an anomalous one would skew it)."""
+        if flagged or not w.products or w.end_ms - w.start_ms != self.slot_ms:
+            return
+        store = w.store_id
+        mix = self.mix.get(store)
+        if mix is None:
+            mix = self.mix[store] = {}
+        total = self.mix_total.get(store, 0.0)
+        for product, lines in w.products.items():
+            mix[product] = mix.get(product, 0.0) + lines
+            total += lines
+        if total > _MIX_LIMIT:
+            for product in list(mix):
+                mix[product] *= 0.5
+            total *= 0.5
+        self.mix_total[store] = total
+
+    def contributors(
+        self, span: WindowResult, finding: Finding, catalog: Mapping[tuple[str, str], _Cataloged]
+    ) -> tuple[Contributor, ...]:
+        """The few products accounting for most of a finding's deviation, with their share of it."""
+        store = span.store_id
+        observed: Counter[str] = Counter()
+        for start, end, sales, refunds in self.recent_mix.get(store, ()):
+            if start >= span.start_ms and end <= span.end_ms:
+                observed.update(refunds if finding.metric == "refunds" else sales)
+        mix = self.mix.get(store) or {}
+        mix_total = self.mix_total.get(store, 0.0)
+        lines = sum(observed.values())
+        if finding.observed > 0 and lines > 0:
+            per_unit = lines / finding.observed  # lines per sale (or refund) in this span
+        else:
+            per_unit = span.lines / span.sales if span.sales else 1.5
+        expected_lines = finding.mean * per_unit
+        deviation: dict[str, tuple[float, int, float]] = {}
+        products = set(observed) | (set(mix) if finding.direction == "low" else set())
+        for product in products:
+            if not product:
+                continue  # lines added without a product (WindowEngine used directly)
+            share = mix.get(product, 0.0) / mix_total if mix_total > 0 else 0.0
+            expected = share * expected_lines
+            got = observed.get(product, 0)
+            dev = got - expected if finding.direction == "high" else expected - got
+            if dev > 0:
+                deviation[product] = (dev, got, expected)
+        total = sum(d for d, _, _ in deviation.values())
+        if total <= 0:
+            return ()
+        top = sorted(deviation.items(), key=lambda kv: (-kv[1][0], kv[0]))[:_TOP]
+        out = []
+        for product, (dev, got, expected) in top:
+            entry = catalog.get((store, product))
+            out.append(
+                Contributor(
+                    product_id=product,
+                    share=round(dev / total, 2),
+                    category=entry.category if entry is not None else None,
+                    observed=got,
+                    expected=round(expected, 1),
+                )
+            )
+        return tuple(out)
 
     def _format(self, ts_ms: int) -> str:
         text = self._ts.get(ts_ms)
@@ -117,9 +247,20 @@ class AnomalyMonitor:
             text = self._ts[ts_ms] = format_ts(ts_ms)
         return text
 
-    def window_closed(self, w: WindowResult, out: Effects, alerts: Counter[str]) -> None:
+    def window_closed(
+        self,
+        w: WindowResult,
+        out: Effects,
+        alerts: Counter[str],
+        catalog: Mapping[tuple[str, str], _Cataloged] | None = None,
+    ) -> None:
         """Judge one closed window; append its record to `out.windows` and any alert to `out.alerts`."""
-        verdict = self._detector(w.store_id).observe(w) if self.slot_ms else _NO_VERDICT
+        if self.slot_ms:
+            offset = self.offset_ms(w.store_id, w.start_ms) if self.zones else 0
+            verdict = self._detector(w.store_id).observe(w, offset, self.fleet)
+            self._learn_mix(w)
+        else:
+            offset, verdict = 0, _NO_VERDICT
         start = self._format(w.start_ms)
         end = self._format(w.end_ms)
         flagged: list[str] = []
@@ -132,6 +273,7 @@ class AnomalyMonitor:
             if until is not None and span.start_ms < until:
                 continue  # the same incident, still going on
             span_start = self._format(span.start_ms)
+            contributors = self.contributors(span, finding, catalog or {})
             out.alerts.append(
                 Anomaly(
                     alert_id=alert_id("anomaly", w.store_id, span.spec.name, span_start, finding.metric),
@@ -144,10 +286,13 @@ class AnomalyMonitor:
                     metric=finding.metric,
                     observed=finding.observed,
                     expected=(round(finding.low, 2), round(finding.high, 2)),
-                    explanation=explain(span, finding),
+                    explanation=explain(span, finding, self.zone(w.store_id), offset, contributors),
+                    contributors=contributors,
                 )
             )
             alerts["anomaly"] += 1
+        if self.slot_ms:
+            self._commit_mix(w, "sales" in flagged)
         spec = w.spec
         ratio = w.refund_ratio
         basket = w.avg_basket

@@ -27,6 +27,7 @@ from foundation.contract import (
     Rejection,
     Restock,
     Sale,
+    Store,
     decode_event,
     decode_strict,
     is_utf8,
@@ -261,6 +262,7 @@ class ShardCore:
                     pane.lines += 1
                     pane.units += quantity
                     pane.revenue += quantity * ev.unit_price
+                    pane.items.append(ev.product_id)
                     tid = ev.transaction_id
                     if tid is None:
                         pane.sales_anon += 1
@@ -269,7 +271,7 @@ class ShardCore:
         elif isinstance(ev, Refund):
             inv.refund(ev, out, tally)
             if win is not None and not win.refund(
-                ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id
+                ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id, ev.product_id
             ):
                 stats.late_events += 1
         elif isinstance(ev, Restock):
@@ -278,6 +280,8 @@ class ShardCore:
             inv.count(ev, out, tally)
         elif isinstance(ev, Product):
             inv.product(ev, out, tally)
+        elif isinstance(ev, Store) and state.monitor is not None:
+            state.monitor.set_zone(ev.store_id, ev.timezone)
         if self._archive:
             out.archive.append(raw)  # late events too: they are kept, only their window has closed
         # Only the events the windows aggregate move their watermark: a delivery or stock take stamped
@@ -332,8 +336,9 @@ class ShardCore:
         out = self.out
         alerts = self.state.stats.alerts
         pieces = self._pieces
+        catalog = self.state.inventory.catalog
         for window in windows:
-            monitor.window_closed(window, out, alerts)
+            monitor.window_closed(window, out, alerts, catalog)
             pieces.pop(window.store_id, None)  # its detector learned: pickle it again
 
     def drain(self) -> Effects:
@@ -425,8 +430,9 @@ class ShardCore:
     def restore(cls, blob: bytes) -> ShardCore:
         version, config, state = pickle.loads(blob)
         if version in (1, 2):
-            # Older formats: the dedup memory was a dict of event ids (not per store); it starts
-            # afresh. Checkpoints of format 2 keep windows and detectors.
+            # Older formats: the dedup memory was a dict of event ids (not per store), and windows and
+            # detectors were in UTC before local time and the detector registry: keep the stock state,
+            # start the dedup memory, windows and detectors afresh.
             known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
             known["dedup_horizon_ms"] = min(known.get("dedup_horizon_ms", _DAY_MS), _DAY_MS)
             core = cls(CoreConfig(**known))
@@ -434,9 +440,6 @@ class ShardCore:
             for f in fields(CoreStats):
                 if hasattr(state.stats, f.name):
                     setattr(core.state.stats, f.name, getattr(state.stats, f.name))
-            if version == 2:
-                core.state.windows = state.windows
-                core.state.monitor = state.monitor
             core.state.inventory.restock_config = core.config.restock
             core.state.inventory.ensure_demand()
             return core

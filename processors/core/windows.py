@@ -21,7 +21,7 @@ flushed and the span is skipped.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -71,12 +71,15 @@ def _duration(ms: int) -> str:
 
 
 class Pane:
-    """Sums of one store's sales and refunds over one pane of event time."""
+    """Sums of one store's sales and refunds over one pane of event time, and the products of its lines
+    (counted only when the pane closes: an append is the cheapest thing the hot path can do)."""
 
     __slots__ = (
+        "items",
         "lines",
         "refund_amount",
         "refund_ids",
+        "refund_items",
         "refund_lines",
         "refund_units",
         "refunds_anon",
@@ -97,13 +100,22 @@ class Pane:
         self.refund_amount = 0.0
         self.refunds_anon = 0
         self.refund_ids: set[str] = set()
+        self.items: list[str] = []  # product id of every sale line
+        self.refund_items: list[str] = []  # ... and of every refund line
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in Pane.__slots__)
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
-        for name, value in zip(Pane.__slots__, state, strict=True):
+        names = Pane.__slots__ if len(state) == len(Pane.__slots__) else _PANE_V2_SLOTS
+        self.items = []
+        self.refund_items = []
+        for name, value in zip(names, state, strict=True):
             setattr(self, name, value)
+
+
+# A pane as checkpointed before it kept its products (snapshot format 2)
+_PANE_V2_SLOTS: Final = tuple(n for n in Pane.__slots__ if n not in ("items", "refund_items"))
 
 
 # A closed pane reduced to numbers (its id sets counted), kept for the hopping windows:
@@ -145,6 +157,9 @@ class WindowResult(msgspec.Struct, frozen=True):
     refund_lines: int
     refund_units: int
     refund_amount: float
+    # Lines per product, for a window that is one pane (the detector's slot): who drove an anomaly.
+    products: dict[str, int] | None = None
+    refund_products: dict[str, int] | None = None
 
     @property
     def refund_ratio(self) -> float | None:
@@ -235,7 +250,15 @@ class WindowEngine:
         pane = store.panes.get(idx) if store is not None else None
         return pane if pane is not None else self.new_pane(store_id, idx)
 
-    def sale(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
+    def sale(
+        self,
+        store_id: str,
+        ts_ms: int,
+        quantity: int,
+        unit_price: float,
+        tid: str | None,
+        product_id: str = "",
+    ) -> bool:
         """Add a sale line; False when it is late. (ShardCore.apply inlines this: the hottest path.)"""
         pane = self._pane_at(store_id, ts_ms)
         if pane is None:
@@ -243,13 +266,22 @@ class WindowEngine:
         pane.lines += 1
         pane.units += quantity
         pane.revenue += quantity * unit_price
+        pane.items.append(product_id)
         if tid is None:
             pane.sales_anon += 1
         else:
             pane.sale_ids.add(tid)
         return True
 
-    def refund(self, store_id: str, ts_ms: int, quantity: int, unit_price: float, tid: str | None) -> bool:
+    def refund(
+        self,
+        store_id: str,
+        ts_ms: int,
+        quantity: int,
+        unit_price: float,
+        tid: str | None,
+        product_id: str = "",
+    ) -> bool:
         """Add a refund line; False when it is late (its window has closed)."""
         pane = self._pane_at(store_id, ts_ms)
         if pane is None:
@@ -257,6 +289,7 @@ class WindowEngine:
         pane.refund_lines += 1
         pane.refund_units += quantity
         pane.refund_amount += quantity * unit_price
+        pane.refund_items.append(product_id)
         if tid is None:
             pane.refunds_anon += 1
         else:
@@ -329,6 +362,7 @@ class WindowEngine:
                     continue
                 pane = store.panes.pop(idx, None)
                 totals = _EMPTY if pane is None else _totals(pane)
+                mix = _mix(pane)
                 recent = store.recent
                 recent.append(totals)
                 if len(recent) > span:
@@ -339,10 +373,18 @@ class WindowEngine:
                     first = idx + 1 - size_panes
                     if first < store.first_idx:
                         continue  # the store's first windows would be partial
-                    results.append(
-                        _window(store_id, spec, first * pane_ms, (idx + 1) * pane_ms, recent, size_panes)
-                    )
+                    window = _window(store_id, spec, first * pane_ms, (idx + 1) * pane_ms, recent, size_panes)
+                    if size_panes == 1 and mix is not None:
+                        window = msgspec.structs.replace(window, products=mix[0], refund_products=mix[1])
+                    results.append(window)
             self.closed_idx = idx + 1
+
+
+def _mix(pane: Pane | None) -> tuple[dict[str, int], dict[str, int]] | None:
+    """Lines per product of a closed pane (sales, refunds); None for an empty one."""
+    if pane is None or not (pane.items or pane.refund_items):
+        return None
+    return dict(Counter(pane.items)), dict(Counter(pane.refund_items))
 
 
 def _window(

@@ -138,13 +138,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from producers.deliveries import watch_deliveries
     from producers.kinesis_writer import KinesisWriter
     from producers.replay import SimulationStats, run_simulation
-    from producers.simulator import StoreSimulator
+    from producers.zoned import ZonedSimulator
 
     wiring = bootstrap()
     settings = wiring.settings
     wiring.resources()
     console = Console(stderr=True)
-    simulator = StoreSimulator(args.seed, args.stores, args.products, int(time.time() * 1000))
+    simulator = ZonedSimulator(args.seed, args.stores, args.products, int(time.time() * 1000))
 
     async def go() -> tuple[SimulationStats, int]:
         async with wiring.aio("kinesis") as clients:

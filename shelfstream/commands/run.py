@@ -98,6 +98,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rate=args.rate,
         seed=args.seed,
         live=not args.no_live,
+        history_days=max(0, args.history_days),
+        incident=not args.no_incident,
     )
     console = Console()
     with EmbeddedAws() as aws:

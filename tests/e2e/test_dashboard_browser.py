@@ -73,7 +73,12 @@ class LiveServer:
 
 
 def _window(
-    store: str, end: str, sales: int, refunds: int, anomalies: tuple[str, ...] = ()
+    store: str,
+    end: str,
+    sales: int,
+    refunds: int,
+    anomalies: tuple[str, ...] = (),
+    expected: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     start = (
         f"{end[:11]}{int(end[11:13]):02d}:{int(end[14:16]) - 15:02d}:00.000Z" if end[14:16] != "00" else end
@@ -95,6 +100,7 @@ def _window(
         "refund_ratio": None,
         "avg_basket": 3.0,
         "anomalies": list(anomalies),
+        **({"expected": {"sales": list(expected), "refunds": [0.0, 2.0]}} if expected else {}),
     }
 
 
@@ -115,8 +121,12 @@ def _seed(state: DashboardState) -> None:
     ):
         hour, minute = divmod(10 * 60 + 15 * (i + 1), 60)
         flagged = ("refunds",) if refunds == 6 else ()
+        # The detector's range appears from the third window on (the store's second day, here).
+        expected = (max(0.0, sales - 10.0), sales + 10.0) if i >= 2 else None
         state.add_window(
-            _window("store-001", f"2026-08-01T{hour:02d}:{minute:02d}:00.000Z", sales, refunds, flagged)
+            _window(
+                "store-001", f"2026-08-01T{hour:02d}:{minute:02d}:00.000Z", sales, refunds, flagged, expected
+            )
         )
     state.add_alert(
         {
@@ -222,6 +232,8 @@ def test_hq_signs_in_sees_the_stores_opens_one_and_an_alert_arrives_live(
     expect(stock).to_contain_text("out of stock")
     expect(page.locator("#chart svg polyline.sales")).to_have_count(1)
     expect(page.locator("#chart svg circle.marker")).to_have_count(1)  # the window flagged for refunds
+    expect(page.locator("#chart svg polygon.band")).to_have_count(1)  # the expected range, once learned
+    expect(page.locator("#chart svg desc")).to_contain_text("expected")
     expect(page.locator("#deliveries-body")).to_contain_text("truck-01")
     feed = page.locator("#store-alerts")
     expect(feed.locator("li")).to_have_count(1)

@@ -442,6 +442,9 @@ def _glue_type(annotation: Any) -> str:
         return f"array<{element}>"
     if origin is dict:
         return f"map<{_glue_type(args[0])},{_glue_type(args[1])}>"
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        fields = ",".join(f"{f.name}:{_glue_type(f.type)}" for f in msgspec.structs.fields(annotation))
+        return f"struct<{fields}>"
     return {str: "string", int: "int", float: "double", dt.datetime: "string"}[annotation]
 
 

@@ -59,9 +59,9 @@ def test_same_seed_gives_same_bytes_and_another_seed_does_not() -> None:
     assert [e.data for e in first] != [e.data for e in other]
 
 
-_WHOLE_DAY = StoreSimulator(3, 2, 8, WEDNESDAY, bad_fraction=0.02, duplicate_fraction=0.02).events_until(
-    WEDNESDAY + DAY_MS
-)
+_WHOLE_DAY = StoreSimulator(
+    3, 2, 8, WEDNESDAY, bad_fraction=0.02, duplicate_fraction=0.02, run_id="r1"
+).events_until(WEDNESDAY + DAY_MS)
 
 
 @settings(max_examples=20, deadline=None)

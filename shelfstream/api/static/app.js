@@ -589,7 +589,9 @@
       $("chart-table").replaceChildren();
       return;
     }
-    const top = Math.max(1, ...data.map((w) => Math.max(w.sales || 0, w.refunds || 0)));
+    // The detector's expected range of sales for each window (once it has learned the store): a band.
+    const range = (w) => (w.expected && Array.isArray(w.expected.sales) ? w.expected.sales : null);
+    const top = Math.max(1, ...data.map((w) => Math.max(w.sales || 0, w.refunds || 0, (range(w) || [0, 0])[1])));
     const x = (i) => pad.left + (data.length === 1 ? (W - pad.left - pad.right) / 2 : (i * (W - pad.left - pad.right)) / (data.length - 1));
     const y = (v) => H - pad.bottom - (v / top) * (H - pad.top - pad.bottom);
     chart.append(svg("line", { class: "axis", x1: pad.left, y1: H - pad.bottom, x2: W - pad.right, y2: H - pad.bottom }));
@@ -605,6 +607,25 @@
       const label = svg("text", { class: "tick", x: x(i), y: H - 8, "text-anchor": anchor });
       label.textContent = clock(data[i].window_end);
       chart.append(label);
+    }
+    // One band per run of consecutive windows that have a range (none before the detector's second day).
+    let run = [];
+    const bands = [];
+    data.forEach((w, i) => {
+      if (range(w)) run.push(i);
+      if ((!range(w) || i === data.length - 1) && run.length) {
+        bands.push(run);
+        run = [];
+      }
+    });
+    for (const idx of bands) {
+      const upper = idx.map((i) => `${x(i).toFixed(1)},${y(range(data[i])[1]).toFixed(1)}`);
+      const lower = idx.slice().reverse().map((i) => `${x(i).toFixed(1)},${y(range(data[i])[0]).toFixed(1)}`);
+      const band = svg("polygon", { class: "band", points: upper.concat(lower).join(" ") });
+      const tip = svg("title", {});
+      tip.textContent = "Expected range of sales (the store's own normal at that local time)";
+      band.append(tip);
+      chart.append(band);
     }
     const line = (key, cls) =>
       svg("polyline", { class: cls, points: data.map((w, i) => `${x(i).toFixed(1)},${y(w[key] || 0).toFixed(1)}`).join(" ") });
@@ -622,7 +643,9 @@
     const last = data[data.length - 1];
     desc.textContent =
       `${data.length} windows from ${clock(data[0].window_end)} to ${clock(last.window_end)}; ` +
-      `latest ${last.sales} sales and ${last.refunds} refunds; ${marked} marked as anomalies.`;
+      `latest ${last.sales} sales and ${last.refunds} refunds` +
+      (range(last) ? ` (expected ${range(last)[0]}-${range(last)[1]})` : "") +
+      `; ${marked} marked as anomalies.`;
     holder.replaceChildren(chart);
     $("chart-table").replaceChildren(
       ...data.slice().reverse().map((w) =>

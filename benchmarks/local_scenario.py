@@ -1,0 +1,365 @@
+"""Labelled fleets in local time: stores across time zones, new stores, incidents from the second day.
+
+What a retailer's fleet looks like to a detector that has just been connected (docs/detection.md):
+
+* every store trades in its own time zone (Europe, the Americas, Asia, Australia, UTC); the history
+  crosses a daylight saving change (spring forward on even seeds, autumn back on odd seeds, at each
+  zone's own date), and opening hours stay the same in local time, so they move in UTC;
+* each store's own shape (busy and quiet stores, opening hours, a later Saturday, a Sunday closed or
+  short, its own peaks) from benchmarks/scenario.py's `make_shape`, drawn in local time;
+* one store opens for business in the middle of the history (`late_store_day`);
+* every store sends a `store` event with its zone before its first sale;
+* incidents from a store's second day on, about one per store-week and one in the first week of
+  half the stores. An incident is a labelled change of the generator's own rates: a kind, a size
+  and a duration drawn from fixed ranges, at a random time within opening hours. Nothing is kept or
+  dropped by how visible it is: a small change in a quiet store is labelled like any other, and a
+  detector that misses it shows it in its figures.
+
+    python -m benchmarks.local_scenario --seed 1001 --out /tmp/fleet
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import zoneinfo
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.scenario import _REASONS as REASONS
+from benchmarks.scenario import (
+    DAY_MS,
+    KINDS,
+    MIN_MS,
+    Incident,
+    StoreShape,
+    _Writer,
+    make_shape,
+)
+
+ZONES = (
+    "Europe/Berlin",
+    "Europe/London",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "UTC",
+)
+# (first local day, days): spring forward in Europe (29 March) and the US (8 March), autumn back in
+# Sydney (5 April); autumn back in Europe (25 October) and the US (1 November), forward in Sydney (4 Oct).
+SPRING = "2026-02-23"
+AUTUMN = "2026-10-05"
+# Incident sizes and durations (minutes): fixed ranges, nothing filtered afterwards.
+SIZES = {
+    "sales_collapse": ((0.0, 0.3), (45, 150)),  # share of sales left
+    "sales_spike": ((2.5, 4.5), (45, 120)),  # sales multiplier
+    "refund_burst": ((10.0, 24.0), (30, 90)),  # extra refunds an hour
+}
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    seed: int
+    stores: int = 12
+    days: int = 35
+    late_store_day: int = 14  # the last store's first day of trading
+    incidents_per_store_week: float = 1.0
+    first_week_share: float = 0.5  # stores that get an extra incident in their first week (days 2-7)
+    duplicate_rate: float = 0.001
+    late_rate: float = 0.0002
+    late_after_ms: int = 7 * MIN_MS
+
+    @property
+    def start(self) -> str:
+        return SPRING if self.seed % 2 == 0 else AUTUMN
+
+
+@dataclass
+class FleetStore:
+    shape: StoreShape
+    zone: str
+    first_day: int  # the store's first local day of trading (0 = the fleet's first)
+
+    def midnight_ms(self, start: str, day: int) -> int:
+        """UTC epoch ms of the store's local midnight of a day of the history."""
+        first = dt.date.fromisoformat(start) + dt.timedelta(days=day)
+        local = dt.datetime(first.year, first.month, first.day, tzinfo=zoneinfo.ZoneInfo(self.zone))
+        return int(local.timestamp() * 1000)
+
+    def noon_offset_ms(self, start: str, day: int) -> int:
+        """The store's UTC offset at local noon of a day: opening hours keep to it."""
+        first = dt.date.fromisoformat(start) + dt.timedelta(days=day)
+        noon = dt.datetime(first.year, first.month, first.day, 12, tzinfo=zoneinfo.ZoneInfo(self.zone))
+        delta = noon.utcoffset()
+        return int(delta.total_seconds() * 1000) if delta is not None else 0
+
+
+@dataclass
+class Fleet:
+    config: FleetConfig
+    stores: list[FleetStore]
+    incidents: list[Incident] = field(default_factory=list)
+    events: int = 0
+
+    def day_start_ms(self, store: FleetStore, day: int) -> int:
+        """UTC epoch ms of local 00:00 of a day, on the clock of local noon (DST moves at night)."""
+        d = dt.date.fromisoformat(self.config.start) + dt.timedelta(days=day)
+        utc_midnight = int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp() * 1000)
+        return utc_midnight - store.noon_offset_ms(self.config.start, day)
+
+    def weekday(self, day: int) -> int:
+        return (dt.date.fromisoformat(self.config.start) + dt.timedelta(days=day)).weekday()
+
+    def meta(self) -> dict[str, object]:
+        cfg = self.config
+        return {
+            "config": asdict(cfg),
+            "start": cfg.start,
+            "events": self.events,
+            "incidents": len(self.incidents),
+            "stores": {
+                s.shape.store_id: {
+                    "zone": s.zone,
+                    "first_day": s.first_day,
+                    "tx_per_day": round(s.shape.tx_per_day, 1),
+                    "hours": s.shape.hours,
+                    # UTC start of each local day of the history, for scoring by store-day
+                    "day_starts": [self.day_start_ms(s, d) for d in range(cfg.days + 1)],
+                    "open": [
+                        d >= s.first_day and s.shape.hours[self.weekday(d)] is not None
+                        for d in range(cfg.days)
+                    ],
+                }
+                for s in self.stores
+            },
+        }
+
+
+def _rates(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> dict[int, np.ndarray]:
+    """Expected sales per local minute of each trading day, with day and within-day noise drawn."""
+    shape = store.shape
+    rates: dict[int, np.ndarray] = {}
+    for day in range(store.first_day, fleet.config.days):
+        dow = fleet.weekday(day)
+        age = (day - store.first_day) / 7.0
+        level = shape.tx_per_day * shape.day_factor[dow] * (1.0 + shape.weekly_growth) ** age
+        level *= math.exp(rng.normal(0.0, shape.day_sigma) - shape.day_sigma**2 / 2)
+        noise = np.empty(48)
+        acc = 0.0
+        for b in range(48):
+            acc = 0.7 * acc + rng.normal(0.0, shape.intraday_sigma * math.sqrt(1 - 0.49))
+            noise[b] = acc
+        rates[day] = level * shape.profiles[dow] * np.repeat(np.exp(noise), 30)
+    return rates
+
+
+def _incident(rng: np.random.Generator, fleet: Fleet, store: FleetStore, day: int) -> Incident | None:
+    hours = store.shape.hours[fleet.weekday(day)]
+    if hours is None:
+        return None
+    opening, closing = int(hours[0] * 60), int(hours[1] * 60)
+    kind = str(rng.choice(KINDS))
+    (lo, hi), (dmin, dmax) = SIZES[kind]
+    magnitude = float(rng.uniform(lo, hi))
+    duration = int(rng.integers(dmin, dmax + 1))
+    if closing - opening < duration + 30:
+        return None
+    start = int(rng.integers(opening + 15, closing - duration + 1))
+    base = fleet.day_start_ms(store, day)
+    return Incident(
+        store_id=store.shape.store_id,
+        kind=kind,
+        start_ms=base + start * MIN_MS,
+        end_ms=base + (start + duration) * MIN_MS,
+        magnitude=round(magnitude, 3),
+        impact=0.0,
+    )
+
+
+def _plan(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> list[Incident]:
+    cfg = fleet.config
+    days = [d for d in range(store.first_day + 1, cfg.days) if store.shape.hours[fleet.weekday(d)]]
+    count = int(rng.poisson(cfg.incidents_per_store_week * len(days) / 7.0))
+    chosen: set[int] = set()
+    first_week = [d for d in days if d < store.first_day + 7]
+    if first_week and rng.random() < cfg.first_week_share:
+        chosen.add(int(rng.choice(first_week)))
+    for _ in range(count):
+        chosen.add(int(rng.choice(days)))
+    planned = []
+    for day in sorted(chosen):
+        for _attempt in range(10):
+            inc = _incident(rng, fleet, store, day)
+            if inc is not None:
+                planned.append(inc)
+                break
+    return planned
+
+
+def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
+    rng = np.random.default_rng(cfg.seed)
+    stores = []
+    for i in range(cfg.stores):
+        shape = make_shape(rng, f"store-{i + 1:03d}")
+        zone = ZONES[i % len(ZONES)] if i < len(ZONES) else str(rng.choice(ZONES))
+        first = cfg.late_store_day if i == cfg.stores - 1 else 0
+        stores.append(FleetStore(shape, zone, first))
+    fleet = Fleet(cfg, stores)
+    from benchmarks.scenario import ScenarioConfig  # the writer's settings (delays, duplicates)
+
+    out = _Writer(
+        rng, ScenarioConfig(seed=cfg.seed, duplicate_rate=cfg.duplicate_rate, late_rate=cfg.late_rate)
+    )
+    for store in stores:
+        rates = _rates(rng, fleet, store)
+        incidents = _plan(rng, fleet, store)
+        fleet.incidents.extend(incidents)
+        _events(rng, fleet, store, rates, incidents, out)
+    fleet.incidents.sort(key=lambda i: (i.start_ms, i.store_id))
+    lines = list(out.lines())
+    fleet.events = len(lines)
+    return fleet, lines
+
+
+def _events(
+    rng: np.random.Generator,
+    fleet: Fleet,
+    store: FleetStore,
+    rates: dict[int, np.ndarray],
+    incidents: list[Incident],
+    out: _Writer,
+) -> None:
+    shape = store.shape
+    sid = shape.store_id
+    n_products = len(shape.prices)
+    counter = 0
+    tx_counter = 0
+    cfg = fleet.config
+
+    def emit(ts_ms: int, body: str) -> None:
+        nonlocal counter
+        counter += 1
+        line = f'{{"event_id":"{sid}-{counter:08d}","store_id":"{sid}","ts":"{out.ts(ts_ms)}",{body}}}'
+        delay = int(rng.exponential(1500.0))
+        if rng.random() < cfg.late_rate:
+            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MIN_MS))
+        out.add(ts_ms, line, delay)
+        if rng.random() < cfg.duplicate_rate:
+            out.add(ts_ms, line, delay + int(rng.integers(1000, 120_000)))
+
+    t0 = fleet.day_start_ms(store, store.first_day) + 5 * 3_600_000
+    emit(t0 - 1000, f'"type":"store","timezone":"{store.zone}","name":"Store {sid}"')
+    categories = ("grocery", "household", "tech", "clothing", "toys")
+    for p in range(n_products):
+        emit(
+            t0,
+            f'"type":"product","product_id":"p-{p:03d}","name":"Product {p}","price":{shape.prices[p]:.2f},'
+            f'"category":"{categories[p % len(categories)]}","restock_threshold":3,"target_stock":400',
+        )
+        emit(t0 + 1000, f'"type":"count","product_id":"p-{p:03d}","count":400')
+    by_day: dict[int, list[Incident]] = {}
+    for inc in incidents:
+        for day in range(store.first_day, cfg.days):
+            if fleet.day_start_ms(store, day) <= inc.start_ms < fleet.day_start_ms(store, day) + DAY_MS:
+                by_day.setdefault(day, []).append(inc)
+                break
+    minutes = np.arange(1440, dtype=np.int64)
+    for day in range(store.first_day, cfg.days):
+        hours = shape.hours[fleet.weekday(day)]
+        if hours is None:
+            continue
+        day_start = fleet.day_start_ms(store, day)
+        rate = rates[day].copy()
+        refund_rate = rate * shape.refund_rate
+        spike_rate = np.zeros(1440)
+        burst_rate = np.zeros(1440)
+        bad_product, bad_price, burst_product = -1, 0.0, -1
+        for inc in by_day.get(day, []):
+            a = (inc.start_ms - day_start) // MIN_MS
+            b = (inc.end_ms - day_start) // MIN_MS
+            if inc.kind == "sales_collapse":
+                rate[a:b] *= inc.magnitude
+            elif inc.kind == "sales_spike":
+                spike_rate[a:b] = rates[day][a:b] * (inc.magnitude - 1.0)
+                bad_product = int(rng.integers(0, n_products))
+                bad_price = round(float(shape.prices[bad_product]) * float(rng.uniform(0.05, 0.3)), 2)
+            else:
+                burst_rate[a:b] = inc.magnitude / 60.0
+                burst_product = int(rng.integers(0, n_products)) if rng.random() < 0.5 else -1
+        for kind, lam in (
+            ("sale", rate),
+            ("spike", spike_rate),
+            ("refund", refund_rate),
+            ("burst", burst_rate),
+        ):
+            per_minute = rng.poisson(lam)
+            n_tx = int(per_minute.sum())
+            if n_tx == 0:
+                continue
+            tx_ts = day_start + np.repeat(minutes, per_minute) * MIN_MS + rng.integers(0, MIN_MS, n_tx)
+            sale = kind in ("sale", "spike")
+            n_lines = rng.geometric(0.45, n_tx) if sale else np.where(rng.random(n_tx) < 0.8, 1, 2)
+            total = int(n_lines.sum())
+            products = rng.choice(n_products, size=total, p=shape.popularity)
+            qtys = np.where(rng.random(total) < 0.85, 1, rng.integers(2, 5, total))
+            reasons = rng.integers(0, len(REASONS), total)
+            k = 0
+            for ts_ms, lines in zip(tx_ts.tolist(), n_lines.tolist(), strict=True):
+                tx_counter += 1
+                tid = f"{'t' if sale else 'r'}-{sid}-{tx_counter}"
+                for line_no in range(lines):
+                    p, qty = int(products[k]), int(qtys[k])
+                    price = float(shape.prices[p])
+                    if kind == "spike" and line_no == 0:
+                        p, qty, price = bad_product, qty + 2, bad_price
+                    elif kind == "burst" and burst_product >= 0:
+                        p = burst_product
+                        price = float(shape.prices[p])
+                    if sale:
+                        body = (
+                            f'"type":"sale","product_id":"p-{p:03d}","quantity":{qty},'
+                            f'"unit_price":{price:.2f},"transaction_id":"{tid}"'
+                        )
+                    else:
+                        body = (
+                            f'"type":"refund","product_id":"p-{p:03d}","quantity":1,'
+                            f'"unit_price":{price:.2f},"transaction_id":"{tid}",'
+                            f'"reason":"{REASONS[int(reasons[k])]}"'
+                        )
+                    emit(ts_ms + line_no * 400, body)
+                    k += 1
+
+
+def write(cfg: FleetConfig, out_dir: Path) -> Fleet:
+    """events.jsonl (arrival order), labels.jsonl and meta.json into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fleet, lines = generate(cfg)
+    with (out_dir / "events.jsonl").open("w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+        fh.write("\n")
+    with (out_dir / "labels.jsonl").open("w", encoding="utf-8") as fh:
+        for inc in fleet.incidents:
+            fh.write(json.dumps(inc.to_json()) + "\n")
+    (out_dir / "meta.json").write_text(json.dumps(fleet.meta()), encoding="utf-8")
+    return fleet
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    fleet = write(FleetConfig(seed=args.seed), args.out)
+    print(f"{fleet.events} events, {len(fleet.incidents)} incidents, starting {fleet.config.start}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Anomaly detectors, one per module, chosen by the `kind` setting (registry.py)."""
+
+from processors.core.detectors.base import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    WEEK_MS,
+    Detector,
+    DetectorConfig,
+    Finding,
+    Fleet,
+    Verdict,
+)
+from processors.core.detectors.hst import HSTDetector
+from processors.core.detectors.naive import NaiveDetector
+from processors.core.detectors.registry import DETECTOR_KINDS, DETECTORS, make_detector
+from processors.core.detectors.seasonal import SeasonalDetector
+from processors.core.detectors.threshold import ThresholdDetector
+
+__all__ = [
+    "DAY_MS",
+    "DETECTORS",
+    "DETECTOR_KINDS",
+    "HOUR_MS",
+    "MINUTE_MS",
+    "WEEK_MS",
+    "Detector",
+    "DetectorConfig",
+    "Finding",
+    "Fleet",
+    "HSTDetector",
+    "NaiveDetector",
+    "SeasonalDetector",
+    "ThresholdDetector",
+    "Verdict",
+    "make_detector",
+]

@@ -1,0 +1,563 @@
+"""Our detector: what is normal for a store at this local time, learned online from its second day.
+
+Each window is compared with what is normal for *that store at that local time*, so the morning
+ramp-up and the lunch peak are expected, not alarming. Normal comes from up to three estimates of a
+slot's sales (15 minutes of the store's local day), each one kept in checkpointed state:
+
+* **week**: the same slot of the local week (`river.stats.EWMean` per slot, smoothed with its
+  neighbours except across an opening or closing edge); the newest week weighs `season_fading`.
+* **day**: the same slot of the store's own days of the same kind (weekday, Saturday, Sunday),
+  learned day by day (`profile_fading` for the newest).
+* **fleet**: the share of a weekday's sales the shard's stores make in that slot on that kind of day
+  (`Fleet`), times this store's own weekday total: its peers' shape, scaled to its level.
+
+From its second day a store is judged on what it has. While its history is short, the estimates
+disagree, so a window must be anomalous against all of them: a jump is judged against the highest,
+a drop against the lowest of the store's own (the fleet alone never raises a drop, so a Saturday that
+closes earlier than the peers' does not page). The fleet is left out once a store has `own_days` of
+that kind of day, the day profile once the slot of the week has `full_weeks`: weekly detail takes
+over as weeks accrue. So one odd day defines nothing: an outage on day one is outvoted by the fleet
+on day two, and a week later by the store's other days.
+
+Everything is learned clipped to a band around what was expected (a narrow one when the window was
+anomalous), so an incident does not teach any estimate that it is normal.
+
+* Level: today's traffic against the estimate (a gamma-Poisson update from 1.0, with the store's
+  learned day-to-day variation as the prior), so a busy or quiet day shifts the expectation instead
+  of raising alarms all day. "Today" is the store's local day.
+* Spread: window counts are negative binomial with variance = expected + the estimate's own
+  variance + phi * expected^2, phi learned per window size from ordinary windows (starting from a
+  prior). Refunds are expected at the store's own refund rate (refunds per sale), quasi-Poisson.
+* Score: -log10 of the tail probability of the observed count; an alert needs the score over the
+  threshold *and* a change that matters (half the sales gone, half as many again, four refunds).
+* Closed days: a drop is only judged where the store's own history says it is open; a day kind the
+  store has only ever been closed on stays quiet.
+
+It judges each 15-minute window, the last 30 minutes (two windows) and each 1-hour window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Final
+
+import msgspec
+from river import stats
+
+from processors.core import tails
+from processors.core.detectors.base import (
+    DAY_MS,
+    QUIET,
+    WEEK_MS,
+    DetectorConfig,
+    Finding,
+    Fleet,
+    Running,
+    Spread,
+    Verdict,
+    day_type,
+    inverse_neff,
+    merge,
+    severity,
+    weekday,
+)
+from processors.core.windows import WindowResult, WindowSpec
+
+_KERNEL: Final = (0.3, 0.4, 0.3)
+_EDGE: Final = 0.1  # neighbours tenfold (and clearly, not by chance) apart are not smoothed together
+_QUIET_MEAN: Final = 0.05  # expected sales below this and nothing happened: a closed store
+_DAY_OVER: Final = 4  # closed windows in a row that end a trading day
+_MIN_DAY_SALES: Final = 20.0
+_NAN: Final = float("nan")
+_AGREE: Final = 0.5625  # peers agree on a slot when their shares' sd is within 75% of the mean
+_DAY_SD: Final = 0.15  # relative difference of one day's slot from the usual, before it is measured
+
+# An estimate of a window's sales: (mean, variance of that estimate)
+Estimate = tuple[float, float]
+
+
+class _DayLevel:
+    """Today's traffic against the expectation: busy days and quiet days shift it.
+
+    Before the first window of a day the level is 1.0, give or take the learned day-to-day
+    variation; each ordinary window of the day then moves it (a gamma-Poisson update:
+    level = (observed + k) / (expected + k), with k = 1 / variation), and its uncertainty shrinks.
+    A new local day, or an hour with the store closed, ends the day; the day's ratio of sales to
+    expectation teaches the variation (a faded mean), with the part Poisson noise explains
+    taken out.
+    """
+
+    __slots__ = ("closed_run", "day_exp", "day_obs", "days", "exp", "fading", "level", "obs", "variation")
+
+    def __init__(self, fading: float, day_fading: float) -> None:
+        self.fading = fading
+        self.obs = 0.0  # exponentially weighted sums over today's ordinary windows
+        self.exp = 0.0
+        self.day_obs = 0.0  # plain sums over today, for the day-to-day variation
+        self.day_exp = 0.0
+        self.variation = Running(day_fading)
+        self.days = 0
+        self.closed_run = 0
+        self.level = (1.0, self._prior_var())  # (level, its relative variance)
+
+    def _prior_var(self) -> float:
+        return 0.04 if self.days < 3 else min(0.25, max(0.0025, self.variation.get()))
+
+    def _update(self) -> None:
+        k = 1.0 / self._prior_var()
+        level = (self.obs + k) / (self.exp + k)
+        self.level = (min(2.5, max(0.4, level)), 1.0 / (self.obs + k))
+
+    def learn(self, observed: float, expected: float) -> None:
+        self.closed_run = 0
+        keep = 1.0 - self.fading
+        self.obs = self.obs * keep + observed
+        self.exp = self.exp * keep + expected
+        self.day_obs += observed
+        self.day_exp += expected
+        self._update()
+
+    def flagged(self) -> None:
+        self.closed_run = 0
+
+    def closed(self) -> None:
+        self.closed_run += 1
+        if self.closed_run == _DAY_OVER:
+            self.end_day()
+
+    def end_day(self) -> None:
+        if self.day_exp >= _MIN_DAY_SALES:
+            ratio = self.day_obs / self.day_exp
+            self.variation.update((ratio - 1.0) ** 2 - 1.0 / self.day_exp)
+            self.days += 1
+        self.obs = self.exp = self.day_obs = self.day_exp = 0.0
+        self._update()
+
+
+class _Window(msgspec.Struct, frozen=True):
+    """A judged 15-minute window as the 30-minute and 1-hour views need it."""
+
+    window: WindowResult
+    central: Estimate | None  # None: nothing to compare it with
+    low: Estimate | None
+    high: Estimate | None
+
+
+class SeasonalDetector:
+    """One store's detector (see the module docstring)."""
+
+    def __init__(self, config: DetectorConfig, slot_ms: int, long_slots: int) -> None:
+        self.config = config
+        self.slot_ms = slot_ms
+        self.long_slots = long_slots  # slots in the long (hopping) window
+        self.per_day = DAY_MS // slot_ms
+        n = WEEK_MS // slot_ms
+        self.week = [stats.EWMean(config.season_fading) for _ in range(n)]
+        self.weeks_seen = bytearray(n)  # updates per slot of the local week (Monday first), capped at 255
+        self._inv_neff = inverse_neff(config.season_fading)
+        # Per kind of day (weekday, Saturday, Sunday) and slot of the local day
+        self.profile = [[0.0] * self.per_day for _ in range(3)]
+        self.profile_sq = [[0.0] * self.per_day for _ in range(3)]  # ... of the squares
+        self.profile_seen = [bytearray(self.per_day) for _ in range(3)]
+        self.days_seen = [0, 0, 0]  # local days of each kind the store has finished
+        self.day = -1  # the local day being traded (day number)
+        self.day_slots = [_NAN] * self.per_day  # today's sales per slot, as learned (clipped)
+        self.day_total = 0.0
+        self.sold_today = 0  # sales of the local day so far
+        self.weekday_total = Running(config.profile_fading)  # a weekday's sales, for the fleet
+        self.totals_seen = 0
+        self._scale_key = (-1, -1)
+        self._scale_value = 0.0
+        self.first_ms: int | None = None  # the store's first window
+        self.today = _DayLevel(config.level_fading, config.day_fading)
+        self.refund_num = Running(config.refund_fading)
+        self.refund_den = Running(config.refund_fading)
+        self.refund_rate = 0.0  # refunds per sale, derived from the two above
+        self.refund_seen = 0
+        self.spread = {
+            (size, metric): Spread(
+                config.spread_fading,
+                metric == "sales",
+                config.sales_spread_prior if metric == "sales" else config.refund_spread_prior,
+            )
+            for size in ("short", "mid", "long")
+            for metric in ("sales", "refunds")
+        }
+        self.recent: deque[_Window] = deque(maxlen=max(long_slots, 2))
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        del state["_inv_neff"]  # derived from the config
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._inv_neff = inverse_neff(self.config.season_fading)
+
+    # --- the estimates -------------------------------------------------------------------------
+
+    def _week(self, slot: int) -> Estimate | None:
+        """Expected sales in a slot of the week (smoothed over its neighbours) and its variance."""
+        seen = self.weeks_seen
+        k = seen[slot]
+        if not k:
+            return None
+        week = self.week
+        inv = self._inv_neff
+        side, centre_w, _ = _KERNEL
+        value = week[slot].get()
+        total = centre_w * value
+        weight = centre_w
+        var = centre_w * centre_w * max(value, 0.1) * inv[k]
+        n = len(week)
+        centre = value
+        for s in ((slot - 1) % n, (slot + 1) % n):
+            k = seen[s]
+            if k:
+                value = week[s].get()
+                low, high = (value, centre) if value < centre else (centre, value)
+                if low < _EDGE * high and high - low > 3.0 * math.sqrt(high):
+                    continue  # opening or closing time: do not blur the open and the closed slot
+                total += side * value
+                weight += side
+                var += side * side * max(value, 0.1) * inv[k]
+        mean = total / weight
+        var = var / (weight * weight)
+        k = seen[slot]
+        if k < 3:
+            var += (_DAY_SD * mean) ** 2 / k  # one or two weeks: the days not being alike
+        return mean, var
+
+    def _profile(self, kind: int, slot: int) -> Estimate | None:
+        n = self.profile_seen[kind][slot]
+        if not n:
+            return None
+        mean = self.profile[kind][slot]
+        # How far one day's slot strays from the profile: measured across the days seen (a Friday is
+        # not a Tuesday), with a prior of a third of the mean that one or two days cannot overrule.
+        spread = max(self.profile_sq[kind][slot] - mean * mean, 0.0)
+        prior = max(mean, 0.1) + (_DAY_SD * mean) ** 2
+        if n == 1:
+            return mean, prior
+        return mean, ((n - 1) * spread + prior) / n
+
+    def _fleet(self, fleet: Fleet, kind: int, slot: int) -> tuple[Estimate, bool] | None:
+        """The peers' estimate, and whether they agree enough (within half the share) to judge by."""
+        if not self.totals_seen:
+            return None
+        found = fleet.share(kind, slot)
+        if found is None:
+            return None  # too few peers have had such a day: a weekday's shape would mislead
+        share, share_var = found
+        total = self._scale(fleet)
+        mean = share * total
+        # Peers that disagree here (one opens at 7, another at 9) make a wide estimate.
+        var = max(mean, 0.1) + max(share_var * total * total, (self.config.fleet_spread * mean) ** 2)
+        return (mean, var), share > 0 and share_var <= _AGREE * share * share
+
+    def _scale(self, fleet: Fleet) -> float:
+        """The store's weekday total, to scale the peers' shape by: the median over the fleet's busy
+        slots of the store's own weekday profile against the fleet's share (one odd hour, even an
+        outage of a whole morning, does not move a median), or the plain total when that cannot be
+        had. Kept until the day or the fleet changes."""
+        key = (self.day, fleet.days[0])
+        if self._scale_key == key:
+            return self._scale_value
+        value = self.weekday_total.get()
+        if fleet.share(0, 0) is not None:
+            seen = self.profile_seen[0]
+            profile = self.profile[0]
+            floor = 0.3 / self.per_day  # slots with at least a third of an average slot's share
+            ratios = []
+            for i in range(self.per_day):
+                found = fleet.share(0, i)
+                if seen[i] and found is not None and found[0] > floor:
+                    ratios.append(profile[i] / found[0])
+            if len(ratios) >= 8:
+                ratios.sort()
+                value = ratios[len(ratios) // 2]
+        self._scale_key, self._scale_value = key, value
+        return value
+
+    # --- days ----------------------------------------------------------------------------------
+
+    def _new_day(self, day: int, fleet: Fleet) -> None:
+        """The store's local day changed: learn from the day that ended."""
+        if self.day >= 0:
+            self.today.end_day()
+            kind = day_type(self.day)
+            self.days_seen[kind] += 1
+            covered = [i for i, v in enumerate(self.day_slots) if v == v]
+            total = self.day_total
+            if total > 0:
+                # A weekday's worth: scaled by the fleet's ratio of this kind of day to a weekday,
+                # and by the part of a day the store's first (partial) day covered.
+                part = 1.0
+                if len(covered) < self.per_day and fleet.share(kind, 0) is not None:
+                    shares = [(fleet.share(kind, i) or (0.0, 0.0))[0] for i in range(self.per_day)]
+                    whole = sum(shares)
+                    part = sum(shares[i] for i in covered) / whole if whole > 0 else 1.0
+                if part >= 0.5:
+                    self.weekday_total.update(total / (fleet.ratio(kind) * part))
+                    self.totals_seen += 1
+            if self.totals_seen and total > 0:  # a closed day says nothing about the shape of a day
+                fleet.learn(kind, self.day_slots, self.weekday_total.get())
+        self.day = day
+        self.day_slots = [_NAN] * self.per_day
+        self.day_total = 0.0
+        self.sold_today = 0
+
+    # --- per window ----------------------------------------------------------------------------
+
+    def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+        if self.first_ms is None:
+            self.first_ms = window.start_ms
+        duration = window.end_ms - window.start_ms
+        if duration == self.slot_ms and window.spec.kind == "tumbling":
+            return self._short(window, offset_ms, fleet)
+        if self.long_slots > 1 and duration == self.long_slots * self.slot_ms:
+            return self._long(window)
+        return QUIET
+
+    def _short(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+        cfg = self.config
+        local = w.start_ms + offset_ms
+        day = local // DAY_MS
+        slot = (local % DAY_MS) // self.slot_ms
+        if day != self.day:
+            self._new_day(day, fleet)
+        kind = day_type(day)
+        week_slot = weekday(day) * self.per_day + slot
+        sales = float(w.sales)
+
+        weekly = self._week(week_slot)
+        k_week = self.weeks_seen[week_slot]
+        own_day = self._profile(kind, slot) if k_week < cfg.full_weeks else None
+        found = self._fleet(fleet, kind, slot) if self.days_seen[kind] < cfg.own_days and k_week < 2 else None
+        peers, agreed = found if found is not None else (None, False)
+        own = [e for e in (weekly, own_day) if e is not None]
+        every = own + ([peers] if peers is not None else [])
+        if not every:
+            # The store's first day, or the first of a kind no peer has had either: nothing to
+            # compare sales with yet; learn them as they are. Refunds are still judged (from the
+            # second day), against the store's refund rate on the sales it has.
+            self._learn_slots(kind, slot, week_slot, sales, None)
+            self.recent.append(_Window(w, None, None, None))
+            verdict = QUIET
+            if self._warm(w) and w.sales > 0:
+                verdict = self._judge(w, (sales, 0.0), None, None, "short")
+            if w.sales > 0 and not verdict.findings:
+                self._learn_refunds(float(w.refunds), sales)
+            return verdict
+        # The central estimate (for learning and the expected range): own history outweighs peers.
+        weights = [2.0 * k_week] if weekly is not None else []
+        if own_day is not None:
+            weights.append(float(min(self.profile_seen[kind][slot], 4)))
+        if peers is not None:
+            weights.append(1.0)
+        wsum = sum(weights)
+        c_mean = sum(wt * e[0] for wt, e in zip(weights, every, strict=True)) / wsum
+        c_var = sum(wt * wt * e[1] for wt, e in zip(weights, every, strict=True)) / (wsum * wsum)
+        level, level_var = self.today.level
+        mean = c_mean * level
+        if mean < _QUIET_MEAN and w.sales == 0 and w.refunds == 0:
+            self.today.closed()
+            self._learn_slots(kind, slot, week_slot, 0.0, None)
+            self.recent.append(_Window(w, (mean, 0.0), None, None))
+            return QUIET
+
+        def scaled(e: Estimate) -> Estimate:
+            m = e[0] * level
+            return m, level * level * e[1] + m * m * level_var
+
+        central = scaled((c_mean, c_var))
+        # A jump must be one against every estimate that can speak here; a drop, against the
+        # store's own history, or the peers when they agree and the store has traded today.
+        judges = own + ([peers] if peers is not None and agreed else [])
+        high = scaled(max(judges)) if judges else None
+        low: Estimate | None
+        if peers is not None and agreed and self.sold_today > 0:
+            low = scaled(min(judges))
+        else:
+            low = scaled(min(own)) if own else None
+        self.sold_today += w.sales
+        previous = self.recent[-1] if self.recent else None
+        entry = _Window(w, central, low, high)
+        self.recent.append(entry)
+        verdict = self._judge(w, central, low, high, "short")
+        findings = verdict.findings
+        if previous is not None and previous.central is not None and previous.window.end_ms == w.start_ms:
+            # The last 30 minutes: a change that is too small for one window shows over two.
+            both = merge([previous.window, w], WindowSpec(2 * self.slot_ms, self.slot_ms))
+            mid = self._judge(
+                both,
+                (previous.central[0] + central[0], previous.central[1] + central[1]),
+                _add(previous.low, low),
+                _add(previous.high, high),
+                "mid",
+            )
+            if mid.findings:
+                seen = {f.metric for f in findings}
+                extra = tuple(
+                    msgspec.structs.replace(f, window=both) for f in mid.findings if f.metric not in seen
+                )
+                findings = findings + extra
+                verdict = Verdict(findings, verdict.expected)
+        sales_flag = refund_flag = False
+        for f in findings:
+            if f.metric == "sales":
+                sales_flag = True
+            else:
+                refund_flag = True
+        # Learn, clipped to a band around what was expected (one standard deviation when the window
+        # is anomalous), so an incident, even one not flagged, barely moves any estimate. The band is
+        # as wide as the estimates are unsure (one odd first day against its peers: wide), and the
+        # peers' shape alone clips nothing: where it is wrong for this store, the store's own trade
+        # must be able to correct it.
+        m, known = central
+        sd = math.sqrt(self.spread["short", "sales"].variance(m, known))
+        if own:
+            band = sd if sales_flag else cfg.learn_clip * sd
+            learned = min(max(sales, m - band), m + band)
+        else:
+            learned = sales
+        self._learn_slots(kind, slot, week_slot, learned, c_mean)
+        if c_mean < 0.5:
+            self.today.closed()
+        elif not sales_flag:
+            band = cfg.level_clip * sd
+            self.today.learn(min(max(sales, m - band), m + band), c_mean)
+        else:
+            self.today.flagged()
+        if not refund_flag and w.sales > 0:
+            self._learn_refunds(float(w.refunds), sales)
+        return verdict
+
+    def _learn_slots(
+        self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
+    ) -> None:
+        """Teach the day profile and (once there is something to clip against) the week's slot."""
+        n = self.profile_seen[kind][slot]
+        profile = self.profile[kind]
+        squares = self.profile_sq[kind]
+        if n == 0:
+            profile[slot] = value
+            squares[slot] = value * value
+        else:
+            rate = max(self.config.profile_fading, 1.0 / (n + 1))
+            profile[slot] += (value - profile[slot]) * rate
+            squares[slot] += (value * value - squares[slot]) * rate
+        if n < 255:
+            self.profile_seen[kind][slot] = n + 1
+        if expected is not None:
+            self.week[week_slot].update(value)
+            if self.weeks_seen[week_slot] < 255:
+                self.weeks_seen[week_slot] += 1
+        self.day_slots[slot] = value
+        self.day_total += value
+
+    def _learn_refunds(self, refunds: float, sales: float) -> None:
+        self.refund_num.update(refunds)
+        self.refund_den.update(sales)
+        self.refund_seen += 1
+        den = self.refund_den.get()
+        self.refund_rate = self.refund_num.get() / den if den > 0 else 0.0
+
+    def _warm(self, w: WindowResult) -> bool:
+        assert self.first_ms is not None
+        return w.end_ms >= self.first_ms + self.config.warmup_days * DAY_MS
+
+    def _long(self, w: WindowResult) -> Verdict:
+        n = self.long_slots
+        recent = self.recent
+        if len(recent) < n:
+            return QUIET
+        parts = [recent[i] for i in range(len(recent) - n, len(recent))]
+        if parts[0].window.start_ms != w.start_ms:
+            return QUIET
+        central: Estimate | None = (0.0, 0.0)
+        low: Estimate | None = (0.0, 0.0)
+        high: Estimate | None = (0.0, 0.0)
+        for p in parts:
+            if p.central is None:
+                return QUIET
+            central = _add(central, p.central)
+            low = _add(low, p.low)
+            high = _add(high, p.high)
+        if central is None:
+            return QUIET
+        if central[0] < _QUIET_MEAN and w.sales == 0 and w.refunds == 0:
+            return QUIET
+        return self._judge(w, central, low, high, "long")
+
+    def _judge(
+        self, w: WindowResult, central: Estimate, low: Estimate | None, high: Estimate | None, size: str
+    ) -> Verdict:
+        """Score a window against the estimates, then learn the spread from it."""
+        cfg = self.config
+        sales = float(w.sales)
+        refunds = float(w.refunds)
+        mean, known = central
+        s_spread = self.spread[size, "sales"]
+        r_spread = self.spread[size, "refunds"]
+        s_var = s_spread.variance(mean, known)
+        r_mean = self.refund_rate * mean
+        r_var = r_spread.variance(r_mean)
+        s_range = tails.expected_range(mean, s_var)
+        r_range = tails.expected_range(r_mean, r_var)
+        findings: tuple[Finding, ...] = ()
+        sales_flag = refund_flag = False
+        if self._warm(w) and s_spread.n >= cfg.min_spread_windows:
+            found = self._sales(sales, low, high, s_spread)
+            if found is not None:
+                findings = (found,)
+                sales_flag = True
+            if r_spread.n >= cfg.min_spread_windows and self.refund_seen >= 8:
+                found = self._refunds(refunds, r_mean, r_var, r_range)
+                if found is not None:
+                    findings = (*findings, found)
+                    refund_flag = True
+        if mean >= 1.0 and not sales_flag:
+            s_spread.learn(sales, mean, known)
+        if r_mean > 0.0 and not refund_flag:
+            r_spread.learn(refunds, r_mean)
+        return Verdict(findings, {"sales": s_range, "refunds": r_range})
+
+    def _sales(self, x: float, low: Estimate | None, high: Estimate | None, spread: Spread) -> Finding | None:
+        cfg = self.config
+        if low is not None:
+            mean, known = low
+            var = spread.variance(mean, known)
+            lo, hi = tails.expected_range(mean, var)
+            if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
+                sc = tails.score(tails.lower_tail(x, mean, var))
+                if sc >= cfg.threshold:
+                    sev = severity(sc, cfg.threshold, 1.0 - x / mean)
+                    return Finding("sales", "low", x, mean, lo, hi, sc, sev)
+        if high is not None:
+            mean, known = high
+            var = spread.variance(mean, known)
+            lo, hi = tails.expected_range(mean, var)
+            if x > hi and x >= hi + cfg.min_extra_sales and x >= cfg.jump_ratio * mean:
+                sc = tails.score(tails.upper_tail(x, max(mean, 0.05), max(var, 0.05)))
+                if sc >= cfg.threshold:
+                    sev = severity(sc, cfg.threshold, (x / max(mean, 1.0) - 1.0) / 3.0)
+                    return Finding("sales", "high", x, mean, lo, hi, sc, sev)
+        return None
+
+    def _refunds(self, x: float, mean: float, var: float, rng: tuple[float, float]) -> Finding | None:
+        cfg = self.config
+        low, high = rng
+        if x >= cfg.min_refunds and x > high:
+            sc = tails.score(tails.upper_tail(x, max(mean, 0.01), max(var, 0.01)))
+            if sc >= cfg.refund_threshold:
+                sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
+                return Finding("refunds", "high", x, mean, low, high, sc, sev)
+        return None
+
+
+def _add(a: Estimate | None, b: Estimate | None) -> Estimate | None:
+    if a is None or b is None:
+        return None
+    return a[0] + b[0], a[1] + b[1]
