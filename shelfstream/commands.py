@@ -41,6 +41,27 @@ def cmd_local_aws(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kcl_worker(args: argparse.Namespace) -> int:
+    """`shelfstream kcl-worker`: one KCL MultiLangDaemon (what one ECS task runs) on this machine."""
+    import tempfile
+    from pathlib import Path
+
+    from shelfstream.kcl_local import JAR_DIR, run_worker
+
+    settings = load_settings()
+    if not args.local:
+        require_aws()
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="shelfstream-kcl-"))
+    return run_worker(
+        settings,
+        local=args.local,
+        application=args.application,
+        workdir=workdir,
+        announce=lambda text: print(text, flush=True),
+        jar_dir=Path(args.jar_dir) if args.jar_dir else JAR_DIR,
+    )
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from shelfstream.provision import provision
 

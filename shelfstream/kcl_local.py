@@ -22,8 +22,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 from config import Settings
@@ -40,7 +41,7 @@ LOCAL_PROPERTIES: Mapping[str, str] = {
     "metricsLevel": "NONE",
     "shardSyncIntervalMillis": "1000",
     "failoverTimeMillis": "3000",
-    "idleTimeBetweenReadsInMillis": "100",
+    "idleTimeBetweenReadsInMillis": "200",
     "shutdownGraceMillis": "20000",
 }
 
@@ -160,10 +161,11 @@ class KclWorker:
         application: str,
         workdir: Path,
         env: Mapping[str, str],
-        kinesis_endpoint: str,
-        dynamodb_endpoint: str,
+        kinesis_endpoint: str | None,
+        dynamodb_endpoint: str | None,
         properties: Mapping[str, str] | None = None,
         jar_dir: Path = JAR_DIR,
+        to_terminal: bool = False,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -171,13 +173,14 @@ class KclWorker:
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
         self._env = dict(env)
+        endpoints = {"kinesisEndpoint": kinesis_endpoint, "dynamoDBEndpoint": dynamodb_endpoint}
         self._properties = {
             **LOCAL_PROPERTIES,
             **(properties or {}),
-            "kinesisEndpoint": kinesis_endpoint,
-            "dynamoDBEndpoint": dynamodb_endpoint,
+            **{key: value for key, value in endpoints.items() if value},
         }
         self._jar_dir = jar_dir
+        self._to_terminal = to_terminal
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -215,10 +218,13 @@ class KclWorker:
             "--jar-dir",
             str(self._jar_dir),
         ]
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        if self._to_terminal:  # the daemon's log on our stderr; Ctrl-C reaches us, and we pass it on
+            self.proc = subprocess.Popen(command, env=env, stdout=sys.stderr, start_new_session=True)
+        else:
+            self._log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return self
 
     def alive(self) -> bool:
@@ -273,5 +279,88 @@ class KclWorker:
             self._log = None
         return proc.returncode
 
+    def ready(self) -> bool:
+        """The daemon has initialized and runs its worker loop (it can take and hold leases)."""
+        return "Initialization complete. Starting worker loop." in self.log_text()
+
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+
+
+def run_worker(
+    settings: Settings,
+    local: bool,
+    application: str,
+    workdir: Path,
+    announce: Callable[[str], None],
+    jar_dir: Path = JAR_DIR,
+) -> int:
+    """One KCL worker until SIGINT/SIGTERM (passed on to the daemon, which hands its leases over).
+
+    ``local``: start the embedded AWS and kinesis-local here, provision the stack in them, and announce
+    how to point other shells (a producer, a second worker) at them. Otherwise the endpoints are the
+    AWS SDK's own settings (``AWS_ENDPOINT_URL_KINESIS``, ``AWS_ENDPOINT_URL_DYNAMODB``, else
+    ``AWS_ENDPOINT_URL``; none means AWS itself).
+    """
+    check_jars(jar_dir)
+    with contextlib.ExitStack() as stack:
+        env = {}
+        if local:
+            from shelfstream.localaws import EmbeddedAws, env_lines
+            from shelfstream.provision import provision
+
+            aws = stack.enter_context(EmbeddedAws())
+            kinesis = stack.enter_context(kinesis_local(workdir / "kinesis-local"))
+            env = {
+                "AWS_ENDPOINT_URL": aws.endpoint,
+                "AWS_ENDPOINT_URL_KINESIS": kinesis,
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+                "AWS_REGION": settings.region,
+                "AWS_DEFAULT_REGION": settings.region,
+            }
+            os.environ.update(env)
+            provision(settings)
+            lines = [*env_lines(aws.endpoint, settings), f"export AWS_ENDPOINT_URL_KINESIS={kinesis}"]
+            announce(
+                "\n".join(
+                    [
+                        f"KCL worker for stream {settings.stream_name}, application {application};",
+                        "Kinesis: kinesis-local, DynamoDB and the rest: the embedded AWS. In another shell:",
+                        *(f"  {line}" for line in lines),
+                        "  shelfstream simulate --stores 6      # events in",
+                        f"  shelfstream kcl-worker --application {application}   # a second worker",
+                    ]
+                )
+            )
+        kinesis_endpoint = os.environ.get("AWS_ENDPOINT_URL_KINESIS") or os.environ.get("AWS_ENDPOINT_URL")
+        dynamodb_endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
+        worker = KclWorker(
+            "worker",
+            settings,
+            application,
+            workdir,
+            env,
+            kinesis_endpoint,
+            dynamodb_endpoint,
+            LOCAL_PROPERTIES if (kinesis_endpoint or dynamodb_endpoint) else {},
+            jar_dir,
+            to_terminal=True,
+        )
+        stopping = False
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+            worker.terminate()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            worker.start()
+            assert worker.proc is not None
+            status = worker.proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            worker.stop(timeout=60)
+        return status

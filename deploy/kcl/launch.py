@@ -139,15 +139,18 @@ def supervise(command: Sequence[str], out: BinaryIO) -> int:
         if proc.poll() is None:
             proc.send_signal(signum)
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     completed = False
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out.write(line)
-        out.flush()
-        completed = completed or SHUTDOWN_COMPLETE in line
-    status = proc.wait()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            completed = completed or SHUTDOWN_COMPLETE in line
+        status = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if stop_requested and completed and status in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
         return 0
     if stop_requested and not completed:

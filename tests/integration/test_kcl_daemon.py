@@ -358,12 +358,13 @@ def test_two_workers_share_four_shards_and_one_dies_with_kill_9(stack: Callable[
 def test_sigterm_hands_the_leases_over_gracefully(stack: Callable[[int], Stack]) -> None:
     s = stack(2)
     stores = [f"store-{i:02d}" for i in range(8)]
-    s.put(wave(stores, 0, lambda i: 3))
+    s.put(wave(stores, 0, lambda i: 3 + (i % 4) * 2))
     a = s.worker("a")
     s.until(lambda: s.stock() == s.ledger.stock, "the first worker to catch up")
     b = s.worker("b")
     s.put(wave(stores, 1, lambda i: 2))
     s.until(lambda: s.stock() == s.ledger.stock, "the second wave")
+    s.until(b.ready, "the second worker to join")
 
     grace_s = 20.0  # shutdownGraceMillis in LOCAL_PROPERTIES
     a.terminate()
@@ -387,7 +388,7 @@ def test_sigterm_hands_the_leases_over_gracefully(stack: Callable[[int], Stack])
 def test_split_while_running_parent_before_children(stack: Callable[[int], Stack]) -> None:
     s = stack(1)
     stores = [f"store-{i:02d}" for i in range(8)]
-    s.put(wave(stores, 0, lambda i: 3))
+    s.put(wave(stores, 0, lambda i: 3 + (i % 4) * 2))
     worker = s.worker("one")
     s.until(lambda: s.stock() == s.ledger.stock, "the parent shard to be processed")
 
@@ -425,7 +426,8 @@ def test_split_while_running_parent_before_children(stack: Callable[[int], Stack
     live = load_all_sync(boto3.client("s3"), s.resources.bucket, s.settings)
     assert sorted(c.shard_id for c in live) == sorted(children)
     owned = [set(c.core.inventory()) for c in live]
-    assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == set(stores)
+    assert owned[0].isdisjoint(owned[1])
+    assert owned[0] | owned[1] == set(stores)
     assert lease_checkpoints(s)[parent["ShardId"]] == "SHARD_END" or parent[
         "ShardId"
     ] not in lease_checkpoints(s)
