@@ -166,6 +166,7 @@ class KclWorker:
         properties: Mapping[str, str] | None = None,
         jar_dir: Path = JAR_DIR,
         to_terminal: bool = False,
+        local: bool = True,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -175,7 +176,7 @@ class KclWorker:
         self._env = dict(env)
         endpoints = {"kinesisEndpoint": kinesis_endpoint, "dynamoDBEndpoint": dynamodb_endpoint}
         self._properties = {
-            **LOCAL_PROPERTIES,
+            **(LOCAL_PROPERTIES if local else {}),
             **(properties or {}),
             **{key: value for key, value in endpoints.items() if value},
         }
@@ -343,9 +344,10 @@ def run_worker(
             env,
             kinesis_endpoint,
             dynamodb_endpoint,
-            LOCAL_PROPERTIES if (kinesis_endpoint or dynamodb_endpoint) else {},
+            None,
             jar_dir,
             to_terminal=True,
+            local=bool(kinesis_endpoint or dynamodb_endpoint),  # against AWS itself: the deployed settings
         )
         stopping = False
 
