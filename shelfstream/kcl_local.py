@@ -40,7 +40,7 @@ JAR_DIR = ROOT / ".cache" / "kcl-jars"
 LOCAL_PROPERTIES: Mapping[str, str] = {
     "metricsLevel": "NONE",
     "shardSyncIntervalMillis": "1000",
-    "failoverTimeMillis": "3000",
+    "failoverTimeMillis": "5000",
     "idleTimeBetweenReadsInMillis": "200",
     "shutdownGraceMillis": "20000",
 }
