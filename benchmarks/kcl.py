@@ -389,13 +389,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.label} | {r.events:,} | {r.seconds} | {r.events_per_s:,.0f} | "
             f"{' / '.join(f'{v:.0f}' for v in r.java_rss_mib)} | {r.processor_rss_mib:.0f} |"
         )
+    taken = ", ".join(map(str, fail.lease_taken_s))
+    again = ", ".join(map(str, fail.processing_again_s))
     lines += [
         "",
         f"Failover (failoverTimeMillis 10000, as deployed): the leader worker, holding "
         f"{fail.shards_moved} of the {SHARDS} shards, killed with SIGKILL while 200 events/s kept "
-        f"coming. Lease taken and its record processor started, seconds after the kill: {', '.join(map(str, fail.lease_taken_s))}; first "
-        f"checkpoint there (processing again): {', '.join(map(str, fail.processing_again_s))}. "
-        "Stock equal to the ledger afterwards.",
+        f"coming. Lease taken and its record processor started, seconds after the kill: {taken}; "
+        f"first checkpoint there (processing again): {again}. Stock equal to the ledger afterwards.",
         "",
         "The two workers share this machine's cores with the embedded AWS and kinesis-local, so the "
         "second worker shows what the KCL spreads, not added hardware.",
