@@ -42,7 +42,7 @@ LOCAL_PROPERTIES: Mapping[str, str] = {
     "shardSyncIntervalMillis": "1000",
     "failoverTimeMillis": "5000",
     "idleTimeBetweenReadsInMillis": "200",
-    "shutdownGraceMillis": "20000",
+    "shutdownGraceMillis": "40000",
 }
 
 
