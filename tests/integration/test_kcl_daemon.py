@@ -363,8 +363,15 @@ def test_one_worker_two_shards_then_a_split_while_it_runs(stack: Callable[[int],
     # Effects as the core gives them over each store's events in order (parent, then its children).
     assert_same_effects(s)
 
-    worker.terminate()  # SIGTERM: graceful, exit 0
-    assert worker.wait(timeout=40 + 15) == 0  # within shutdownGraceMillis (LOCAL_PROPERTIES)
+    # SIGTERM: every live processor gets shutdownRequested and checkpoints. The exit status is the
+    # daemon's own verdict: KCL 3.1.3 also waits for the ended parent's consumer, which never reports,
+    # so after a split its graceful shutdown runs out the grace and the launcher says 143 (docs/kcl.md);
+    # test 2 checks the exit 0 of a worker that saw no shard end.
+    before = len(processor_log(worker))
+    worker.terminate()
+    assert worker.wait(timeout=40 + 15) in (0, 143)  # within shutdownGraceMillis (LOCAL_PROPERTIES)
+    final = {x["shard_id"] for x in processor_log(worker)[before:] if x.get("msg") == "checkpoint"}
+    assert final == set(live)
 
 
 def test_two_workers_share_leases_one_dies_with_kill_9_then_one_stops_with_sigterm(
