@@ -5,8 +5,9 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
+KCL_JARS = .cache/kcl-jars/.checked
 
-.PHONY: demo test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local
+.PHONY: demo test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local kcl-jars kcl-local
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +22,25 @@ demo: $(STAMP)
 browser-deps:
 	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-# amazon-kclpy's own install downloads the KCL jars from Maven Central; the tests need only its
-# Python side, built from the same PyPI sdist without the jar step (docs/kcl.md).
+# amazon-kclpy's Python side (the record processor's protocol library), from its PyPI sdist; the
+# daemon's jars come from Maven below (docs/kcl.md).
 $(KCLPY): $(STAMP) deploy/kcl/install_kclpy.sh
 	bash deploy/kcl/install_kclpy.sh $(BIN)/python
 	touch $(KCLPY)
 
 kclpy: $(KCLPY)
+
+# The KCL MultiLangDaemon's jars: the pinned list in deploy/kcl/pom.xml, fetched by Maven and checked
+# against deploy/kcl/jars.sha256 (needs Java 17 and mvn). Cached under .cache/, never committed.
+$(KCL_JARS): deploy/kcl/pom.xml deploy/kcl/jars.sha256 deploy/kcl/fetch_jars.sh
+	bash deploy/kcl/fetch_jars.sh .cache/kcl-jars
+	touch $(KCL_JARS)
+
+kcl-jars: $(KCL_JARS)
+
+# One local KCL worker: the real daemon against kinesis-local and the embedded AWS (docs/kcl.md).
+kcl-local: $(STAMP) $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
+	$(BIN)/shelfstream kcl-worker --local
 
 # A second Kinesis (kinesis-mock, inside LocalStack) that reshards faithfully, for the resharding test.
 $(KINESIS_LOCAL):
@@ -35,7 +48,7 @@ $(KINESIS_LOCAL):
 
 kinesis-local: $(KINESIS_LOCAL)
 
-test: $(STAMP) browser-deps $(KCLPY) $(KINESIS_LOCAL)
+test: $(STAMP) browser-deps $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -82,5 +95,5 @@ fuzz: $(STAMP)
 	cd .cache/fuzz && ../../$(BIN)/python ../../tests/fuzz/fuzz_records.py corpus -max_total_time=$(FUZZ_SECONDS) -timeout=20
 
 # Every benchmark (load test, core speed, detection), figures into docs/benchmarks.md; under 10 minutes.
-bench: $(STAMP)
+bench: $(STAMP) $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
 	$(BIN)/python -m benchmarks.run_all

@@ -36,11 +36,13 @@ from typing import IO, Any, Final, Protocol
 
 from config import Settings
 from foundation.aws.clients import AioClients
+from foundation.aws.lineage import ShardInfo
 from foundation.errors import ShelfstreamError
 from foundation.metrics import Registry, Sample, emit_emf
 from foundation.retry import backoff_s
 from processors.checkpoints import Checkpoint, S3Checkpoints
 from processors.core import Effects, ShardCore
+from processors.core.partition import merge, split
 from processors.metrics import core_source
 from processors.records import apply_record
 from processors.sinks import Sinks
@@ -58,7 +60,7 @@ except ImportError as exc:  # the container image has it; a dev venv gets it fro
 
 log = logging.getLogger(__name__)
 
-SERVICES: Final = ("sqs", "sns", "firehose", "s3")
+SERVICES: Final = ("sqs", "sns", "firehose", "s3", "kinesis")
 CHECKPOINT_ATTEMPTS: Final = 5
 CHECKPOINT_BACKOFF_S: Final = 0.5
 # The KCL's checkpoint errors that say "try again later" (DynamoDB busy or briefly unreachable).
@@ -76,6 +78,11 @@ class ShardStore(Protocol):
     """Where a shard's state and effects go: AWS in production, memory in unit tests."""
 
     def load(self, shard_id: str) -> Checkpoint | None: ...
+
+    def inherit(self, shard_id: str) -> ShardCore | None:
+        """A new child shard's starting state: its parents' final snapshots cut to its hash-key range
+        (merged for a merge); None for a shard without parents or whose parents left no state."""
+        ...
 
     def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None: ...
 
@@ -113,6 +120,34 @@ class AwsShardStore:
     def load(self, shard_id: str) -> Checkpoint | None:
         runner, _, checkpoints = self._open()
         return runner.run(checkpoints.load(shard_id))
+
+    def inherit(self, shard_id: str) -> ShardCore | None:
+        runner, _, checkpoints = self._open()
+        return runner.run(self._inherit(shard_id, checkpoints))
+
+    async def _inherit(self, shard_id: str, checkpoints: S3Checkpoints) -> ShardCore | None:
+        assert self._clients is not None
+        kinesis = self._clients["kinesis"]
+        info: ShardInfo | None = None
+        args: dict[str, Any] = {"StreamName": self._settings.stream_name}
+        while info is None:
+            resp = await kinesis.list_shards(**args)
+            info = next((ShardInfo.from_api(s) for s in resp["Shards"] if s["ShardId"] == shard_id), None)
+            token = resp.get("NextToken")
+            if not token:
+                break
+            args = {"NextToken": token}
+        if info is None or not info.parents:
+            return None
+        # The KCL starts a child only after each parent checkpointed SHARD_END, which our processor does
+        # after storing the parent's final snapshot: these snapshots are complete.
+        parents = [await checkpoints.load(parent) for parent in info.parents]
+        inherited = [split(parent.core, info.owns) for parent in parents if parent is not None]
+        log.info(
+            "child shard continues from its parents",
+            extra={"shard_id": shard_id, "parents": list(info.parents), "found": len(inherited)},
+        )
+        return merge(inherited) if inherited else None
 
     def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None:
         runner, _, checkpoints = self._open()
@@ -187,7 +222,9 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         with self._fatal("initialize"):
             checkpoint = self._store.load(shard_id)
             if checkpoint is None:
-                self.core = ShardCore(core_config(self._settings))
+                # A new shard; a child of a split or merge continues from its parents' state.
+                inherited = self._store.inherit(shard_id)
+                self.core = inherited if inherited is not None else ShardCore(core_config(self._settings))
                 state_seq = None
             else:
                 self.core = checkpoint.core

@@ -154,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kcl-processor", help="KCL record processor for one shard, run by the MultiLangDaemon")
     p.set_defaults(handler=_lazy("run", "cmd_kcl_processor"))
 
+    p = sub.add_parser(
+        "kcl-worker", help="one KCL worker: the Java MultiLangDaemon running kcl-processor per shard"
+    )
+    p.add_argument("--local", action="store_true", help="start kinesis-local and the embedded AWS for it")
+    p.add_argument(
+        "--application", default="shelfstream-processor", help="KCL application (lease table) name"
+    )
+    p.add_argument("--jar-dir", metavar="DIR", help="the KCL jars (default .cache/kcl-jars, `make kcl-jars`)")
+    p.add_argument("--workdir", metavar="DIR", help="for the rendered properties (default: a new temp dir)")
+    p.set_defaults(handler=_lazy("run", "cmd_kcl_worker"))
+
     p = sub.add_parser("query", help="SQL over the archive (tables events, windows, alerts)")
     p.add_argument("sql", metavar="SQL", help='one SELECT, e.g. "SELECT count(*) FROM events"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")

@@ -10,10 +10,18 @@ so this launcher renders a copy with those taken from the environment the task d
     regionName      <- AWS_REGION, else AWS_DEFAULT_REGION
     applicationName <- KCL_APPLICATION_NAME      (names the lease tables and the metrics namespace)
 
-then replaces itself (exec) with ``java -cp <amazon_kclpy jars> MultiLangDaemon --properties-file
-<rendered>``, the command ``amazon_kclpy_helper.py --print_command`` prints, built as an argv list
-instead of a shell string. ``--check`` (run at image build) verifies that Java runs, that the KCL
-jars were bundled by amazon-kclpy's install, and that the processor executable is on PATH.
+then runs ``java -cp <the KCL jars> MultiLangDaemon --properties-file <rendered>``, the command
+``amazon_kclpy_helper.py --print_command`` prints, built as an argv list instead of a shell string.
+The jars are the ones deploy/kcl/fetch_jars.sh fetched with Maven (``--jar-dir``, or
+``$KCL_JAR_DIR``). ``--check`` (run at image build) verifies that Java runs, that the KCL jars are
+there, and that the processor executable is on PATH.
+
+The launcher stays the container's main process and supervises the daemon: it passes SIGTERM and
+SIGINT on, copies the daemon's output to stderr, and exits 0 when a stop it passed on ended in the
+daemon's completed graceful shutdown (``Process shutdown is complete.``). Java itself always exits
+with 143 after SIGTERM, whether its graceful shutdown completed or not, so its status alone cannot
+tell a clean stop from a failed one. Any other end passes the daemon's status on (a failed record
+processor ends the daemon, and the task with it).
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
 
 DAEMON_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
 DEFAULT_PROPERTIES = "/opt/shelfstream/kcl/shelfstream.properties"
@@ -35,6 +46,9 @@ DEFAULT_OUTPUT = "/tmp/shelfstream-kcl/shelfstream.properties"
 # Heap for the daemon only: the per-shard Python processors share the task's memory with it.
 DEFAULT_JVM_OPTIONS = ("-XX:MaxRAMPercentage=40.0", "-XX:+ExitOnOutOfMemoryError")
 REQUIRED_JARS = ("amazon-kinesis-client-multilang-", "amazon-kinesis-client-")
+# What the MultiLangDaemon's shutdown hook logs when its graceful shutdown finished within the grace.
+SHUTDOWN_COMPLETE = b"Process shutdown is complete."
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # (property, environment variables in order of preference)
 OVERRIDES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -100,16 +114,48 @@ def kcl_jars(jar_dir: Path) -> list[Path]:
     for prefix in REQUIRED_JARS:
         if not any(name.startswith(prefix) and name[len(prefix)].isdigit() for name in names):
             raise LaunchError(
-                f"no {prefix}*.jar in {jar_dir}: amazon-kclpy was installed without its KCL jars "
-                "(its install downloads them from Maven Central, or KCL_MVN_REPO_SEARCH_URL)"
+                f"no {prefix}*.jar in {jar_dir}: fetch the KCL jars with deploy/kcl/fetch_jars.sh "
+                "(`make kcl-jars`)"
             )
     return jars
 
 
-def default_jar_dir() -> Path:
-    from amazon_kclpy import kcl  # the same way amazon_kclpy_helper.py finds them
+def default_jar_dir(env: Mapping[str, str]) -> Path:
+    if env.get("KCL_JAR_DIR"):
+        return Path(env["KCL_JAR_DIR"])
+    from amazon_kclpy import kcl  # where amazon-kclpy's own install puts them
 
     return Path(kcl.__file__).resolve().parent / "jars"
+
+
+def supervise(command: Sequence[str], out: BinaryIO) -> int:
+    """Run the daemon, pass stop signals on, copy its output; the task's exit status."""
+    proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stop_requested = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    completed = False
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            completed = completed or SHUTDOWN_COMPLETE in line
+        status = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stop_requested and completed and status in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT):
+        return 0
+    if stop_requested and not completed:
+        print("shelfstream-kcl: the daemon stopped without completing its graceful shutdown", file=sys.stderr)
+    return status if status >= 0 else 128 - status
 
 
 def daemon_command(
@@ -155,14 +201,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser.add_argument("--properties", default=DEFAULT_PROPERTIES, help="the properties template")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="where the rendered copy is written")
     parser.add_argument("--logback", default=DEFAULT_LOGBACK, help="logback.xml for the daemon's logs")
-    parser.add_argument("--jar-dir", help="directory of the KCL jars (default: amazon_kclpy's)")
+    parser.add_argument(
+        "--jar-dir", help="directory of the KCL jars (default: $KCL_JAR_DIR, else amazon_kclpy's)"
+    )
     parser.add_argument("--print-command", action="store_true", help="print the command, do not run it")
     parser.add_argument("--check", action="store_true", help="verify java, jars and executable; exit")
     args = parser.parse_args(argv)
     try:
         template = parse_properties(Path(args.properties).read_text(encoding="utf-8"))
         props = render(template, env)
-        jars = kcl_jars(Path(args.jar_dir) if args.jar_dir else default_jar_dir())
+        jars = kcl_jars(Path(args.jar_dir) if args.jar_dir else default_jar_dir(env))
         java = find_java(env)
         if args.check:
             for fact in check(java, jars, props):
@@ -181,7 +229,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(shlex.join(command))
         return 0
     sys.stderr.flush()
-    os.execv(command[0], command)  # Java becomes the container's main process and gets SIGTERM
+    return supervise(command, sys.stderr.buffer)
 
 
 if __name__ == "__main__":

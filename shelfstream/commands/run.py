@@ -61,6 +61,24 @@ def cmd_kcl_processor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kcl_worker(args: argparse.Namespace) -> int:
+    """`shelfstream kcl-worker`: one KCL MultiLangDaemon (what one ECS task runs) on this machine."""
+    import tempfile
+
+    from shelfstream.kcl_local import JAR_DIR, run_worker
+
+    wiring = bootstrap(aws=not args.local)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="shelfstream-kcl-"))
+    return run_worker(
+        wiring.settings,
+        local=args.local,
+        application=args.application,
+        workdir=workdir,
+        announce=lambda text: print(text, flush=True),
+        jar_dir=Path(args.jar_dir) if args.jar_dir else JAR_DIR,
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from shelfstream.api.auth import TokenStore
     from shelfstream.api.feeds import ensure_dashboard_queue

@@ -252,16 +252,28 @@ def test_kcl_image_follows_the_rules_and_runs_the_daemon_with_the_properties() -
     assert any(ins.keyword == "RUN" and "launch.py --check" in ins.args for ins in final)
 
 
-def test_kcl_image_builds_amazon_kclpy_with_its_jars_pinned() -> None:
+def test_kcl_image_fetches_the_pinned_jars_and_checks_them() -> None:
     instructions = parse_dockerfile(KCL.read_text(encoding="utf-8"))
     args = {ins.args.split("=")[0]: ins.args.split("=", 1)[1] for ins in instructions if ins.keyword == "ARG"}
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["KCLPY_VERSION"])
-    assert args["KCL_MVN_REPO_SEARCH_URL"].startswith("https://")
+    assert args["MAVEN_MIRROR"].startswith("https://")
     runs = " ".join(ins.args for ins in instructions if ins.keyword == "RUN")
-    assert '"amazon-kclpy==${KCLPY_VERSION}"' in runs
-    assert "--no-build-isolation" in runs  # the pinned wheel/setuptools run its jar download
-    assert "wheel==" in runs
-    assert "setuptools==" in runs
+    assert "fetch_jars.sh /opt/shelfstream/kcl/jars" in runs  # Maven, then the sha256 check
+    assert "install_kclpy.sh /opt/venv/bin/python" in runs  # amazon-kclpy's Python side
+    final = stages(instructions)[-1]
+    assert any(
+        "--from=kcl-jars /opt/shelfstream/kcl/jars" in ins.args for ins in final if ins.keyword == "COPY"
+    )
+    assert any("KCL_JAR_DIR=/opt/shelfstream/kcl/jars" in ins.args for ins in final if ins.keyword == "ENV")
+
+
+def test_the_jar_list_is_pinned_and_checked() -> None:
+    pom = (ROOT / "deploy" / "kcl" / "pom.xml").read_text(encoding="utf-8")
+    sums = (ROOT / "deploy" / "kcl" / "jars.sha256").read_text(encoding="utf-8").splitlines()
+    assert pom.count("<dependency>") == len(sums)
+    assert "<excludeTransitive>true</excludeTransitive>" in pom
+    assert all(re.fullmatch(r"[0-9a-f]{64}  \S+\.jar", line) for line in sums)
+    assert any(line.endswith("  amazon-kinesis-client-multilang-3.1.3.jar") for line in sums)
 
 
 def test_install_script_builds_amazon_kclpy_like_the_image() -> None:
@@ -585,4 +597,43 @@ def test_launcher_refuses_to_start_without_jars(tmp_path: Path, capsys: pytest.C
     empty.mkdir()
     argv = ["--properties", str(ROOT / "deploy" / "kcl" / "shelfstream.properties"), "--jar-dir", str(empty)]
     assert launch.main(argv, {"JAVA_HOME": str(tmp_path)}) == 2
-    assert "installed without its KCL jars" in capsys.readouterr().err
+    assert "fetch the KCL jars with deploy/kcl/fetch_jars.sh" in capsys.readouterr().err
+
+
+# A stand-in for the Java daemon: logs, and on SIGTERM runs its "shutdown hook" and exits 143 like the JVM.
+FAKE_DAEMON = """
+import signal, sys, time
+def stop(signum, frame):
+    if sys.argv[1] == "graceful":
+        print("INFO MultiLangDaemon - Process shutdown is complete.", flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("INFO Initialization complete. Starting worker loop.", flush=True)
+if sys.argv[1] == "fails":
+    sys.exit(1)
+time.sleep(30)
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "stop", "status"),
+    [("graceful", True, 0), ("cut-short", True, 143), ("fails", False, 1)],
+)
+def test_launcher_exits_0_only_after_a_completed_graceful_shutdown(
+    mode: str, stop: bool, status: int, tmp_path: Path
+) -> None:
+    import io
+    import os
+    import signal
+    import sys
+    import threading
+
+    out = io.BytesIO()
+    if stop:  # ECS stopping the task: SIGTERM to the launcher, once the daemon runs
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+    before = signal.getsignal(signal.SIGTERM)
+    assert launch.supervise([sys.executable, "-c", FAKE_DAEMON, mode], out) == status
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert b"Starting worker loop." in out.getvalue()

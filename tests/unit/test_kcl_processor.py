@@ -95,11 +95,17 @@ class MemoryStore:
     def __init__(self, journal: Journal, checkpoint: Checkpoint | None = None) -> None:
         self.journal = journal
         self.checkpoint = checkpoint
+        self.inherited: ShardCore | None = None
+        self.inherit_asked: list[str] = []
         self.fail_save = False
 
     def load(self, shard_id: str) -> Checkpoint | None:
         self.journal.append(("load", shard_id))
         return self.checkpoint
+
+    def inherit(self, shard_id: str) -> ShardCore | None:
+        self.inherit_asked.append(shard_id)
+        return self.inherited
 
     def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None:
         if self.fail_save:
@@ -230,6 +236,34 @@ def test_records_at_or_before_the_restored_snapshot_are_skipped(
     assert store.checkpoint.core.stats.events_read == 7
     assert processor.records_skipped == 3
     assert journal[-1] == ("checkpoint", seq(5), 2)
+
+
+def test_a_new_child_shard_continues_from_its_parents_state(
+    journal: Journal, settings: Settings, clock: Clock, sleeps: list[float]
+) -> None:
+    inherited = ShardCore(core_config(settings))
+    inherited.apply(count(1, 30), seq(1))
+    store = MemoryStore(journal)
+    store.inherited = inherited  # what the parents' final snapshots hold for this child's stores
+    processor = make(settings, store, clock, sleeps)
+    cp = ScriptedCheckpointer(journal)
+    initialize().dispatch(cp, processor)
+    records(
+        (2, sale(2, 4)),
+    ).dispatch(cp, processor)
+    assert store.inherit_asked == [SHARD]
+    assert store.checkpoint is not None
+    assert store.checkpoint.core.inventory() == {STORE: {"tea": 26}}
+
+
+def test_a_shard_with_a_snapshot_does_not_ask_its_parents(
+    journal: Journal, settings: Settings, clock: Clock, sleeps: list[float]
+) -> None:
+    store = MemoryStore(journal, Checkpoint(SHARD, seq(1), ShardCore(core_config(settings))))
+    store.inherited = ShardCore(core_config(settings))
+    processor = make(settings, store, clock, sleeps)
+    initialize(seq(1)).dispatch(ScriptedCheckpointer(journal), processor)
+    assert store.inherit_asked == []
 
 
 def test_a_lease_ahead_of_the_state_is_reported(

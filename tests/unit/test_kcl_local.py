@@ -1,0 +1,37 @@
+"""The local KCL helpers that need no Java: settings for the record processors, the command's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import Settings
+from shelfstream import cli
+from shelfstream.kcl_local import LOCAL_PROPERTIES, KclWorker, settings_env
+
+
+def test_settings_env_gives_a_child_process_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(stream_name="t-events", shard_count=4, checkpoint_every_s=1.5, bucket="b")
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == settings
+
+
+def test_kcl_worker_without_jars_says_how_to_get_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["kcl-worker", "--local", "--jar-dir", str(tmp_path), "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"shelfstream: error: no KCL jars in {tmp_path}: run `make kcl-jars` (Maven, Java 17)"]
+
+
+def test_a_worker_sets_only_the_endpoints_it_is_given(tmp_path: Path) -> None:
+    local = KclWorker("w", Settings(), "app", tmp_path, {}, "http://127.0.0.1:1", "http://127.0.0.1:2")
+    aws = KclWorker("w", Settings(), "app", tmp_path, {}, None, None, local=False)
+    assert local._properties["kinesisEndpoint"] == "http://127.0.0.1:1"
+    assert local._properties["dynamoDBEndpoint"] == "http://127.0.0.1:2"
+    assert local._properties["metricsLevel"] == LOCAL_PROPERTIES["metricsLevel"] == "NONE"
+    assert "kinesisEndpoint" not in aws._properties
+    assert "dynamoDBEndpoint" not in aws._properties
+    assert "metricsLevel" not in aws._properties  # the deployed properties file decides
