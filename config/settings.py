@@ -97,6 +97,9 @@ class Settings(BaseSettings):
 
     # --- embedded AWS ----------------------------------------------------------------------------
     region: str = "us-east-1"
+    # Kinesis's per-shard limits in the embedded Kinesis (1,000 records/s and 1 MiB/s written,
+    # 5 GetRecords/s and 2 MiB/s read, ProvisionedThroughputExceededException past them).
+    embedded_kinesis_limits: bool = True
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -318,7 +318,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise UsageError("loadtest: --shard-bytes must be at least 1 MiB (1048576): one record may be 1 MiB")
     aws: EmbeddedAws | None = None
     if args.embedded:
-        aws = EmbeddedAws().start()
+        aws = EmbeddedAws(kinesis_limits=settings.embedded_kinesis_limits).start()
         point_at(aws.endpoint)
     else:
         require_aws()

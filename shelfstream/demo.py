@@ -304,9 +304,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         live=not args.no_live,
     )
     console = Console()
-    with EmbeddedAws() as aws:
+    settings = load_settings(trucks=8, travel_seconds=1.5, checkpoint_every_s=2.0)
+    with EmbeddedAws(kinesis_limits=settings.embedded_kinesis_limits) as aws:
         point_at(aws.endpoint)
-        settings = load_settings(trucks=8, travel_seconds=1.5, checkpoint_every_s=2.0)
         console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
         resources = provision(settings)
         result = asyncio.run(_with_dashboard(args, options, settings, resources, console))
