@@ -8,7 +8,7 @@ runs against the embedded AWS, LocalStack or a real account.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     hopping_window_s: int = Field(default=3600, ge=0)  # 0: no hopping window
     hopping_hop_s: int = Field(default=900, ge=1)
     allowed_lateness_s: int = Field(default=120, ge=0)
+    # The anomaly detector: "seasonal" (ours), a baseline ("threshold", "hst"), or "off" (windows only).
+    detector: Literal["seasonal", "threshold", "hst", "off"] = "seasonal"
 
     # --- processor shell -------------------------------------------------------------------------
     poll_interval_s: float = Field(default=0.2, gt=0)

@@ -15,6 +15,7 @@ from typing import Any
 from config import Settings
 from processors.checkpoints import Checkpoint, S3Checkpoints
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
+from processors.core.detector import DetectorConfig
 from processors.core.partition import merge, split
 from processors.lineage import ShardInfo, ready
 from processors.shard_worker import ShardWorker
@@ -34,6 +35,7 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
         hopping_window_ms=settings.hopping_window_s * 1000,
         hopping_hop_ms=settings.hopping_hop_s * 1000,
         allowed_lateness_ms=settings.allowed_lateness_s * 1000,
+        detection=DetectorConfig(kind=settings.detector),
     )
 
 

@@ -118,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backtest", help="the processor's logic over a JSON-lines file, no AWS at all")
     p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="split the file by store over N processes (same results as one; default 1)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=("seasonal", "threshold", "hst", "off"),
+        help="anomaly detector (default: SHELFSTREAM_DETECTOR, seasonal); off keeps the windows only",
+    )
     p.set_defaults(handler=_lazy("shelfstream.commands", "cmd_backtest"))
 
     p = sub.add_parser("serve", help="the HTTP API and live dashboard (see docs/api.md)")

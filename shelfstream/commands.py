@@ -123,7 +123,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from processors.stream_processor import core_config
 
     _require_input(args.file)
-    settings = load_settings()
+    detector = getattr(args, "detector", None)
+    settings = load_settings(**({"detector": detector} if detector else {}))
     config = core_config(settings, archive=False)
     console = Console(stderr=True)
     with Progress(
@@ -135,6 +136,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             args.out,
             config,
             progress=lambda n: bar.update(task, description=f"backtest: {n:,} lines"),
+            workers=getattr(args, "workers", 1),
         )
     summary = result.summary
     _out().print(

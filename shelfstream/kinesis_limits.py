@@ -141,7 +141,10 @@ def enable(on: bool, limits: Limits | None = None) -> None:
 
 
 def _message(stream: Any, shard_id: str) -> str:
-    return f"Rate exceeded for shard {shard_id} in stream {stream.stream_name} under account {stream.account_id}."
+    return (
+        f"Rate exceeded for shard {shard_id} in stream {stream.stream_name} "
+        f"under account {stream.account_id}."
+    )
 
 
 def _throttled(stream: Any, shard_id: str) -> Exception:
