@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+BENCH_STAMP = $(VENV)/.bench-installed
 KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
 
@@ -55,12 +56,18 @@ clean:
 bench-detect: $(STAMP)
 	$(BIN)/python -m benchmarks.detect --docs docs/detection.md
 
-# Core speed: the whole core in `backtest` against a decode-only pass over the same file.
-bench-core: $(STAMP)
-	$(BIN)/python -m benchmarks.core_speed --docs docs/detection.md
+# Speed: our core against Bytewax and Pathway on the same job and files, and `backtest --workers`.
+bench-core: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.engines
 
 .PHONY: bench-detect bench-core
 
-# Every benchmark (load test, core speed, detection), figures into docs/benchmarks.md; under 10 minutes.
-bench: $(STAMP)
+# The peers of the speed benchmark (Bytewax, Pathway), pinned in the `bench` extra; not part of `make test`.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Every benchmark (load test, latency, engines side by side, workers, detection), figures into
+# docs/benchmarks.md (and the tables in docs/detection.md); under 15 minutes.
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import msgspec
-from river import anomaly, compose, preprocessing, stats
 
 from processors.core import tails
+from processors.core.lazy import LazyModule
 from processors.core.windows import WindowResult, WindowSpec
+
+stats = LazyModule("river.stats")  # imported when a detector is first built
 
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 60 * MINUTE_MS
@@ -538,6 +540,10 @@ class HSTDetector:
         self.config = config
         self.slot_ms = slot_ms
         self.first_ms: int | None = None
+        # Imported here: river's anomaly models cost about a second to import, and only this
+        # baseline uses them.
+        from river import anomaly, compose, preprocessing
+
         self.model = compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=config.seed))
         self.means = {name: stats.Var() for name in _HST_FEATURES}
 

@@ -67,7 +67,7 @@ def test_n_workers_write_the_files_one_worker_writes(events: Path, tmp_path: Pat
         many = run_backtest(str(events), str(tmp_path / f"n{n}"), CoreConfig(archive=False), workers=n)
         for name in FILES:
             assert (tmp_path / f"n{n}" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
-        drop = ("seconds", "events_per_second", "workers")
+        drop = ("seconds", "events_per_second", "workers", "cpu_seconds")
         assert {k: v for k, v in many.summary.items() if k not in drop} == {
             k: v for k, v in one.summary.items() if k not in drop
         }
