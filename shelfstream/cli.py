@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="read the stream back even for a large run")
     p.add_argument("--shard-records", type=_positive_int, default=1000, help="records/s per shard limit")
     p.add_argument("--shard-bytes", type=_positive_int, default=1024 * 1024, help="bytes/s per shard limit")
+    p.add_argument(
+        "--no-limiter",
+        action="store_true",
+        help="no client-side per-shard limit: Kinesis throttles, the writer backs off and retries",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(handler=_lazy("producers.loadtest", "cmd_loadtest"))
     return parser
