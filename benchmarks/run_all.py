@@ -147,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             True,
         ),
         (
+            "Where the core's time goes (`python -m benchmarks.profile_core`, also in docs/decisions.md)",
+            "benchmarks.profile_core",
+            ["--docs", "docs/decisions.md"],
+            True,
+        ),
+        (
             "Detection (`make bench-detect`, seeds 1001 and 1002)",
             "benchmarks.detect",
             ["--seeds", "1001", "1002", "--docs", "docs/detection.md"],
