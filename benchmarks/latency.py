@@ -1,8 +1,9 @@
 """End-to-end latency on the embedded AWS: from an event's put to its effect visible in SQS.
 
-One process: an embedded AWS with Kinesis's per-shard limits on (5 GetRecords/s per shard), the
-stream processor (``StreamProcessor``) at its default settings (polling every 200 ms), the producer
-putting 1,000 events/s in all, and among them probes whose effects are known in advance. A probe is
+Two processes: the embedded AWS (`shelfstream local-aws`, Kinesis's per-shard limits on: 5
+GetRecords/s per shard), as a service of its own; and in this one the stream processor
+(``StreamProcessor``) at its default settings (polling every 200 ms), the producer putting
+1,000 events/s in all, and among them probes whose effects are known in advance. A probe is
 a product of its own in one of a few probe stores: a stock take of 6 (threshold 5, so nothing
 happens), then a sale of 1 (stock 5: a restock request on the SQS restock queue), then a sale of 5
 (stock 0: an ``out_of_stock`` alert via SNS on the alerts inbox queue). Latency is from the moment
@@ -21,9 +22,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
+import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +36,8 @@ import orjson
 from config import Settings
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
-from shelfstream import kinesis_limits
 from shelfstream.aws import AioClients, point_at
 from shelfstream.contract import format_ts
-from shelfstream.localaws import EmbeddedAws
 from shelfstream.provision import provision
 from shelfstream.services import PROCESSOR_SERVICES
 
@@ -128,7 +130,6 @@ async def _measure(settings: Settings, rate: float, duration_s: float, probes: i
     all_seen = _AllSeen()
     put_at: dict[tuple[str, str], float] = {}  # probe (store, product) -> time its first sale was put
     alert_put_at: dict[tuple[str, str], float] = {}
-    throttles_before = kinesis_limits.QUOTAS.read_throttles
     async with AioClients(settings, *PROCESSOR_SERVICES) as clients:
         processor = StreamProcessor(settings, clients, resources)
         processing = asyncio.create_task(processor.run(stop_processor))
@@ -226,7 +227,7 @@ async def _measure(settings: Settings, rate: float, duration_s: float, probes: i
         alert_p99_ms=_percentile(alerts, 0.99),
         alert_max_ms=_percentile(alerts, 1.0),
         poll_interval_s=settings.poll_interval_s,
-        read_throttles=kinesis_limits.QUOTAS.read_throttles - throttles_before,
+        read_throttles=sum(w.status.throttles for w in processor.workers.values()),
     )
 
 
@@ -252,6 +253,32 @@ def describe(r: LatencyResult) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _local_aws() -> Iterator[str]:
+    """`shelfstream local-aws` in a process of its own, on a free port; stopped with SIGTERM."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shelfstream.cli", "--log-level", "WARNING", "local-aws", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the embedded AWS did not start") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         bucket=f"lat-{uid}-bucket",
         shard_count=2,
     )
-    with EmbeddedAws() as aws:
-        point_at(aws.endpoint)
+    with _local_aws() as endpoint:
+        point_at(endpoint)
         result = asyncio.run(_measure(settings, args.rate, args.duration, args.probes))
     print("\n".join(describe(result)))
     return 0 if result.restock_received == result.probes and result.alert_received == result.probes else 1
