@@ -162,7 +162,7 @@ async def _measure(settings: Settings, rate: float, duration_s: float, probes: i
         start = loop.time()
         sent = 0
         probe_every = duration_s / probes
-        next_probe = start + probe_every / 2
+        next_probe = start
         probe = 0
         while (now := loop.time()) - start < duration_s:
             # Probes are part of the offered rate (3 events each).
