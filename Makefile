@@ -68,6 +68,6 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 # Every benchmark (load test, latency, engines side by side, workers, detection), figures into
-# docs/benchmarks.md (and the tables in docs/detection.md); under 15 minutes.
+# docs/benchmarks.md (and the tables in docs/detection.md, docs/decisions.md); meant for under 15 minutes.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run_all
