@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+BENCH_STAMP = $(VENV)/.bench-installed
 KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
 KCL_JARS = .cache/kcl-jars/.checked
@@ -75,9 +76,9 @@ bench-detect: $(STAMP)
 bench-restock: $(STAMP)
 	$(BIN)/python -m benchmarks.restock --docs docs/benchmarks.md
 
-# Core speed: the whole core in `backtest` against a decode-only pass over the same file.
-bench-core: $(STAMP)
-	$(BIN)/python -m benchmarks.core_speed --docs docs/detection.md
+# Speed: our core against Bytewax and Pathway on the same job and files, and `backtest --workers`.
+bench-core: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.engines
 
 # Soak: one shard at 1,000 events/s for 30 days of event time (bounded memory, incremental
 # checkpoints, restore); figures into docs/benchmarks.md and curves into docs/soak.png.
@@ -94,6 +95,12 @@ fuzz: $(STAMP)
 	mkdir -p .cache/fuzz/corpus && cp -n tests/fuzz/corpus/* .cache/fuzz/corpus/
 	cd .cache/fuzz && ../../$(BIN)/python ../../tests/fuzz/fuzz_records.py corpus -max_total_time=$(FUZZ_SECONDS) -timeout=20
 
-# Every benchmark (load test, core speed, detection), figures into docs/benchmarks.md; under 10 minutes.
-bench: $(STAMP) $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
+# The peers of the speed benchmark (Bytewax, Pathway), pinned in the `bench` extra; not part of `make test`.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Every benchmark (load test, latency, engines side by side, workers, detection), figures into
+# docs/benchmarks.md (and the tables in docs/detection.md, docs/decisions.md); meant for under 15 minutes.
+bench: $(BENCH_STAMP) $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
 	$(BIN)/python -m benchmarks.run_all

@@ -248,7 +248,19 @@ def write_docs(path: Path, lines: list[str], marker: str = "bench-detect") -> No
     _, _, tail = rest.partition(end)
     if not rest:
         raise SystemExit(f"{path} has no {begin} marker")
-    path.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail, encoding="utf-8")
+    import os
+    import platform
+    import time
+
+    stamp = (
+        f"Written by `python -m benchmarks.{Path(sys.argv[0]).stem}` on {os.cpu_count()} cores "
+        f"({platform.machine()}), Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+    )
+    if any(line.startswith("Machine: ") for line in lines):
+        stamp = f"Written by `python -m benchmarks.{Path(sys.argv[0]).stem}`."
+    body = "\n".join([stamp, "", *lines])
+    path.write_text(head + begin + "\n" + body + "\n" + end + tail, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     hopping_window_s: int = Field(default=3600, ge=0)  # 0: no hopping window
     hopping_hop_s: int = Field(default=900, ge=1)
     allowed_lateness_s: int = Field(default=120, ge=0)
+    # The anomaly detector: "seasonal" (ours), a baseline ("naive", "threshold", "hst"), or "off".
+    detector: Literal["seasonal", "naive", "threshold", "hst", "off"] = "seasonal"
 
     # --- processor shell -------------------------------------------------------------------------
     poll_interval_s: float = Field(default=0.2, gt=0)
@@ -120,6 +122,9 @@ class Settings(BaseSettings):
 
     # --- embedded AWS ----------------------------------------------------------------------------
     region: str = "us-east-1"
+    # Kinesis's per-shard limits in the embedded Kinesis (1,000 records/s and 1 MiB/s written,
+    # 5 GetRecords/s and 2 MiB/s read, ProvisionedThroughputExceededException past them).
+    embedded_kinesis_limits: bool = True
 
 
 def load_settings(**overrides: Any) -> Settings:

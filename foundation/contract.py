@@ -75,8 +75,7 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, kw_only=True):
         last = _last_ts
         if last[0] is ts:
             return last[1]
-        since = ts - _EPOCH
-        ms = since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+        ms = (ts - _EPOCH) // _MS  # floor division of timedeltas: exact, and one C call
         _last_ts = (ts, ms)
         return ms
 

@@ -25,6 +25,7 @@ from processors.checkpoints import (
 )
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.demand import RestockConfig
+from processors.core.detector import DetectorConfig
 from processors.core.partition import merge, split
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
@@ -46,6 +47,7 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
         hopping_hop_ms=settings.hopping_hop_s * 1000,
         allowed_lateness_ms=settings.allowed_lateness_s * 1000,
         restock=restock_config(settings),
+        detection=DetectorConfig(kind=settings.detector),
     )
 
 

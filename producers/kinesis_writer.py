@@ -102,6 +102,9 @@ class WriterStats:
     call_errors: int = 0  # PutRecords calls that raised
     failed: int = 0  # records dead-lettered, refused ones included
     refused: int = 0  # records refused at put (over 1 MiB, bad partition key)
+    backoffs: int = 0  # waits before a retry
+    backoff_s: float = 0.0  # seconds spent in those waits (summed over lanes)
+    most_attempts: int = 0  # the most calls one batch needed
     put_latencies: list[float] = field(default_factory=list)  # seconds per answered call (a reservoir)
     latency_reservoir: int = 10_000
     _rng: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
@@ -378,6 +381,8 @@ class KinesisWriter:
                 if self._before_send is not None:
                     await self._before_send([entry.record for entry in pending])
                 failed, reason, retryable = await self._attempt(pending)
+                if attempt > self.stats.most_attempts:
+                    self.stats.most_attempts = attempt
                 if not failed:
                     pending = []
                 elif not retryable or attempt >= self._max_attempts:
@@ -388,6 +393,8 @@ class KinesisWriter:
                     pending = failed
                     self.stats.retries += len(failed)
                     delay = self._backoff(attempt)
+                    self.stats.backoffs += 1
+                    self.stats.backoff_s += delay
                     logger.warning(
                         "PutRecords: retrying %d of %d records in %.3fs (%s)",
                         len(failed),

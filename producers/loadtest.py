@@ -64,6 +64,10 @@ class LoadtestResult:
     throttles: int
     failed: int
     limiter_waits: int
+    limiter: bool  # False: no client-side limit, Kinesis's own throttling holds the writer back
+    backoffs: int
+    backoff_s: float
+    most_attempts: int
     cpu_s_per_10k: float
     verified: bool
     read_back_unique: int | None
@@ -136,7 +140,13 @@ async def read_back(kinesis: Any, stream: str, prefix: str, shard_ids: list[str]
             )
         )["ShardIterator"]
         while iterator:
-            page = await kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            try:
+                page = await kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ProvisionedThroughputExceededException":
+                    raise
+                await asyncio.sleep(0.25)  # Kinesis allows 5 reads per second per shard
+                continue
             for record in page["Records"]:
                 data: bytes = record["Data"]
                 if needle not in data:
@@ -163,6 +173,8 @@ async def run_loadtest(
     shard_bytes_per_s: int = SHARD_BYTES_PER_S,
     verify: bool | None = None,
     progress: Callable[[float, int], None] | None = None,
+    limiter: bool = True,
+    max_attempts: int | None = None,
 ) -> LoadtestResult:
     """Put for ``duration_s`` at ``rate`` records/s (None: as fast as the limits allow), then flush.
 
@@ -176,11 +188,13 @@ async def run_loadtest(
     # A quarter of a shard's second per batch: several batches share a window, so a batch that is
     # mostly one shard does not leave the rest of that shard's second unused.
     batch_records = max(1, min(500, max_records // 4))
+    if max_attempts is not None:
+        settings = settings.model_copy(update={"put_max_attempts": max_attempts})
     writer = KinesisWriter(
         kinesis,
         stream,
         settings,
-        before_send=hook,
+        before_send=hook if limiter else None,
         max_batch_records=batch_records,
         max_batch_bytes=max(1024 * 1024, min(5 * 1024 * 1024, max_bytes)),
         # About half a second of the shards' quota buffered: enough to keep every lane busy, and the
@@ -247,6 +261,10 @@ async def run_loadtest(
         throttles=stats.throttles,
         failed=stats.failed,
         limiter_waits=hook.waits,
+        limiter=limiter,
+        backoffs=stats.backoffs,
+        backoff_s=round(stats.backoff_s, 3),
+        most_attempts=stats.most_attempts,
         cpu_s_per_10k=round(cpu / max(put, 1) * 10_000, 4),
         verified=do_verify,
         read_back_unique=unique,
@@ -266,7 +284,13 @@ def describe(result: LoadtestResult) -> list[str]:
         f"PutRecords latency: p50 {result.put_latency_p50_ms} ms, p95 {result.put_latency_p95_ms} ms, "
         f"p99 {result.put_latency_p99_ms} ms over {result.put_calls:,} calls",
         f"retries {result.retries}, throttles {result.throttles}, failed {result.failed}, "
-        f"held back by the limiter {result.limiter_waits} times",
+        + (
+            f"held back by the limiter {result.limiter_waits} times"
+            if result.limiter
+            else "no client-side limiter (Kinesis's throttling only)"
+        ),
+        f"back-off: {result.backoffs:,} waits, {result.backoff_s:.2f} s in all, "
+        f"at most {result.most_attempts} calls for one batch",
         f"producer CPU: {result.cpu_s_per_10k:.3f} s per 10,000 records",
     ]
     if result.verified:

@@ -143,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backtest", help="the processor's logic over a JSON-lines file, no AWS at all")
     p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="split the file by store over N processes (same results as one; default 1)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=("seasonal", "naive", "threshold", "hst", "off"),
+        help="anomaly detector (default: SHELFSTREAM_DETECTOR, seasonal); off keeps the windows only",
+    )
     p.set_defaults(handler=_lazy("read", "cmd_backtest"))
 
     p = sub.add_parser("serve", help="the HTTP API and live dashboard (see docs/api.md)")
@@ -197,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="read the stream back even for a large run")
     p.add_argument("--shard-records", type=_positive_int, default=1000, help="records/s per shard limit")
     p.add_argument("--shard-bytes", type=_positive_int, default=1024 * 1024, help="bytes/s per shard limit")
+    p.add_argument(
+        "--no-limiter",
+        action="store_true",
+        help="no client-side per-shard limit: Kinesis throttles, the writer backs off and retries",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(handler=_lazy("produce", "cmd_loadtest"))
     return parser

@@ -7,23 +7,31 @@ import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
-
-import boto3
-import botocore.session
-from aiobotocore.session import AioSession, get_session
-from botocore.config import Config
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
 from foundation.errors import AwsNotConfiguredError
 
+if TYPE_CHECKING:
+    import boto3
+    from aiobotocore.session import AioSession
+    from botocore.config import Config
+
+# boto3, botocore and aiobotocore are imported where a client is made (about a second of start-up):
+# commands that never talk to AWS, such as backtest, do not pay for them.
+
+
 # Generous connection pool (many shards and batches in flight), adaptive client-side retries.
-_CONFIG = Config(
-    retries={"max_attempts": 6, "mode": "standard"},
-    max_pool_connections=64,
-    connect_timeout=5,
-    read_timeout=30,
-)
+@functools.cache
+def _config() -> Config:
+    from botocore.config import Config
+
+    return Config(
+        retries={"max_attempts": 6, "mode": "standard"},
+        max_pool_connections=64,
+        connect_timeout=5,
+        read_timeout=30,
+    )
 
 
 def region(settings: Settings) -> str:
@@ -38,6 +46,8 @@ def require_aws() -> None:
     """Fail with one clear line when there is neither an endpoint nor credentials to talk to."""
     if endpoint_configured():
         return
+    import botocore.session
+
     if botocore.session.get_session().get_credentials() is None:
         raise AwsNotConfiguredError(
             "no AWS endpoint and no AWS credentials are configured: run `shelfstream local-aws` and set "
@@ -56,16 +66,20 @@ def point_at(endpoint: str) -> None:
 @functools.cache
 def _boto3_session(aws_env: tuple[tuple[str, str], ...]) -> boto3.session.Session:
     # One session per AWS environment: building one costs ~0.1 s (it loads the service models).
+    import boto3
+
     return boto3.session.Session()
 
 
 def sync_client(service: str, settings: Settings) -> Any:
     """A boto3 client for one-shot commands (provision, inventory, query)."""
     session = _boto3_session(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
-    return session.client(service, region_name=region(settings), config=_CONFIG)
+    return session.client(service, region_name=region(settings), config=_config())
 
 
 def aio_session() -> AioSession:
+    from aiobotocore.session import get_session
+
     return get_session()
 
 
@@ -74,8 +88,8 @@ async def aio_client(
     service: str, settings: Settings, session: AioSession | None = None
 ) -> AsyncIterator[Any]:
     """An aiobotocore client for the long-running async paths (producers, processor, dispatcher)."""
-    sess = session or get_session()
-    async with sess.create_client(service, region_name=region(settings), config=_CONFIG) as client:
+    sess = session or aio_session()
+    async with sess.create_client(service, region_name=region(settings), config=_config()) as client:
         yield client
 
 
@@ -89,7 +103,7 @@ class AioClients:
         self._clients: dict[str, Any] = {}
 
     async def __aenter__(self) -> AioClients:
-        session = get_session()
+        session = aio_session()
         for service in self._services:
             self._clients[service] = await self._stack.enter_async_context(
                 aio_client(service, self._settings, session)

@@ -1,7 +1,8 @@
 """The embedded local AWS: moto's server in this process, over real HTTP on 127.0.0.1.
 
 Everything talks to it through the AWS SDK's ordinary endpoint settings, so the code under test is the
-code that runs on real AWS. Two of moto's traps are handled here: its Kinesis backend is not
+code that runs on real AWS. Its Kinesis enforces Kinesis's per-shard limits (shelfstream/kinesis_limits.py)
+unless told not to. Two of moto's traps are handled here: its Kinesis backend is not
 thread-safe (concurrent PutRecords lose records), so Kinesis requests are served one at a time; and
 S3 virtual-host addressing breaks on ``localhost``, so the endpoint always names ``127.0.0.1``.
 """
@@ -99,8 +100,9 @@ class EmbeddedAws:
     moto's state is per process: two instances in one process share the same resources.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, kinesis_limits: bool = True) -> None:
         self._requested_port = port or 0
+        self._kinesis_limits = kinesis_limits
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._serializer: KinesisSerializer | None = None
@@ -135,9 +137,11 @@ class EmbeddedAws:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
-        from foundation.aws import moto_kinesis
+        from foundation.aws import kinesis_limits, moto_kinesis
 
         moto_kinesis.install()
+        kinesis_limits.install()
+        kinesis_limits.enable(self._kinesis_limits)
 
         # Bind ourselves: werkzeug's own bind prints to stderr and calls sys.exit on a busy port.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -235,7 +239,7 @@ def serve(
         log.info("embedded AWS stopping", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
-    with EmbeddedAws(port) as aws:
+    with EmbeddedAws(port, settings.embedded_kinesis_limits) as aws:
         if in_main:
             for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
                 previous[sig] = signal.signal(sig, on_signal)

@@ -246,7 +246,7 @@ class ShardCore:
         tally = stats.alerts
         inv = state.inventory
         win = state.windows
-        if isinstance(ev, Sale):
+        if type(ev) is Sale:  # the most common type first, by identity (cheaper than isinstance)
             inv.sale(ev, out, tally)
             if win is not None:
                 # WindowEngine.sale, inlined: this is the hottest line of the core.
@@ -314,14 +314,21 @@ class ShardCore:
         self.state.stats.events_rejected += 1
         self.out.rejected.append(RejectedRecord(str(ref), reason, raw))
 
-    def finish(self) -> None:
-        """End of input (a backtest's last line): close every open window, as if time moved past them.
+    def finish(self, last_data_ms: int | None = None) -> None:
+        """End of input (a backtest's last line): close every open window, as if time moved past them
+        (at least past `last_data_ms`, another core's `last_data_ms()`, when one input is split over
+        several cores).
 
         Not for a live shard at shutdown: there, open windows are part of the checkpoint and close
         when later events arrive.
         """
         if self.state.windows is not None:
-            self._closed(self.state.windows.flush())
+            self._closed(self.state.windows.flush(last_data_ms))
+
+    def last_data_ms(self) -> int | None:
+        """Event time of the last window pane holding data (None without windows or data)."""
+        windows = self.state.windows
+        return None if windows is None else windows.last_data_ms()
 
     def advance_watermark(self, ts_ms: int) -> None:
         """Move event time forward without an event (the shell's clock while a shard is idle), so the

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from scipy import special
+from processors.core.lazy import LazyModule
+
+special = LazyModule("scipy.special")  # imported when a window is first scored
 
 _TINY: Final = 1e-300
 Z99: Final = 2.5758  # two-sided 99% of a normal: the "expected range" shown to people

@@ -322,9 +322,19 @@ class WindowEngine:
             return []
         return self.due()
 
-    def flush(self) -> list[WindowResult]:
-        """End of input: close every window that holds data, as if the watermark passed them all."""
+    def last_data_ms(self) -> int | None:
+        """The start of the last pane holding data (None when none does): where `flush` ends."""
         last = self._last_pane(_NO_LIMIT)
+        return None if last < self.closed_idx else last * self.pane_ms
+
+    def flush(self, last_ms: int | None = None) -> list[WindowResult]:
+        """End of input: close every window that holds data, as if the watermark passed them all.
+
+        `last_ms` moves the end out to another engine's last data (a backtest split over workers
+        ends every worker where one worker over the whole file would)."""
+        last = self._last_pane(_NO_LIMIT)
+        if last_ms is not None:
+            last = max(last, last_ms // self.pane_ms)
         if not self.started or last < self.closed_idx:
             return []
         # Past the last pane with data, far enough for every hopping window over it to end.

@@ -285,7 +285,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise UsageError("loadtest: --shard-bytes must be at least 1 MiB (1048576): one record may be 1 MiB")
     aws: EmbeddedAws | None = None
     if args.embedded:
-        aws = EmbeddedAws().start()
+        aws = EmbeddedAws(kinesis_limits=bootstrap(aws=False).settings.embedded_kinesis_limits).start()
         point_at(aws.endpoint)
     wiring = bootstrap(aws=not args.embedded)
     settings = wiring.settings
@@ -310,6 +310,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
                 shard_bytes_per_s=args.shard_bytes,
                 verify=True if args.verify else None,
                 progress=bar,
+                limiter=not args.no_limiter,
             )
 
     try:

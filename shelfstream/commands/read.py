@@ -79,7 +79,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from processors.stream_processor import core_config
 
     require_input(args.file)
-    settings = bootstrap(aws=False).settings
+    detector = getattr(args, "detector", None)
+    settings = bootstrap(aws=False, **({"detector": detector} if detector else {})).settings
     config = core_config(settings, archive=False)
     console = Console(stderr=True)
     with Progress(
@@ -91,6 +92,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             args.out,
             config,
             progress=lambda n: bar.update(task, description=f"backtest: {n:,} lines"),
+            workers=args.workers,
         )
     summary = result.summary
     out().print(

@@ -120,7 +120,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         incident=not args.no_incident,
     )
     console = Console()
-    with EmbeddedAws() as aws:
+    limits = bootstrap(aws=False).settings.embedded_kinesis_limits
+    with EmbeddedAws(kinesis_limits=limits) as aws:
         point_at(aws.endpoint)
         # Store time runs `speed` times faster than the trucks' wall-clock travel: the forecast starts
         # after half an hour of store time and plans deliveries half an hour apart.

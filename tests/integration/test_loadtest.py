@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import orjson
@@ -10,9 +10,10 @@ import pytest
 
 from config import Settings
 from foundation.aws.clients import aio_client
+from foundation.aws.kinesis_limits import Limits
 from producers import loadtest
 from producers.rate_limit import WINDOW_S, Demand, ShardLimiter
-from shelfstream import cli
+from shelfstream import cli, kinesis_limits
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,8 @@ def test_describe_reports_lost_records_and_the_quota() -> None:
         stream="s", shards=1, stores=1, target_rate=None, duration_s=1.0, seconds=1.0, records_put=10,
         records_sent=10, achieved_rps=10.0, shard_limit_rps=1000, shard_limit_bytes=1 << 20,
         quota_fraction=0.01, put_latency_p50_ms=1.0, put_latency_p95_ms=2.0, put_latency_p99_ms=3.0,
-        put_calls=1, retries=0, throttles=0, failed=0, limiter_waits=0, cpu_s_per_10k=0.1, verified=True,
+        put_calls=1, retries=0, throttles=0, failed=0, limiter_waits=0, limiter=True, backoffs=0,
+        backoff_s=0.0, most_attempts=1, cpu_s_per_10k=0.1, verified=True,
         read_back_unique=9, read_back_duplicates=0, lost=1,
     )  # fmt: skip
     text = "\n".join(loadtest.describe(result))
@@ -89,3 +91,44 @@ def test_loadtest_command_writes_its_result_and_exits_0(
     assert result["lost"] == 0
     assert result["read_back_unique"] == result["records_sent"] > 0
     assert "0 lost" in capsys.readouterr().out
+
+
+@pytest.fixture
+def tight_kinesis() -> Iterator[Limits]:
+    """The embedded Kinesis at a fifth of its per-shard write quota, so a short test saturates it."""
+    tight = Limits(write_records_per_s=200, write_bytes_per_s=200 * 1024)
+    kinesis_limits.enable(True, tight)
+    yield tight
+    kinesis_limits.enable(True, Limits())
+
+
+async def test_without_the_limiter_kinesis_throttles_and_the_writer_backs_off_losing_nothing(
+    make_settings: Callable[..., Settings], tight_kinesis: Limits
+) -> None:
+    settings = make_settings(shard_count=1)
+    throttled_before = kinesis_limits.QUOTAS.write_throttles
+    async with aio_client("kinesis", settings) as kinesis:
+        await loadtest.ensure_stream(kinesis, settings.stream_name, 1)
+        result = await loadtest.run_loadtest(
+            kinesis,
+            settings,
+            settings.stream_name,
+            stores=4,
+            rate=None,
+            duration_s=2.0,
+            shard_records_per_s=int(tight_kinesis.write_records_per_s),
+            limiter=False,
+            max_attempts=30,
+        )
+    assert not result.limiter
+    assert result.throttles > 0
+    assert result.retries >= result.throttles  # every throttled entry was sent again
+    assert result.backoffs > 0
+    assert result.backoff_s > 0
+    assert result.most_attempts >= 2
+    # What the embedded Kinesis refused is what the writer saw refused.
+    assert kinesis_limits.QUOTAS.write_throttles - throttled_before == result.throttles
+    assert result.failed == 0
+    assert result.lost == 0
+    assert result.read_back_unique == result.records_sent == result.records_put > 0
+    assert result.read_back_duplicates == 0
