@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from foundation.aws import kinesis_limits
 from foundation.aws.embedded import EmbeddedAws
-from shelfstream import kinesis_limits
 
 
 class FrozenClock:

@@ -9,11 +9,12 @@ import orjson
 import pytest
 
 from config import Settings
+from foundation.aws import kinesis_limits
 from foundation.aws.clients import aio_client
 from foundation.aws.kinesis_limits import Limits
 from producers import loadtest
 from producers.rate_limit import WINDOW_S, Demand, ShardLimiter
-from shelfstream import cli, kinesis_limits
+from shelfstream import cli
 
 pytestmark = pytest.mark.integration
 
