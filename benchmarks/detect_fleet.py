@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.detect import write_docs
+from benchmarks.detect import Outcome, write_docs
 from benchmarks.local_scenario import FleetConfig, write
 from benchmarks.scenario import MIN_MS, Incident, read_labels
 from foundation.contract import parse_ts
@@ -53,42 +52,16 @@ def bucket(age_days: int) -> str:
     return BUCKETS[0] if age_days < 7 else BUCKETS[1] if age_days < 14 else BUCKETS[2]
 
 
-@dataclass
-class Tally:
-    incidents: int = 0
-    detected: int = 0
-    false_incidents: int = 0
-    store_days: int = 0
-    delays_min: list[float] = field(default_factory=list)
-
-    @property
-    def precision(self) -> float:
-        flagged = self.detected + self.false_incidents
-        return self.detected / flagged if flagged else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.detected / self.incidents if self.incidents else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
+class Tally(Outcome):
+    """One bucket's scores (by week of history, by kind): the same sums as a whole run's."""
 
     @property
     def false_per_100(self) -> float:
-        return 100.0 * self.false_incidents / self.store_days if self.store_days else 0.0
+        return self.false_per_100_store_days
 
     @property
     def median_delay(self) -> float:
-        return statistics.median(self.delays_min) if self.delays_min else float("nan")
-
-    def add(self, other: Tally) -> None:
-        self.incidents += other.incidents
-        self.detected += other.detected
-        self.false_incidents += other.false_incidents
-        self.store_days += other.store_days
-        self.delays_min += other.delays_min
+        return self.median_delay_min
 
 
 @dataclass

@@ -38,6 +38,7 @@ from benchmarks.scenario import (
     Incident,
     StoreShape,
     _Writer,
+    day_rates,
     make_shape,
 )
 
@@ -274,23 +275,9 @@ def _events(
         if hours is None:
             continue
         day_start = fleet.day_start_ms(store, day)
-        rate = rates[day].copy()
-        refund_rate = rate * shape.refund_rate
-        spike_rate = np.zeros(1440)
-        burst_rate = np.zeros(1440)
-        bad_product, bad_price, burst_product = -1, 0.0, -1
-        for inc in by_day.get(day, []):
-            a = (inc.start_ms - day_start) // MIN_MS
-            b = (inc.end_ms - day_start) // MIN_MS
-            if inc.kind == "sales_collapse":
-                rate[a:b] *= inc.magnitude
-            elif inc.kind == "sales_spike":
-                spike_rate[a:b] = rates[day][a:b] * (inc.magnitude - 1.0)
-                bad_product = int(rng.integers(0, n_products))
-                bad_price = round(float(shape.prices[bad_product]) * float(rng.uniform(0.05, 0.3)), 2)
-            else:
-                burst_rate[a:b] = inc.magnitude / 60.0
-                burst_product = int(rng.integers(0, n_products)) if rng.random() < 0.5 else -1
+        rate, refund_rate, spike_rate, burst_rate, bad_product, bad_price, burst_product = day_rates(
+            rng, rates[day], by_day.get(day, []), day_start, shape.refund_rate, shape.prices
+        )
         for kind, lam in (
             ("sale", rate),
             ("spike", spike_rate),

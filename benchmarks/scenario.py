@@ -360,6 +360,37 @@ def generate(cfg: ScenarioConfig) -> tuple[Scenario, list[str]]:
     return scn, lines
 
 
+def day_rates(
+    rng: np.random.Generator,
+    base: np.ndarray,
+    incidents: list[Incident],
+    day_start: int,
+    refund_share: float,
+    prices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, float, int]:
+    """A day's per-minute rates (sales, refunds, mispriced extra sales, refund bursts) with its labelled
+    incidents applied: the one place both generators change the rates, and the products they pick."""
+    n_products = len(prices)
+    rate = base.copy()
+    refund_rate = rate * refund_share
+    spike_rate = np.zeros(1440)
+    burst_rate = np.zeros(1440)
+    bad_product, bad_price, burst_product = -1, 0.0, -1
+    for inc in incidents:
+        a = (inc.start_ms - day_start) // MIN_MS
+        b = (inc.end_ms - day_start) // MIN_MS
+        if inc.kind == "sales_collapse":
+            rate[a:b] *= inc.magnitude
+        elif inc.kind == "sales_spike":
+            spike_rate[a:b] = base[a:b] * (inc.magnitude - 1.0)
+            bad_product = int(rng.integers(0, n_products))
+            bad_price = round(float(prices[bad_product]) * float(rng.uniform(0.05, 0.3)), 2)
+        else:
+            burst_rate[a:b] = inc.magnitude / 60.0
+            burst_product = int(rng.integers(0, n_products)) if rng.random() < 0.5 else -1
+    return rate, refund_rate, spike_rate, burst_rate, bad_product, bad_price, burst_product
+
+
 def _store_events(
     rng: np.random.Generator,
     scn: Scenario,
@@ -415,23 +446,9 @@ def _store_events(
                 f'"delivery_id":"d-{sid}-{day}"',
             )
         sold[:] = 0
-        rate = rates[day].copy()
-        refund_rate = rate * shape.refund_rate
-        spike_rate = np.zeros(1440)
-        burst_rate = np.zeros(1440)
-        bad_product, bad_price, burst_product = -1, 0.0, -1
-        for inc in by_day.get(day, []):
-            a = (inc.start_ms - day_start) // MIN_MS
-            b = (inc.end_ms - day_start) // MIN_MS
-            if inc.kind == "sales_collapse":
-                rate[a:b] *= inc.magnitude
-            elif inc.kind == "sales_spike":
-                spike_rate[a:b] = rates[day][a:b] * (inc.magnitude - 1.0)
-                bad_product = int(rng.integers(0, n_products))
-                bad_price = round(float(shape.prices[bad_product]) * float(rng.uniform(0.05, 0.3)), 2)
-            else:
-                burst_rate[a:b] = inc.magnitude / 60.0
-                burst_product = int(rng.integers(0, n_products)) if rng.random() < 0.5 else -1
+        rate, refund_rate, spike_rate, burst_rate, bad_product, bad_price, burst_product = day_rates(
+            rng, rates[day], by_day.get(day, []), day_start, shape.refund_rate, shape.prices
+        )
         for kind, lam in (
             ("sale", rate),
             ("spike", spike_rate),
