@@ -35,7 +35,7 @@ from benchmarks.scenario import DAY_MS, MIN_MS, Incident, ScenarioConfig, read_l
 from foundation.contract import parse_ts
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
-from processors.core.detector import DetectorConfig
+from processors.core.detectors import DetectorConfig
 
 EVAL_SEEDS = (1001, 1002, 1003, 1004, 1005)
 DETECTORS = ("seasonal", "threshold", "hst")

@@ -25,7 +25,7 @@ from processors.checkpoints import (
 )
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.demand import RestockConfig
-from processors.core.detector import DetectorConfig
+from processors.core.detectors import DetectorConfig
 from processors.core.partition import merge, split
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks

@@ -5,7 +5,7 @@ state of a shard can then be checkpointed, moved to another worker, or split alo
 on resharding, without touching any other shard's state.
 
 Stock follows stream order; windows follow event time (processors/core/windows.py), and each closed
-window is judged by the store's detector (processors/core/detector.py, monitor.py).
+window is judged by the store's detector (processors/core/detectors/, monitor.py).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from foundation.contract import (
 )
 from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Manifest, Run
 from processors.core.demand import RestockConfig
-from processors.core.detector import DetectorConfig
+from processors.core.detectors import DetectorConfig
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor

@@ -22,7 +22,7 @@ from benchmarks.scenario import (
 from foundation.contract import Rejection, decode_event, parse_ts
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
-from processors.core.detector import DetectorConfig
+from processors.core.detectors import DetectorConfig
 
 T0 = 1_773_043_200_000  # 2026-03-09T08:00:00Z
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from foundation.contract import format_ts
 from processors.core import CoreConfig, ShardCore
-from processors.core.detector import DetectorConfig
+from processors.core.detectors import DetectorConfig
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
 
 MIN = 60_000
