@@ -9,6 +9,7 @@ in ``Sinks``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ __all__ = ["Sink", "SinkStats", "Sinks", "message_attributes"]
 
 
 class Sinks:
-    """Every destination, in the order both shells (embedded and KCL) send a batch's effects."""
+    """Every destination of a batch's effects, for both shells (embedded and KCL)."""
 
     def __init__(self, clients: Any, settings: Settings, resources: Any) -> None:
         self.stats = SinkStats()
@@ -40,8 +41,15 @@ class Sinks:
         self.sinks: list[Sink] = [self.queue, self.topic, self.firehose, self.rejected]
 
     async def send(self, shard_id: str, effects: Effects) -> None:
-        for sink in self.sinks:
-            await sink.send(shard_id, effects)
+        """Every destination at once: each keeps its own order and retries, and the batch is done (and
+        may be checkpointed) only when all of them are. One after another, a poll's restock requests
+        waited behind the previous poll's archive writes."""
+        results = await asyncio.gather(
+            *(sink.send(shard_id, effects) for sink in self.sinks), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def send_requests(self, requests: Sequence[RestockRequest]) -> None:
         await self.queue.send_requests(requests)
