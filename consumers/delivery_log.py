@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -17,14 +18,22 @@ from consumers.dispatcher import Claim
 
 
 class DynamoDeliveryLog:
-    def __init__(self, dynamodb: Any, table: str, lease_s: float = 300.0, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        table: str,
+        lease_s: float = 300.0,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._db = dynamodb
         self._table = table
         self._lease_s = lease_s
         self.owner = owner or uuid.uuid4().hex
+        self._clock = clock  # the leases' clock (wall time; a test's own)
 
     async def claim(self, alert_id: str) -> Claim:
-        now = time.time()
+        now = self._clock()
         try:
             await self._db.put_item(
                 TableName=self._table,
@@ -55,7 +64,10 @@ class DynamoDeliveryLog:
             Key={"alert_id": {"S": alert_id}},
             UpdateExpression="SET #s = :delivered, delivered_at = :now REMOVE expires_at",
             ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues={":delivered": {"S": "delivered"}, ":now": {"N": f"{time.time():.3f}"}},
+            ExpressionAttributeValues={
+                ":delivered": {"S": "delivered"},
+                ":now": {"N": f"{self._clock():.3f}"},
+            },
         )
 
     async def release(self, alert_id: str) -> None:
