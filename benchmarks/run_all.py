@@ -90,13 +90,19 @@ async def _loadtests() -> list[tuple[str, LoadtestResult]]:
 
 
 def kept_sections(path: Path) -> str:
-    """The sections other commands write into the same page (between their markers), kept as they are."""
+    """The sections other commands write into the same page (`make bench-restock`, `make bench-soak`),
+    kept as they are: each from its heading (or its begin marker) to its end marker."""
     if not path.exists():
         return ""
     text = path.read_text(encoding="utf-8")
-    start = text.find("\n## Restocking")
-    end = text.find("<!-- bench-restock:end -->")
-    return "" if start < 0 or end < 0 else text[start : end + len("<!-- bench-restock:end -->")] + "\n"
+    kept: list[str] = []
+    for heading, name in (("\n## Restocking", "bench-restock"), ("", "bench-soak")):
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        start = text.find(heading) if heading else text.find(begin)
+        stop = text.find(end)
+        if start >= 0 and stop >= 0:
+            kept.append(text[start : stop + len(end)].strip("\n"))
+    return "".join(f"\n{section}\n" for section in kept)
 
 
 def _machine() -> str:
