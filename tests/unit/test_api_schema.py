@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
+import schemathesis  # installed by `make test` (dev extra)
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from schemathesis import checks  # noqa: E402
-
-from tests.unit.api_helpers import HQ, make_api  # noqa: E402
+from tests.unit.api_helpers import HQ, make_api
 
 _app, _state, _sink, _clock = make_api(api_burst=100_000, api_rate_per_s=100_000.0)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app).exclude(path="/v1/stream")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from aws_kinesis_agg import aggregator as kpl  # installed by `make test` (dev extra)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.core import CoreConfig, ShardCore
 from processors.kpl import MAGIC, deaggregate
 from processors.records import apply_record
-
-kpl = pytest.importorskip("aws_kinesis_agg.aggregator")
 
 keys = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 
