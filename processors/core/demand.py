@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Final, Literal
@@ -80,6 +81,9 @@ class StoreDemand:
     lead_ms: float = 0.0
     lead_var: float = 0.0
     lead_n: int = 0
+    # Units expected before each hour of the week (169 sums of `rate`), worked out when first needed
+    # after the hour rolls: demand over any span is then two lookups instead of a walk over its hours.
+    sums: array[float] | None = None
 
     def observe(self, ts_ms: int, quantity: int, alpha: float) -> None:
         hour = ts_ms // HOUR_MS
@@ -97,6 +101,7 @@ class StoreDemand:
                 self.hour = hour
             return  # a late event: counted in the hour being counted
         # Close the hour being counted, then the silent hours up to the new one (at most a week of them).
+        self.sums = None
         self._fold(self.hour, self.hour_units, alpha)
         for silent in range(self.hour + 1, min(hour, self.hour + 1 + WEEK_HOURS)):
             self._fold(silent, 0.0, alpha)
@@ -127,6 +132,52 @@ class StoreDemand:
             return self.day[b % 24]
         # An hour of the day not seen yet: the store's average hour so far.
         return (self.cum - self.hour_units) / self.hours_seen if self.hours_seen else 0.0
+
+    def week_sums(self) -> array[float]:
+        """sums[b]: units expected from Monday 00:00 UTC up to hour b of the week (sums[168]: a week)."""
+        sums = self.sums
+        if sums is None:
+            sums = array("d", bytes(8 * (WEEK_HOURS + 1)))
+            total = 0.0
+            week, week_seen, day, day_seen = self.week, self.week_seen, self.day, self.day_seen
+            average = (self.cum - self.hour_units) / self.hours_seen if self.hours_seen else 0.0
+            for b in range(WEEK_HOURS):
+                # rate() by hour of the week (it depends on nothing else until the hour rolls)
+                if week_seen[b]:
+                    total += week[b]
+                elif day_seen[b % 24]:
+                    total += day[b % 24]
+                else:
+                    total += average
+                sums[b + 1] = total
+            self.sums = sums
+        return sums
+
+    def units_before(self, t_ms: float) -> float:
+        """Units expected from the epoch's first Monday up to `t_ms` (a running total of `rate`)."""
+        sums = self.week_sums()
+        h = t_ms / HOUR_MS + _MONDAY_OFFSET_H
+        weeks, into = divmod(h, WEEK_HOURS)
+        b = int(into)
+        return weeks * sums[WEEK_HOURS] + sums[b] + (into - b) * (sums[b + 1] - sums[b])
+
+    def time_of(self, units: float) -> float | None:
+        """When `units_before` reaches `units` (the inverse of it; None if the store sells nothing)."""
+        sums = self.week_sums()
+        per_week = sums[WEEK_HOURS]
+        if per_week <= 0:
+            return None
+        weeks = math.floor(units / per_week)
+        left = units - weeks * per_week
+        i = bisect_left(sums, left)
+        if i > WEEK_HOURS:  # rounding at the very end of a week
+            i = WEEK_HOURS
+        if i == 0:
+            hours = 0.0
+        else:
+            b = i - 1
+            hours = b + (left - sums[b]) / (sums[i] - sums[b])
+        return ((weeks * WEEK_HOURS + hours) - _MONDAY_OFFSET_H) * HOUR_MS
 
     def dispersion(self) -> float:
         """Variance over mean of units sold: E[q^2] / E[q] for sale lines of q units (1 if unknown)."""
@@ -244,14 +295,9 @@ class Demand:
 
     def expected(self, store: StoreDemand, share: float, start_ms: float, end_ms: float) -> float:
         """Units of the product expected to sell in [start_ms, end_ms)."""
-        total = 0.0
-        t = start_ms
-        while t < end_ms:
-            hour = int(t // HOUR_MS)
-            nxt = min(end_ms, (hour + 1) * HOUR_MS)
-            total += store.rate(hour) * (nxt - t) / HOUR_MS
-            t = nxt
-        return total * share
+        if end_ms <= start_ms:
+            return 0.0
+        return (store.units_before(end_ms) - store.units_before(start_ms)) * share
 
     def time_to_sell(
         self, store: StoreDemand, share: float, start_ms: float, units: float, horizon_ms: float
@@ -259,20 +305,12 @@ class Demand:
         """When ``units`` will have sold, counting from ``start_ms`` (None if not within the horizon)."""
         if units <= 0:
             return start_ms
-        left = units
-        t = start_ms
-        end = start_ms + horizon_ms
-        while t < end:
-            hour = int(t // HOUR_MS)
-            nxt = min(end, (hour + 1) * HOUR_MS)
-            per_ms = store.rate(hour) * share / HOUR_MS
-            if per_ms > 0:
-                need = left / per_ms
-                if t + need <= nxt:
-                    return t + need
-                left -= per_ms * (nxt - t)
-            t = nxt
-        return None
+        if share <= 0:
+            return None
+        when = store.time_of(store.units_before(start_ms) + units / share)
+        if when is None or when >= start_ms + horizon_ms:
+            return None
+        return max(when, start_ms)
 
     def plan(self, store_id: str, product_id: str, ts_ms: int) -> Plan | None:
         """Reorder point and order-up-to level now; None while the product has too little history."""
