@@ -239,6 +239,31 @@ class Dedup:
             f"{store_id}\x1f{event_id}".encode("utf-8", "surrogatepass"), digest_size=12
         ).digest()
         key = int.from_bytes(digest, "big")
+        # The common case inlined (a bucket still taking keys, room in its fresh keys, the clock in
+        # the same bucket); everything else in _first_time.
+        bucket_ms = self.bucket_ms
+        bucket = self._buckets.get(ts_ms // bucket_ms)
+        if bucket is not None:
+            hot = bucket.hot
+            if hot is not None:
+                if key in hot:
+                    return False
+                hi = key >> 32
+                fresh = bucket.fresh
+                clock = self.clock_ms
+                if (
+                    hi not in fresh
+                    and len(fresh) < FRESH_MAX
+                    and (
+                        ts_ms <= clock
+                        or (ts_ms // bucket_ms == clock // bucket_ms and ts_ms - clock <= self.max_ahead_ms)
+                    )
+                ):
+                    hot.add(key)
+                    fresh[hi] = key & 0xFFFFFFFF
+                    if ts_ms > clock:
+                        self.clock_ms = ts_ms  # what _advance does within the clock's bucket
+                    return True
         return self._first_time(key, key >> 32, key & 0xFFFFFFFF, ts_ms)
 
     def first_time_key(self, hi: int, lo: int, ts_ms: int) -> bool:

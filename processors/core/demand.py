@@ -237,15 +237,25 @@ class Demand:
     def sale(self, store_id: str, product_id: str, quantity: int, ts_ms: int, on_hand: int) -> None:
         # The hot path (every sale): the common case inlined, the rest in the helpers.
         store = self.stores.get(store_id) or self._store(store_id)
-        store.observe(ts_ms, quantity, self.config.hour_alpha)
+        hour = ts_ms // HOUR_MS
+        if hour != store.hour:
+            store._roll(hour, self.config.hour_alpha)
+        # StoreDemand.observe, inlined
+        store.hour_units += quantity
+        cum = store.cum = store.cum + quantity
+        store.lines = store.lines * 0.999 + 1.0
+        store.line_units = store.line_units * 0.999 + quantity
+        store.line_units_sq = store.line_units_sq * 0.999 + quantity * quantity
         items = self.items.get(store_id)
         item = items.get(product_id) if items is not None else None
         if item is None:
             item = self._item(store_id, product_id, store)
-        if ts_ms - item.last_ms >= HOUR_MS or item.in_stock:
+        if ts_ms - item.last_ms >= HOUR_MS:
             self._catch_up(item, store, ts_ms)
-        else:
-            item.mark = store.cum
+        else:  # _catch_up within the hour, inlined
+            if item.in_stock:
+                item.exposure += cum - item.mark
+            item.mark = cum
         if not item.in_stock:  # sold from an empty book (real data): the sale still shows demand
             item.exposure += quantity
         item.units += quantity
