@@ -94,21 +94,35 @@ class Inventory:
         if not hasattr(self, "demand") or (self.demand is None and self.restock_config.policy == "forecast"):
             self.demand = Demand(self.restock_config) if self.restock_config.policy == "forecast" else None
 
-    def sale(self, ev: Sale, out: Effects, tally: Counter[str]) -> None:
-        key = (ev.store_id, ev.product_id)
-        on_hand = self.stock.get(key, 0) - ev.quantity
-        if self.demand is not None:
-            self.demand.sale(ev.store_id, ev.product_id, ev.quantity, ev.ts_ms, on_hand)
-        self._changed(key, on_hand, ev, out, tally)
+    def sale(self, ev: Sale, ts_ms: int, out: Effects, tally: Counter[str]) -> None:
+        """The hot path (most events are sales): `_changed`'s common case, nothing to report, inlined.
+        `ts_ms` is the event's time, worked out once by the caller."""
+        store_id = ev.store_id
+        product_id = ev.product_id
+        key = (store_id, product_id)
+        stock = self.stock
+        on_hand = stock.get(key, 0) - ev.quantity
+        demand = self.demand
+        if demand is not None:
+            demand.sale(store_id, product_id, ev.quantity, ts_ms, on_hand)
+        limits = self.limits.get(key) or self.threshold_of(key)
+        if on_hand > limits[0] and key not in self.out_of_stock:
+            stock[key] = on_hand
+            if demand is not None and key not in self.open_requests:
+                cached = self.reorder_points.get(key)
+                if cached is None or ts_ms >= cached[0] or on_hand <= cached[1]:
+                    self._decide(key, on_hand, ev, ts_ms, limits, out, tally)
+            return
+        self._changed(key, on_hand, ev, ts_ms, out, tally)
 
-    def refund(self, ev: Refund, out: Effects, tally: Counter[str]) -> None:
+    def refund(self, ev: Refund, ts_ms: int, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
         on_hand = self.stock.get(key, 0) + ev.quantity
         if self.demand is not None:
-            self.demand.stock_changed(ev.store_id, ev.product_id, ev.ts_ms, on_hand)
-        self._changed(key, on_hand, ev, out, tally)
+            self.demand.stock_changed(ev.store_id, ev.product_id, ts_ms, on_hand)
+        self._changed(key, on_hand, ev, ts_ms, out, tally)
 
-    def restock(self, ev: Restock, out: Effects, tally: Counter[str]) -> None:
+    def restock(self, ev: Restock, ts_ms: int, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
         request = self.open_requests.pop(key, None)
         asked = self.requested_at.pop(key, None)
@@ -116,16 +130,16 @@ class Inventory:
         demand = self.demand
         if demand is not None:
             answers = ev.delivery_id is not None or ev.event_id == f"delivery-{request}"
-            if request is not None and asked is not None and answers and ev.ts_ms >= asked:
-                demand.delivered(ev.store_id, ev.ts_ms - asked)  # the lead time, learned
-            demand.stock_changed(ev.store_id, ev.product_id, ev.ts_ms, on_hand)
-        self._changed(key, on_hand, ev, out, tally)
+            if request is not None and asked is not None and answers and ts_ms >= asked:
+                demand.delivered(ev.store_id, ts_ms - asked)  # the lead time, learned
+            demand.stock_changed(ev.store_id, ev.product_id, ts_ms, on_hand)
+        self._changed(key, on_hand, ev, ts_ms, out, tally)
 
-    def count(self, ev: Count, out: Effects, tally: Counter[str]) -> None:
+    def count(self, ev: Count, ts_ms: int, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
         if self.demand is not None:
-            self.demand.stock_changed(ev.store_id, ev.product_id, ev.ts_ms, ev.count)
-        self._changed(key, ev.count, ev, out, tally)
+            self.demand.stock_changed(ev.store_id, ev.product_id, ts_ms, ev.count)
+        self._changed(key, ev.count, ev, ts_ms, out, tally)
 
     def product(self, ev: Product, out: Effects, tally: Counter[str]) -> None:
         key = (ev.store_id, ev.product_id)
@@ -182,7 +196,13 @@ class Inventory:
         return threshold, max(target, threshold + 1)
 
     def _changed(
-        self, key: Key, on_hand: int, ev: Sale | Refund | Restock | Count, out: Effects, tally: Counter[str]
+        self,
+        key: Key,
+        on_hand: int,
+        ev: Sale | Refund | Restock | Count,
+        ts_ms: int,
+        out: Effects,
+        tally: Counter[str],
     ) -> None:
         """`tally` counts what is raised by kind (the core's stats), here where it is raised."""
         self.stock[key] = on_hand
@@ -191,11 +211,10 @@ class Inventory:
             # The common case: nothing to report; under the forecast policy, maybe time to ask.
             if self.demand is not None and key not in self.open_requests:
                 cached = self.reorder_points.get(key)
-                if cached is None or ev.ts_ms >= cached[0] or on_hand <= cached[1]:
-                    self._decide(key, on_hand, ev, limits, out, tally)
+                if cached is None or ts_ms >= cached[0] or on_hand <= cached[1]:
+                    self._decide(key, on_hand, ev, ts_ms, limits, out, tally)
             return
         cause = ev.event_id
-        ts_ms = ev.ts_ms
         if on_hand <= 0:
             if key not in self.out_of_stock:
                 self.out_of_stock.add(key)
@@ -223,13 +242,14 @@ class Inventory:
                 )
             )
         if key not in self.open_requests:
-            self._decide(key, on_hand, ev, limits, out, tally)
+            self._decide(key, on_hand, ev, ts_ms, limits, out, tally)
 
     def _decide(
         self,
         key: Key,
         on_hand: int,
         ev: Sale | Refund | Restock | Count,
+        ts_ms: int,
         limits: tuple[int, int],
         out: Effects,
         tally: Counter[str],
@@ -239,7 +259,6 @@ class Inventory:
         demand = self.demand
         plan: Plan | None = None
         if demand is not None:
-            ts_ms = ev.ts_ms
             cached = self.reorder_points.get(key)
             if on_hand > threshold and cached is not None and ts_ms < cached[0] and on_hand > cached[1]:
                 return
@@ -255,12 +274,17 @@ class Inventory:
             reason = "forecast"
         else:
             return
-        self._request(key, on_hand, ev, limits, plan, reason, out, tally)
+        self._request(key, on_hand, ev, ts_ms, limits, plan, reason, out, tally)
         if demand is not None:
-            self._join(key, ev, out, tally)
+            self._join(key, ev, ts_ms, out, tally)
 
     def _join(
-        self, trigger: Key, ev: Sale | Refund | Restock | Count, out: Effects, tally: Counter[str]
+        self,
+        trigger: Key,
+        ev: Sale | Refund | Restock | Count,
+        ts_ms: int,
+        out: Effects,
+        tally: Counter[str],
     ) -> None:
         """The store's other products that would need a truck before the next likely one join this
         order: one truck then brings the store what it needs, instead of one truck per product."""
@@ -277,19 +301,20 @@ class Inventory:
             if on_hand is None:
                 continue
             limits = self.threshold_of(key)
-            plan = demand.plan(store_id, product_id, ev.ts_ms)
+            plan = demand.plan(store_id, product_id, ts_ms)
             if plan is None:
                 continue
-            up_to = demand.order_up_to(store_id, product_id, ev.ts_ms, plan)
+            up_to = demand.order_up_to(store_id, product_id, ts_ms, plan)
             quantity = _quantity(plan, up_to, limits, on_hand)
             if quantity >= max(1.0, share * min(limits[1], up_to)):
-                self._request(key, on_hand, ev, limits, plan, "forecast", out, tally)
+                self._request(key, on_hand, ev, ts_ms, limits, plan, "forecast", out, tally)
 
     def _request(
         self,
         key: Key,
         on_hand: int,
         ev: Sale | Refund | Restock | Count,
+        ts_ms: int,
         limits: tuple[int, int],
         plan: Plan | None,
         reason: RestockReason,
@@ -297,7 +322,6 @@ class Inventory:
         tally: Counter[str],
     ) -> None:
         threshold, target = limits
-        ts_ms = ev.ts_ms
         rid = alert_id("restock_request", key[0], key[1], ev.event_id)
         self.open_requests[key] = rid
         self.requested_at[key] = ts_ms

@@ -247,7 +247,7 @@ class ShardCore:
         inv = state.inventory
         win = state.windows
         if type(ev) is Sale:  # the most common type first, by identity (cheaper than isinstance)
-            inv.sale(ev, out, tally)
+            inv.sale(ev, ts_ms, out, tally)
             if win is not None:
                 # WindowEngine.sale, inlined: this is the hottest line of the core.
                 idx = ts_ms // win.pane_ms
@@ -269,15 +269,15 @@ class ShardCore:
                     else:
                         pane.sale_ids.add(tid)
         elif isinstance(ev, Refund):
-            inv.refund(ev, out, tally)
+            inv.refund(ev, ts_ms, out, tally)
             if win is not None and not win.refund(
                 ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id, ev.product_id
             ):
                 stats.late_events += 1
         elif isinstance(ev, Restock):
-            inv.restock(ev, out, tally)
+            inv.restock(ev, ts_ms, out, tally)
         elif isinstance(ev, Count):
-            inv.count(ev, out, tally)
+            inv.count(ev, ts_ms, out, tally)
         elif isinstance(ev, Product):
             inv.product(ev, out, tally)
         elif isinstance(ev, Store) and state.monitor is not None:
@@ -287,7 +287,7 @@ class ShardCore:
         # Only the events the windows aggregate move their watermark: a delivery or stock take stamped
         # by another system's clock (a truck's wall clock during a replay of last month) must not close
         # every window ahead of the sales still to come.
-        if win is not None and ts_ms > win.newest_ms and isinstance(ev, Sale | Refund):
+        if win is not None and ts_ms > win.newest_ms and (type(ev) is Sale or isinstance(ev, Refund)):
             win.newest_ms = ts_ms
             if ts_ms >= win.next_close_ms:
                 self._closed(win.due())  # counts its own anomaly alerts
