@@ -32,9 +32,8 @@ from producers.loadtest import LoadtestResult, describe, ensure_stream, run_load
 BENCH_TIMEOUT_S = 600
 ENGINES_TIMEOUT_S = 1800
 KCL_TIMEOUT_S = 600
-# Runs per engine and file: 5 on a machine of its own (`python -m benchmarks.engines`); 3 here, so the
-# whole `make bench` fits its time on a shared machine (Pathway alone takes over a minute a run there).
-ENGINE_RUNS = 3
+# Runs per engine and file, as the engines benchmark does on its own: medians of 5.
+ENGINE_RUNS = 5
 LOADTEST_ATTEMPTS = 20  # calls one batch may take before its records are dead-lettered (and so lost)
 
 

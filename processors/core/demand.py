@@ -334,15 +334,19 @@ class Demand:
         # Asking waits for the product's next sale (the next event that looks at it): the reorder point
         # covers the time until then, plus the lead time. At closing time that is the next morning.
         one_line = store.line_units / store.lines if store.lines > 0 else 1.0
-        next_look = self.time_to_sell(store, share, ts_ms, one_line, DAY_MS)
-        look_ms = (next_look if next_look is not None else ts_ms + DAY_MS) - ts_ms
-        cover = self.expected(store, share, ts_ms, ts_ms + look_ms + lead)
-        z = cfg.z
-        safety = self._safety(store, look_ms + lead, cover, lead_sd, z)
+        # expected() and time_to_sell() spelled out on one running total taken once at ts_ms
+        now = store.units_before(ts_ms)
+        next_look = store.time_of(now + one_line / share) if share > 0 else None
+        if next_look is None or next_look >= ts_ms + DAY_MS:
+            look_ms: float = DAY_MS
+        else:
+            look_ms = max(next_look - ts_ms, 0.0)
+        cover = (store.units_before(ts_ms + look_ms + lead) - now) * share
+        safety = self._safety(store, look_ms + lead, cover, lead_sd, cfg.z)
         return Plan(
             reorder_point=cover + safety,
             lead_ms=lead,
-            lead_demand=self.expected(store, share, ts_ms, ts_ms + lead),
+            lead_demand=(store.units_before(ts_ms + lead) - now) * share if lead > 0 else 0.0,
         )
 
     def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: Plan) -> float:
