@@ -6,19 +6,19 @@ Lines are applied in file order, exactly as the processor would read them from o
 Besides the files of CONTRACT.md section 4 it writes `windows.jsonl`: every closed event-time window
 (what the processor archives through Firehose), so detection can be inspected window by window.
 
-`--workers N` splits the file by store over N processes, as Kinesis splits stores over shards: the
-parent reads the file and sends each line to its store's worker (stores are dealt out in turn as they
-first appear), every worker runs a core over its stores in file order, and the parent merges the
-outputs. The files are the same as one worker's: alerts in (ts, store, kind, id) order, windows in
-(end, store) order, rejected lines by line number, stock and counts added up. One thing differs by
-design of the watermark: it is per core, so an event is late in its own worker's event time; over
-a file where one store runs more than the allowed lateness behind another, a split can count fewer
-late events than one core over the whole file (docs/decisions.md).
+`--workers N` splits the file by store over N processes, as Kinesis splits stores over shards: every
+worker reads and decodes the whole file and keeps the events of its own stores (stores are dealt out
+in turn as they first appear, so every worker knows the split), runs a core over them in file order,
+and the parent merges the outputs. The files are the same as one worker's: alerts in (ts, store,
+kind, id) order, windows in (end, store) order, rejected lines by line number, stock and counts added
+up. Each worker follows the event time of the whole file (the newest valid sale or refund before
+each line), so windows close and events are late where one core's would. One case differs: a repeat
+of an event with a later time than the first (ignored by the core as a duplicate) moves the event
+time of a split run, where one core never saw it move (docs/decisions.md).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import multiprocessing as mp
 import sys
@@ -27,15 +27,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Final
+from typing import IO
 
-import msgspec
 import orjson
 
-from foundation.contract import alert_kind, encode, format_ts, parse_ts
+from foundation.contract import Refund, Rejection, Sale, alert_kind, encode
 from foundation.errors import ShelfstreamError, UsageError
 from foundation.rejects import kept_line
 from processors.core import CoreConfig, CoreStats, ShardCore
+from processors.core.processor import decode_record
 
 
 @dataclass(frozen=True)
@@ -177,103 +177,47 @@ def _report(progress: Callable[[int], None] | None, first: int, last: int) -> No
 
 # --- split by store over worker processes ----------------------------------------------------------
 
-_STORE_KEY: Final = b'"store_id":"'
-_TS_KEY: Final = b'"ts":"'
-_TS_LEN: Final = len("2026-08-01T10:15:30.123Z")
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class _Routing(msgspec.Struct):
-    store_id: str = ""
-    ts: dt.datetime | None = None
-
-
-_routing_decoder: Final = msgspec.json.Decoder(_Routing)
-
-
-def route_of(raw: bytes) -> tuple[bytes, bytes]:
-    """(store id, event time in the contract's canonical form) of a record, as bytes; b"" for what it
-    lacks. Canonical times compare as strings in time order.
-
-    The common form (each key once, `"key":"value"`, no escapes) is cut out of the bytes; anything
-    else is decoded, so a store never lands in two workers whatever its spelling."""
-    at = raw.find(_STORE_KEY)
-    ts_at = raw.find(_TS_KEY)
-    if at >= 0 and ts_at >= 0:
-        begin = at + 12
-        end = raw.find(b'"', begin)
-        ts_begin = ts_at + 6
-        if (
-            end > begin
-            and raw[ts_begin + 23 : ts_begin + 25] == b'Z"'
-            and raw.find(b"\\", begin, end) < 0
-            and raw.find(_STORE_KEY, end) < 0
-            and raw.find(_TS_KEY, ts_begin) < 0
-        ):
-            return raw[begin:end], raw[ts_begin : ts_begin + _TS_LEN]
-    try:
-        decoded = _routing_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-        return b"", b""
-    ts = decoded.ts
-    when = b""
-    if ts is not None and ts.tzinfo is not None and ts.utcoffset() == dt.timedelta(0):
-        when = format_ts((ts - _EPOCH) // dt.timedelta(milliseconds=1)).encode()
-    return decoded.store_id.encode("utf-8", "surrogatepass"), when
-
 
 def _split(
     source: IO[bytes], config: CoreConfig, out: Path, workers: int, progress: Callable[[int], None] | None
 ) -> list[_Part]:
-    """Route lines by store (stores taken in turn as they first appear) to worker processes."""
+    """Every worker reads the whole file and keeps the lines of its own stores (stores dealt out in
+    turn as they first appear, so each worker knows the split without being told). The parent only
+    waits: sending each line through a pipe cost it as much CPU as a worker's core, and on a machine
+    of N cores that parent was the N+1st process."""
+    path, spooled = _readable_path(source, out)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pipes = []
     procs = []
-    for k in range(workers):
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(
-            target=_worker, args=(theirs, config, out / f".part-{k}"), name=f"backtest-{k}", daemon=True
-        )
-        proc.start()
-        theirs.close()
-        pipes.append(ours)
-        procs.append(proc)
+    answers: list[object] = []
     try:
-        assigned: dict[bytes, int] = {}
-        route = route_of
-        line_no = 0
-        newest = b""
-        for lines in _chunks(source):
-            first = line_no
-            numbers: list[list[int]] = [[] for _ in range(workers)]
-            records: list[list[bytes]] = [[] for _ in range(workers)]
-            # With each line, the newest event time of the file before it: every worker keeps the
-            # watermark one core over the whole file would have (events are late, and windows
-            # close, at the same points).
-            times: list[list[bytes]] = [[] for _ in range(workers)]
-            for line in lines:
-                line_no += 1
-                raw = line.rstrip(b"\r\n")
-                if not raw or raw.isspace():
-                    continue
-                store, ts = route(raw)
-                found = assigned.get(store)
-                k = found if found is not None else assigned.setdefault(store, len(assigned) % workers)
-                numbers[k].append(line_no)
-                records[k].append(raw)
-                times[k].append(newest)
-                if ts > newest:
-                    newest = ts
-            for k, pipe in enumerate(pipes):
-                if numbers[k]:
-                    pipe.send((numbers[k], records[k], times[k]))
-            _report(progress, first, line_no)
+        for k in range(workers):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=_worker,
+                args=(theirs, config, out / f".part-{k}", path, k, workers, k == 0 and progress is not None),
+                name=f"backtest-{k}",
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()
+            pipes.append(ours)
+            procs.append(proc)
+        # Worker 0 reports its progress through the file (all of them read all of it).
+        lasts: list[object] = []
         for pipe in pipes:
-            pipe.send(None)
-            pipe.send(newest)
+            while True:
+                message = pipe.recv()
+                if isinstance(message, tuple) and message[0] == "progress":
+                    _report(progress, message[1], message[2])
+                    continue
+                lasts.append(message)
+                break
+        failed = [last for last in lasts if isinstance(last, str)]
+        if failed:
+            raise ShelfstreamError(f"backtest worker failed: {failed[0]}")
         # Every worker closes its windows up to the same point: the last data of the whole file.
-        lasts = [pipe.recv() for pipe in pipes]
-        known = [last for last in lasts if last is not None]
+        known = [last for last in lasts if isinstance(last, int)]
         end = max(known) if known else None
         for pipe in pipes:
             pipe.send(end)
@@ -283,36 +227,73 @@ def _split(
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.terminate()
+        if spooled:
+            path.unlink(missing_ok=True)
     failed = [a for a in answers if isinstance(a, str)]
     if failed:
         raise ShelfstreamError(f"backtest worker failed: {failed[0]}")
     return [a for a in answers if isinstance(a, _Part)]
 
 
-def _worker(pipe: Connection, config: CoreConfig, folder: Path) -> None:
+def _readable_path(source: IO[bytes], out: Path) -> tuple[Path, bool]:
+    """A path every worker can open: the input file itself, or standard input copied to a file."""
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and source is not sys.stdin.buffer and Path(name).is_file():
+        return Path(name), False
+    spool = out / ".input.jsonl"
+    with spool.open("wb") as fh:
+        while data := source.read(_CHUNK):
+            fh.write(data)
+    return spool, True
+
+
+def _worker(
+    pipe: Connection, config: CoreConfig, folder: Path, path: Path, me: int, workers: int, report: bool
+) -> None:
     try:
         core = ShardCore(config)
         writer = _PartWriter(core, folder)
-        apply = core.apply
+        apply = core.apply_decoded
         advance = core.advance_watermark
         windows = core.state.windows
-        # The file's newest time matters only once it reaches the next pane close (before that it
-        # changes nothing an event sees): strings in canonical form compare as times.
-        close_ms: int | None = None
-        close_at = b""
-        while (batch := pipe.recv()) is not None:
-            numbers, records, times = batch
-            for line_no, raw, newest in zip(numbers, records, times, strict=True):
-                if newest >= close_at and newest:
-                    advance(parse_ts(newest.decode()))
-                apply(raw, line_no)
-                if windows is not None and windows.next_close_ms != close_ms:
-                    close_ms = windows.next_close_ms
-                    close_at = format_ts(close_ms).encode() if windows.started else b""
-            writer.write()
-        newest = pipe.recv()
-        if newest:
-            advance(parse_ts(newest.decode()))
+        assigned: dict[str, int] = {}
+        # Every line is decoded here, to know its store (an event of ours goes on to the core as it is
+        # decoded); a record that is no event goes to the worker of the store "" (one of them).
+        # The file's newest event time before each line, as one core over the whole file would know it
+        # (only valid sales and refunds move it there): every worker's windows close, and its events
+        # are late, at the same points as one core's.
+        newest = -1
+        line_no = 0
+        with path.open("rb") as source:
+            for lines in _chunks(source):
+                first = line_no
+                for line in lines:
+                    line_no += 1
+                    raw = line.rstrip(b"\r\n")
+                    if not raw or raw.isspace():
+                        continue
+                    ev = decode_record(raw)
+                    kind = type(ev)
+                    store = "" if kind is Rejection else ev.store_id  # type: ignore[union-attr]
+                    k = assigned.get(store)
+                    if k is None:
+                        k = assigned[store] = len(assigned) % workers
+                    if k == me:
+                        if windows is not None and newest > windows.newest_ms:
+                            if newest >= windows.next_close_ms:
+                                advance(newest)
+                            else:
+                                windows.newest_ms = newest
+                        apply(ev, raw, line_no)
+                    if kind is Sale or kind is Refund:
+                        ts_ms = ev.ts_ms  # type: ignore[union-attr]
+                        if ts_ms > newest:
+                            newest = ts_ms
+                writer.write()
+                if report:
+                    pipe.send(("progress", first, line_no))
+        if newest >= 0:
+            advance(newest)
         writer.write()
         pipe.send(core.last_data_ms())
         core.finish(pipe.recv())
@@ -392,4 +373,4 @@ def _write_effects(
         rejected_file.write(kept_line(rejected.reason, rejected.record, {"line": int(rejected.ref)}))
 
 
-__all__ = ["BacktestResult", "alert_kind", "route_of", "run_backtest"]
+__all__ = ["BacktestResult", "alert_kind", "run_backtest"]

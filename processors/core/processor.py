@@ -179,6 +179,22 @@ def _wrong_key(partition_key: str, store_id: str) -> str:
     )
 
 
+def decode_record(raw: bytes) -> Event | Rejection:
+    """The event in a record, or the reason it is none (`apply` decodes with this)."""
+    if len(raw) <= MAX_RECORD_BYTES:
+        try:
+            ev: Event | Rejection = decode_strict(raw)
+        except Exception:  # any decode failure (msgspec's, UnicodeDecodeError, RecursionError, ...)
+            return decode_event(raw)  # again, for the rejection and its reason (the rare path)
+        # Where msgspec did not look (unknown fields): invalid UTF-8, or \u escapes that are no
+        # character. Any escape sends the record to decode_event, which checks them: a one-byte
+        # search (memchr) costs far less than searching for the two bytes.
+        if (not raw.isascii() and not is_utf8(raw)) or b"\\" in raw:
+            return decode_event(raw)
+        return ev
+    return decode_event(raw)
+
+
 class ShardCore:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
@@ -208,22 +224,15 @@ class ShardCore:
         `partition_key` (the stream's, when there is one) must be the event's `store_id`: an event
         put with another key is in another store's shard, where this core has none of its stock,
         so it is rejected with the reason instead of being applied to an empty stock."""
+        return self.apply_decoded(decode_record(raw), raw, ref, partition_key)
+
+    def apply_decoded(
+        self, ev: Event | Rejection, raw: bytes, ref: str | int = "", partition_key: str | None = None
+    ) -> bool:
+        """`apply` for a record already decoded by `decode_record` (a reader that had to decode it
+        anyway, to route it, need not pay for that twice)."""
         state = self.state
         stats = state.stats
-        ev: Event | Rejection
-        if len(raw) <= MAX_RECORD_BYTES:
-            try:
-                ev = decode_strict(raw)
-            except Exception:  # any decode failure (msgspec's, UnicodeDecodeError, RecursionError, ...)
-                ev = decode_event(raw)  # again, for the rejection and its reason (the rare path)
-            else:
-                # Where msgspec did not look (unknown fields): invalid UTF-8, or \u escapes that are
-                # no character. Any escape sends the record to decode_event, which checks them: a
-                # one-byte search (memchr) costs far less than searching for the two bytes.
-                if (not raw.isascii() and not is_utf8(raw)) or b"\\" in raw:
-                    ev = decode_event(raw)
-        else:
-            ev = decode_event(raw)
         if isinstance(ev, Rejection):
             stats.events_rejected += 1
             self.out.rejected.append(RejectedRecord(str(ref), ev.reason, raw))
