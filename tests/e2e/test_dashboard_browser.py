@@ -396,7 +396,7 @@ def test_hq_signs_in_sees_the_stores_opens_one_and_an_alert_arrives_live(
     page.set_viewport_size({"width": 375, "height": 812})
     expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
     # The chart follows the phone's width (resized, not rebuilt), so its labels keep their size.
-    page.wait_for_function("document.getElementById('chart').uplot.width < 375")
+    page.wait_for_function("() => document.getElementById('chart').uplot.width < 375")
     assert _chart(page)["canvasWidth"] <= 375
     expect(chart).to_have_attribute("data-built", "1")
     width = page.evaluate("document.documentElement.scrollWidth")
