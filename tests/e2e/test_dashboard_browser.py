@@ -434,3 +434,20 @@ def test_a_store_token_sees_only_its_store_and_a_bad_token_is_refused(
     expect(page.get_by_role("heading", name="Store store-002")).to_be_visible()
     expect(page.locator("#stock-body")).to_contain_text("milk")
     page.close()
+
+
+def test_without_the_chart_library_the_store_page_still_shows_its_numbers(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.route("**/static/vendor/uplot/uPlot.iife.min.js", lambda route: route.abort())
+    _sign_in(page, live_server.url, HQ_TOKEN)
+    page.locator("#stores-body").get_by_role("link", name="store-001").click()
+    expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
+    expect(page.locator("#chart")).to_contain_text("could not be loaded")
+    expect(page.locator("#chart .uplot")).to_have_count(0)
+    expect(page.locator("#chart-table tr")).to_have_count(8)
+    expect(page.locator("#chart-anomalies li")).to_have_count(1)
+    expect(page.locator("#chart-desc")).to_contain_text("8 windows")
+    expect(page.locator("#stock-body tr")).to_have_count(3)
+    page.close()

@@ -557,9 +557,7 @@
 
   // --- the chart: uPlot (vendored under static/vendor/uplot/, served by the app itself) ------------
 
-  // Series of the chart's data, in uPlot's column order (index 0 is x: each window's start, in seconds).
-  const S_SALES = 1;
-  const S_REFUNDS = 2;
+  // The chart's data, in uPlot's column order: x (each window's start, in seconds), sales, refunds, then
   const S_LOW = 3; // the detector's expected range of sales: the band is drawn between LOW and HIGH
   const S_HIGH = 4;
   const S_ANOMALY = 5; // points only, at the flagged metric's value; null where nothing was flagged
@@ -569,9 +567,11 @@
   const chart = { plot: null, store: null, rows: [], observer: null, built: 0 };
 
   const toSeconds = (ts) => Date.parse(ts) / 1000;
+  // Without the library (its file failed to load) the rest of the page still works; the table stays.
+  const charting = typeof uPlot === "function";
   const zoned = (seconds) => uPlot.tzDate(new Date(seconds * 1000), CHART_ZONE);
-  const hhmm = uPlot.fmtDate("{HH}:{mm}");
-  const ymd = uPlot.fmtDate("{YYYY}-{MM}-{DD}");
+  const hhmm = charting ? uPlot.fmtDate("{HH}:{mm}") : null;
+  const ymd = charting ? uPlot.fmtDate("{YYYY}-{MM}-{DD}") : null;
 
   function cssColour(name) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -691,6 +691,7 @@
     if (chart.plot) chart.plot.destroy();
     chart.plot = null;
     chart.store = null;
+    $("chart").uplot = null;
   }
 
   function renderChart() {
@@ -699,48 +700,48 @@
     const rows = chartRows(id);
     chart.rows = rows;
     $("chart-readout").textContent = "";
-    if (!rows.length) {
-      destroyPlot();
-      holder.replaceChildren(
-        el("p", { class: "empty", text: "No closed windows yet: the first appears once 15 minutes of store time have passed." }),
-      );
-      holder.dataset.windows = "0";
-      holder.dataset.bands = "0";
-      holder.dataset.anomalies = "0";
-      $("chart-desc").textContent = "No closed windows yet.";
-      $("chart-anomalies").replaceChildren();
-      $("chart-anomalies-empty").hidden = false;
-      $("chart-table").replaceChildren();
-      return;
-    }
-    const data = chartData(rows);
-    if (chart.plot && chart.store === id && holder.contains(chart.plot.root)) {
-      chart.plot.setData(data); // new windows over the live stream: same chart, new data
+    if (rows.length && charting) {
+      const data = chartData(rows);
+      if (chart.plot && chart.store === id && holder.contains(chart.plot.root)) {
+        chart.plot.setData(data); // new windows over the live stream: same chart, new data
+      } else {
+        destroyPlot();
+        holder.replaceChildren();
+        chart.plot = buildPlot(holder, data);
+        chart.store = id;
+        chart.built += 1;
+        holder.uplot = chart.plot; // the chart's uPlot instance, for the browser test and the console
+      }
     } else {
       destroyPlot();
-      holder.replaceChildren();
-      chart.plot = buildPlot(holder, data);
-      chart.store = id;
-      chart.built += 1;
-      holder.uplot = chart.plot; // the chart's uPlot instance, for the browser test and the console
+      const text = !rows.length
+        ? "No closed windows yet: the first appears once 15 minutes of store time have passed."
+        : "The chart could not be loaded; its numbers are in the table below.";
+      holder.replaceChildren(el("p", { class: "empty", text }));
     }
     // What the chart holds, counted from uPlot's own data (the browser test reads these).
-    const held = chart.plot.data;
+    const held = chart.plot ? chart.plot.data : [[], [], [], [], [], []];
     const count = (column) => column.filter((v) => v !== null && v !== undefined).length;
     holder.dataset.store = id;
     holder.dataset.windows = String(held[0].length);
     holder.dataset.bands = String(count(held[S_HIGH]));
     holder.dataset.anomalies = String(count(held[S_ANOMALY]));
     holder.dataset.built = String(chart.built);
+    renderChartText(rows);
+  }
 
+  // The chart's content without the canvas: a description for screen readers, the anomalies beside it
+  // with their sentences, and every number in the table.
+  function renderChartText(rows) {
     const flagged = rows.filter((r) => r.flagged);
     const last = rows[rows.length - 1];
-    const r = range(last.w);
-    $("chart-desc").textContent =
-      `${rows.length} windows from ${clock(rows[0].w.window_start)} to ${clock(last.w.window_end)} UTC; ` +
-      `latest ${fmt(last.w.sales)} sales and ${fmt(last.w.refunds)} refunds` +
-      (r ? ` (expected ${fmt(r[0])}–${fmt(r[1])})` : "") +
-      `; ${flagged.length} marked as ${flagged.length === 1 ? "an anomaly" : "anomalies"}.`;
+    const r = last ? range(last.w) : null;
+    $("chart-desc").textContent = !last
+      ? "No closed windows yet."
+      : `${rows.length} windows from ${clock(rows[0].w.window_start)} to ${clock(last.w.window_end)} UTC; ` +
+        `latest ${fmt(last.w.sales)} sales and ${fmt(last.w.refunds)} refunds` +
+        (r ? ` (expected ${fmt(r[0])}–${fmt(r[1])})` : "") +
+        `; ${flagged.length} marked as ${flagged.length === 1 ? "an anomaly" : "anomalies"}.`;
     $("chart-anomalies").replaceChildren(
       ...flagged.slice().reverse().map((row) =>
         el(
