@@ -8,7 +8,7 @@ KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
 KCL_JARS = .cache/kcl-jars/.checked
 
-.PHONY: demo test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local kcl-jars kcl-local
+.PHONY: demo test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 # The dashboard's browser test drives Debian's chromium (Playwright's own browser download is not used).
 browser-deps:
 	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# The dashboard's chart library (uPlot, vendored under shelfstream/api/static/vendor/): fetch the pinned
+# release from npm and check it and the vendored copy against deploy/vendor/uplot.sha256.
+vendor-check:
+	bash deploy/vendor/uplot.sh check
 
 # amazon-kclpy's Python side (the record processor's protocol library), from its PyPI sdist; the
 # daemon's jars come from Maven below (docs/kcl.md).

@@ -34,7 +34,17 @@ from shelfstream.api.state import DashboardState
 log = logging.getLogger(__name__)
 
 _STORE_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: `$` allows a final newline
-_STATIC: Final = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+_JS: Final = "text/javascript; charset=utf-8"
+_CSS: Final = "text/css; charset=utf-8"
+# Everything the page loads, by path under static/: our own files and the vendored chart library (uPlot,
+# checked against deploy/vendor/uplot.sha256). Nothing else is served, and nothing comes from another site.
+_STATIC: Final = {
+    "app.js": _JS,
+    "app.css": _CSS,
+    "vendor/uplot/uPlot.iife.min.js": _JS,
+    "vendor/uplot/uPlot.min.css": _CSS,
+    "vendor/uplot/LICENSE": "text/plain; charset=utf-8",
+}
 _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -96,7 +106,7 @@ class _Edge:
 
 
 def _static(name: str) -> bytes:
-    return resources.files("shelfstream.api").joinpath("static", name).read_bytes()
+    return resources.files("shelfstream.api").joinpath("static", *name.split("/")).read_bytes()
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -177,7 +187,7 @@ def create_app(
     async def index() -> Response:
         return Response(page, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
 
-    @app.get("/static/{name}", include_in_schema=False)
+    @app.get("/static/{name:path}", include_in_schema=False)
     async def static(name: str) -> Response:
         if name not in assets:
             raise ApiError(404, "not found")

@@ -7,7 +7,7 @@ in-memory view the test pushes into from that loop, so "live" means through the 
 from __future__ import annotations
 
 import asyncio
-import re
+import datetime as dt
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -80,9 +80,8 @@ def _window(
     anomalies: tuple[str, ...] = (),
     expected: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    start = (
-        f"{end[:11]}{int(end[11:13]):02d}:{int(end[14:16]) - 15:02d}:00.000Z" if end[14:16] != "00" else end
-    )
+    closes = dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
+    start = (closes - dt.timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return {
         "store_id": store,
         "window": "15m",
@@ -205,6 +204,67 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
+@dataclass
+class Traffic:
+    """What a page asked for, what it was served, and what its Content-Security-Policy refused."""
+
+    requests: list[str]
+    responses: dict[str, int]
+    violations: list[str]
+
+
+def _watch(page: Page) -> Traffic:
+    traffic = Traffic([], {}, [])
+    page.on("request", lambda request: traffic.requests.append(request.url))
+    page.on("response", lambda response: traffic.responses.__setitem__(response.url, response.status))
+    page.on(
+        "console",
+        lambda message: (
+            traffic.violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    # Violations are also events in the page (inline styles, scripts, other origins); keep them.
+    page.add_init_script(
+        "window.__violations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    return traffic
+
+
+def _chart(page: Page) -> dict[str, Any]:
+    """The store chart as drawn: uPlot's data and what its canvas shows at the marker and in the band."""
+    found: dict[str, Any] = page.evaluate(
+        """() => {
+        const holder = document.getElementById("chart");
+        const u = holder.uplot;
+        const canvas = holder.querySelector(".uplot canvas");
+        if (!u || !canvas) return { drawn: false };
+        const ctx = canvas.getContext("2d");
+        const pixel = (x, y) => Array.from(ctx.getImageData(Math.round(x), Math.round(y), 1, 1).data);
+        const [x, sales, , , high, marks] = u.data;
+        const flagged = marks.findIndex((v) => v !== null && v !== undefined);
+        const banded = high.findIndex((v) => v !== null && v !== undefined);
+        const at = (i, v) => [u.valToPos(x[i], "x", true), u.valToPos(v, "y", true)];
+        return {
+          drawn: true,
+          // uPlot's own instance (a plain object with its API), made by the global the vendored script set.
+          isUPlot: typeof uPlot === "function" && typeof u.setData === "function"
+            && u.root.parentNode === holder && u.root.classList.contains("uplot"),
+          canvasWidth: canvas.getBoundingClientRect().width,
+          bands: u.bands.map((b) => b.series),
+          windows: x.length,
+          x: x,
+          flagged: flagged,
+          marker: flagged < 0 ? null : pixel(...at(flagged, marks[flagged])),
+          // Halfway between the expected sales and the upper edge: inside the band, off the sales line.
+          band: banded < 0 ? null : pixel(...at(banded, (sales[banded] + high[banded]) / 2)),
+        };
+      }"""
+    )
+    return found
+
+
 def _sign_in(page: Page, url: str, token: str) -> None:
     page.goto(url)
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -216,6 +276,7 @@ def test_hq_signs_in_sees_the_stores_opens_one_and_an_alert_arrives_live(
     live_server: LiveServer, browser: Browser
 ) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    traffic = _watch(page)
     _sign_in(page, live_server.url, HQ_TOKEN)
 
     stores = page.locator("#stores-body")
@@ -230,10 +291,39 @@ def test_hq_signs_in_sees_the_stores_opens_one_and_an_alert_arrives_live(
     stock = page.locator("#stock-body")
     expect(stock.locator("tr")).to_have_count(3)
     expect(stock).to_contain_text("out of stock")
-    expect(page.locator("#chart svg polyline.sales")).to_have_count(1)
-    expect(page.locator("#chart svg circle.marker")).to_have_count(1)  # the window flagged for refunds
-    expect(page.locator("#chart svg polygon.band")).to_have_count(1)  # the expected range, once learned
-    expect(page.locator("#chart svg desc")).to_contain_text("expected")
+    # The chart is uPlot's, loaded from the package through the app's own origin, drawn on a canvas.
+    chart = page.locator("#chart")
+    expect(chart.locator(".uplot canvas").first).to_be_visible()
+    expect(chart).to_have_attribute("data-store", "store-001")
+    expect(chart).to_have_attribute("data-windows", "8")
+    expect(chart).to_have_attribute("data-bands", "6")  # the expected range, from the third window on
+    expect(chart).to_have_attribute("data-anomalies", "1")  # the window flagged for refunds
+    vendor = live_server.url.rstrip("/") + "/static/vendor/uplot/"
+    assert traffic.responses.get(vendor + "uPlot.iife.min.js") == 200, traffic.responses
+    assert traffic.responses.get(vendor + "uPlot.min.css") == 200, traffic.responses
+    drawn = _chart(page)
+    assert drawn["drawn"]
+    assert drawn["isUPlot"]
+    assert drawn["bands"] == [[4, 3]]  # filled between the upper and lower edge of the expected range
+    assert drawn["x"][0] == 1785578400  # 2026-08-01T10:00Z: x is each window's start, in seconds
+    # The canvas itself: the marker's red where the flagged window is, the band's tint inside the range.
+    red, green, blue, alpha = drawn["marker"]
+    assert (alpha > 200, red > 150, green < 90, blue < 90) == (True,) * 4, f"no marker: {drawn['marker']}"
+    red, _, blue, alpha = drawn["band"]
+    assert (alpha > 0, blue > red) == (True, True), f"no band: {drawn['band']}"
+    # Readable without the canvas: a description for screen readers, the anomaly with its window.
+    expect(page.locator("#chart-desc")).to_contain_text("8 windows")
+    expect(page.locator("#chart-desc")).to_contain_text("1 marked as an anomaly")
+    expect(page.locator("#chart-anomalies li")).to_have_count(1)
+    expect(page.locator("#chart-anomalies li")).to_contain_text("11:00–11:15")
+    expect(page.locator("#chart-anomalies li")).to_contain_text("refunds")
+    # Hovering a window reads its numbers out.
+    box = chart.locator(".u-over").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2)
+    expect(page.locator("#chart-readout")).to_contain_text(
+        "11:45–12:00 UTC: 9 sales, 0 refunds, expected 0–19 sales"
+    )
     expect(page.locator("#deliveries-body")).to_contain_text("truck-01")
     feed = page.locator("#store-alerts")
     expect(feed.locator("li")).to_have_count(1)
@@ -273,6 +363,20 @@ def test_hq_signs_in_sees_the_stores_opens_one_and_an_alert_arrives_live(
     expect(feed).not_to_contain_text("milk is out of stock")
     expect(page.locator("#card-anomalies")).to_have_text("1")
 
+    # Live chart: the window the alert was about arrives; the same uPlot chart takes it (no rebuild),
+    # marks it, and lists the alert's sentence beside the chart.
+    live_server.call(
+        live_server.state.add_window,
+        _window("store-001", "2026-08-01T12:15:00.000Z", 12, 6, ("refunds",), (2.0, 22.0)),
+    )
+    expect(chart).to_have_attribute("data-windows", "9")
+    expect(chart).to_have_attribute("data-bands", "7")
+    expect(chart).to_have_attribute("data-anomalies", "2")
+    expect(chart).to_have_attribute("data-built", "1")
+    expect(page.locator("#chart-anomalies li").first).to_contain_text(explanation)
+    expect(page.locator("#chart-table tr").first).to_contain_text("12:00–12:15")
+    assert _chart(page)["windows"] == 9
+
     # Live stock: the processor's new numbers replace the table's.
     live_server.call(
         live_server.state.set_stock,
@@ -291,11 +395,20 @@ def test_hq_signs_in_sees_the_stores_opens_one_and_an_alert_arrives_live(
 
     page.set_viewport_size({"width": 375, "height": 812})
     expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
-    # The chart is redrawn at the phone's width, so its labels keep their size.
-    expect(page.locator("#chart svg")).to_have_attribute("viewBox", re.compile(r"^0 0 3\d\d 200$"))
+    # The chart follows the phone's width (resized, not rebuilt), so its labels keep their size.
+    page.wait_for_function("() => document.getElementById('chart').uplot.width < 375")
+    assert _chart(page)["canvasWidth"] <= 375
+    expect(chart).to_have_attribute("data-built", "1")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the page is {width}px wide on a 375px screen"
     page.screenshot(path="/tmp/shelfstream-dashboard-store-phone.png", full_page=True)
+
+    # Nothing left the app's origin, and the Content-Security-Policy refused nothing.
+    origin = live_server.url.rstrip("/") + "/"
+    assert traffic.requests
+    assert [url for url in traffic.requests if not url.startswith(origin)] == []
+    assert traffic.violations == [], traffic.violations
+    assert page.evaluate("window.__violations") == []
     page.close()
 
 
@@ -320,4 +433,21 @@ def test_a_store_token_sees_only_its_store_and_a_bad_token_is_refused(
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Store store-002")).to_be_visible()
     expect(page.locator("#stock-body")).to_contain_text("milk")
+    page.close()
+
+
+def test_without_the_chart_library_the_store_page_still_shows_its_numbers(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.route("**/static/vendor/uplot/uPlot.iife.min.js", lambda route: route.abort())
+    _sign_in(page, live_server.url, HQ_TOKEN)
+    page.locator("#stores-body").get_by_role("link", name="store-001").click()
+    expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
+    expect(page.locator("#chart")).to_contain_text("could not be loaded")
+    expect(page.locator("#chart .uplot")).to_have_count(0)
+    expect(page.locator("#chart-table tr")).to_have_count(8)
+    expect(page.locator("#chart-anomalies li")).to_have_count(1)
+    expect(page.locator("#chart-desc")).to_contain_text("8 windows")
+    expect(page.locator("#stock-body tr")).to_have_count(3)
     page.close()

@@ -1,4 +1,6 @@
-// shelfstream dashboard: plain JS, no build step, no third-party code.
+// shelfstream dashboard: plain JS, no build step. The one third-party script is the chart library, uPlot,
+// vendored in the package (static/vendor/uplot/, checked against deploy/vendor/uplot.sha256) and loaded
+// before this file from the app's own origin.
 // The token lives in sessionStorage (gone when the tab closes) and travels only in the Authorization
 // header: the live stream is read with fetch() rather than EventSource, which cannot send headers.
 "use strict";
@@ -7,7 +9,6 @@
   const TOKEN_KEY = "shelfstream.token";
   const FEED_MAX = 50;
   const CHART_WINDOWS = 48;
-  const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
 
@@ -40,12 +41,6 @@
       if (child === null || child === undefined) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
-    return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
     return node;
   }
 
@@ -560,105 +555,234 @@
     $("deliveries-empty").hidden = rows.length > 0;
   }
 
-  // --- the chart: inline SVG, drawn here --------------------------------------------------------------
+  // --- the chart: uPlot (vendored under static/vendor/uplot/, served by the app itself) ------------
+
+  // The chart's data, in uPlot's column order: x (each window's start, in seconds), sales, refunds, then
+  const S_LOW = 3; // the detector's expected range of sales: the band is drawn between LOW and HIGH
+  const S_HIGH = 4;
+  const S_ANOMALY = 5; // points only, at the flagged metric's value; null where nothing was flagged
+  // The axis shows event time in UTC: window records carry no store zone (the explanations do).
+  const CHART_ZONE = "UTC";
+  const TIME_STEPS = [900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
+  const chart = { plot: null, store: null, rows: [], observer: null, built: 0 };
+
+  const toSeconds = (ts) => Date.parse(ts) / 1000;
+  // Without the library (its file failed to load) the rest of the page still works; the table stays.
+  const charting = typeof uPlot === "function";
+  const zoned = (seconds) => uPlot.tzDate(new Date(seconds * 1000), CHART_ZONE);
+  const hhmm = charting ? uPlot.fmtDate("{HH}:{mm}") : null;
+  const ymd = charting ? uPlot.fmtDate("{YYYY}-{MM}-{DD}") : null;
+
+  function cssColour(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  function withAlpha(hex, alpha) {
+    const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(hex);
+    if (!m) return hex;
+    return `rgba(${parseInt(m[1], 16)}, ${parseInt(m[2], 16)}, ${parseInt(m[3], 16)}, ${alpha})`;
+  }
+
+  const range = (w) => (w.expected && Array.isArray(w.expected.sales) ? w.expected.sales : null);
+
+  // The windows drawn for a store (the latest CHART_WINDOWS tumbling ones), each with what was flagged
+  // and why: the window's own anomaly metrics and the sentences of the anomaly alerts for it.
+  function chartRows(id) {
+    const explained = new Map();
+    for (const a of app.alerts) {
+      if (a.store_id !== id || a.kind !== "anomaly") continue;
+      const list = explained.get(a.window_end) || [];
+      list.push(a);
+      explained.set(a.window_end, list);
+    }
+    const windows = (app.windows.get(id) || []).filter((w) => w.kind === "tumbling").slice(-CHART_WINDOWS);
+    return windows.map((w) => {
+      const alerts = explained.get(w.window_end) || [];
+      const metrics = [...new Set([...(w.anomalies || []), ...alerts.map((a) => a.metric)])];
+      const why = alerts.map((a) => a.explanation).filter(Boolean);
+      return { w, metrics, why, flagged: metrics.length > 0 || alerts.length > 0 };
+    });
+  }
+
+  function chartData(rows) {
+    const x = [], sales = [], refunds = [], low = [], high = [], marks = [];
+    for (const { w, metrics, flagged } of rows) {
+      x.push(toSeconds(w.window_start));
+      sales.push(w.sales || 0);
+      refunds.push(w.refunds || 0);
+      const r = range(w);
+      low.push(r ? r[0] : null);
+      high.push(r ? r[1] : null);
+      // The marker sits on the line of the metric that was flagged (sales for any other metric).
+      marks.push(flagged ? (metrics.includes("sales") || !metrics.includes("refunds") ? w.sales || 0 : w.refunds || 0) : null);
+    }
+    return [x, sales, refunds, low, high, marks];
+  }
+
+  function windowLabel(w) {
+    return day(w.window_start) + " " + clock(w.window_start) + "–" + clock(w.window_end);
+  }
+
+  function rowText(row) {
+    const { w, metrics, why, flagged } = row;
+    const r = range(w);
+    let text = `${windowLabel(row.w)} UTC: ${fmt(w.sales)} sales, ${fmt(w.refunds)} refunds`;
+    if (r) text += `, expected ${fmt(r[0])}–${fmt(r[1])} sales`;
+    if (flagged) text += "; anomaly" + (why.length ? ": " + why.join(" ") : metrics.length ? " in " + metrics.join(", ") : "");
+    return text;
+  }
+
+  function chartSize(holder) {
+    const width = Math.max(280, Math.floor(holder.clientWidth || 640));
+    return { width, height: width < 500 ? 200 : 240 };
+  }
+
+  function timeTicks(u, splits) {
+    let lastDay = null;
+    return splits.map((s) => {
+      const d = zoned(s);
+      const today = ymd(d);
+      const label = lastDay === null || today !== lastDay ? hhmm(d) + "\n" + today : hhmm(d);
+      lastDay = today;
+      return label;
+    });
+  }
+
+  function buildPlot(holder, data) {
+    const sales = cssColour("--sales"), refunds = cssColour("--refunds"), bad = cssColour("--bad");
+    const muted = cssColour("--muted"), line = cssColour("--line"), panel = cssColour("--panel");
+    const axis = { stroke: muted, grid: { stroke: line, width: 1 }, ticks: { stroke: line, width: 1 }, font: "12px system-ui, sans-serif" };
+    const edge = (label) => ({ label, stroke: "transparent", width: 0, points: { show: false } });
+    const opts = {
+      ...chartSize(holder),
+      tzDate: zoned,
+      legend: { show: false },
+      cursor: { drag: { x: false, y: false }, points: { size: 8 } },
+      scales: { x: { time: true }, y: { range: (u, min, max) => uPlot.rangeNum(0, Math.max(1, max), 0.1, true) } },
+      // Time ticks fall on window boundaries: whole quarter hours, hours, then days.
+      axes: [{ ...axis, values: timeTicks, space: 60, incrs: TIME_STEPS }, { ...axis, size: 44 }],
+      series: [
+        {},
+        { label: "sales", stroke: sales, width: 2.5, points: { show: false } },
+        { label: "refunds", stroke: refunds, width: 2, dash: [6, 3], points: { show: false } },
+        edge("expected sales, low"),
+        edge("expected sales, high"),
+        {
+          label: "anomaly",
+          stroke: bad,
+          paths: () => null,
+          points: { show: true, size: 12, width: 1.5, stroke: panel, fill: bad },
+        },
+      ],
+      bands: [{ series: [S_HIGH, S_LOW], fill: withAlpha(sales, 0.16) }],
+      hooks: {
+        setCursor: [
+          (u) => {
+            const row = u.cursor.idx === null || u.cursor.idx === undefined ? null : chart.rows[u.cursor.idx];
+            $("chart-readout").textContent = row ? rowText(row) : "";
+          },
+        ],
+      },
+    };
+    return new uPlot(opts, data, holder);
+  }
+
+  function destroyPlot() {
+    if (chart.plot) chart.plot.destroy();
+    chart.plot = null;
+    chart.store = null;
+    $("chart").uplot = null;
+  }
 
   function renderChart() {
     const id = app.view.store;
-    const all = (app.windows.get(id) || []).filter((w) => w.kind === "tumbling");
-    const data = all.slice(-CHART_WINDOWS);
-    const anomalyEnds = new Set(
-      app.alerts.filter((a) => a.store_id === id && a.kind === "anomaly").map((a) => a.window_end),
-    );
-    const flagged = (w) => (w.anomalies && w.anomalies.length > 0) || anomalyEnds.has(w.window_end);
     const holder = $("chart");
-    // Drawn at the size it is shown, so its labels stay readable on a phone.
-    const W = Math.max(300, Math.round(holder.clientWidth || 640));
-    const H = W < 500 ? 200 : 240;
-    const pad = { left: 40, right: 14, top: 12, bottom: 28 };
-    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "chart-svg-title chart-svg-desc" });
-    const title = svg("title", { id: "chart-svg-title" });
-    title.textContent = "Sales and refunds per 15-minute window, store " + id;
-    const desc = svg("desc", { id: "chart-svg-desc" });
-    chart.append(title, desc);
-    if (!data.length) {
-      desc.textContent = "No closed windows yet.";
-      const t = svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "tick" });
-      t.textContent = "No closed windows yet: the first appears once 15 minutes of store time have passed.";
-      chart.append(t);
-      holder.replaceChildren(chart);
-      $("chart-table").replaceChildren();
-      return;
-    }
-    // The detector's expected range of sales for each window (once it has learned the store): a band.
-    const range = (w) => (w.expected && Array.isArray(w.expected.sales) ? w.expected.sales : null);
-    const top = Math.max(1, ...data.map((w) => Math.max(w.sales || 0, w.refunds || 0, (range(w) || [0, 0])[1])));
-    const x = (i) => pad.left + (data.length === 1 ? (W - pad.left - pad.right) / 2 : (i * (W - pad.left - pad.right)) / (data.length - 1));
-    const y = (v) => H - pad.bottom - (v / top) * (H - pad.top - pad.bottom);
-    chart.append(svg("line", { class: "axis", x1: pad.left, y1: H - pad.bottom, x2: W - pad.right, y2: H - pad.bottom }));
-    for (const v of [0, Math.round(top / 2), top]) {
-      chart.append(svg("line", { class: "axis", x1: pad.left, y1: y(v), x2: W - pad.right, y2: y(v), "stroke-opacity": 0.4 }));
-      const label = svg("text", { class: "tick", x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" });
-      label.textContent = String(v);
-      chart.append(label);
-    }
-    const ticks = [...new Set([0, Math.floor((data.length - 1) / 2), data.length - 1])];
-    for (const i of ticks) {
-      const anchor = data.length > 1 && i === 0 ? "start" : data.length > 1 && i === data.length - 1 ? "end" : "middle";
-      const label = svg("text", { class: "tick", x: x(i), y: H - 8, "text-anchor": anchor });
-      label.textContent = clock(data[i].window_end);
-      chart.append(label);
-    }
-    // One band per run of consecutive windows that have a range (none before the detector's second day).
-    let run = [];
-    const bands = [];
-    data.forEach((w, i) => {
-      if (range(w)) run.push(i);
-      if ((!range(w) || i === data.length - 1) && run.length) {
-        bands.push(run);
-        run = [];
+    const rows = chartRows(id);
+    chart.rows = rows;
+    $("chart-readout").textContent = "";
+    if (rows.length && charting) {
+      const data = chartData(rows);
+      if (chart.plot && chart.store === id && holder.contains(chart.plot.root)) {
+        chart.plot.setData(data); // new windows over the live stream: same chart, new data
+      } else {
+        destroyPlot();
+        holder.replaceChildren();
+        chart.plot = buildPlot(holder, data);
+        chart.store = id;
+        chart.built += 1;
+        holder.uplot = chart.plot; // the chart's uPlot instance, for the browser test and the console
       }
-    });
-    for (const idx of bands) {
-      const upper = idx.map((i) => `${x(i).toFixed(1)},${y(range(data[i])[1]).toFixed(1)}`);
-      const lower = idx.slice().reverse().map((i) => `${x(i).toFixed(1)},${y(range(data[i])[0]).toFixed(1)}`);
-      const band = svg("polygon", { class: "band", points: upper.concat(lower).join(" ") });
-      const tip = svg("title", {});
-      tip.textContent = "Expected range of sales (the store's own normal at that local time)";
-      band.append(tip);
-      chart.append(band);
+    } else {
+      destroyPlot();
+      const text = !rows.length
+        ? "No closed windows yet: the first appears once 15 minutes of store time have passed."
+        : "The chart could not be loaded; its numbers are in the table below.";
+      holder.replaceChildren(el("p", { class: "empty", text }));
     }
-    const line = (key, cls) =>
-      svg("polyline", { class: cls, points: data.map((w, i) => `${x(i).toFixed(1)},${y(w[key] || 0).toFixed(1)}`).join(" ") });
-    chart.append(line("refunds", "refunds"), line("sales", "sales"));
-    let marked = 0;
-    data.forEach((w, i) => {
-      if (!flagged(w)) return;
-      marked += 1;
-      const dot = svg("circle", { class: "marker", cx: x(i), cy: y(w.sales || 0), r: 6 });
-      const tip = svg("title", {});
-      tip.textContent = "Anomaly in the window ending " + clock(w.window_end) + ((w.anomalies || []).length ? ": " + w.anomalies.join(", ") : "");
-      dot.append(tip);
-      chart.append(dot);
-    });
-    const last = data[data.length - 1];
-    desc.textContent =
-      `${data.length} windows from ${clock(data[0].window_end)} to ${clock(last.window_end)}; ` +
-      `latest ${last.sales} sales and ${last.refunds} refunds` +
-      (range(last) ? ` (expected ${range(last)[0]}-${range(last)[1]})` : "") +
-      `; ${marked} marked as anomalies.`;
-    holder.replaceChildren(chart);
-    $("chart-table").replaceChildren(
-      ...data.slice().reverse().map((w) =>
+    // What the chart holds, counted from uPlot's own data (the browser test reads these).
+    const held = chart.plot ? chart.plot.data : [[], [], [], [], [], []];
+    const count = (column) => column.filter((v) => v !== null && v !== undefined).length;
+    holder.dataset.store = id;
+    holder.dataset.windows = String(held[0].length);
+    holder.dataset.bands = String(count(held[S_HIGH]));
+    holder.dataset.anomalies = String(count(held[S_ANOMALY]));
+    holder.dataset.built = String(chart.built);
+    renderChartText(rows);
+  }
+
+  // The chart's content without the canvas: a description for screen readers, the anomalies beside it
+  // with their sentences, and every number in the table.
+  function renderChartText(rows) {
+    const flagged = rows.filter((r) => r.flagged);
+    const last = rows[rows.length - 1];
+    const r = last ? range(last.w) : null;
+    $("chart-desc").textContent = !last
+      ? "No closed windows yet."
+      : `${rows.length} windows from ${clock(rows[0].w.window_start)} to ${clock(last.w.window_end)} UTC; ` +
+        `latest ${fmt(last.w.sales)} sales and ${fmt(last.w.refunds)} refunds` +
+        (r ? ` (expected ${fmt(r[0])}–${fmt(r[1])})` : "") +
+        `; ${flagged.length} marked as ${flagged.length === 1 ? "an anomaly" : "anomalies"}.`;
+    $("chart-anomalies").replaceChildren(
+      ...flagged.slice().reverse().map((row) =>
         el(
-          "tr",
+          "li",
           {},
-          el("td", { text: day(w.window_end) + " " + clock(w.window_end) }),
-          el("td", { class: "num", text: fmt(w.sales) }),
-          el("td", { class: "num", text: fmt(w.refunds) }),
-          el("td", { text: flagged(w) ? (w.anomalies || []).join(", ") || "anomaly" : "" }),
+          el("time", { datetime: row.w.window_start, text: windowLabel(row.w) }),
+          " ",
+          row.why.length ? row.why.join(" ") : "anomaly in " + (row.metrics.join(", ") || "sales"),
         ),
       ),
     );
+    $("chart-anomalies-empty").hidden = flagged.length > 0;
+    $("chart-table").replaceChildren(
+      ...rows.slice().reverse().map((row) =>
+        el(
+          "tr",
+          {},
+          el("td", { text: windowLabel(row.w) }),
+          el("td", { class: "num", text: fmt(row.w.sales) }),
+          el("td", { class: "num", text: fmt(row.w.refunds) }),
+          el("td", { text: range(row.w) ? fmt(range(row.w)[0]) + "–" + fmt(range(row.w)[1]) : "" }),
+          el("td", { text: row.flagged ? row.metrics.join(", ") || "anomaly" : "" }),
+        ),
+      ),
+    );
+  }
+
+  // The chart follows its container's width (a phone's, a resized window's) without being rebuilt.
+  function watchChartSize() {
+    const holder = $("chart");
+    chart.observer = new ResizeObserver(() => {
+      if (!chart.plot || !holder.clientWidth) return;
+      const size = chartSize(holder);
+      if (size.width !== chart.plot.width || size.height !== chart.plot.height) chart.plot.setSize(size);
+    });
+    chart.observer.observe(holder);
+    // Its colours come from the page's; a switch between light and dark draws it anew.
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      destroyPlot();
+      if (app.view.name === "store") renderChart();
+    });
   }
 
   // --- start ----------------------------------------------------------------------------------------
@@ -667,13 +791,7 @@
     route();
   });
 
-  let resizeTimer = null;
-  window.addEventListener("resize", () => {
-    clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => {
-      if (app.view.name === "store") renderChart();
-    }, 150);
-  });
+  watchChartSize();
 
   if (app.token) {
     signIn(app.token).catch((error) => {
