@@ -264,8 +264,18 @@ class Inventory:
                 return
             plan = demand.plan(key[0], key[1], ts_ms)
             point = plan.reorder_point if plan is not None else -math.inf
-            # Far above it, the point is good for longer: demand within a day does not triple in an hour.
-            ttl = REORDER_POINT_TTL_MS * (4 if on_hand > 3 * point + 5 else 1)
+            # Far above it, the point is good for longer: demand does not triple within an hour, nor
+            # grow four-fold in four or eight-fold within a day (a slow product of a small store sells
+            # less often than every quarter of an hour: each of its sales worked the point out again).
+            headroom = on_hand / (point + 2) if point > -math.inf else math.inf
+            if headroom >= 8:
+                ttl = REORDER_POINT_TTL_MS * 96
+            elif headroom >= 4:
+                ttl = REORDER_POINT_TTL_MS * 16
+            elif headroom >= 2:
+                ttl = REORDER_POINT_TTL_MS * 4
+            else:
+                ttl = REORDER_POINT_TTL_MS
             self.reorder_points[key] = (ts_ms + ttl, point)
         reason: RestockReason
         if on_hand <= threshold:
