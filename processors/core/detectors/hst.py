@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from river import anomaly, compose, preprocessing, stats
+from river import stats
 
 from processors.core.detectors.base import (
     DAY_MS,
@@ -17,7 +17,13 @@ from processors.core.detectors.base import (
     severity,
     weekday,
 )
+from processors.core.lazy import LazyModule
 from processors.core.windows import WindowResult
+
+# river's anomaly models cost seconds to import: only a core that runs this baseline pays for them.
+anomaly = LazyModule("river.anomaly")
+compose = LazyModule("river.compose")
+preprocessing = LazyModule("river.preprocessing")
 
 _HST_FEATURES: Final = ("sales", "units", "revenue", "refunds", "refund_amount")
 
