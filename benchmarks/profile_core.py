@@ -3,10 +3,10 @@
 cProfile slows every Python call down (a call costs more than most of the work in it), so the shares
 are the figure to read, not the absolute times: they say which part an optimisation should aim at.
 Parts: decoding and validating (msgspec and the contract's checks), event time (`ts_ms`), dedup,
-stock (processors/core/inventory.py), the per-event loop itself (`ShardCore.apply`, with the window
-update of a sale inlined), windows (processors/core/windows.py), detection and window records
-(monitor, detector, tails, explain and the river/scipy calls under them), reading the file and
-writing the outputs (backtest.py), and the rest.
+stock (processors/core/inventory.py), the restock policy's demand forecast (demand.py), the
+per-event loop itself (`ShardCore.apply`, with the window update of a sale inlined), windows
+(processors/core/windows.py), detection and window records (monitor, detectors/, tails, explain and
+the river/scipy calls under them), reading the file and writing the outputs (backtest.py), the rest.
 
     python -m benchmarks.profile_core [--docs docs/decisions.md]
 """
@@ -28,15 +28,16 @@ from processors.backtest import run_backtest
 from processors.core import CoreConfig
 
 PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("decode and validate", ("msgspec.json.Decoder", "__post_init__", "decode_event")),
+    ("decode and validate", ("msgspec.json.Decoder", "__post_init__", "decode_event", "decode_record")),
     ("event time (`ts_ms`)", ("(ts_ms)",)),
     ("dedup", ("dedup.py",)),
     ("stock (inventory.py)", ("inventory.py",)),
+    ("restock demand forecast (demand.py)", ("demand.py",)),
     ("the per-event loop (`apply`, a sale's window update inlined)", ("processor.py",)),
     ("windows (windows.py)", ("windows.py",)),
     (
         "detection and window records",
-        ("monitor.py", "detector.py", "tails.py", "explain.py", "river", "scipy", "msgspec.json.Encoder"),
+        ("monitor.py", "/detectors/", "tails.py", "explain.py", "/river/", "/scipy/", "msgspec.json.Encoder"),
     ),
     ("reading and writing (backtest.py)", ("backtest.py", "rstrip", "isspace", "split", "write", "read")),
 ]
@@ -66,10 +67,10 @@ def profile(path: Path, work: Path) -> tuple[int, dict[str, float], float]:
         if filename == "~" and "msgspec.json" not in func:
             # A builtin (dict.get, set.add, ...): its time goes to the parts that called it.
             for (c_file, c_line, c_func), (_, _, c_tt, _) in callers.items():
-                name = _part(f"{Path(c_file).name}:{c_line}({c_func})")
+                name = _part(f"{c_file}:{c_line}({c_func})")
                 parts[name] = parts.get(name, 0.0) + c_tt
             continue
-        where = f"{Path(filename).name}:{line}({func})" if filename != "~" else func
+        where = f"{filename}:{line}({func})" if filename != "~" else func
         parts[_part(where)] = parts.get(_part(where), 0.0) + tottime
     total = sum(parts.values())
     return int(str(result.summary["events_read"])), parts, total
