@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -166,3 +167,14 @@ def test_merge_is_the_union_with_names_that_do_not_clash() -> None:
     assert not a.first_time("s2", "y", T0 + MIN)
     names = [r.name for bucket in a.buckets().values() for r in bucket.runs]
     assert len(names) == len(set(names))
+
+
+def test_the_hot_path_keys_a_pair_as_key_of_does() -> None:
+    """Keys made on the hot path are the keys of checkpointed runs (`key_of`): one hash, however made."""
+    dedup = Dedup(24 * 3600_000)
+    for store, event in [("s1", "e1"), ("store-002", "sim-abc-000001"), ("a", "\ud800")]:
+        assert dedup.first_time(store, event, T0)
+        assert not dedup.first_time_key(*key_of(store, event), T0)
+    # and the digest itself: BLAKE2b of "store\x1fevent", 12 bytes, big-endian
+    hi, lo = key_of("s1", "e1")
+    assert (hi << 32) | lo == int.from_bytes(hashlib.blake2b(b"s1\x1fe1", digest_size=12).digest(), "big")
