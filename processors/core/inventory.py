@@ -336,22 +336,17 @@ class Inventory:
         self.open_requests[key] = rid
         self.requested_at[key] = ts_ms
         tally["restock_request"] += 1
-        if plan is None or self.demand is None:
-            out.requests.append(
-                RestockRequest(
-                    alert_id=rid,
-                    store_id=key[0],
-                    ts=format_ts(ts_ms),
-                    product_id=key[1],
-                    on_hand=on_hand,
-                    threshold=threshold,
-                    requested_quantity=target - on_hand,
-                    reason=reason,
-                )
-            )
-            return
         demand = self.demand
-        stockout = demand.stockout_ms(key[0], key[1], on_hand, ts_ms)
+        quantity = target - on_hand
+        stockout_at: str | None = None
+        daily: float | None = None
+        lead_s: float | None = None
+        if plan is not None and demand is not None:
+            quantity = _quantity(plan, demand.order_up_to(key[0], key[1], ts_ms, plan), limits, on_hand)
+            stockout = demand.stockout_ms(key[0], key[1], on_hand, ts_ms)
+            stockout_at = None if stockout is None else format_ts(stockout)
+            daily = round(demand.daily(key[0], key[1], ts_ms), 2)
+            lead_s = round(plan.lead_ms / 1000, 1)
         out.requests.append(
             RestockRequest(
                 alert_id=rid,
@@ -360,13 +355,11 @@ class Inventory:
                 product_id=key[1],
                 on_hand=on_hand,
                 threshold=threshold,
-                requested_quantity=_quantity(
-                    plan, demand.order_up_to(key[0], key[1], ts_ms, plan), limits, on_hand
-                ),
+                requested_quantity=quantity,
                 reason=reason,
-                expected_stockout_at=None if stockout is None else format_ts(stockout),
-                daily_demand=round(demand.daily(key[0], key[1], ts_ms), 2),
-                lead_time_s=round(plan.lead_ms / 1000, 1),
+                expected_stockout_at=stockout_at,
+                daily_demand=daily,
+                lead_time_s=lead_s,
             )
         )
 
