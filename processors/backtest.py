@@ -7,8 +7,9 @@ Besides the files of CONTRACT.md section 4 it writes `windows.jsonl`: every clos
 (what the processor archives through Firehose), so detection can be inspected window by window.
 
 `--workers N` splits the file by store over N processes, as Kinesis splits stores over shards: every
-worker reads and decodes the whole file and keeps the events of its own stores (stores are dealt out
-in turn as they first appear, so every worker knows the split), runs a core over them in file order,
+worker reads and decodes the whole file and keeps the events of its own stores (stores go to workers
+by their size in a sample of the file, largest first to the least busy; every worker gets the same
+plan), runs a core over them in file order,
 and the parent merges the outputs. The files are the same as one worker's: alerts in (ts, store,
 kind, id) order, windows in (end, store) order, rejected lines by line number, stock and counts added
 up. Each worker follows the event time of the whole file (the newest valid sale or refund before
@@ -27,8 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
+import msgspec
 import orjson
 
 from foundation.contract import Refund, Rejection, Sale, alert_kind, encode
@@ -181,11 +183,11 @@ def _report(progress: Callable[[int], None] | None, first: int, last: int) -> No
 def _split(
     source: IO[bytes], config: CoreConfig, out: Path, workers: int, progress: Callable[[int], None] | None
 ) -> list[_Part]:
-    """Every worker reads the whole file and keeps the lines of its own stores (stores dealt out in
-    turn as they first appear, so each worker knows the split without being told). The parent only
+    """Every worker reads the whole file and keeps the lines of its own stores (`plan_split`). The parent only
     waits: sending each line through a pipe cost it as much CPU as a worker's core, and on a machine
     of N cores that parent was the N+1st process."""
     path, spooled = _readable_path(source, out)
+    plan = plan_split(path, workers)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pipes = []
     procs = []
@@ -195,7 +197,7 @@ def _split(
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(theirs, config, out / f".part-{k}", path, k, workers, k == 0 and progress is not None),
+                args=(theirs, config, out / f".part-{k}", path, k, plan, k == 0 and progress is not None),
                 name=f"backtest-{k}",
                 daemon=True,
             )
@@ -235,6 +237,51 @@ def _split(
     return [a for a in answers if isinstance(a, _Part)]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    workers: int
+    stores: dict[str, int]  # store -> worker, for the stores the sample saw
+
+
+class _StoreOnly(msgspec.Struct):
+    store_id: str = ""
+
+
+_store_decoder: Final = msgspec.json.Decoder(_StoreOnly)
+_SAMPLES: Final = 16
+_SAMPLE_BYTES: Final = 256 * 1024
+
+
+def plan_split(path: Path, workers: int) -> _Plan:
+    """Which worker takes which store, by the stores' sizes in a sample of the file.
+
+    Stores differ a lot in size (a supermarket sells ten times what a corner shop does), so dealing
+    them out in turn can give one worker most of the work. A few evenly spaced slices of the file
+    are counted, and the stores go, largest first, to the worker with the least work so far. Stores
+    the sample missed are dealt out in turn as they appear. Every worker gets this plan, so a store
+    is in exactly one worker whatever the sample saw."""
+    counts: dict[str, int] = {}
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        for i in range(_SAMPLES):
+            fh.seek(size * i // _SAMPLES)
+            data = fh.read(_SAMPLE_BYTES)
+            lines = data.split(b"\n")
+            for line in lines[1:-1] if i else lines[:-1]:  # whole lines only
+                try:
+                    store = _store_decoder.decode(line).store_id
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                counts[store] = counts.get(store, 0) + 1
+    load = [0] * workers
+    stores: dict[str, int] = {}
+    for store, count in sorted(counts.items(), key=lambda sc: (-sc[1], sc[0])):
+        k = min(range(workers), key=lambda w: (load[w], w))
+        stores[store] = k
+        load[k] += count
+    return _Plan(workers, stores)
+
+
 def _readable_path(source: IO[bytes], out: Path) -> tuple[Path, bool]:
     """A path every worker can open: the input file itself, or standard input copied to a file."""
     name = getattr(source, "name", None)
@@ -248,7 +295,7 @@ def _readable_path(source: IO[bytes], out: Path) -> tuple[Path, bool]:
 
 
 def _worker(
-    pipe: Connection, config: CoreConfig, folder: Path, path: Path, me: int, workers: int, report: bool
+    pipe: Connection, config: CoreConfig, folder: Path, path: Path, me: int, plan: _Plan, report: bool
 ) -> None:
     try:
         core = ShardCore(config)
@@ -256,7 +303,8 @@ def _worker(
         apply = core.apply_decoded
         advance = core.advance_watermark
         windows = core.state.windows
-        assigned: dict[str, int] = {}
+        assigned = dict(plan.stores)
+        workers = plan.workers
         # Every line is decoded here, to know its store (an event of ours goes on to the core as it is
         # decoded); a record that is no event goes to the worker of the store "" (one of them).
         # The file's newest event time before each line, as one core over the whole file would know it

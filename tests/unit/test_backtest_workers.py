@@ -138,3 +138,19 @@ def test_workers_must_be_positive(events: Path, tmp_path: Path) -> None:
 
     with pytest.raises(UsageError):
         run_backtest(str(events), str(tmp_path), workers=0)
+
+
+def test_stores_are_balanced_over_the_workers_by_their_size(tmp_path: Path) -> None:
+    """A supermarket and five corner shops: dealt out in turn, one worker would take the supermarket
+    and two shops; by size, the supermarket has a worker to itself."""
+    from processors.backtest import plan_split
+
+    lines = []
+    for i in range(6000):
+        store = "big" if i % 2 == 0 else f"shop-{i % 5}"
+        lines.append(orjson.dumps({"event_id": f"e{i}", "type": "sale", "store_id": store}))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    plan = plan_split(path, 2)
+    assert plan.stores["big"] not in {plan.stores[f"shop-{k}"] for k in range(5)}
+    assert set(plan.stores) == {"big", *(f"shop-{k}" for k in range(5))}
