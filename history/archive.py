@@ -111,6 +111,7 @@ TABLES: Final[dict[str, Table]] = {
             "avg_basket": "DOUBLE",
             "expected": "JSON",
             "anomalies": "VARCHAR[]",
+            "timezone": "VARCHAR",
         },
     ),
     "alerts": Table(

@@ -70,6 +70,7 @@ class WindowRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     avg_basket: float | None
     expected: dict[str, tuple[float, float]] | None = None
     anomalies: tuple[str, ...] = ()
+    timezone: str | None = None  # the store's IANA zone (absent: UTC), for showing it in local time
 
 
 def detector_slots(specs: tuple[WindowSpec, ...]) -> tuple[int, int] | None:
@@ -316,6 +317,7 @@ class AnomalyMonitor:
                     None if basket is None else round(basket, 2),
                     verdict.expected,
                     tuple(flagged),
+                    self.zones.get(w.store_id),
                 )
             )
         )

@@ -451,3 +451,23 @@ def test_without_the_chart_library_the_store_page_still_shows_its_numbers(
     expect(page.locator("#chart-desc")).to_contain_text("8 windows")
     expect(page.locator("#stock-body tr")).to_have_count(3)
     page.close()
+
+
+def test_a_store_in_another_zone_is_charted_in_its_local_time(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """Window records of a store outside UTC carry its zone: the chart's axis, labels and table are in it."""
+    for end, sales in [("2026-08-01T12:00:00.000Z", 7), ("2026-08-01T12:15:00.000Z", 9)]:
+        window = _window("store-berlin", end, sales, 0, expected=(2.0, 12.0)) | {"timezone": "Europe/Berlin"}
+        live_server.call(live_server.state.add_window, window)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _sign_in(page, live_server.url, HQ_TOKEN)
+    page.locator("#stores-body").get_by_role("link", name="store-berlin").click()
+    expect(page.get_by_role("heading", name="Store store-berlin")).to_be_visible()
+    expect(page.locator("#chart-zone")).to_have_text("Europe/Berlin")
+    expect(page.locator("#chart-zone-table")).to_have_text("Europe/Berlin")
+    # 12:00Z is 14:00 in Berlin in August (CEST, UTC+2)
+    expect(page.locator("#chart-desc")).to_contain_text("2 windows from 13:45 to 14:15 Europe/Berlin")
+    expect(page.locator("#chart-table")).to_contain_text("2026-08-01 14:00–14:15")
+    expect(page.locator("#chart .uplot canvas").first).to_be_visible()
+    page.close()

@@ -12,6 +12,7 @@ import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -246,6 +247,28 @@ def test_a_later_store_event_changes_the_zone() -> None:
     assert all(
         "(America/New_York)" in a.explanation for a in of(alerts, shop) if parse_ts(a.window_start) >= moved
     )
+
+
+def test_window_records_carry_the_zone_of_a_store_outside_utc() -> None:
+    """The dashboard draws a store's windows in its local time from the zone on its window records."""
+    from processors.core import ShardCore
+
+    core = ShardCore(CoreConfig(archive=False))
+    sale = (
+        '{{"event_id":"{i}-{s}","type":"sale","store_id":"{s}","ts":"2026-06-01T{h:02d}:00:00.000Z",'
+        '"product_id":"p1","quantity":1,"unit_price":2.0}}'
+    )
+    core.apply(
+        b'{"event_id":"z","type":"store","store_id":"tokyo-1","ts":"2026-06-01T00:00:00.000Z",'
+        b'"timezone":"Asia/Tokyo"}'
+    )
+    for i, hour in enumerate(range(1, 5)):
+        for store in ("tokyo-1", "utc-1"):
+            core.apply(sale.format(i=i, s=store, h=hour).encode())
+    core.finish()
+    records = [msgspec.json.decode(w) for w in core.drain().windows]
+    zones = {(r["store_id"], r.get("timezone")) for r in records}
+    assert zones == {("tokyo-1", "Asia/Tokyo"), ("utc-1", None)}  # UTC: the field is left out
 
 
 def test_old_inputs_without_a_store_event_are_utc() -> None:

@@ -561,15 +561,26 @@
   const S_LOW = 3; // the detector's expected range of sales: the band is drawn between LOW and HIGH
   const S_HIGH = 4;
   const S_ANOMALY = 5; // points only, at the flagged metric's value; null where nothing was flagged
-  // The axis shows event time in UTC: window records carry no store zone (the explanations do).
-  const CHART_ZONE = "UTC";
+  // The chart is in the store's local time: its zone comes with its window records (absent: UTC).
   const TIME_STEPS = [900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
-  const chart = { plot: null, store: null, rows: [], observer: null, built: 0 };
+  const chart = { plot: null, store: null, zone: "UTC", rows: [], observer: null, built: 0 };
 
   const toSeconds = (ts) => Date.parse(ts) / 1000;
   // Without the library (its file failed to load) the rest of the page still works; the table stays.
   const charting = typeof uPlot === "function";
-  const zoned = (seconds) => uPlot.tzDate(new Date(seconds * 1000), CHART_ZONE);
+  const zoned = (seconds) => uPlot.tzDate(new Date(seconds * 1000), chart.zone);
+  const zoneOf = (rows) => (rows.length && rows[rows.length - 1].w.timezone) || "UTC";
+  const formats = new Map(); // zone -> Intl formatter of "YYYY-MM-DD, HH:MM"
+  function localTime(ts, zone) {
+    let f = formats.get(zone);
+    if (!f) {
+      const parts = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" };
+      f = new Intl.DateTimeFormat("en-CA", { ...parts, hourCycle: "h23", timeZone: zone });
+      formats.set(zone, f);
+    }
+    const p = Object.fromEntries(f.formatToParts(new Date(ts)).map(({ type, value }) => [type, value]));
+    return { day: `${p.year}-${p.month}-${p.day}`, clock: `${p.hour}:${p.minute}` };
+  }
   const hhmm = charting ? uPlot.fmtDate("{HH}:{mm}") : null;
   const ymd = charting ? uPlot.fmtDate("{YYYY}-{MM}-{DD}") : null;
 
@@ -620,13 +631,14 @@
   }
 
   function windowLabel(w) {
-    return day(w.window_start) + " " + clock(w.window_start) + "–" + clock(w.window_end);
+    const start = localTime(w.window_start, chart.zone);
+    return start.day + " " + start.clock + "–" + localTime(w.window_end, chart.zone).clock;
   }
 
   function rowText(row) {
     const { w, metrics, why, flagged } = row;
     const r = range(w);
-    let text = `${windowLabel(row.w)} UTC: ${fmt(w.sales)} sales, ${fmt(w.refunds)} refunds`;
+    let text = `${windowLabel(row.w)} ${chart.zone}: ${fmt(w.sales)} sales, ${fmt(w.refunds)} refunds`;
     if (r) text += `, expected ${fmt(r[0])}–${fmt(r[1])} sales`;
     if (flagged) text += "; anomaly" + (why.length ? ": " + why.join(" ") : metrics.length ? " in " + metrics.join(", ") : "");
     return text;
@@ -699,10 +711,15 @@
     const holder = $("chart");
     const rows = chartRows(id);
     chart.rows = rows;
+    const zone = zoneOf(rows);
+    const rezoned = zone !== chart.zone;
+    chart.zone = zone;
+    $("chart-zone").textContent = zone;
+    $("chart-zone-table").textContent = zone;
     $("chart-readout").textContent = "";
     if (rows.length && charting) {
       const data = chartData(rows);
-      if (chart.plot && chart.store === id && holder.contains(chart.plot.root)) {
+      if (chart.plot && chart.store === id && !rezoned && holder.contains(chart.plot.root)) {
         chart.plot.setData(data); // new windows over the live stream: same chart, new data
       } else {
         destroyPlot();
@@ -738,7 +755,8 @@
     const r = last ? range(last.w) : null;
     $("chart-desc").textContent = !last
       ? "No closed windows yet."
-      : `${rows.length} windows from ${clock(rows[0].w.window_start)} to ${clock(last.w.window_end)} UTC; ` +
+      : `${rows.length} windows from ${localTime(rows[0].w.window_start, chart.zone).clock} to ` +
+        `${localTime(last.w.window_end, chart.zone).clock} ${chart.zone}; ` +
         `latest ${fmt(last.w.sales)} sales and ${fmt(last.w.refunds)} refunds` +
         (r ? ` (expected ${fmt(r[0])}–${fmt(r[1])})` : "") +
         `; ${flagged.length} marked as ${flagged.length === 1 ? "an anomaly" : "anomalies"}.`;
