@@ -225,10 +225,14 @@ def load_history(
         price_changes_per_day=0.0,
     )
     events = renamed(past.events_until(start_ms - 1), "h")
-    core = ShardCore(core_config(settings, archive=False))
-    for event in events:
+    # The live shards start from this core (split by store), so it is configured as theirs are: with
+    # the archive on (the history's own effects are dropped, it was never on the stream).
+    core = ShardCore(core_config(settings))
+    for i, event in enumerate(events):
         core.apply(event.data)
         ledger.record(event.data)
+        if i % 10_000 == 9_999:
+            core.drain()
     core.drain()
     inventory = core.state.inventory
     inventory.open_requests.clear()  # what the past asked for was delivered in the past

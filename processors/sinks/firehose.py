@@ -41,7 +41,10 @@ class FirehoseArchive:
     async def archive(self, records: Sequence[bytes]) -> None:
         """Accepted events, each as one compact line (the core checked they are UTF-8 JSON)."""
         lines = [compact(record) for record in records]
-        self._stats.archived += await self._put(self._resources.archive_firehose, lines, "firehose-archive")
+        # Awaited first, then added: `stats.archived += await ...` reads the count before the await,
+        # and shards sending at the same time then overwrite each other's additions.
+        sent = await self._put(self._resources.archive_firehose, lines, "firehose-archive")
+        self._stats.archived += sent
 
     async def archive_windows(self, records: Sequence[bytes]) -> None:
         sent = await self._put(self._resources.windows_firehose, records, "firehose-windows")

@@ -44,6 +44,11 @@ def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
     assert summary["events_processed"] == summary["events_produced"]
     assert summary["events_rejected"] > 0  # the simulator sends a few bad records on purpose
     assert summary["duplicates_ignored"] > 0  # and a few repeats
+    # every accepted event of the live stream reaches the archive (the history loaded before it does not)
+    assert (
+        summary["archived"]
+        == summary["events_processed"] - summary["events_rejected"] - summary["duplicates_ignored"]
+    )
     for key in ("events_produced", "alerts", "seconds"):
         assert key in summary
     assert "inventory_reconciled" in result.stdout  # the summary table is printed

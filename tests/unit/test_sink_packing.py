@@ -32,3 +32,35 @@ def test_small_events_share_one_record() -> None:
     packed = pack_lines([b'{"event_id":"e%d"}' % i for i in range(1000)])
     assert len(packed) == 1
     assert packed[0][1] == 1000
+
+
+def test_archive_counts_every_line_when_shards_send_at_once() -> None:
+    """Shards send to the archive concurrently: each call's count is added, none overwrites another's."""
+    import asyncio
+    import random
+    from types import SimpleNamespace
+
+    from processors.sinks.base import DeadLetters, SinkStats
+    from processors.sinks.firehose import FirehoseArchive
+
+    class SlowFirehose:
+        async def put_record_batch(
+            self, DeliveryStreamName: str, Records: list[dict[str, bytes]]
+        ) -> dict[str, object]:
+            await asyncio.sleep(random.random() / 100)  # the answers come back in another order
+            return {"FailedPutCount": 0, "RequestResponses": [{} for _ in Records]}
+
+    stats = SinkStats()
+    archive = FirehoseArchive(
+        SlowFirehose(),
+        SimpleNamespace(archive_firehose="events"),
+        stats,
+        DeadLetters(None, stats),  # type: ignore[arg-type]  # nothing fails, nothing is kept
+        0.01,
+    )
+
+    async def shards() -> None:
+        await asyncio.gather(*(archive.archive([b'{"n":%d}' % i] * 5) for i in range(40)))
+
+    asyncio.run(shards())
+    assert stats.archived == 200
