@@ -296,9 +296,14 @@ class StoreSimulator:
         duplicate_fraction: float = 0.0,
         run_id: str | None = None,
         initial_stock: tuple[int, int] = (15, 60),
+        shelf_scale: float = 1.0,
     ) -> None:
         """`run_id` goes into every event id, so two runs (even with the same seed) never repeat each
-        other's ids, which the processor would drop as redeliveries; a new one is drawn if not given."""
+        other's ids, which the processor would drop as redeliveries; a new one is drawn if not given.
+
+        The catalog's shelves (restock threshold, target stock, starting stock) are sized for about 90
+        baskets an hour; `shelf_scale` makes them that much larger for busier stores (the draws stay
+        the same, so the catalog is otherwise unchanged)."""
         if stores < 1 or products < 1:
             raise ValueError("a simulation needs at least one store and one product")
         if baskets_per_hour <= 0 or price_changes_per_day < 0:
@@ -313,6 +318,9 @@ class StoreSimulator:
                 raise ValueError(f"{name} must be within 0-1, got {value}")
         if not 0 <= initial_stock[0] <= initial_stock[1]:
             raise ValueError(f"initial_stock must be a range (low, high) of units, got {initial_stock}")
+        if shelf_scale <= 0:
+            raise ValueError(f"shelf_scale must be positive, got {shelf_scale}")
+        initial_stock = (round(initial_stock[0] * shelf_scale), round(initial_stock[1] * shelf_scale))
         self.seed = seed
         self.run_id = run_id if run_id is not None else new_run_id()
         self.start_ms = start_ms
@@ -325,7 +333,7 @@ class StoreSimulator:
         self._price_changes_per_ms = price_changes_per_day / DAY_MS
         self.stats = SimulatorStats()
         self._last_ts: tuple[int, str] = (-1, format_ts(0))
-        self.catalog = _make_catalog(random.Random(f"{seed}:catalog"), products)
+        self.catalog = _make_catalog(random.Random(f"{seed}:catalog"), products, shelf_scale)
         # Zipf-like popularity: a few products sell much more than the rest.
         popularity_order = list(range(products))
         random.Random(f"{seed}:popularity").shuffle(popularity_order)
@@ -577,7 +585,7 @@ def _accumulate(values: list[float]) -> list[float]:
     return out
 
 
-def _make_catalog(rng: random.Random, products: int) -> list[CatalogItem]:
+def _make_catalog(rng: random.Random, products: int, shelf_scale: float = 1.0) -> list[CatalogItem]:
     categories = sorted(_CATEGORIES)
     catalog = []
     for index in range(1, products + 1):
@@ -589,8 +597,8 @@ def _make_catalog(rng: random.Random, products: int) -> list[CatalogItem]:
                 name=f"{rng.choice(_BRANDS)} {rng.choice(nouns)}",
                 category=category,
                 price=round(rng.uniform(low, high), 2),
-                restock_threshold=rng.randint(5, 12),
-                target_stock=rng.randint(40, 80),
+                restock_threshold=round(rng.randint(5, 12) * shelf_scale),
+                target_stock=round(rng.randint(40, 80) * shelf_scale),
             )
         )
     return catalog

@@ -55,6 +55,13 @@ class DemoOptions:
     incident: bool = True  # one store's tills go down a few minutes in, for the detector to catch
 
 
+def shelf_scale(options: DemoOptions) -> float:
+    """Shelves as large, for the demo's busy stores, as the catalog's are for ordinary ones (about 90
+    baskets an hour): a shelf of 40 units in a store selling 1,200 baskets an hour would be empty
+    every few minutes, long before a truck could come."""
+    return max(1.0, options.baskets_per_hour / 90.0)
+
+
 @dataclass
 class DemoRun:
     """Everything the live view and the summary read."""
@@ -101,6 +108,7 @@ async def run_demo(
         options.products,
         start_ms,
         baskets_per_hour=options.baskets_per_hour,
+        shelf_scale=shelf_scale(options),
         bad_fraction=0.002,
         duplicate_fraction=0.005,
         outages={incident.store_id: (incident.start_ms, incident.end_ms)} if incident else None,
@@ -222,6 +230,7 @@ def load_history(
         options.products,
         start_ms - options.history_days * DAY_MS,
         baskets_per_hour=options.baskets_per_hour,
+        shelf_scale=shelf_scale(options),
         price_changes_per_day=0.0,
     )
     events = renamed(past.events_until(start_ms - 1), "h")

@@ -417,3 +417,14 @@ def test_deliveries_cannot_go_back_in_time_and_bring_at_least_one_unit() -> None
     sim.deliver("store-001", "sku-0001", 5, WEDNESDAY)  # taken as "now": 10:00
     assert sim.shelves.on_hand("store-001", "sku-0001") == 5
     assert sim.stats.delivered_units == 5
+
+
+def test_shelves_scale_for_busier_stores_and_nothing_else_changes() -> None:
+    plain = StoreSimulator(3, 2, 6, 1_772_409_600_000, run_id="r")
+    busy = StoreSimulator(3, 2, 6, 1_772_409_600_000, run_id="r", shelf_scale=10.0)
+    for a, b in zip(plain.catalog, busy.catalog, strict=True):
+        assert (a.product_id, a.name, a.category, a.price) == (b.product_id, b.name, b.category, b.price)
+        assert (b.restock_threshold, b.target_stock) == (10 * a.restock_threshold, 10 * a.target_stock)
+    assert busy.initial_stock_range == (150, 600)
+    with pytest.raises(ValueError, match="shelf_scale"):
+        StoreSimulator(3, 2, 6, 1_772_409_600_000, shelf_scale=0)
