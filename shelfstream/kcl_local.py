@@ -128,10 +128,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def _children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them.
+
+    ``/proc/<pid>/task/<tid>/children`` lists the children of one thread only: the Java daemon starts
+    its record processors from worker threads, never from its main thread, so every thread is read.
+    """
+    children: list[int] = []
     try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
+    for task in sorted(tasks, key=lambda t: int(t.name)):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return children
 
 
 def rss_bytes(pid: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,39 @@ def test_a_worker_sets_only_the_endpoints_it_is_given(tmp_path: Path) -> None:
     assert "kinesisEndpoint" not in aws._properties
     assert "dynamoDBEndpoint" not in aws._properties
     assert "metricsLevel" not in aws._properties  # the deployed properties file decides
+
+
+def test_children_started_by_any_thread_are_found() -> None:
+    # The Java daemon starts its record processors from worker threads: /proc lists a child under
+    # the thread that started it, so reading the main thread's list alone found none.
+    import subprocess
+    import sys
+    import threading
+
+    from shelfstream.kcl_local import _children, rss_bytes
+
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(
+        target=lambda: started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+    )
+    thread.start()
+    thread.join()
+    (child,) = started
+    try:
+        assert child.pid in _children(os.getpid())
+        assert rss_bytes(child.pid) > 0
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def test_local_runs_keep_the_deployed_lease_assignment_settings() -> None:
+    # Local runs override the failover time only; the assignment interval and balancing cadence are
+    # the deployed ones, so the tests and the benchmark run what is deployed.
+    from benchmarks.kcl import deployed_lease_settings
+
+    lease = deployed_lease_settings()
+    assert lease["failoverTimeMillis"] == "10000"
+    assert int(lease["leaseAssignmentIntervalMillis"]) < int(lease["failoverTimeMillis"])
+    assert "leaseAssignmentIntervalMillis" not in LOCAL_PROPERTIES
+    assert "varianceBalancingFrequency" not in LOCAL_PROPERTIES
