@@ -6,7 +6,7 @@ and runs one `shelfstream kcl-processor` per leased shard; effects and snapshots
 (each its own stream of 4 shards) run side by side, so the two minutes a dead leader's lock takes to
 expire are spent measuring the rest:
 
-- "leader": one worker takes every lease, a second one joins, the first (the leader) is killed;
+- "leader": two workers; once one leads and every lease is held, the leader is killed;
 - "one worker" and "two workers": throughput. A burst of events put while the workers already hold
   every lease, timed from the first put until the S3 snapshots hold exactly the independent ledger's
   stock (so it includes the last checkpoint, at most SHELFSTREAM_CHECKPOINT_EVERY_S = 1 s late);

@@ -2,9 +2,12 @@
 
 Sizes are cut so the whole run stays under 15 minutes: the engines side by side (ours, Bytewax,
 Pathway; 5 runs of each on two files), end-to-end latency (1,000 probes at 1,000 events/s), the
-detection benchmark on two seeds, and the real KCL (failover, events/s through one
-and two workers, the daemon's memory). Each runs as its own process (its own CPU figures, its own
-embedded AWS, no shared state).
+detection benchmark on two seeds, and the real KCL (failover of a killed leader and of a killed
+non-leader, events/s through one and two workers, the daemon's and a record processor's memory; its
+three KCL applications run side by side, so the dead leader's 2-minute lock overlaps the rest). Each
+runs as its own process (its own CPU figures, its own embedded AWS, no shared state). The top of the
+page gives every section's time and status; a section that fails is named on stderr and the run
+exits 1 after writing the page.
 The producer load test runs against an embedded AWS started here, whose Kinesis enforces Kinesis's
 per-shard limits (foundation/aws/kinesis_limits.py): once with the writer's own per-shard limiter, once
 without it, so Kinesis throttles and the writer's retries and back-off are what is measured.
