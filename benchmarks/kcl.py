@@ -578,11 +578,11 @@ def main(argv: list[str] | None = None) -> int:
         "every 30 s (docs/decisions.md); any other worker's shards move once the leader sees their "
         "leases unrenewed for failoverTimeMillis, at its next assignment run.",
         "",
-        "The three applications run at once (the bursts while the dead leader's lock runs out, 20 events/s "
-        "going into that application), and share this machine's cores with the embedded AWS and "
-        "kinesis-local: the second worker shows what the KCL spreads, not added hardware. During the "
-        "bursts each application also has one idle worker (the leader application's second, the "
-        "two-worker application's standby).",
+        "The three applications run at once: both bursts happen while the dead leader's lock runs out, "
+        "with its survivor running and 20 events/s going into that application, and the two-worker "
+        "application's idle standby running during its burst. All share this machine's cores with the "
+        "embedded AWS and kinesis-local, so the second worker shows what the KCL spreads, not added "
+        "hardware, and the events/s move with the machine's load from run to run.",
     ]
     print("\n".join(lines))
     if args.docs:
