@@ -14,15 +14,17 @@ expire are spent measuring the rest:
   takes its leases.
 
 Failover is measured from the kill (SIGKILL to launcher, daemon and processors, while events keep
-coming) until the survivor's record processor for each of the dead worker's shards has started (lease
-taken) and until it stored its first checkpoint there (processing again). Every daemon runs the
+coming) until the survivor's daemon found each of the dead worker's leases assigned to it (its log),
+until its record processor there started, and until that stored its first checkpoint (processing
+again). Every daemon runs the
 deployed lease settings (deploy/kcl/shelfstream.properties: failoverTimeMillis,
 leaseAssignmentIntervalMillis), except two things that keep each run to the worker count it states:
 variance balancing is off, and the two-worker application lets a worker hold at most 2 leases (so
-its first worker leaves half the shards to the second). Memory: resident set of each Java daemon and
-of each record processor, sampled during the bursts (peak).
+its two workers hold 2 each, and the leader cannot take the killed worker's). Memory: resident set
+of each Java daemon and of each record processor, sampled during the bursts (peak).
 
-    python -m benchmarks.kcl [--events 8000] [--json FILE] [--docs FILE]     Markdown on stdout
+    python -m benchmarks.kcl [--events 8000] [--json FILE] [--docs FILE] [--logs DIR]
+                             [--set leaseAssignmentIntervalMillis=20000]     Markdown on stdout
 """
 
 from __future__ import annotations
