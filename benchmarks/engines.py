@@ -102,7 +102,7 @@ def _engines(events: Path, out: Path) -> list[Engine]:
         ),
         Engine(
             "ours-core",
-            "shelfstream, whole core (`backtest`: 15-min and hourly windows, detection, demand forecast, alerts)",
+            "shelfstream, whole core (`backtest`: 15-min and hourly windows, detection, forecast, alerts)",
             [*cli, "--out", str(out / "ours-core")],
             comparable=False,
         ),

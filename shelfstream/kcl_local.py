@@ -37,10 +37,15 @@ JAR_DIR = ROOT / ".cache" / "kcl-jars"
 
 # For local runs and tests: shard discovery every second instead of every minute (the KCL sleeps one
 # interval after its first shard sync, before it processes anything), metrics off, quick failover.
+# Lease assignment every 10 s (the KCL's default for that failover time, not the deployed 2 s): the
+# leader's first assignment then comes after workers started together have all joined, so they
+# share the shards. With 2 s the first worker takes them all, and on one machine (no CPU figures
+# per worker) variance balancing never moves them (docs/decisions.md).
 LOCAL_PROPERTIES: Mapping[str, str] = {
     "metricsLevel": "NONE",
     "shardSyncIntervalMillis": "1000",
     "failoverTimeMillis": "5000",
+    "leaseAssignmentIntervalMillis": "10000",
     "idleTimeBetweenReadsInMillis": "200",
     "shutdownGraceMillis": "40000",
 }
@@ -128,10 +133,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def _children(pid: int) -> list[int]:
+    """Child processes of ``pid``, whichever of its threads started them.
+
+    ``/proc/<pid>/task/<tid>/children`` lists the children of one thread only: the Java daemon starts
+    its record processors from worker threads, never from its main thread, so every thread is read.
+    """
+    children: list[int] = []
     try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return []
+    for task in sorted(tasks, key=lambda t: int(t.name)):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return children
 
 
 def rss_bytes(pid: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,45 @@ def test_a_worker_sets_only_the_endpoints_it_is_given(tmp_path: Path) -> None:
     assert "kinesisEndpoint" not in aws._properties
     assert "dynamoDBEndpoint" not in aws._properties
     assert "metricsLevel" not in aws._properties  # the deployed properties file decides
+
+
+def test_children_started_by_any_thread_are_found() -> None:
+    # The Java daemon starts its record processors from worker threads: /proc lists a child under
+    # the thread that started it, so reading the main thread's list alone found none.
+    import subprocess
+    import sys
+    import threading
+
+    from shelfstream.kcl_local import _children, rss_bytes
+
+    started: list[subprocess.Popen[bytes]] = []
+    thread = threading.Thread(
+        target=lambda: started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+    )
+    thread.start()
+    thread.join()
+    (child,) = started
+    try:
+        assert child.pid in _children(os.getpid())
+        assert rss_bytes(child.pid) > 0
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+
+
+def test_the_benchmark_runs_the_deployed_lease_settings_not_the_local_ones(tmp_path: Path) -> None:
+    # The deployed file assigns leases every 2 s; local runs keep the KCL's default interval for their
+    # shorter failover time (workers started together share the shards); the benchmark passes the
+    # deployed values on top of the local ones, so it measures what is deployed.
+    from benchmarks.kcl import deployed_lease_settings
+
+    lease = deployed_lease_settings()
+    assert lease == {"failoverTimeMillis": "10000", "leaseAssignmentIntervalMillis": "2000"}
+    assert LOCAL_PROPERTIES["leaseAssignmentIntervalMillis"] == str(
+        2 * int(LOCAL_PROPERTIES["failoverTimeMillis"])
+    )
+    worker = KclWorker(
+        "w", Settings(), "app", tmp_path, {}, "http://127.0.0.1:1", "http://127.0.0.1:2", lease
+    )
+    assert worker._properties["leaseAssignmentIntervalMillis"] == "2000"
+    assert worker._properties["failoverTimeMillis"] == "10000"
