@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     hopping_window_s: int = Field(default=3600, ge=0)  # 0: no hopping window
     hopping_hop_s: int = Field(default=900, ge=1)
     allowed_lateness_s: int = Field(default=120, ge=0)
+    # A shard that has read everything while other shards' event time moves on follows them this far
+    # behind, so the windows of a store that went silent (tills down) still close and are judged;
+    # events of that shard arriving later than this are late. 0: only a shard's own events move it.
+    idle_shard_lag_s: int = Field(default=600, ge=0)
     # The anomaly detector: "seasonal" (ours), a baseline ("naive", "threshold", "hst"), or "off".
     detector: Literal["seasonal", "naive", "threshold", "hst", "off"] = "seasonal"
 

@@ -57,8 +57,11 @@ class ShardWorker:
         start_after: str | None,
         on_effects: Callable[[str, Effects], None] | None = None,
         owns: Callable[[str], bool] | None = None,
+        event_clock: Callable[[], int | None] | None = None,
     ) -> None:
         self.shard_id = shard_id
+        # The newest event time of the other shards read here (None: none known), for an idle shard.
+        self._event_clock = event_clock
         self._owns = owns  # does this shard own a partition key's hash key (KPL sub-records)
         self.core = core
         self.status = WorkerStatus()
@@ -126,6 +129,8 @@ class ShardWorker:
                 await self._maybe_checkpoint()
             else:
                 self.status.empty_polls += 1
+                if self.status.millis_behind == 0:
+                    await self._follow_other_shards()
                 await self._maybe_checkpoint()  # a quiet shard still checkpoints what it last read
                 if self.status.millis_behind == 0:
                     if self.status.caught_up_at == 0.0:
@@ -146,6 +151,25 @@ class ShardWorker:
         await self.checkpoint()
         if self.status.ended:
             self.status.ended_at = time.monotonic()
+
+    def newest_event_ms(self) -> int | None:
+        """The event time this shard's windows have reached (None without windows or events)."""
+        windows = self.core.state.windows
+        return windows.newest_ms if windows is not None and windows.started else None
+
+    async def _follow_other_shards(self) -> None:
+        """A shard with nothing to read moves its event time to `idle_shard_lag_s` behind the other
+        shards': a store alone in its shard whose tills stop sends nothing that would close its
+        windows, and the outage would be seen only when trade came back."""
+        lag_s = self._settings.idle_shard_lag_s
+        clock = self._event_clock() if self._event_clock is not None and lag_s > 0 else None
+        windows = self.core.state.windows
+        if clock is None or windows is None or not windows.started:
+            return
+        target = clock - lag_s * 1000
+        if target > windows.newest_ms:
+            self.core.advance_watermark(target)
+            await self._emit()
 
     async def _emit(self) -> None:
         effects = self.core.drain()

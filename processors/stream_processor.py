@@ -191,7 +191,13 @@ class StreamProcessor:
             start_after,
             self._observe,
             functools.lru_cache(maxsize=4096)(info.owns),
+            self.newest_event_ms,
         )
+
+    def newest_event_ms(self) -> int | None:
+        """The newest event time any shard read here has reached: an idle shard follows it."""
+        times = [t for w in self.workers.values() if (t := w.newest_event_ms()) is not None]
+        return max(times) if times else None
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
         """Wait until every shard has had an empty poll that began after `since` (monotonic)."""

@@ -23,11 +23,11 @@ from rich.table import Table
 
 from config import Settings
 from consumers.delivery_log import DynamoDeliveryLog
-from consumers.dispatcher import Dispatcher, lease_seconds
+from consumers.dispatcher import Dispatcher, lease_seconds, restock_event
 from consumers.metrics import dispatcher_source
 from foundation.aws.provision import Resources
 from foundation.clock import ScaledClock
-from foundation.contract import Restock, alert_kind, encode, format_ts
+from foundation.contract import Restock, RestockRequest, alert_kind, encode, format_ts, parse_ts
 from foundation.metrics import PrometheusServer, Registry
 from processors.core import ShardCore
 from processors.metrics import processor_source
@@ -233,22 +233,42 @@ def load_history(
         shelf_scale=shelf_scale(options),
         price_changes_per_day=0.0,
     )
-    events = renamed(past.events_until(start_ms - 1), "h")
     # The live shards start from this core (split by store), so it is configured as theirs are: with
     # the archive on (the history's own effects are dropped, it was never on the stream).
     core = ShardCore(core_config(settings))
-    for i, event in enumerate(events):
-        core.apply(event.data)
-        ledger.record(event.data)
-        if i % 10_000 == 9_999:
-            core.drain()
-    core.drain()
+    # Trucks serve the history too: a request the core makes is delivered a trip later (the live
+    # demo's trip, in store time), onto the simulated shelf and into the core and the ledger. Without
+    # them the shelves of the first day ran dry and the second day taught the detector a store that
+    # sells nothing.
+    trip_ms = max(60_000, int(settings.travel_seconds * options.speed * 1000))
+    pending: list[tuple[int, RestockRequest]] = []
+    events = 0
+    step = 5 * 60_000
+    for until in range(past.start_ms + step, start_ms + step, step):
+        until = min(until, start_ms - 1)
+        last = until == start_ms - 1  # what the past asked for arrives in the past
+        for event in renamed(past.events_until(until), "h"):
+            core.apply(event.data)
+            ledger.record(event.data)
+            events += 1
+        pending += [(parse_ts(r.ts) + trip_ms, r) for r in core.drain().requests]
+        due = [(min(when, until), r) for when, r in pending if when <= until or last]
+        pending = [(when, r) for when, r in pending if when > until and not last]
+        for when, request in due:
+            truck = f"h-truck-{request.alert_id}"
+            delivery = restock_event(request, request.requested_quantity, truck, "h-truck", when)
+            data = encode(delivery)
+            core.apply(data)
+            ledger.record(data)
+            past.deliver(request.store_id, request.product_id, delivery.quantity, when)
+        # a delivery may leave its product still short (or bring a trip's joiners): ask again
+        pending += [(parse_ts(r.ts) + trip_ms, r) for r in core.drain().requests]
     inventory = core.state.inventory
     inventory.open_requests.clear()  # what the past asked for was delivered in the past
     inventory.out_of_stock.clear()
     core.state.stats.alerts.clear()
     console.print(
-        f"[b]history[/b] {options.history_days} days of trade ({len(events):,} events) loaded in "
+        f"[b]history[/b] {options.history_days} days of trade ({events:,} events) loaded in "
         f"{time.monotonic() - began:.1f} s: the detector judges every store from the first minute"
     )
     return core

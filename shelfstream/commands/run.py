@@ -132,6 +132,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             forecast_min_history_s=1800.0,
             lead_time_prior_s=3 * 1.5 * args.speed,
             restock_cycle_s=1800.0,
+            # One simulator feeds every shard in step: a silent store's shard may follow the others
+            # closely (a real fleet's shards drift apart more).
+            idle_shard_lag_s=300,
         )
         console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
         resources = provision(wiring.settings)

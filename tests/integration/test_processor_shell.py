@@ -209,3 +209,37 @@ async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     assert left == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+
+
+def _shard_of(store: str) -> int:
+    """The shard (of two, split evenly) a partition key hashes to, as Kinesis maps it (MD5)."""
+    import hashlib
+
+    return int(int.from_bytes(hashlib.md5(store.encode()).digest(), "big") >= 2**127)
+
+
+async def test_an_idle_shard_follows_the_other_shards_event_time(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    """Store A's tills stop after an hour while store B, in the other shard, trades on: A's shard has
+    nothing to read, but its windows still close (10 minutes behind B's time), so the outage is judged
+    while it lasts instead of when A trades again."""
+    settings, resources = provisioned
+    stores = [f"store-{i:03d}" for i in range(40)]
+    quiet = next(s for s in stores if _shard_of(s) == 0)
+    busy = next(s for s in stores if _shard_of(s) == 1)
+    records = []
+    for minute in range(120):
+        for store in (quiet, busy) if minute < 60 else (busy,):
+            sale = event("sale", f"{store}-{minute}", store, "milk", minute * 60, quantity=1, unit_price=1.0)
+            records.append((sale, store))
+    await produce(settings, records)
+
+    processor = await process_until_caught_up(settings, resources)
+    quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
+    windows = quiet_shard.core.state.windows
+    assert windows is not None
+    # B reached minute 119: A's shard followed to minute 109 and closed its windows up to 105 (2 min
+    # lateness); on its own events alone it would have stopped at 45.
+    assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
+    assert processor.newest_event_ms() == T0 + 119 * 60_000
