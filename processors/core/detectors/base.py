@@ -63,6 +63,18 @@ class DetectorConfig:
     refund_spread_prior: float = 1.5
     refund_fading: float = 0.005  # the refund rate (refunds per sale) has a long memory
     min_spread_windows: int = 0  # windows the spread must have learned from before alerts
+    # How far towards the most extreme of the estimates (highest for a jump, lowest of the store's own
+    # for a drop) a window is judged: 1.0 the extreme one, 0.0 their weighted centre.
+    bound_weight: float = 1.0
+    # Evidence accumulated over consecutive 15-minute windows (a CUSUM of the log-likelihood ratio of
+    # "sales at cusum_drop / cusum_jump times the expected" against "as expected"): an alert when it
+    # reaches cusum_threshold (natural log; 0 turns it off), so a quiet store whose single windows
+    # hold too few sales still shows a collapse after a few of them.
+    cusum_threshold: float = 0.0
+    cusum_drop: float = 0.3
+    cusum_jump: float = 2.5
+    cusum_windows: int = 4  # the evidence spans at most this many windows
+    level_hold: float = 0.0  # today's level does not learn while the evidence is at least this (0: off)
     # What is worth an alert at all, however unlikely: sales below drop_ratio or above jump_ratio
     # times the expected, at least min_extra_sales above the range, at least min_refunds refunds.
     min_expected_sales: float = 4.0

@@ -184,7 +184,13 @@ class SeasonalDetector:
             for size in ("short", "mid", "long")
             for metric in ("sales", "refunds")
         }
-        self.recent: deque[_Window] = deque(maxlen=max(long_slots, 2))
+        self.recent: deque[_Window] = deque(maxlen=max(long_slots, 2, config.cusum_windows))
+        # Per recent window, its log-likelihood ratios for a drop and a jump of sales and the counts
+        # they were computed on: (start, observed, low mean, low variance, high mean, high variance,
+        # drop ratio, jump ratio)
+        self.evidence: deque[tuple[int, float, float, float, float, float, float, float]] = deque(
+            maxlen=max(config.cusum_windows, 1)
+        )
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -375,12 +381,13 @@ class SeasonalDetector:
         # A jump must be one against every estimate that can speak here; a drop, against the
         # store's own history, or the peers when they agree and the store has traded today.
         judges = own + ([peers] if peers is not None and agreed else [])
-        high = scaled(max(judges)) if judges else None
+        alpha = cfg.bound_weight
+        high = scaled(_towards((c_mean, c_var), max(judges), alpha)) if judges else None
         low: Estimate | None
         if peers is not None and agreed and self.sold_today > 0:
-            low = scaled(min(judges))
+            low = scaled(_towards((c_mean, c_var), min(judges), alpha))
         else:
-            low = scaled(min(own)) if own else None
+            low = scaled(_towards((c_mean, c_var), min(own), alpha)) if own else None
         self.sold_today += w.sales
         previous = self.recent[-1] if self.recent else None
         entry = _Window(w, central, low, high)
@@ -404,6 +411,11 @@ class SeasonalDetector:
                 )
                 findings = findings + extra
                 verdict = Verdict(findings, verdict.expected)
+        evidence = self._evidence(w, low, high) if cfg.cusum_threshold > 0 else (0.0, None)
+        found_run = evidence[1]
+        if found_run is not None and not any(f.metric == "sales" for f in findings):
+            findings = (*findings, found_run)
+            verdict = Verdict(findings, verdict.expected)
         sales_flag = refund_flag = False
         for f in findings:
             if f.metric == "sales":
@@ -425,6 +437,8 @@ class SeasonalDetector:
         self._learn_slots(kind, slot, week_slot, learned, c_mean)
         if c_mean < 0.5:
             self.today.closed()
+        elif cfg.level_hold > 0 and evidence[0] >= cfg.level_hold:
+            self.today.flagged()  # a change may be building up: it must not become today's level
         elif not sales_flag:
             band = cfg.level_clip * sd
             self.today.learn(min(max(sales, m - band), m + band), c_mean)
@@ -433,6 +447,77 @@ class SeasonalDetector:
         if not refund_flag and w.sales > 0:
             self._learn_refunds(float(w.refunds), sales)
         return verdict
+
+    def _evidence(
+        self, w: WindowResult, low: Estimate | None, high: Estimate | None
+    ) -> tuple[float, Finding | None]:
+        """Evidence of a drop or a jump of sales over the last few windows, and a finding once it
+        is enough.
+
+        Per window, the log-likelihood ratio of "sales are cusum_drop (cusum_jump) times the
+        expected" against "as expected", for Poisson counts, divided by the window's dispersion
+        (variance over mean, quasi-likelihood); the evidence is the largest sum over the last 1 to
+        `cusum_windows` windows, so a collapse in a quiet store, a few sales short in each window,
+        adds up within the hour."""
+        cfg = self.config
+        spread = self.spread["short", "sales"]
+        evidence = self.evidence
+        if evidence and evidence[-1][0] + self.slot_ms != w.start_ms:
+            evidence.clear()  # not consecutive: a gap of event time
+        x = float(w.sales)
+        lo_m, lo_v = low if low is not None else (0.0, 0.0)
+        hi_m, hi_v = high if high is not None else (0.0, 0.0)
+        drop = jump = 0.0
+        if lo_m > 0:
+            lo_v = spread.variance(lo_m, lo_v)
+            rho = cfg.cusum_drop
+            drop = (x * math.log(rho) + lo_m * (1.0 - rho)) / max(1.0, lo_v / lo_m)
+        if hi_m > 0:
+            hi_v = spread.variance(hi_m, hi_v)
+            rho = cfg.cusum_jump
+            jump = (x * math.log(rho) + hi_m * (1.0 - rho)) / max(1.0, hi_v / hi_m)
+        evidence.append((w.start_ms, x, lo_m, lo_v, hi_m, hi_v, drop, jump))
+        if not self._warm(w):
+            return 0.0, None
+        best = 0.0
+        best_at = (0, "")
+        sum_drop = sum_jump = 0.0
+        n = len(evidence)
+        for i in range(n - 1, -1, -1):
+            entry = evidence[i]
+            sum_drop += entry[6]
+            sum_jump += entry[7]
+            if sum_drop > best:
+                best, best_at = sum_drop, (i, "low")
+            if sum_jump > best:
+                best, best_at = sum_jump, (i, "high")
+        if best < cfg.cusum_threshold:
+            return best, None
+        first, direction = best_at
+        parts = [evidence[i] for i in range(first, n)]
+        observed = sum(p[1] for p in parts)
+        if direction == "low":
+            mean = sum(p[2] for p in parts)
+            var = sum(p[3] for p in parts)
+            if mean < cfg.min_expected_sales or observed > cfg.drop_ratio * mean:
+                return best, None
+        else:
+            mean = sum(p[4] for p in parts)
+            var = sum(p[5] for p in parts)
+        lo, hi = tails.expected_range(mean, var)
+        if direction == "high" and (
+            observed < hi + cfg.min_extra_sales or observed < cfg.jump_ratio * mean
+        ):
+            return best, None
+        windows = [r.window for r in list(self.recent)[-len(parts) :]]
+        if len(windows) != len(parts) or windows[0].start_ms != parts[0][0]:
+            return best, None
+        span = merge(windows, WindowSpec(len(parts) * self.slot_ms, self.slot_ms)) if len(parts) > 1 else w
+        sc = best / math.log(10.0)
+        magnitude = 1.0 - observed / mean if direction == "low" else (observed / max(mean, 1.0) - 1.0) / 3.0
+        sev = severity(sc, cfg.threshold, magnitude)
+        finding = Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
+        return best, finding
 
     def _learn_slots(
         self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
@@ -555,6 +640,18 @@ class SeasonalDetector:
                 sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
                 return Finding("refunds", "high", x, mean, low, high, sc, sev)
         return None
+
+
+def _towards(centre: Estimate, bound: Estimate, alpha: float) -> Estimate:
+    """An estimate a share `alpha` of the way from the weighted centre to the most extreme one."""
+    if alpha >= 1.0:
+        return bound
+    if alpha <= 0.0:
+        return centre
+    return (
+        centre[0] + alpha * (bound[0] - centre[0]),
+        centre[1] + alpha * (bound[1] - centre[1]),
+    )
 
 
 def _add(a: Estimate | None, b: Estimate | None) -> Estimate | None:
