@@ -74,6 +74,11 @@ class DetectorConfig:
     cusum_drop: float = 0.3
     cusum_jump: float = 2.5
     cusum_windows: int = 4  # the evidence spans at most this many windows
+    # A weekend day the store has not traded yet and too few peers have: jumps are judged against
+    # the store's own weekday profile (the busiest of the slot and its neighbours) times guess_ratio,
+    # give or take guess_spread of it (0 turns it off). Drops are not: a weekend may be quiet.
+    guess_ratio: float = 0.0
+    guess_spread: float = 0.5
     level_hold: float = 0.0  # today's level does not learn while the evidence is at least this (0: off)
     # What is worth an alert at all, however unlikely: sales below drop_ratio or above jump_ratio
     # times the expected, at least min_extra_sales above the range, at least min_refunds refunds.

@@ -349,10 +349,26 @@ class SeasonalDetector:
             # compare sales with yet; learn them as they are. Refunds are still judged (from the
             # second day), against the store's refund rate on the sales it has.
             self._learn_slots(kind, slot, week_slot, sales, None)
-            self.recent.append(_Window(w, None, None, None))
+            guess = self._guess(kind, slot)
+            previous = self.recent[-1] if self.recent else None
+            self.recent.append(_Window(w, None, None, guess))
             verdict = QUIET
             if self._warm(w) and w.sales > 0:
-                verdict = self._judge(w, (sales, 0.0), None, None, "short")
+                verdict = self._judge(w, (sales, 0.0), None, guess, "short", learn=guess is None)
+                if (
+                    guess is not None
+                    and not verdict.findings
+                    and previous is not None
+                    and previous.central is None
+                    and previous.high is not None
+                    and previous.window.end_ms == w.start_ms
+                ):
+                    both = merge([previous.window, w], WindowSpec(2 * self.slot_ms, self.slot_ms))
+                    total = (float(both.sales), 0.0)
+                    mid = self._judge(both, total, None, _add(previous.high, guess), "mid", learn=False)
+                    if mid.findings:
+                        spans = tuple(msgspec.structs.replace(f, window=both) for f in mid.findings)
+                        verdict = Verdict(spans, verdict.expected)
             if w.sales > 0 and not verdict.findings:
                 self._learn_refunds(float(w.refunds), sales)
             return verdict
@@ -542,6 +558,23 @@ class SeasonalDetector:
         self.day_slots[slot] = value
         self.day_total += value
 
+    def _guess(self, kind: int, slot: int) -> Estimate | None:
+        """A weekend day nothing is known of yet: the store's weekday profile around the slot, times
+        `guess_ratio`, as wide as `guess_spread` says (only jumps are judged against it)."""
+        ratio = self.config.guess_ratio
+        if ratio <= 0 or kind == 0:
+            return None
+        seen = self.profile_seen[0]
+        profile = self.profile[0]
+        n = self.per_day
+        values = [profile[i % n] for i in range(slot - 2, slot + 3) if seen[i % n]]
+        if len(values) < 3:
+            return None
+        mean = max(values) * ratio
+        if mean < 1.0:
+            return None
+        return mean, mean + (self.config.guess_spread * mean) ** 2
+
     def _learn_refunds(self, refunds: float, sales: float) -> None:
         self.refund_num.update(refunds)
         self.refund_den.update(sales)
@@ -577,7 +610,13 @@ class SeasonalDetector:
         return self._judge(w, central, low, high, "long")
 
     def _judge(
-        self, w: WindowResult, central: Estimate, low: Estimate | None, high: Estimate | None, size: str
+        self,
+        w: WindowResult,
+        central: Estimate,
+        low: Estimate | None,
+        high: Estimate | None,
+        size: str,
+        learn: bool = True,
     ) -> Verdict:
         """Score a window against the estimates, then learn the spread from it."""
         cfg = self.config
@@ -603,7 +642,7 @@ class SeasonalDetector:
                 if found is not None:
                     findings = (*findings, found)
                     refund_flag = True
-        if mean >= 1.0 and not sales_flag:
+        if mean >= 1.0 and not sales_flag and learn:
             s_spread.learn(sales, mean, known)
         if r_mean > 0.0 and not refund_flag:
             r_spread.learn(refunds, r_mean)
