@@ -74,6 +74,9 @@ class DetectorConfig:
     cusum_drop: float = 0.3
     cusum_jump: float = 2.5
     cusum_windows: int = 4  # the evidence spans at most this many windows
+    # The evidence is divided by a window's dispersion (variance over mean) up to this much: beyond
+    # it, the spread is the estimate's own uncertainty, which a fall to a third leaves far behind.
+    cusum_max_dispersion: float = 100.0
     # A weekend day the store has not traded yet and too few peers have: jumps are judged against
     # the store's own weekday profile (the busiest of the slot and its neighbours) times guess_ratio,
     # give or take guess_spread of it (0 turns it off). Drops are not: a weekend may be quiet.

@@ -484,14 +484,15 @@ class SeasonalDetector:
         lo_m, lo_v = low if low is not None else (0.0, 0.0)
         hi_m, hi_v = high if high is not None else (0.0, 0.0)
         drop = jump = 0.0
+        cap = cfg.cusum_max_dispersion
         if lo_m > 0:
             lo_v = spread.variance(lo_m, lo_v)
             rho = cfg.cusum_drop
-            drop = (x * math.log(rho) + lo_m * (1.0 - rho)) / max(1.0, lo_v / lo_m)
+            drop = (x * math.log(rho) + lo_m * (1.0 - rho)) / min(cap, max(1.0, lo_v / lo_m))
         if hi_m > 0:
             hi_v = spread.variance(hi_m, hi_v)
             rho = cfg.cusum_jump
-            jump = (x * math.log(rho) + hi_m * (1.0 - rho)) / max(1.0, hi_v / hi_m)
+            jump = (x * math.log(rho) + hi_m * (1.0 - rho)) / min(cap, max(1.0, hi_v / hi_m))
         evidence.append((w.start_ms, x, lo_m, lo_v, hi_m, hi_v, drop, jump))
         if not self._warm(w):
             return 0.0, None
