@@ -82,6 +82,11 @@ class DetectorConfig:
     # give or take guess_spread of it (0 turns it off). Drops are not: a weekend may be quiet.
     guess_ratio: float = 0.0
     guess_spread: float = 0.5
+    # Drops judged by the peers' shape alone, where the store has no history of that slot (its
+    # first Saturday): False, a store closing earlier than its peers is not an outage.
+    peer_drops: bool = True
+    own_learning: bool = False  # only windows the store's own history covers teach spread and level
+    level_delay: int = 0  # windows an ordinary window waits before it teaches today's level
     level_hold: float = 0.0  # today's level does not learn while the evidence is at least this (0: off)
     # What is worth an alert at all, however unlikely: sales below drop_ratio or above jump_ratio
     # times the expected, at least min_extra_sales above the range, at least min_refunds refunds.

@@ -171,6 +171,9 @@ class SeasonalDetector:
         self._scale_value = 0.0
         self.first_ms: int | None = None  # the store's first window
         self.today = _DayLevel(config.level_fading, config.day_fading)
+        # Ordinary windows wait `level_delay` windows before they teach today's level: a collapse or
+        # a spike that builds up is then judged against the level from before it began.
+        self._pending: deque[tuple[float, float]] = deque()
         self.refund_num = Running(config.refund_fading)
         self.refund_den = Running(config.refund_fading)
         self.refund_rate = 0.0  # refunds per sale, derived from the two above
@@ -291,6 +294,8 @@ class SeasonalDetector:
     def _new_day(self, day: int, fleet: Fleet) -> None:
         """The store's local day changed: learn from the day that ended."""
         if self.day >= 0:
+            while self._pending:
+                self.today.learn(*self._pending.popleft())
             self.today.end_day()
             kind = day_type(self.day)
             self.days_seen[kind] += 1
@@ -400,7 +405,7 @@ class SeasonalDetector:
         alpha = cfg.bound_weight
         high = scaled(_towards((c_mean, c_var), max(judges), alpha)) if judges else None
         low: Estimate | None
-        if peers is not None and agreed and self.sold_today > 0:
+        if peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
             low = scaled(_towards((c_mean, c_var), min(judges), alpha))
         else:
             low = scaled(_towards((c_mean, c_var), min(own), alpha)) if own else None
@@ -408,7 +413,11 @@ class SeasonalDetector:
         previous = self.recent[-1] if self.recent else None
         entry = _Window(w, central, low, high)
         self.recent.append(entry)
-        verdict = self._judge(w, central, low, high, "short")
+        # Where the store has no history of its own for the slot (before its first opening time, a
+        # kind of day it has not had), the peers' shape judges, but it does not teach the spread or
+        # today's level: a store that opens later than its peers is not a quiet day.
+        teach = bool(own) or not cfg.own_learning
+        verdict = self._judge(w, central, low, high, "short", learn=teach)
         findings = verdict.findings
         if previous is not None and previous.central is not None and previous.window.end_ms == w.start_ms:
             # The last 30 minutes: a change that is too small for one window shows over two.
@@ -419,6 +428,7 @@ class SeasonalDetector:
                 _add(previous.low, low),
                 _add(previous.high, high),
                 "mid",
+                learn=teach,
             )
             if mid.findings:
                 seen = {f.metric for f in findings}
@@ -453,12 +463,20 @@ class SeasonalDetector:
         self._learn_slots(kind, slot, week_slot, learned, c_mean)
         if c_mean < 0.5:
             self.today.closed()
+        elif not teach:
+            self.today.flagged()
         elif cfg.level_hold > 0 and evidence[0] >= cfg.level_hold:
             self.today.flagged()  # a change may be building up: it must not become today's level
         elif not sales_flag:
             band = cfg.level_clip * sd
-            self.today.learn(min(max(sales, m - band), m + band), c_mean)
+            self._pending.append((min(max(sales, m - band), m + band), c_mean))
+            if len(self._pending) > cfg.level_delay:
+                self.today.learn(*self._pending.popleft())
+            else:
+                self.today.flagged()
         else:
+            # The windows still waiting to teach the level may be the start of this incident.
+            self._pending.clear()
             self.today.flagged()
         if not refund_flag and w.sales > 0:
             self._learn_refunds(float(w.refunds), sales)
