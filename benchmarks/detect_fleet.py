@@ -37,7 +37,7 @@ import orjson
 from benchmarks.detect import Outcome, write_docs
 from benchmarks.local_scenario import FleetConfig, write
 from benchmarks.scenario import MIN_MS, Incident, read_labels
-from foundation.contract import parse_ts
+from foundation.contract import Anomaly, parse_ts
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig
@@ -201,7 +201,7 @@ def recording(feed: Feed) -> Iterator[None]:
         set_zone(self, store_id, name)
 
     AnomalyMonitor.window_closed = window_closed  # type: ignore[method-assign]
-    AnomalyMonitor.set_zone = zone  # type: ignore[method-assign]
+    AnomalyMonitor.set_zone = zone  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -222,7 +222,7 @@ def replay(feed: Feed, det: DetectorConfig) -> list[Alert]:
     return [
         Alert(a.store_id, parse_ts(a.window_start), parse_ts(a.window_end), len(a.contributors or ()))
         for a in out.alerts
-        if a.kind == "anomaly"
+        if isinstance(a, Anomaly)
     ]
 
 
@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         help="a detector setting to try (for tuning, on the tuning seeds), e.g. threshold=4.0",
     )
     args = parser.parse_args(argv)
-    overrides = {k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides: dict[str, Any] = {
+        k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)
+    }
     configs = {name: dataclasses.replace(DetectorConfig(kind=name), **overrides) for name in args.detectors}
     started = time.perf_counter()
     totals = {name: Result() for name in args.detectors}

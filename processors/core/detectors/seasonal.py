@@ -675,8 +675,9 @@ class SeasonalDetector:
             lo, hi = tails.expected_range(mean, var)
             if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
-                if sc >= cfg.threshold:
-                    sev = severity(sc, cfg.threshold, 1.0 - x / mean)
+                drop_threshold = cfg.drop_threshold or cfg.threshold
+                if sc >= drop_threshold:
+                    sev = severity(sc, drop_threshold, 1.0 - x / mean)
                     return Finding("sales", "low", x, mean, lo, hi, sc, sev)
         if high is not None:
             mean, known = high
