@@ -171,9 +171,6 @@ class SeasonalDetector:
         self._scale_value = 0.0
         self.first_ms: int | None = None  # the store's first window
         self.today = _DayLevel(config.level_fading, config.day_fading)
-        # Ordinary windows wait `level_delay` windows before they teach today's level: a collapse or
-        # a spike that builds up is then judged against the level from before it began.
-        self._pending: deque[tuple[float, float]] = deque()
         self.refund_num = Running(config.refund_fading)
         self.refund_den = Running(config.refund_fading)
         self.refund_rate = 0.0  # refunds per sale, derived from the two above
@@ -188,10 +185,9 @@ class SeasonalDetector:
             for metric in ("sales", "refunds")
         }
         self.recent: deque[_Window] = deque(maxlen=max(long_slots, 2, config.cusum_windows))
-        # Per recent window, its log-likelihood ratios for a drop and a jump of sales and the counts
-        # they were computed on: (start, observed, low mean, low variance, high mean, high variance,
-        # drop ratio, jump ratio)
-        self.evidence: deque[tuple[int, float, float, float, float, float, float, float]] = deque(
+        # Per recent window, what the evidence of a drop or a jump is computed from: (start, observed
+        # sales, low mean, its variance, high mean, its variance)
+        self.evidence: deque[tuple[int, float, float, float, float, float]] = deque(
             maxlen=max(config.cusum_windows, 1)
         )
 
@@ -294,8 +290,6 @@ class SeasonalDetector:
     def _new_day(self, day: int, fleet: Fleet) -> None:
         """The store's local day changed: learn from the day that ended."""
         if self.day >= 0:
-            while self._pending:
-                self.today.learn(*self._pending.popleft())
             self.today.end_day()
             kind = day_type(self.day)
             self.days_seen[kind] += 1
@@ -437,8 +431,7 @@ class SeasonalDetector:
                 )
                 findings = findings + extra
                 verdict = Verdict(findings, verdict.expected)
-        evidence = self._evidence(w, low, high) if cfg.cusum_threshold > 0 else (0.0, None)
-        found_run = evidence[1]
+        found_run = self._evidence(w, low, high) if cfg.cusum_threshold > 0 else None
         if found_run is not None and not any(f.metric == "sales" for f in findings):
             findings = (*findings, found_run)
             verdict = Verdict(findings, verdict.expected)
@@ -465,94 +458,75 @@ class SeasonalDetector:
             self.today.closed()
         elif not teach:
             self.today.flagged()
-        elif cfg.level_hold > 0 and evidence[0] >= cfg.level_hold:
-            self.today.flagged()  # a change may be building up: it must not become today's level
         elif not sales_flag:
             band = cfg.level_clip * sd
-            self._pending.append((min(max(sales, m - band), m + band), c_mean))
-            if len(self._pending) > cfg.level_delay:
-                self.today.learn(*self._pending.popleft())
-            else:
-                self.today.flagged()
+            self.today.learn(min(max(sales, m - band), m + band), c_mean)
         else:
-            # The windows still waiting to teach the level may be the start of this incident.
-            self._pending.clear()
             self.today.flagged()
         if not refund_flag and w.sales > 0:
             self._learn_refunds(float(w.refunds), sales)
         return verdict
 
-    def _evidence(
-        self, w: WindowResult, low: Estimate | None, high: Estimate | None
-    ) -> tuple[float, Finding | None]:
+    def _evidence(self, w: WindowResult, low: Estimate | None, high: Estimate | None) -> Finding | None:
         """Evidence of a drop or a jump of sales over the last few windows, and a finding once it
         is enough.
 
         Per window, the log-likelihood ratio of "sales are cusum_drop (cusum_jump) times the
         expected" against "as expected", for Poisson counts, divided by the window's dispersion
-        (variance over mean, quasi-likelihood); the evidence is the largest sum over the last 1 to
-        `cusum_windows` windows, so a collapse in a quiet store, a few sales short in each window,
-        adds up within the hour."""
+        (variance over mean, quasi-likelihood, at most `cusum_max_dispersion`); the evidence is the
+        largest sum over the last 1 to `cusum_windows` windows, so a collapse in a quiet store, a
+        few sales short in each window, adds up within the hour."""
         cfg = self.config
         spread = self.spread["short", "sales"]
         evidence = self.evidence
         if evidence and evidence[-1][0] + self.slot_ms != w.start_ms:
             evidence.clear()  # not consecutive: a gap of event time
-        x = float(w.sales)
         lo_m, lo_v = low if low is not None else (0.0, 0.0)
         hi_m, hi_v = high if high is not None else (0.0, 0.0)
-        drop = jump = 0.0
-        cap = cfg.cusum_max_dispersion
         if lo_m > 0:
             lo_v = spread.variance(lo_m, lo_v)
-            rho = cfg.cusum_drop
-            drop = (x * math.log(rho) + lo_m * (1.0 - rho)) / min(cap, max(1.0, lo_v / lo_m))
         if hi_m > 0:
             hi_v = spread.variance(hi_m, hi_v)
-            rho = cfg.cusum_jump
-            jump = (x * math.log(rho) + hi_m * (1.0 - rho)) / min(cap, max(1.0, hi_v / hi_m))
-        evidence.append((w.start_ms, x, lo_m, lo_v, hi_m, hi_v, drop, jump))
+        evidence.append((w.start_ms, float(w.sales), lo_m, lo_v, hi_m, hi_v))
         if not self._warm(w):
-            return 0.0, None
+            return None
+        cap = cfg.cusum_max_dispersion
+        log_drop, log_jump = math.log(cfg.cusum_drop), math.log(cfg.cusum_jump)
         best = 0.0
         best_at = (0, "")
-        sum_drop = sum_jump = 0.0
         n = len(evidence)
-        for i in range(n - 1, -1, -1):
-            entry = evidence[i]
-            sum_drop += entry[6]
-            sum_jump += entry[7]
+        sum_drop = sum_jump = 0.0
+        for first in range(n - 1, -1, -1):  # the spans ending with this window, shortest first
+            _, x, lm, lv, hm, hv = evidence[first]
+            if lm > 0:
+                sum_drop += (x * log_drop + lm * (1.0 - cfg.cusum_drop)) / min(cap, max(1.0, lv / lm))
+            if hm > 0:
+                sum_jump += (x * log_jump + hm * (1.0 - cfg.cusum_jump)) / min(cap, max(1.0, hv / hm))
             if sum_drop > best:
-                best, best_at = sum_drop, (i, "low")
+                best, best_at = sum_drop, (first, "low")
             if sum_jump > best:
-                best, best_at = sum_jump, (i, "high")
+                best, best_at = sum_jump, (first, "high")
         if best < cfg.cusum_threshold:
-            return best, None
+            return None
         first, direction = best_at
         parts = [evidence[i] for i in range(first, n)]
         observed = sum(p[1] for p in parts)
-        if direction == "low":
-            mean = sum(p[2] for p in parts)
-            var = sum(p[3] for p in parts)
-            if mean < cfg.min_expected_sales or observed > cfg.drop_ratio * mean:
-                return best, None
-        else:
-            mean = sum(p[4] for p in parts)
-            var = sum(p[5] for p in parts)
+        low_side = direction == "low"
+        mean = sum(p[2] if low_side else p[4] for p in parts)
+        var = sum(p[3] if low_side else p[5] for p in parts)
+        if direction == "low" and (mean < cfg.min_expected_sales or observed > cfg.drop_ratio * mean):
+            return None
         lo, hi = tails.expected_range(mean, var)
-        if direction == "high" and (
-            observed < hi + cfg.min_extra_sales or observed < cfg.jump_ratio * mean
-        ):
-            return best, None
+        if direction == "high" and (observed < hi + cfg.min_extra_sales or observed < cfg.jump_ratio * mean):
+            return None
         windows = [r.window for r in list(self.recent)[-len(parts) :]]
         if len(windows) != len(parts) or windows[0].start_ms != parts[0][0]:
-            return best, None
+            return None
         span = merge(windows, WindowSpec(len(parts) * self.slot_ms, self.slot_ms)) if len(parts) > 1 else w
         sc = best / math.log(10.0)
         magnitude = 1.0 - observed / mean if direction == "low" else (observed / max(mean, 1.0) - 1.0) / 3.0
         sev = severity(sc, cfg.threshold, magnitude)
-        finding = Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
-        return best, finding
+        return Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
 
     def _learn_slots(
         self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
