@@ -48,7 +48,7 @@ class DetectorConfig:
     warmup_days: int = 1  # no alert before a store has this much history of its own
     # -log10 p a window must reach: 4.5 is one chance in 30,000 that an ordinary window gets there.
     threshold: float = 4.5
-    drop_threshold: float = 4.0  # ... for a drop of sales (0: the same as a jump's), tuned on seeds 1-4
+    drop_threshold: float = 0.0  # ... for a drop of sales (0: the same as a jump's)
     refund_threshold: float = 4.0  # refunds are rarer and their tail is discrete: a bit lower
     season_fading: float = 0.35  # weight of the newest week in a slot's baseline
     profile_fading: float = 0.25  # ... and of the newest day in a slot of the day's profile
@@ -67,6 +67,7 @@ class DetectorConfig:
     # How far towards the most extreme of the estimates (highest for a jump, lowest of the store's own
     # for a drop) a window is judged: 1.0 the extreme one, 0.0 their weighted centre.
     bound_weight: float = 0.25
+    jump_bound_weight: float = 0.25  # ... for a jump
     # Evidence accumulated over consecutive 15-minute windows (a CUSUM of the log-likelihood ratio of
     # "sales at cusum_drop / cusum_jump times the expected" against "as expected"): an alert when it
     # reaches cusum_threshold (natural log; 0 turns it off), so a quiet store whose single windows

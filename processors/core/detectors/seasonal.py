@@ -397,12 +397,12 @@ class SeasonalDetector:
         # store's own history, or the peers when they agree and the store has traded today.
         judges = own + ([peers] if peers is not None and agreed else [])
         alpha = cfg.bound_weight
-        high = scaled(_towards((c_mean, c_var), max(judges), alpha)) if judges else None
+        high = scaled(_towards((c_mean, c_var), max(judges), cfg.jump_bound_weight)) if judges else None
         low: Estimate | None
         if peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
             low = scaled(_towards((c_mean, c_var), min(judges), alpha))
         else:
-            low = scaled(_towards((c_mean, c_var), min(own), alpha)) if own else None
+            low = scaled(_towards(_centre(own, weights), min(own), alpha)) if own else None
         self.sold_today += w.sales
         previous = self.recent[-1] if self.recent else None
         entry = _Window(w, central, low, high)
@@ -501,7 +501,7 @@ class SeasonalDetector:
             if lm > 0:
                 sum_drop += (x * log_drop + lm * (1.0 - cfg.cusum_drop)) / min(cap, max(1.0, lv / lm))
             if hm > 0:
-                sum_jump += (x * log_jump + hm * (1.0 - cfg.cusum_jump)) / min(cap, max(1.0, hv / hm))
+                sum_jump += (x * log_jump + hm * (1.0 - cfg.cusum_jump)) / max(1.0, hv / hm)
             if sum_drop > best:
                 best, best_at = sum_drop, (first, "low")
             if sum_jump > best:
@@ -673,6 +673,15 @@ class SeasonalDetector:
                 sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
                 return Finding("refunds", "high", x, mean, low, high, sc, sev)
         return None
+
+
+def _centre(estimates: list[Estimate], weights: list[float]) -> Estimate:
+    """The weighted centre of the first estimates (the store's own: the peers come last)."""
+    used = weights[: len(estimates)]
+    total = sum(used)
+    mean = sum(wt * e[0] for wt, e in zip(used, estimates, strict=True)) / total
+    var = sum(wt * wt * e[1] for wt, e in zip(used, estimates, strict=True)) / (total * total)
+    return mean, var
 
 
 def _towards(centre: Estimate, bound: Estimate, alpha: float) -> Estimate:
