@@ -57,14 +57,14 @@ NAMES = {
 BUCKETS = ("days 2-7", "week 2", "week 3+")
 # The baselines' settings tried on the tuning seeds (small: each point replays 4 fleets' windows).
 GRIDS: dict[str, list[dict[str, Any]]] = {
-    "naive": [{"naive_threshold": t} for t in (4.0, 6.0, 8.0)],
+    "naive": [{"naive_threshold": t} for t in (6.0, 8.0, 10.0, 12.0)],
     "threshold": [
         {"static_refunds": r, "static_sales_high": h, "static_sales_low": low}
         for r in (4, 6)
         for h in (4.0, 5.0, 6.0)
         for low in (0.05, 0.1)
     ],
-    "hst": [{"hst_threshold": t} for t in (0.99, 0.995, 0.999)],
+    "hst": [{"hst_threshold": t} for t in (0.98, 0.99, 0.995)],
 }
 GROUP_GAP_MS = 60 * MIN_MS
 
