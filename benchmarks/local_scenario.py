@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scenario import _REASONS as REASONS
 from benchmarks.scenario import (
     DAY_MS,
     KINDS,
@@ -40,6 +39,7 @@ from benchmarks.scenario import (
     _Writer,
     day_rates,
     make_shape,
+    trade_day,
 )
 
 ZONES = (
@@ -237,7 +237,6 @@ def _events(
 ) -> None:
     shape = store.shape
     sid = shape.store_id
-    n_products = len(shape.prices)
     counter = 0
     tx_counter = 0
     cfg = fleet.config
@@ -256,7 +255,7 @@ def _events(
     t0 = fleet.day_start_ms(store, store.first_day) + 5 * 3_600_000
     emit(t0 - 1000, f'"type":"store","timezone":"{store.zone}","name":"Store {sid}"')
     categories = ("grocery", "household", "tech", "clothing", "toys")
-    for p in range(n_products):
+    for p in range(len(shape.prices)):
         emit(
             t0,
             f'"type":"product","product_id":"p-{p:03d}","name":"Product {p}","price":{shape.prices[p]:.2f},'
@@ -269,7 +268,6 @@ def _events(
             if fleet.day_start_ms(store, day) <= inc.start_ms < fleet.day_start_ms(store, day) + DAY_MS:
                 by_day.setdefault(day, []).append(inc)
                 break
-    minutes = np.arange(1440, dtype=np.int64)
     for day in range(store.first_day, cfg.days):
         hours = shape.hours[fleet.weekday(day)]
         if hours is None:
@@ -278,48 +276,16 @@ def _events(
         rate, refund_rate, spike_rate, burst_rate, bad_product, bad_price, burst_product = day_rates(
             rng, rates[day], by_day.get(day, []), day_start, shape.refund_rate, shape.prices
         )
-        for kind, lam in (
-            ("sale", rate),
-            ("spike", spike_rate),
-            ("refund", refund_rate),
-            ("burst", burst_rate),
-        ):
-            per_minute = rng.poisson(lam)
-            n_tx = int(per_minute.sum())
-            if n_tx == 0:
-                continue
-            tx_ts = day_start + np.repeat(minutes, per_minute) * MIN_MS + rng.integers(0, MIN_MS, n_tx)
-            sale = kind in ("sale", "spike")
-            n_lines = rng.geometric(0.45, n_tx) if sale else np.where(rng.random(n_tx) < 0.8, 1, 2)
-            total = int(n_lines.sum())
-            products = rng.choice(n_products, size=total, p=shape.popularity)
-            qtys = np.where(rng.random(total) < 0.85, 1, rng.integers(2, 5, total))
-            reasons = rng.integers(0, len(REASONS), total)
-            k = 0
-            for ts_ms, lines in zip(tx_ts.tolist(), n_lines.tolist(), strict=True):
-                tx_counter += 1
-                tid = f"{'t' if sale else 'r'}-{sid}-{tx_counter}"
-                for line_no in range(lines):
-                    p, qty = int(products[k]), int(qtys[k])
-                    price = float(shape.prices[p])
-                    if kind == "spike" and line_no == 0:
-                        p, qty, price = bad_product, qty + 2, bad_price
-                    elif kind == "burst" and burst_product >= 0:
-                        p = burst_product
-                        price = float(shape.prices[p])
-                    if sale:
-                        body = (
-                            f'"type":"sale","product_id":"p-{p:03d}","quantity":{qty},'
-                            f'"unit_price":{price:.2f},"transaction_id":"{tid}"'
-                        )
-                    else:
-                        body = (
-                            f'"type":"refund","product_id":"p-{p:03d}","quantity":1,'
-                            f'"unit_price":{price:.2f},"transaction_id":"{tid}",'
-                            f'"reason":"{REASONS[int(reasons[k])]}"'
-                        )
-                    emit(ts_ms + line_no * 400, body)
-                    k += 1
+        tx_counter = trade_day(
+            rng,
+            emit,
+            sid,
+            shape,
+            day_start,
+            (rate, spike_rate, refund_rate, burst_rate),
+            (bad_product, bad_price, burst_product),
+            tx_counter,
+        )
 
 
 def write(cfg: FleetConfig, out_dir: Path) -> Fleet:

@@ -19,7 +19,7 @@ import argparse
 import datetime as dt
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -432,7 +432,6 @@ def _store_events(
     for inc in incidents:
         by_day.setdefault((inc.start_ms - scn.start_ms) // DAY_MS, []).append(inc)
     sold: np.ndarray = np.zeros(n_products, dtype=np.int64)
-    minutes = np.arange(1440, dtype=np.int64)
     for day in range(cfg.days):
         day_start = scn.start_ms + day * DAY_MS
         hours = shape.hours[day % 7]
@@ -449,52 +448,76 @@ def _store_events(
         rate, refund_rate, spike_rate, burst_rate, bad_product, bad_price, burst_product = day_rates(
             rng, rates[day], by_day.get(day, []), day_start, shape.refund_rate, shape.prices
         )
-        for kind, lam in (
-            ("sale", rate),
-            ("spike", spike_rate),
-            ("refund", refund_rate),
-            ("burst", burst_rate),
-        ):
-            per_minute = rng.poisson(lam)
-            n_tx = int(per_minute.sum())
-            if n_tx == 0:
-                continue
-            tx_ts = day_start + np.repeat(minutes, per_minute) * MIN_MS + rng.integers(0, MIN_MS, n_tx)
-            if kind in ("sale", "spike"):
-                n_lines = rng.geometric(0.45, n_tx)
-            else:
-                n_lines = np.where(rng.random(n_tx) < 0.8, 1, 2)
-            total = int(n_lines.sum())
-            products = rng.choice(n_products, size=total, p=shape.popularity)
-            qtys = np.where(rng.random(total) < 0.85, 1, rng.integers(2, 5, total))
-            reasons = rng.integers(0, len(_REASONS), total)
-            k = 0
-            for ts_ms, lines in zip(tx_ts.tolist(), n_lines.tolist(), strict=True):
-                tx_counter += 1
-                tid = f"{'t' if kind in ('sale', 'spike') else 'r'}-{sid}-{tx_counter}"
-                for line_no in range(lines):
-                    p = int(products[k])
-                    qty = int(qtys[k])
+        tx_counter = trade_day(
+            rng,
+            emit,
+            sid,
+            shape,
+            day_start,
+            (rate, spike_rate, refund_rate, burst_rate),
+            (bad_product, bad_price, burst_product),
+            tx_counter,
+            sold,
+        )
+
+
+def trade_day(
+    rng: np.random.Generator,
+    emit: Callable[[int, str], None],
+    sid: str,
+    shape: StoreShape,
+    day_start: int,
+    rates: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    incident: tuple[int, float, int],
+    tx_counter: int,
+    sold: np.ndarray | None = None,
+) -> int:
+    """One store-day of transactions from its per-minute rates (ordinary sales, spike sales, ordinary
+    refunds, burst refunds), one event per line through `emit`; counts units sold per product into
+    `sold` when given. Returns the transaction counter after the day."""
+    bad_product, bad_price, burst_product = incident
+    n_products = len(shape.prices)
+    minutes = np.arange(1440, dtype=np.int64)
+    for kind, lam in zip(("sale", "spike", "refund", "burst"), rates, strict=True):
+        per_minute = rng.poisson(lam)
+        n_tx = int(per_minute.sum())
+        if n_tx == 0:
+            continue
+        tx_ts = day_start + np.repeat(minutes, per_minute) * MIN_MS + rng.integers(0, MIN_MS, n_tx)
+        sale = kind in ("sale", "spike")
+        n_lines = rng.geometric(0.45, n_tx) if sale else np.where(rng.random(n_tx) < 0.8, 1, 2)
+        total = int(n_lines.sum())
+        products = rng.choice(n_products, size=total, p=shape.popularity)
+        qtys = np.where(rng.random(total) < 0.85, 1, rng.integers(2, 5, total))
+        reasons = rng.integers(0, len(_REASONS), total)
+        k = 0
+        for ts_ms, lines in zip(tx_ts.tolist(), n_lines.tolist(), strict=True):
+            tx_counter += 1
+            tid = f"{'t' if sale else 'r'}-{sid}-{tx_counter}"
+            for line_no in range(lines):
+                p, qty = int(products[k]), int(qtys[k])
+                price = float(shape.prices[p])
+                if kind == "spike" and line_no == 0:
+                    p, qty, price = bad_product, qty + 2, bad_price
+                elif kind == "burst" and burst_product >= 0:
+                    p = burst_product
                     price = float(shape.prices[p])
-                    if kind == "spike" and line_no == 0:
-                        p, qty, price = bad_product, qty + 2, bad_price
-                    elif kind == "burst" and burst_product >= 0:
-                        p = burst_product
-                        price = float(shape.prices[p])
-                    if kind in ("sale", "spike"):
+                if sale:
+                    if sold is not None:
                         sold[p] += qty
-                        body = (
-                            f'"type":"sale","product_id":"p-{p:03d}","quantity":{qty},'
-                            f'"unit_price":{price:.2f},"transaction_id":"{tid}"'
-                        )
-                    else:
-                        body = (
-                            f'"type":"refund","product_id":"p-{p:03d}","quantity":1,'
-                            f'"unit_price":{price:.2f},"transaction_id":"{tid}",'
-                            f'"reason":"{_REASONS[int(reasons[k])]}"'
-                        )
-                    emit(ts_ms + line_no * 400, body)
-                    k += 1
+                    body = (
+                        f'"type":"sale","product_id":"p-{p:03d}","quantity":{qty},'
+                        f'"unit_price":{price:.2f},"transaction_id":"{tid}"'
+                    )
+                else:
+                    body = (
+                        f'"type":"refund","product_id":"p-{p:03d}","quantity":1,'
+                        f'"unit_price":{price:.2f},"transaction_id":"{tid}",'
+                        f'"reason":"{_REASONS[int(reasons[k])]}"'
+                    )
+                emit(ts_ms + line_no * 400, body)
+                k += 1
+    return tx_counter
 
 
 def write(cfg: ScenarioConfig, out_dir: Path) -> Scenario:

@@ -48,6 +48,7 @@ class DetectorConfig:
     warmup_days: int = 1  # no alert before a store has this much history of its own
     # -log10 p a window must reach: 4.5 is one chance in 30,000 that an ordinary window gets there.
     threshold: float = 4.5
+    drop_threshold: float = 0.0  # ... for a drop of sales (0: the same as a jump's)
     refund_threshold: float = 4.0  # refunds are rarer and their tail is discrete: a bit lower
     season_fading: float = 0.35  # weight of the newest week in a slot's baseline
     profile_fading: float = 0.25  # ... and of the newest day in a slot of the day's profile
@@ -63,6 +64,30 @@ class DetectorConfig:
     refund_spread_prior: float = 1.5
     refund_fading: float = 0.005  # the refund rate (refunds per sale) has a long memory
     min_spread_windows: int = 0  # windows the spread must have learned from before alerts
+    # How far towards the most extreme of the estimates (highest for a jump, lowest of the store's own
+    # for a drop) a window is judged: 1.0 the extreme one, 0.0 their weighted centre.
+    bound_weight: float = 0.25
+    jump_bound_weight: float = 0.25  # ... for a jump
+    # Evidence accumulated over consecutive 15-minute windows (a CUSUM of the log-likelihood ratio of
+    # "sales at cusum_drop / cusum_jump times the expected" against "as expected"): an alert when it
+    # reaches cusum_threshold (natural log; 0 turns it off), so a quiet store whose single windows
+    # hold too few sales still shows a collapse after a few of them.
+    cusum_threshold: float = 12.0
+    cusum_drop: float = 0.3
+    cusum_jump: float = 2.5
+    cusum_windows: int = 4  # the evidence spans at most this many windows
+    # The evidence is divided by a window's dispersion (variance over mean) up to this much: beyond
+    # it, the spread is the estimate's own uncertainty, which a fall to a third leaves far behind.
+    cusum_max_dispersion: float = 2.0
+    # A weekend day the store has not traded yet and too few peers have: jumps are judged against
+    # the store's own weekday profile (the busiest of the slot and its neighbours) times guess_ratio,
+    # give or take guess_spread of it (0 turns it off). Drops are not: a weekend may be quiet.
+    guess_ratio: float = 2.0
+    guess_spread: float = 0.5
+    # Drops judged by the peers' shape alone, where the store has no history of that slot (its
+    # first Saturday): False, a store closing earlier than its peers is not an outage.
+    peer_drops: bool = False
+    own_learning: bool = True  # only windows the store's own history covers teach spread and level
     # What is worth an alert at all, however unlikely: sales below drop_ratio or above jump_ratio
     # times the expected, at least min_extra_sales above the range, at least min_refunds refunds.
     min_expected_sales: float = 4.0

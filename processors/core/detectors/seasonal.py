@@ -184,7 +184,12 @@ class SeasonalDetector:
             for size in ("short", "mid", "long")
             for metric in ("sales", "refunds")
         }
-        self.recent: deque[_Window] = deque(maxlen=max(long_slots, 2))
+        self.recent: deque[_Window] = deque(maxlen=max(long_slots, 2, config.cusum_windows))
+        # Per recent window, what the evidence of a drop or a jump is computed from: (start, observed
+        # sales, low mean, its variance, high mean, its variance)
+        self.evidence: deque[tuple[int, float, float, float, float, float]] = deque(
+            maxlen=max(config.cusum_windows, 1)
+        )
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -343,10 +348,26 @@ class SeasonalDetector:
             # compare sales with yet; learn them as they are. Refunds are still judged (from the
             # second day), against the store's refund rate on the sales it has.
             self._learn_slots(kind, slot, week_slot, sales, None)
-            self.recent.append(_Window(w, None, None, None))
+            guess = self._guess(kind, slot)
+            previous = self.recent[-1] if self.recent else None
+            self.recent.append(_Window(w, None, None, guess))
             verdict = QUIET
             if self._warm(w) and w.sales > 0:
-                verdict = self._judge(w, (sales, 0.0), None, None, "short")
+                verdict = self._judge(w, (sales, 0.0), None, guess, "short", learn=guess is None)
+                if (
+                    guess is not None
+                    and not verdict.findings
+                    and previous is not None
+                    and previous.central is None
+                    and previous.high is not None
+                    and previous.window.end_ms == w.start_ms
+                ):
+                    both = merge([previous.window, w], WindowSpec(2 * self.slot_ms, self.slot_ms))
+                    total = (float(both.sales), 0.0)
+                    mid = self._judge(both, total, None, _add(previous.high, guess), "mid", learn=False)
+                    if mid.findings:
+                        spans = tuple(msgspec.structs.replace(f, window=both) for f in mid.findings)
+                        verdict = Verdict(spans, verdict.expected)
             if w.sales > 0 and not verdict.findings:
                 self._learn_refunds(float(w.refunds), sales)
             return verdict
@@ -375,17 +396,22 @@ class SeasonalDetector:
         # A jump must be one against every estimate that can speak here; a drop, against the
         # store's own history, or the peers when they agree and the store has traded today.
         judges = own + ([peers] if peers is not None and agreed else [])
-        high = scaled(max(judges)) if judges else None
+        alpha = cfg.bound_weight
+        high = scaled(_towards((c_mean, c_var), max(judges), cfg.jump_bound_weight)) if judges else None
         low: Estimate | None
-        if peers is not None and agreed and self.sold_today > 0:
-            low = scaled(min(judges))
+        if peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
+            low = scaled(_towards((c_mean, c_var), min(judges), alpha))
         else:
-            low = scaled(min(own)) if own else None
+            low = scaled(_towards(_centre(own, weights), min(own), alpha)) if own else None
         self.sold_today += w.sales
         previous = self.recent[-1] if self.recent else None
         entry = _Window(w, central, low, high)
         self.recent.append(entry)
-        verdict = self._judge(w, central, low, high, "short")
+        # Where the store has no history of its own for the slot (before its first opening time, a
+        # kind of day it has not had), the peers' shape judges, but it does not teach the spread or
+        # today's level: a store that opens later than its peers is not a quiet day.
+        teach = bool(own) or not cfg.own_learning
+        verdict = self._judge(w, central, low, high, "short", learn=teach)
         findings = verdict.findings
         if previous is not None and previous.central is not None and previous.window.end_ms == w.start_ms:
             # The last 30 minutes: a change that is too small for one window shows over two.
@@ -396,6 +422,7 @@ class SeasonalDetector:
                 _add(previous.low, low),
                 _add(previous.high, high),
                 "mid",
+                learn=teach,
             )
             if mid.findings:
                 seen = {f.metric for f in findings}
@@ -404,6 +431,10 @@ class SeasonalDetector:
                 )
                 findings = findings + extra
                 verdict = Verdict(findings, verdict.expected)
+        found_run = self._evidence(w, low, high) if cfg.cusum_threshold > 0 else None
+        if found_run is not None and not any(f.metric == "sales" for f in findings):
+            findings = (*findings, found_run)
+            verdict = Verdict(findings, verdict.expected)
         sales_flag = refund_flag = False
         for f in findings:
             if f.metric == "sales":
@@ -425,6 +456,8 @@ class SeasonalDetector:
         self._learn_slots(kind, slot, week_slot, learned, c_mean)
         if c_mean < 0.5:
             self.today.closed()
+        elif not teach:
+            self.today.flagged()
         elif not sales_flag:
             band = cfg.level_clip * sd
             self.today.learn(min(max(sales, m - band), m + band), c_mean)
@@ -433,6 +466,67 @@ class SeasonalDetector:
         if not refund_flag and w.sales > 0:
             self._learn_refunds(float(w.refunds), sales)
         return verdict
+
+    def _evidence(self, w: WindowResult, low: Estimate | None, high: Estimate | None) -> Finding | None:
+        """Evidence of a drop or a jump of sales over the last few windows, and a finding once it
+        is enough.
+
+        Per window, the log-likelihood ratio of "sales are cusum_drop (cusum_jump) times the
+        expected" against "as expected", for Poisson counts, divided by the window's dispersion
+        (variance over mean, quasi-likelihood, at most `cusum_max_dispersion`); the evidence is the
+        largest sum over the last 1 to `cusum_windows` windows, so a collapse in a quiet store, a
+        few sales short in each window, adds up within the hour."""
+        cfg = self.config
+        spread = self.spread["short", "sales"]
+        evidence = self.evidence
+        if evidence and evidence[-1][0] + self.slot_ms != w.start_ms:
+            evidence.clear()  # not consecutive: a gap of event time
+        lo_m, lo_v = low if low is not None else (0.0, 0.0)
+        hi_m, hi_v = high if high is not None else (0.0, 0.0)
+        if lo_m > 0:
+            lo_v = spread.variance(lo_m, lo_v)
+        if hi_m > 0:
+            hi_v = spread.variance(hi_m, hi_v)
+        evidence.append((w.start_ms, float(w.sales), lo_m, lo_v, hi_m, hi_v))
+        if not self._warm(w):
+            return None
+        cap = cfg.cusum_max_dispersion
+        log_drop, log_jump = math.log(cfg.cusum_drop), math.log(cfg.cusum_jump)
+        best = 0.0
+        best_at = (0, "")
+        n = len(evidence)
+        sum_drop = sum_jump = 0.0
+        for first in range(n - 1, -1, -1):  # the spans ending with this window, shortest first
+            _, x, lm, lv, hm, hv = evidence[first]
+            if lm > 0:
+                sum_drop += (x * log_drop + lm * (1.0 - cfg.cusum_drop)) / min(cap, max(1.0, lv / lm))
+            if hm > 0:
+                sum_jump += (x * log_jump + hm * (1.0 - cfg.cusum_jump)) / max(1.0, hv / hm)
+            if sum_drop > best:
+                best, best_at = sum_drop, (first, "low")
+            if sum_jump > best:
+                best, best_at = sum_jump, (first, "high")
+        if best < cfg.cusum_threshold:
+            return None
+        first, direction = best_at
+        parts = [evidence[i] for i in range(first, n)]
+        observed = sum(p[1] for p in parts)
+        low_side = direction == "low"
+        mean = sum(p[2] if low_side else p[4] for p in parts)
+        var = sum(p[3] if low_side else p[5] for p in parts)
+        if direction == "low" and (mean < cfg.min_expected_sales or observed > cfg.drop_ratio * mean):
+            return None
+        lo, hi = tails.expected_range(mean, var)
+        if direction == "high" and (observed < hi + cfg.min_extra_sales or observed < cfg.jump_ratio * mean):
+            return None
+        windows = [r.window for r in list(self.recent)[-len(parts) :]]
+        if len(windows) != len(parts) or windows[0].start_ms != parts[0][0]:
+            return None
+        span = merge(windows, WindowSpec(len(parts) * self.slot_ms, self.slot_ms)) if len(parts) > 1 else w
+        sc = best / math.log(10.0)
+        magnitude = 1.0 - observed / mean if direction == "low" else (observed / max(mean, 1.0) - 1.0) / 3.0
+        sev = severity(sc, cfg.threshold, magnitude)
+        return Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
 
     def _learn_slots(
         self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
@@ -456,6 +550,23 @@ class SeasonalDetector:
                 self.weeks_seen[week_slot] += 1
         self.day_slots[slot] = value
         self.day_total += value
+
+    def _guess(self, kind: int, slot: int) -> Estimate | None:
+        """A weekend day nothing is known of yet: the store's weekday profile around the slot, times
+        `guess_ratio`, as wide as `guess_spread` says (only jumps are judged against it)."""
+        ratio = self.config.guess_ratio
+        if ratio <= 0 or kind == 0:
+            return None
+        seen = self.profile_seen[0]
+        profile = self.profile[0]
+        n = self.per_day
+        values = [profile[i % n] for i in range(slot - 2, slot + 3) if seen[i % n]]
+        if len(values) < 3:
+            return None
+        mean = max(values) * ratio
+        if mean < 1.0:
+            return None
+        return mean, mean + (self.config.guess_spread * mean) ** 2
 
     def _learn_refunds(self, refunds: float, sales: float) -> None:
         self.refund_num.update(refunds)
@@ -492,7 +603,13 @@ class SeasonalDetector:
         return self._judge(w, central, low, high, "long")
 
     def _judge(
-        self, w: WindowResult, central: Estimate, low: Estimate | None, high: Estimate | None, size: str
+        self,
+        w: WindowResult,
+        central: Estimate,
+        low: Estimate | None,
+        high: Estimate | None,
+        size: str,
+        learn: bool = True,
     ) -> Verdict:
         """Score a window against the estimates, then learn the spread from it."""
         cfg = self.config
@@ -518,7 +635,7 @@ class SeasonalDetector:
                 if found is not None:
                     findings = (*findings, found)
                     refund_flag = True
-        if mean >= 1.0 and not sales_flag:
+        if mean >= 1.0 and not sales_flag and learn:
             s_spread.learn(sales, mean, known)
         if r_mean > 0.0 and not refund_flag:
             r_spread.learn(refunds, r_mean)
@@ -532,8 +649,9 @@ class SeasonalDetector:
             lo, hi = tails.expected_range(mean, var)
             if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
-                if sc >= cfg.threshold:
-                    sev = severity(sc, cfg.threshold, 1.0 - x / mean)
+                drop_threshold = cfg.drop_threshold or cfg.threshold
+                if sc >= drop_threshold:
+                    sev = severity(sc, drop_threshold, 1.0 - x / mean)
                     return Finding("sales", "low", x, mean, lo, hi, sc, sev)
         if high is not None:
             mean, known = high
@@ -555,6 +673,27 @@ class SeasonalDetector:
                 sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
                 return Finding("refunds", "high", x, mean, low, high, sc, sev)
         return None
+
+
+def _centre(estimates: list[Estimate], weights: list[float]) -> Estimate:
+    """The weighted centre of the first estimates (the store's own: the peers come last)."""
+    used = weights[: len(estimates)]
+    total = sum(used)
+    mean = sum(wt * e[0] for wt, e in zip(used, estimates, strict=True)) / total
+    var = sum(wt * wt * e[1] for wt, e in zip(used, estimates, strict=True)) / (total * total)
+    return mean, var
+
+
+def _towards(centre: Estimate, bound: Estimate, alpha: float) -> Estimate:
+    """An estimate a share `alpha` of the way from the weighted centre to the most extreme one."""
+    if alpha >= 1.0:
+        return bound
+    if alpha <= 0.0:
+        return centre
+    return (
+        centre[0] + alpha * (bound[0] - centre[0]),
+        centre[1] + alpha * (bound[1] - centre[1]),
+    )
 
 
 def _add(a: Estimate | None, b: Estimate | None) -> Estimate | None:

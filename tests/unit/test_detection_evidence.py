@@ -1,0 +1,146 @@
+"""The seasonal detector's evidence over several windows, its first-weekend guess, and the fleet
+benchmark's replay of recorded windows (docs/detection.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from benchmarks.detect_fleet import Feed, read_alerts, recording, replay, score
+from benchmarks.local_scenario import FleetConfig, write
+from benchmarks.scenario import read_labels
+from processors.backtest import run_backtest
+from processors.core import CoreConfig
+from processors.core.detectors import DetectorConfig, SeasonalDetector
+from processors.core.detectors.base import DAY_MS, Finding
+from processors.core.detectors.seasonal import _Window
+from processors.core.windows import WindowResult, WindowSpec
+
+SLOT = 15 * 60_000
+SHORT = WindowSpec(SLOT, SLOT)
+T0 = 20_000 * DAY_MS  # a Thursday, 00:00 UTC
+
+
+def window(start_ms: int, sales: int) -> WindowResult:
+    return WindowResult(
+        "s-1", SHORT, start_ms, start_ms + SLOT, sales, sales, sales, 3.0 * sales, 0, 0, 0, 0.0
+    )
+
+
+def detector(**settings: Any) -> SeasonalDetector:
+    det = SeasonalDetector(dataclasses.replace(DetectorConfig(), **settings), SLOT, 4)
+    det.first_ms = T0 - 3 * DAY_MS  # warm: three days of its own history
+    return det
+
+
+def feed_evidence(
+    det: SeasonalDetector, counts: list[int], expected: float, start: int = T0
+) -> list[Finding | None]:
+    """Each count as the next window, judged against `expected` sales (its variance: Poisson)."""
+    found = []
+    for i, sales in enumerate(counts):
+        w = window(start + i * SLOT, sales)
+        det.recent.append(_Window(w, None, None, None))
+        found.append(det._evidence(w, (expected, 0.0), (expected, 0.0)))
+    return found
+
+
+def test_a_collapse_adds_up_over_windows_that_are_each_too_small_to_alert() -> None:
+    # A quiet store expecting 5 sales a quarter hour sells none: one window is not enough (the
+    # evidence of a single empty window is 0.7 * 5 = 3.5), four in a row are (14 > 12).
+    det = detector()
+    found = feed_evidence(det, [0, 0, 0, 0], 5.0)
+    assert found[:3] == [None, None, None]
+    finding = found[3]
+    assert finding is not None
+    assert finding.metric == "sales"
+    assert finding.direction == "low"
+    assert finding.observed == 0
+    assert abs(finding.mean - 20.0) < 1e-9
+    assert finding.window is not None  # the hour the evidence spans, as one window
+    assert (finding.window.start_ms, finding.window.end_ms) == (T0, T0 + 4 * SLOT)
+    assert finding.score >= 12.0 / 2.31
+
+
+def test_evidence_forgets_a_gap_of_event_time() -> None:
+    det = detector()
+    # Two empty windows, then event time jumps a day: the next two start the evidence afresh.
+    assert feed_evidence(det, [0, 0], 5.0) == [None, None]
+    assert feed_evidence(det, [0, 0], 5.0, start=T0 + DAY_MS) == [None, None]
+    assert len(det.evidence) == 2
+
+
+def test_ordinary_windows_and_a_partial_drop_raise_nothing() -> None:
+    det = detector()
+    assert feed_evidence(det, [5, 4, 6, 5, 3, 7, 5, 4], 5.0) == [None] * 8
+    det = detector()
+    assert all(f is None for f in feed_evidence(det, [3, 3, 3, 3], 5.0))  # 60% left: no collapse
+
+
+def test_a_jump_adds_up_too() -> None:
+    det = detector()
+    found = feed_evidence(det, [14, 14, 14, 14], 5.0)
+    finding = next(f for f in found if f is not None)
+    assert finding.direction == "high"
+    assert finding.observed >= 28
+
+
+def test_the_dispersion_cap_lets_an_unsure_estimate_still_see_a_collapse() -> None:
+    # Expected 10 a window, but unsure (variance 60: dispersion 6). Without the cap the evidence of
+    # four empty windows is 4 * 7 / 6 < 12; with it (2) it is 14.
+    unsure = (10.0, 50.0)
+    for cap, alerts in ((2.0, True), (100.0, False)):
+        det = detector(cusum_max_dispersion=cap)
+        found = []
+        for i in range(4):
+            w = window(T0 + i * SLOT, 0)
+            det.recent.append(_Window(w, None, None, None))
+            found.append(det._evidence(w, unsure, unsure))
+        assert (found[-1] is not None) is alerts, cap
+
+
+def test_a_first_weekend_is_judged_for_jumps_against_the_weekday_profile() -> None:
+    det = detector()
+    for slot in range(40, 48):
+        det.profile[0][slot] = 10.0
+        det.profile_seen[0][slot] = 1
+    guess = det._guess(1, 44)  # Saturday, 11:00
+    assert guess is not None
+    mean, var = guess
+    assert mean == 2.0 * 10.0
+    assert var == mean + (0.5 * mean) ** 2
+    assert det._guess(0, 44) is None  # a weekday has its own profile
+    assert det._guess(1, 10) is None  # nothing known around 02:30
+    assert detector(guess_ratio=0.0)._guess(1, 44) is None
+
+
+def test_the_new_state_survives_a_checkpoint() -> None:
+    det = detector()
+    feed_evidence(det, [0, 0, 0], 5.0)
+    copy = pickle.loads(pickle.dumps(det))
+    assert list(copy.evidence) == list(det.evidence)
+    w = window(T0 + 3 * SLOT, 0)
+    det.recent.append(_Window(w, None, None, None))
+    copy.recent.append(_Window(w, None, None, None))
+    assert copy._evidence(w, (5.0, 0.0), (5.0, 0.0)) == det._evidence(w, (5.0, 0.0), (5.0, 0.0))
+
+
+def test_replaying_recorded_windows_gives_the_backtests_alerts(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet"
+    write(FleetConfig(seed=7, stores=4, days=9, late_store_day=3), fleet)
+    feed: Feed = []
+    core = CoreConfig(archive=False)
+    with recording(feed):
+        run_backtest(str(fleet / "events.jsonl"), str(tmp_path / "out"), core)
+    from_backtest = read_alerts(tmp_path / "out" / "alerts.jsonl")
+    assert any(isinstance(item, tuple) for item in feed)  # the stores' zones, in order
+    assert sorted(replay(feed, DetectorConfig()), key=repr) == sorted(from_backtest, key=repr)
+    # A different setting decides differently on the same windows (the replay is not a cache).
+    meta = json.loads((fleet / "meta.json").read_text())
+    labels = read_labels(fleet / "labels.jsonl")
+    strict = replay(feed, DetectorConfig(threshold=50.0, refund_threshold=50.0, cusum_threshold=500.0))
+    assert len(strict) < len(from_backtest) or not from_backtest
+    assert score(strict, labels, meta, core.allowed_lateness_ms).total.false_incidents == 0
