@@ -12,7 +12,10 @@ by their size in a sample of the file, largest first to the least busy; every wo
 plan), runs a core over them in file order,
 and the parent merges the outputs. The files are the same as one worker's: alerts in (ts, store,
 kind, id) order, windows in (end, store) order, rejected lines by line number, stock and counts added
-up. Each worker follows the event time of the whole file (the newest valid sale or refund before
+up; anomaly alerts too, but for what a store's peers decide: a store borrows the shape of the
+other stores of its core until its own history outweighs it, so a split may judge a borderline
+window of a store's first week differently (and flag a borderline window later, inside an incident
+already alerted). Each worker follows the event time of the whole file (the newest valid sale or refund before
 each line), so windows close and events are late where one core's would. One case differs: a repeat
 of an event with a later time than the first (ignored by the core as a duplicate) moves the event
 time of a split run, where one core never saw it move (docs/decisions.md).
