@@ -36,7 +36,7 @@ from typing import IO, Final
 import msgspec
 import orjson
 
-from foundation.contract import Refund, Rejection, Sale, alert_kind, encode
+from foundation.contract import Refund, Sale, alert_kind, encode, format_ts
 from foundation.errors import ShelfstreamError, UsageError
 from foundation.rejects import kept_line
 from processors.core import CoreConfig, CoreStats, ShardCore
@@ -243,14 +243,32 @@ def _split(
 @dataclass(frozen=True)
 class _Plan:
     workers: int
-    stores: dict[str, int]  # store -> worker, for the stores the sample saw
+    stores: dict[str, int]  # store id -> worker, for the stores the sample saw
 
 
-class _StoreOnly(msgspec.Struct):
+class _Route(msgspec.Struct):
     store_id: str = ""
+    ts: str = ""
 
 
-_store_decoder: Final = msgspec.json.Decoder(_StoreOnly)
+_route_decoder: Final = msgspec.json.Decoder(_Route)
+_TS_LEN: Final = len("2026-08-01T10:15:30.123Z")
+
+
+def route_of(raw: bytes) -> tuple[str, str | None]:
+    """(store id, event time) of a record, for splitting it by store; the time only in the contract's
+    canonical form (None: not read here). One light decode of two fields (msgspec skips the rest
+    without building it: cheaper than cutting them out of the bytes), by the parser the core uses, so
+    every spelling of a store gives its one id and a store never lands in two workers."""
+    try:
+        routed = _route_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "", None
+    ts = routed.ts
+    canonical = len(ts) == _TS_LEN and ts[10] == "T" and ts[23] == "Z"
+    return routed.store_id, ts if canonical else None
+
+
 _SAMPLES: Final = 16
 _SAMPLE_BYTES: Final = 256 * 1024
 
@@ -271,10 +289,7 @@ def plan_split(path: Path, workers: int) -> _Plan:
             data = fh.read(_SAMPLE_BYTES)
             lines = data.split(b"\n")
             for line in lines[1:-1] if i else lines[:-1]:  # whole lines only
-                try:
-                    store = _store_decoder.decode(line).store_id
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
+                store, _ = route_of(line)
                 counts[store] = counts.get(store, 0) + 1
     load = [0] * workers
     stores: dict[str, int] = {}
@@ -308,12 +323,15 @@ def _worker(
         windows = core.state.windows
         assigned = dict(plan.stores)
         workers = plan.workers
-        # Every line is decoded here, to know its store (an event of ours goes on to the core as it is
-        # decoded); a record that is no event goes to the worker of the store "" (one of them).
-        # The file's newest event time before each line, as one core over the whole file would know it
-        # (only valid sales and refunds move it there): every worker's windows close, and its events
-        # are late, at the same points as one core's.
+        # Every line's store comes from a light decode (`route_of`); an event of ours is then decoded
+        # whole and applied. The file's event time before each line, as one core over the whole file knows
+        # it (only valid sales and refunds move it there), so every worker's windows close, and its
+        # events are late, at the same points as one core's. Another worker's record matters only
+        # when its time reaches our next pane close (below that it closes nothing): only then is it
+        # decoded, to know whether it is a valid sale or refund. Canonical times compare as strings.
         newest = -1
+        close_ms: int | None = None
+        close_at = ""  # the next pane close, canonical; "" until our windows start
         line_no = 0
         with path.open("rb") as source:
             for lines in _chunks(source):
@@ -323,23 +341,29 @@ def _worker(
                     raw = line.rstrip(b"\r\n")
                     if not raw or raw.isspace():
                         continue
-                    ev = decode_record(raw)
-                    kind = type(ev)
-                    store = "" if kind is Rejection else ev.store_id  # type: ignore[union-attr]
+                    store, ts = route_of(raw)
                     k = assigned.get(store)
                     if k is None:
                         k = assigned[store] = len(assigned) % workers
                     if k == me:
+                        ev = decode_record(raw)
                         if windows is not None and newest > windows.newest_ms:
                             if newest >= windows.next_close_ms:
                                 advance(newest)
                             else:
                                 windows.newest_ms = newest
                         apply(ev, raw, line_no)
-                    if kind is Sale or kind is Refund:
-                        ts_ms = ev.ts_ms  # type: ignore[union-attr]
+                    elif windows is not None and (ts is None or ts >= close_at):
+                        ev = decode_record(raw)
+                    else:
+                        continue
+                    if type(ev) is Sale or type(ev) is Refund:
+                        ts_ms = ev.ts_ms
                         if ts_ms > newest:
                             newest = ts_ms
+                    if windows is not None and windows.next_close_ms != close_ms:
+                        close_ms = windows.next_close_ms
+                        close_at = format_ts(close_ms) if windows.started else ""
                 writer.write()
                 if report:
                     pipe.send(("progress", first, line_no))

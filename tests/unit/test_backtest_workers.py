@@ -6,6 +6,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.scenario import ScenarioConfig, write
 from foundation.contract import format_ts
@@ -175,3 +177,48 @@ def test_stores_are_balanced_over_the_workers_by_their_size(tmp_path: Path) -> N
     plan = plan_split(path, 2)
     assert plan.stores["big"] not in {plan.stores[f"shop-{k}"] for k in range(5)}
     assert set(plan.stores) == {"big", *(f"shop-{k}" for k in range(5))}
+
+
+@settings(max_examples=300)
+@given(
+    store=st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True),
+    ms=st.integers(0, 4_000_000_000_000),
+    spaced=st.booleans(),
+    nested=st.sampled_from(["", "before", "after"]),
+    escaped=st.booleans(),
+)
+def test_routing_reads_the_store_the_decoder_reads(
+    store: str, ms: int, spaced: bool, nested: str, escaped: bool
+) -> None:
+    """Whatever the spelling, a valid event routes to its own store id (or a store's events would be
+    split over two workers), and a time is read only when it is the event's own, canonical one."""
+    from foundation.contract import decode_event
+    from processors.backtest import route_of
+
+    event: dict[str, object] = {"event_id": "e", "type": "sale", "store_id": store, "ts": format_ts(ms)}
+    event |= {"product_id": "p", "quantity": 1, "unit_price": 1.0}
+    other = {"store_id": "elsewhere", "ts": "1999-01-01T00:00:00.000Z"}
+    if nested == "before":
+        event = {"note": other, **event}
+    elif nested == "after":
+        event = {**event, "note": other}
+    raw = orjson.dumps(event, option=orjson.OPT_INDENT_2 if spaced else 0)
+    if escaped:  # the store id's first character as a \u escape
+        raw = raw.replace(f'"{store}"'.encode(), f'"\\u{ord(store[0]):04x}{store[1:]}"'.encode(), 1)
+    decoded = decode_event(raw)
+    assert getattr(decoded, "store_id", None) == store, decoded
+    routed, ts = route_of(raw)
+    assert routed == store
+    assert ts in (None, format_ts(ms))
+
+
+def test_routing_of_records_that_are_no_event() -> None:
+    from processors.backtest import route_of
+
+    assert route_of(b"not json") == ("", None)
+    assert route_of(b'{"store_id":"s1"}') == ("s1", None)
+    assert route_of(b'{"store_id":"s1","ts":"2026-01-01T00:00:00+01:00"}') == ("s1", None)
+    assert route_of(b'{"store_id":"s1","ts":"2026-01-01 00:00:00.000Z"}') == ("s1", None)
+    canonical = "2026-01-01T00:00:00.000Z"
+    assert route_of(b'{"store_id":"s1","ts":"%s"}' % canonical.encode()) == ("s1", canonical)
+    assert route_of(b'{"store_id":"s\\u0031"}') == ("s1", None)
