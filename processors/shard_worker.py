@@ -60,7 +60,7 @@ class ShardWorker:
         event_clock: Callable[[], int | None] | None = None,
     ) -> None:
         self.shard_id = shard_id
-        # The newest event time of the other shards read here (None: none known), for an idle shard.
+        # The event time of the other shards read here (None: none known), for an idle shard.
         self._event_clock = event_clock
         self._owns = owns  # does this shard own a partition key's hash key (KPL sub-records)
         self.core = core
@@ -159,8 +159,8 @@ class ShardWorker:
 
     async def _follow_other_shards(self) -> None:
         """A shard with nothing to read moves its event time to `idle_shard_lag_s` behind the other
-        shards': a store alone in its shard whose tills stop sends nothing that would close its
-        windows, and the outage would be seen only when trade came back."""
+        shards' (their middle one): a store alone in its shard whose tills stop sends nothing that
+        would close its windows, and the outage would be seen only when trade came back."""
         lag_s = self._settings.idle_shard_lag_s
         clock = self._event_clock() if self._event_clock is not None and lag_s > 0 else None
         windows = self.core.state.windows

@@ -191,13 +191,22 @@ class StreamProcessor:
             start_after,
             self._observe,
             functools.lru_cache(maxsize=4096)(info.owns),
-            self.newest_event_ms,
+            functools.partial(self.others_event_ms, info.shard_id),
         )
 
     def newest_event_ms(self) -> int | None:
-        """The newest event time any shard read here has reached: an idle shard follows it."""
+        """The newest event time any shard read here has reached."""
         times = [t for w in self.workers.values() if (t := w.newest_event_ms()) is not None]
         return max(times) if times else None
+
+    def others_event_ms(self, shard_id: str) -> int | None:
+        """The event time an idle shard follows: the middle of the other shards' (the lower middle of
+        an even count), so one shard whose till clock jumped a year ahead does not drag the idle
+        ones with it (with three shards or more)."""
+        times = sorted(
+            t for sid, w in self.workers.items() if sid != shard_id and (t := w.newest_event_ms()) is not None
+        )
+        return times[(len(times) - 1) // 2] if times else None
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
         """Wait until every shard has had an empty poll that began after `since` (monotonic)."""

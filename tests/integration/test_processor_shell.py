@@ -243,3 +243,18 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
     # lateness); on its own events alone it would have stopped at 45.
     assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
     assert processor.newest_event_ms() == T0 + 119 * 60_000
+
+
+def test_an_idle_shard_follows_the_middle_of_the_others_not_one_wild_clock() -> None:
+    """One shard whose till clock jumped a year ahead does not drag an idle shard with it."""
+    from types import SimpleNamespace
+
+    processor = StreamProcessor.__new__(StreamProcessor)
+    year = 365 * 24 * 3600_000
+    times = {"s0": None, "s1": T0, "s2": T0 + 60_000, "s3": T0 + year}
+    processor.workers = {  # type: ignore[assignment]
+        sid: SimpleNamespace(newest_event_ms=lambda t=t: t) for sid, t in times.items()
+    }
+    assert processor.others_event_ms("s0") == T0 + 60_000  # the middle of s1, s2, s3
+    assert processor.others_event_ms("s3") == T0  # the lower middle of s1, s2
+    assert processor.newest_event_ms() == T0 + year
