@@ -180,7 +180,7 @@ class App:
         return {i["leaseKey"]["S"]: i.get("leaseOwner", {}).get("S", "") for i in items}
 
     def held_by(self, worker: KclWorker) -> set[str]:
-        wid = worker_id(worker)
+        wid = worker.worker_id()
         return {shard for shard, owner in self.owners().items() if wid and owner == wid}
 
     def stock(self) -> dict[str, dict[str, int]]:
@@ -372,23 +372,6 @@ def _assigned_ts(worker: KclWorker, shards: set[str], after: float) -> dict[str,
     return seen
 
 
-def is_leader(worker: KclWorker) -> bool:
-    """Whether the worker's lease assignment last ran as the leader's (KCL 3 logs it each run)."""
-    last = ""
-    for line in worker.log_text().splitlines():
-        if "is a leader, performing assignment" in line or "is not a leader, ignore" in line:
-            last = line
-    return "is a leader, performing assignment" in last
-
-
-def worker_id(worker: KclWorker) -> str:
-    """The KCL worker id the daemon picked (it names the lease owner); empty before it says."""
-    for line in worker.log_text().splitlines():
-        if "Using workerId: " in line:
-            return line.split("Using workerId: ", 1)[1].strip()
-    return ""
-
-
 class Kill:
     """SIGKILL to one worker while events keep coming; when its shards work again on the survivor."""
 
@@ -421,9 +404,9 @@ class Kill:
 
 def the_leader(a: KclWorker, b: KclWorker) -> tuple[KclWorker, KclWorker] | None:
     """(leader, the other) once both daemons run their worker loop and one leads."""
-    if not (a.ready() and b.ready()) or is_leader(a) == is_leader(b):
+    if not (a.ready() and b.ready()) or a.is_leader() == b.is_leader():
         return None
-    return (a, b) if is_leader(a) else (b, a)
+    return (a, b) if a.is_leader() else (b, a)
 
 
 def run(bench: Bench, events: int, say: Callable[[str], None]) -> tuple[list[Run], list[Failover]]:
@@ -459,7 +442,7 @@ def run(bench: Bench, events: int, say: Callable[[str], None]) -> tuple[list[Run
         two_leader = the_leader(ta, tb)
         assert two_leader is not None
         tc = two.start_worker()
-        until(lambda: tc.ready() and bool(worker_id(tc)), "a standby worker")
+        until(lambda: tc.ready() and bool(tc.worker_id()), "a standby worker")
         until(lambda: len(one.held_by(oa)) == SHARDS, "the one-worker application's leases")
         one.warm_up()
         two.warm_up()

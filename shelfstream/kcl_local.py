@@ -304,6 +304,21 @@ class KclWorker:
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
 
+    def is_leader(self) -> bool:
+        """Whether the worker's lease assignment last ran as the leader's (KCL 3 logs it each run)."""
+        last = ""
+        for line in self.log_text().splitlines():
+            if "is a leader, performing assignment" in line or "is not a leader, ignore" in line:
+                last = line
+        return "is a leader, performing assignment" in last
+
+    def worker_id(self) -> str:
+        """The KCL worker id the daemon picked (it names the lease owner); empty before it says."""
+        for line in self.log_text().splitlines():
+            if "Using workerId: " in line:
+                return line.split("Using workerId: ", 1)[1].strip()
+        return ""
+
 
 def run_worker(
     settings: Settings,

@@ -283,21 +283,12 @@ def processor_log(worker: KclWorker) -> list[dict[str, Any]]:
     return lines
 
 
-def is_leader(worker: KclWorker) -> bool:
-    """Whether the worker's lease assignment last ran as the leader's (KCL 3 logs it each run)."""
-    last = ""
-    for line in worker.log_text().splitlines():
-        if "is a leader, performing assignment" in line or "is not a leader, ignore" in line:
-            last = line
-    return "is a leader, performing assignment" in last
-
-
 def worker_id(worker: KclWorker) -> str:
     """The KCL worker id the daemon picked (it names the lease owner in DynamoDB)."""
-    for line in worker.log_text().splitlines():
-        if "Using workerId: " in line:
-            return line.split("Using workerId: ", 1)[1].strip()
-    raise AssertionError(f"no worker id in {worker.log_path}")
+    wid = worker.worker_id()
+    if not wid:
+        raise AssertionError(f"no worker id in {worker.log_path}")
+    return wid
 
 
 def assert_same_effects(stack: Stack) -> None:
@@ -393,8 +384,8 @@ def test_two_workers_share_leases_one_dies_with_kill_9_then_one_stops_with_sigte
     by_owner: dict[str, list[str]] = {}
     for shard, owner in held.items():
         by_owner.setdefault(owner, []).append(shard)
-    s.until(lambda: is_leader(a) != is_leader(b), "one leader among the two")
-    victim, survivor = (b, a) if is_leader(a) else (a, b)
+    s.until(lambda: a.is_leader() != b.is_leader(), "one leader among the two")
+    victim, survivor = (b, a) if a.is_leader() else (a, b)
     victim_id = worker_id(victim)
     s.put(wave(stores, 1, lambda i: 2))
     victim.kill()

@@ -78,3 +78,18 @@ def test_the_benchmark_runs_the_deployed_lease_settings_not_the_local_ones(tmp_p
     )
     assert worker._properties["leaseAssignmentIntervalMillis"] == "2000"
     assert worker._properties["failoverTimeMillis"] == "10000"
+
+
+def test_the_daemon_log_says_who_leads_and_the_worker_id(tmp_path: Path) -> None:
+    worker = KclWorker("w", Settings(), "app", tmp_path, {}, "http://127.0.0.1:1", "http://127.0.0.1:2")
+    assert (worker.worker_id(), worker.is_leader()) == ("", False)  # no log yet
+    worker.log_path.parent.mkdir(parents=True, exist_ok=True)
+    worker.log_path.write_text(
+        "x Using workerId: w-123\n"
+        "y Worker w-123 is a leader, performing assignment\n"
+        "z Worker w-123 is not a leader, ignore\n"
+    )
+    assert (worker.worker_id(), worker.is_leader()) == ("w-123", False)  # the last run decides
+    with worker.log_path.open("a") as log:
+        log.write("z Worker w-123 is a leader, performing assignment\n")
+    assert worker.is_leader()
