@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # always ignored (docs/durability.md); at least the stream's retention (24 h by default).
     dedup_horizon_s: int = Field(default=24 * 3600, ge=60)
     dedup_bucket_s: int = Field(default=900, ge=1)  # the memory expires in slices of this much event time
-    dedup_max_ahead_s: int = Field(default=3600, ge=0)  # events further ahead do not move its clock alone
+    # Events further ahead than this move neither the dedup clock nor the windows' clock alone.
+    dedup_max_ahead_s: int = Field(default=3600, ge=0)
     # A store that sends nothing for this long (event time) is forgotten: stock, catalog, requests,
     # windows, detector. 0 keeps every store for ever.
     store_retention_s: int = Field(default=35 * 24 * 3600, ge=0)

@@ -41,6 +41,7 @@ from foundation.errors import ShelfstreamError, UsageError
 from foundation.rejects import kept_line
 from processors.core import CoreConfig, CoreStats, ShardCore
 from processors.core.processor import decode_record
+from processors.core.windows import AheadRun
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,10 @@ def _worker(
         # when its time reaches our next pane close (below that it closes nothing): only then is it
         # decoded, to know whether it is a valid sale or refund. Canonical times compare as strings.
         newest = -1
+        # One core's guard against a till with a wrong clock (WindowEngine.ahead), on the file's time;
+        # while a run of events far ahead is open, every record is decoded, as one core sees each.
+        run = AheadRun()
+        max_ahead = windows.max_ahead_ms if windows is not None else 0
         close_ms: int | None = None
         close_at = ""  # the next pane close, canonical; "" until our windows start
         line_no = 0
@@ -353,14 +358,18 @@ def _worker(
                             else:
                                 windows.newest_ms = newest
                         apply(ev, raw, line_no)
-                    elif windows is not None and (ts is None or ts >= close_at):
+                    elif windows is not None and (ts is None or ts >= close_at or run.count):
                         ev = decode_record(raw)
                     else:
                         continue
                     if type(ev) is Sale or type(ev) is Refund:
                         ts_ms = ev.ts_ms
                         if ts_ms > newest:
-                            newest = ts_ms
+                            if newest < 0 or ts_ms - newest <= max_ahead:
+                                newest = ts_ms
+                                run.count = 0
+                            elif run.add(ev.store_id, ts_ms):
+                                newest = ts_ms
                     if windows is not None and windows.next_close_ms != close_ms:
                         close_ms = windows.next_close_ms
                         close_at = format_ts(close_ms) if windows.started else ""

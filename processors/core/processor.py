@@ -168,7 +168,10 @@ def _windows_and_monitor(config: CoreConfig) -> tuple[WindowEngine | None, Anoma
     specs = config.window_specs()
     if not specs:
         return None, None
-    engine = WindowEngine(specs, config.allowed_lateness_ms, config.max_window_gap_ms)
+    # The dedup's limit guards the windows' clock too: one till with a wrong clock moves neither.
+    engine = WindowEngine(
+        specs, config.allowed_lateness_ms, config.max_window_gap_ms, config.dedup_max_ahead_ms
+    )
     return engine, AnomalyMonitor(config.detection, specs)
 
 
@@ -296,9 +299,15 @@ class ShardCore:
         # Only the events the windows aggregate move their watermark: a delivery or stock take stamped
         # by another system's clock (a truck's wall clock during a replay of last month) must not close
         # every window ahead of the sales still to come.
+        # One far ahead (a till with a wrong clock) moves it only with a quorum (WindowEngine.ahead).
         if win is not None and ts_ms > win.newest_ms and (type(ev) is Sale or isinstance(ev, Refund)):
-            win.newest_ms = ts_ms
-            if ts_ms >= win.next_close_ms:
+            if ts_ms - win.newest_ms <= win.max_ahead_ms:
+                win.newest_ms = ts_ms
+                if win.ahead_run.count:
+                    win.ahead_run.count = 0  # a run of events far ahead is broken
+            else:
+                win.ahead(store_id, ts_ms)
+            if win.newest_ms >= win.next_close_ms:
                 self._closed(win.due())  # counts its own anomaly alerts
         return True
 

@@ -30,6 +30,10 @@ import msgspec
 MINUTE_MS: Final = 60_000
 _NEVER: Final = -(2**62)
 _NO_LIMIT: Final = 2**62
+_NO_AHEAD: Final = 2**62  # no guard: any newer event moves the clock
+# One store's events far ahead of the clock, in a row, before the clock believes them (AheadRun)
+AHEAD_QUORUM: Final = 5
+AHEAD_SPAN_MS: Final = 15 * MINUTE_MS
 
 
 class WindowSpec:
@@ -188,6 +192,36 @@ class StoreWindows:
     resume_idx: int = 0
 
 
+class AheadRun:
+    """Sales and refunds far ahead of a shard's clock, in a row (nothing in step between them).
+
+    A till with a wrong clock (local time sent as UTC, a wrong date) must not close every store's
+    windows: its events come between the other stores' events, which break its run, so it never
+    moves the clock. A run moves it when a second store's event joins it (two clocks agree that time
+    moved on: the shard is back after an outage, or the first stores open in the morning), or when
+    one store alone keeps going for `AHEAD_QUORUM` events over `AHEAD_SPAN_MS` of its own time (the
+    only store trading at that hour has no one to be checked against)."""
+
+    __slots__ = ("count", "first_ms", "store")
+
+    def __init__(self) -> None:
+        self.count = 0  # events in the run (0: none open)
+        self.store = ""  # the store of its first event
+        self.first_ms = 0  # ... and that event's time
+
+    def add(self, store_id: str, ts_ms: int) -> bool:
+        """One more event far ahead; True when the run is believed (and it starts over)."""
+        if self.count == 0:
+            self.store, self.first_ms = store_id, ts_ms
+        elif store_id != self.store or (
+            self.count + 1 >= AHEAD_QUORUM and ts_ms - self.first_ms >= AHEAD_SPAN_MS
+        ):
+            self.count = 0
+            return True
+        self.count += 1
+        return False
+
+
 class WindowEngine:
     """Per-store event-time windows of one shard, closed by the shard's watermark."""
 
@@ -195,8 +229,10 @@ class WindowEngine:
         "_hops",
         "_max_gap_panes",
         "_span",
+        "ahead_run",
         "closed_idx",
         "lateness_ms",
+        "max_ahead_ms",
         "newest_ms",
         "next_close_ms",
         "pane_ms",
@@ -205,7 +241,9 @@ class WindowEngine:
         "stores",
     )
 
-    def __init__(self, specs: tuple[WindowSpec, ...], lateness_ms: int, max_gap_ms: int) -> None:
+    def __init__(
+        self, specs: tuple[WindowSpec, ...], lateness_ms: int, max_gap_ms: int, max_ahead_ms: int = _NO_AHEAD
+    ) -> None:
         if not specs:
             raise ValueError("at least one window spec is needed")
         if lateness_ms < 0:
@@ -225,6 +263,17 @@ class WindowEngine:
         self.newest_ms = _NEVER  # the newest event time seen in the shard
         self.closed_idx = _NEVER  # panes below this index are closed (for every store)
         self.next_close_ms = _NEVER  # once newest_ms reaches this, call due(): a pane closes
+        # An event more than max_ahead_ms ahead of newest_ms moves the clock only with a quorum (ahead())
+        self.max_ahead_ms = max_ahead_ms if max_ahead_ms > 0 else _NO_AHEAD
+        self.ahead_run = AheadRun()
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        _, slots = state
+        assert isinstance(slots, dict)
+        # A checkpoint from before the clock was guarded: no guard until the shell sets one
+        defaults = {"max_ahead_ms": _NO_AHEAD, "ahead_run": AheadRun()}
+        for name, value in {**defaults, **slots}.items():
+            object.__setattr__(self, name, value)
 
     @property
     def watermark_ms(self) -> int | None:
@@ -313,6 +362,13 @@ class WindowEngine:
                 self.closed_idx = first
         return self._close_until((self.newest_ms - self.lateness_ms) // self.pane_ms)
 
+    def ahead(self, store_id: str, ts_ms: int) -> None:
+        """An event more than `max_ahead_ms` ahead of the clock (the caller checks that): a till with
+        a wrong clock must not close every store's windows (`AheadRun`). The event itself waits in its
+        own pane either way."""
+        if self.newest_ms == _NEVER or self.ahead_run.add(store_id, ts_ms):
+            self.newest_ms = ts_ms  # the shard's first event, or time really moved on
+
     def advance(self, ts_ms: int) -> list[WindowResult]:
         """Move the shard's event time to `ts_ms` if it is newer (e.g. the shell's clock while idle)."""
         if ts_ms <= self.newest_ms:
@@ -324,7 +380,7 @@ class WindowEngine:
 
     def last_data_ms(self) -> int | None:
         """The start of the last pane holding data (None when none does): where `flush` ends."""
-        last = self._last_pane(_NO_LIMIT)
+        last = self._last_pane(self._horizon())
         return None if last < self.closed_idx else last * self.pane_ms
 
     def flush(self, last_ms: int | None = None) -> list[WindowResult]:
@@ -332,13 +388,20 @@ class WindowEngine:
 
         `last_ms` moves the end out to another engine's last data (a backtest split over workers
         ends every worker where one worker over the whole file would)."""
-        last = self._last_pane(_NO_LIMIT)
+        last = self._last_pane(self._horizon())
         if last_ms is not None:
             last = max(last, last_ms // self.pane_ms)
         if not self.started or last < self.closed_idx:
             return []
         # Past the last pane with data, far enough for every hopping window over it to end.
         return self._close_until(last + self._span)
+
+    def _horizon(self) -> int:
+        """Panes from here on hold only events far ahead of the clock (a till with a wrong clock):
+        the end of input does not close them, or it would fill the time up to them with empty windows."""
+        if self.max_ahead_ms >= _NO_AHEAD or self.newest_ms == _NEVER:
+            return _NO_LIMIT
+        return (self.newest_ms + self.max_ahead_ms) // self.pane_ms + 1
 
     def _last_pane(self, below: int) -> int:
         """The last pane holding data before `below` (closed_idx - 1 if none)."""

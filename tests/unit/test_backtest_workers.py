@@ -47,6 +47,16 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
             mixed += [b"not json", b'{"type":"sale","store_id":"store-001"}', b""]
         if len(lines) // 2 <= i < len(lines) // 2 + 20:
             mixed.append(lagging[i - len(lines) // 2])
+        if len(lines) // 4 <= i < len(lines) // 4 + 30:
+            # A till sending local time as UTC, 9 hours ahead, between the other stores' events: one
+            # core's windows wait for it (WindowEngine.ahead), and so must every worker's.
+            mixed.append(
+                orjson.dumps(
+                    {"event_id": f"tokyo-{i}", "type": "sale", "store_id": "store-tokyo"}
+                    | {"ts": _minus(orjson.loads(line)["ts"], -9 * 3600_000), "product_id": "p-1"}
+                    | {"quantity": 1, "unit_price": 2.0}
+                )
+            )
         if i == len(lines) // 3:
             # A delivery stamped a month ahead (a truck's clock) and a bad sale stamped a month ahead:
             # one core's windows ignore both, so a split must not close its windows on them either.

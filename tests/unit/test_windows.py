@@ -212,6 +212,87 @@ def test_a_jump_far_ahead_is_not_filled_with_empty_windows() -> None:
     assert [(w.start_ms, w.lines) for w in later] == [(T0 + 30 * DAY, 1)]
 
 
+def _store_sale(store: str, eid: str, ts: int) -> bytes:
+    return orjson.dumps(orjson.loads(_event("sale", eid, ts)) | {"store_id": store})
+
+
+def _starts(windows: list[bytes], store: str) -> list[tuple[str, int]]:
+    rows = [orjson.loads(w) for w in windows]
+    mine = [r for r in rows if r["store_id"] == store and r["kind"] == "tumbling"]
+    return [(r["window_start"], r["lines"]) for r in mine]
+
+
+def test_a_till_with_a_wrong_clock_does_not_close_the_other_stores_windows() -> None:
+    # s2's till sends local time as UTC, 9 hours ahead, between s1's sales: one minute apart each.
+    core = ShardCore(CoreConfig(allowed_lateness_ms=2 * MIN, detection=DetectorConfig(kind="off")))
+    for i in range(120):
+        assert core.apply(_store_sale("s1", f"a{i}", T0 + i * MIN))
+        assert core.apply(_store_sale("s2", f"b{i}", T0 + 9 * HOUR + i * MIN))
+    assert core.stats.late_events == 0  # without the guard, every s1 sale after the first was late
+    closed = _starts(core.drain().windows, "s1")
+    # s1's windows closed as its own time went by, each with its 15 sales
+    assert closed == [(format_ts(T0 + k * 15 * MIN), 15) for k in range(7)]
+    core.finish()
+    last = _starts(core.drain().windows, "s1")
+    assert last[0] == (format_ts(T0 + 105 * MIN), 15)  # then the empty ones the last hour's windows need
+    assert last[-1][0] < format_ts(T0 + 3 * HOUR)
+    assert sum(n for _, n in last) == 15
+    assert core.inventory()["s2"] == {"p1": -120}  # its sales still count for stock
+
+
+def test_time_moves_on_when_a_second_store_agrees_after_an_outage() -> None:
+    core = ShardCore(CoreConfig(allowed_lateness_ms=0, detection=DetectorConfig(kind="off")))
+    core.apply(_store_sale("s1", "a", T0 + MIN))
+    core.apply(_store_sale("s2", "b", T0 + 2 * MIN))
+    core.drain()
+    core.apply(_store_sale("s1", "c", T0 + 3 * HOUR + MIN))  # three hours later: one clock says so
+    assert core.drain().windows == []
+    core.apply(_store_sale("s2", "d", T0 + 3 * HOUR + 2 * MIN))  # a second agrees: time moved on
+    windows = core.drain().windows
+    assert _starts(windows, "s1")[0] == (format_ts(T0), 1)
+    assert _starts(windows, "s1")[-1] == (format_ts(T0 + 3 * HOUR - 15 * MIN), 0)  # the outage's windows too
+    assert core.stats.late_events == 0
+
+
+def test_one_store_alone_moves_the_clock_after_a_quarter_hour_of_its_own_time() -> None:
+    core = ShardCore(CoreConfig(allowed_lateness_ms=0, detection=DetectorConfig(kind="off")))
+    core.apply(_store_sale("s1", "night", T0 - 10 * HOUR))  # last night
+    core.drain()
+    for i in range(5):  # the morning: every 4 minutes, 16 minutes in all
+        core.apply(_store_sale("s1", f"m{i}", T0 + i * 4 * MIN))
+        if i < 4:
+            assert core.drain().windows == []  # not yet: could be a wrong clock
+    # believed at the fifth: the night's windows and the first quarter hour close at once
+    assert _starts(core.drain().windows, "s1")[-2:] == [(format_ts(T0 - 15 * MIN), 0), (format_ts(T0), 4)]
+    core.apply(_store_sale("s1", "m5", T0 + 31 * MIN))
+    assert _starts(core.drain().windows, "s1") == [(format_ts(T0 + 15 * MIN), 1)]
+    assert core.stats.late_events == 0
+
+
+def test_the_end_of_input_does_not_fill_the_time_up_to_a_wrong_clock() -> None:
+    core = ShardCore(CoreConfig(allowed_lateness_ms=0, detection=DetectorConfig(kind="off")))
+    for i in range(10):
+        core.apply(_store_sale("s1", f"a{i}", T0 + i * MIN))
+    core.apply(_store_sale("s2", "far", T0 + 3 * DAY))  # three days ahead, under the 7-day gap
+    core.apply(_store_sale("s1", "z", T0 + 10 * MIN))
+    core.finish()
+    rows = [orjson.loads(w) for w in core.drain().windows]
+    assert max(r["window_end"] for r in rows) <= format_ts(T0 + 2 * HOUR)  # not three days of empty ones
+    assert sum(r["lines"] for r in rows if r["kind"] == "tumbling") == 11
+
+
+def test_a_checkpoint_from_before_the_guard_restores_without_it() -> None:
+    eng = engine()
+    sell(eng, T0 + MIN)
+    _, slots = eng.__getstate__()  # type: ignore[misc]
+    old = {k: v for k, v in slots.items() if k not in ("max_ahead_ms", "ahead_run")}
+    restored = WindowEngine.__new__(WindowEngine)
+    restored.__setstate__((None, old))
+    assert restored.ahead_run.count == 0
+    assert [w.lines for w in tumbling(restored.advance(T0 + 20 * MIN))] == [1]
+    assert restored.advance(T0 + 90 * DAY)  # no guard: the old behaviour, a jump
+
+
 def test_window_records_carry_the_metrics() -> None:
     core = ShardCore(CoreConfig(allowed_lateness_ms=0))
     core.apply(_event("sale", "a", T0 + MIN, quantity=2, unit_price=1.25, transaction_id="t1"))
