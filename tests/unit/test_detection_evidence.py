@@ -117,6 +117,44 @@ def test_a_first_weekend_is_judged_for_jumps_against_the_weekday_profile() -> No
     assert detector(guess_ratio=0.0)._guess(1, 44) is None
 
 
+def test_a_first_weekend_guess_follows_the_stores_own_day_so_far() -> None:
+    det = detector()
+    for slot in range(40, 48):
+        det.profile[0][slot] = 10.0
+        det.profile_seen[0][slot] = 1
+    det.guess_day = (100.0, 100.0)  # the Saturday so far has sold what a weekday does
+    guess = det._guess(1, 44)
+    assert guess is not None
+    assert guess[0] == 10.0 * (100.0 + 30.0 * 2.0) / (100.0 + 30.0)  # from 2x towards 1x
+    assert pickle.loads(pickle.dumps(det)).guess_day == (100.0, 100.0)
+
+
+def _first_saturday(prior: float, spike: int) -> list[int]:
+    """Two weekdays at 10 sales a window from 08:00 to 20:00, then a Saturday morning at the same
+    rate until 11:00, then `spike` a window: the slots flagged."""
+    from processors.core.detectors.base import Fleet
+
+    det, fleet = detector(guess_prior=prior), Fleet(96)
+    for day in range(2):
+        for slot in range(96):
+            det.observe(window(T0 + day * DAY_MS + slot * SLOT, 10 if 32 <= slot < 80 else 0), 0, fleet)
+    saturday = T0 + 2 * DAY_MS
+    flagged = []
+    for slot in range(32, 48):
+        verdict = det.observe(window(saturday + slot * SLOT, spike if slot >= 44 else 10), 0, fleet)
+        if any(f.direction == "high" for f in verdict.findings):
+            flagged.append(slot)
+    return flagged
+
+
+def test_a_jump_on_a_first_saturday_is_judged_against_the_days_own_level() -> None:
+    # 5x the weekday rate: against 2x the weekday it is not beyond doubt, against the Saturday's own
+    # morning (1x) it is.
+    assert _first_saturday(30.0, 50)
+    assert not _first_saturday(0.0, 50)
+    assert not _first_saturday(30.0, 10)  # an ordinary Saturday raises nothing
+
+
 def test_the_new_state_survives_a_checkpoint() -> None:
     det = detector()
     feed_evidence(det, [0, 0, 0], 5.0)

@@ -84,6 +84,9 @@ class DetectorConfig:
     # give or take guess_spread of it (0 turns it off). Drops are not: a weekend may be quiet.
     guess_ratio: float = 2.0
     guess_spread: float = 0.5
+    # ... moved towards the store's own day so far (its sales against its weekday profile), which
+    # weighs in against guess_ratio once it has this many expected sales (0: guess_ratio alone)
+    guess_prior: float = 30.0
     # Drops judged by the peers' shape alone, where the store has no history of that slot (its
     # first Saturday): False, a store closing earlier than its peers is not an outage.
     peer_drops: bool = False

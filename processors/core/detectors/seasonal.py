@@ -170,6 +170,10 @@ class SeasonalDetector:
         self._scale_key = (-1, -1)
         self._scale_value = 0.0
         self.first_ms: int | None = None  # the store's first window
+        # A day kind nothing is known of: today's sales and the weekday profile over the same slots
+        # (sums, and the newest two windows waiting to join them), for _guess
+        self.guess_day = (0.0, 0.0)
+        self.guess_recent: deque[tuple[float, float]] = deque()
         self.today = _DayLevel(config.level_fading, config.day_fading)
         self.refund_num = Running(config.refund_fading)
         self.refund_den = Running(config.refund_fading)
@@ -197,6 +201,8 @@ class SeasonalDetector:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint from before the day so far counted
+        state.setdefault("guess_recent", deque())
         self.__dict__.update(state)
         self._inv_neff = inverse_neff(self.config.season_fading)
 
@@ -309,6 +315,8 @@ class SeasonalDetector:
             if self.totals_seen and total > 0:  # a closed day says nothing about the shape of a day
                 fleet.learn(kind, self.day_slots, self.weekday_total.get())
         self.day = day
+        self.guess_day = (0.0, 0.0)
+        self.guess_recent.clear()
         self.day_slots = [_NAN] * self.per_day
         self.day_total = 0.0
         self.sold_today = 0
@@ -349,6 +357,12 @@ class SeasonalDetector:
             # second day), against the store's refund rate on the sales it has.
             self._learn_slots(kind, slot, week_slot, sales, None)
             guess = self._guess(kind, slot)
+            if kind and self.profile_seen[0][slot]:
+                self.guess_recent.append((sales, self.profile[0][slot]))
+                if len(self.guess_recent) > 2:
+                    done = self.guess_recent.popleft()
+                    obs, base = self.guess_day
+                    self.guess_day = (obs + done[0], base + done[1])
             previous = self.recent[-1] if self.recent else None
             self.recent.append(_Window(w, None, None, guess))
             verdict = QUIET
@@ -563,6 +577,13 @@ class SeasonalDetector:
         values = [profile[i % n] for i in range(slot - 2, slot + 3) if seen[i % n]]
         if len(values) < 3:
             return None
+        prior = self.config.guess_prior
+        if prior > 0:
+            # The store's own day so far: its sales against its weekday profile in the same slots
+            # (the newest two windows left out, so a jump does not raise its own bar), starting
+            # from guess_ratio with the weight of `prior` expected sales.
+            obs, base = self.guess_day
+            ratio = (obs + prior * ratio) / (base + prior)
         mean = max(values) * ratio
         if mean < 1.0:
             return None
