@@ -21,7 +21,7 @@ from processors.core.windows import WindowResult, WindowSpec
 
 SLOT = 15 * 60_000
 SHORT = WindowSpec(SLOT, SLOT)
-T0 = 20_000 * DAY_MS  # a Thursday, 00:00 UTC
+T0 = 20_000 * DAY_MS  # a Friday, 00:00 UTC
 
 
 def window(start_ms: int, sales: int) -> WindowResult:
@@ -129,8 +129,8 @@ def test_a_first_weekend_guess_follows_the_stores_own_day_so_far() -> None:
     assert pickle.loads(pickle.dumps(det)).guess_day == (100.0, 100.0)
 
 
-def _first_saturday(prior: float, spike: int) -> list[int]:
-    """Two weekdays at 10 sales a window from 08:00 to 20:00, then a Saturday morning at the same
+def _first_sunday(prior: float, spike: int) -> list[int]:
+    """A Friday and a Saturday at 10 sales a window from 08:00 to 20:00, then a Sunday morning at the same
     rate until 11:00, then `spike` a window: the slots flagged."""
     from processors.core.detectors.base import Fleet
 
@@ -138,21 +138,92 @@ def _first_saturday(prior: float, spike: int) -> list[int]:
     for day in range(2):
         for slot in range(96):
             det.observe(window(T0 + day * DAY_MS + slot * SLOT, 10 if 32 <= slot < 80 else 0), 0, fleet)
-    saturday = T0 + 2 * DAY_MS
+    sunday = T0 + 2 * DAY_MS
     flagged = []
     for slot in range(32, 48):
-        verdict = det.observe(window(saturday + slot * SLOT, spike if slot >= 44 else 10), 0, fleet)
+        verdict = det.observe(window(sunday + slot * SLOT, spike if slot >= 44 else 10), 0, fleet)
         if any(f.direction == "high" for f in verdict.findings):
             flagged.append(slot)
     return flagged
 
 
-def test_a_jump_on_a_first_saturday_is_judged_against_the_days_own_level() -> None:
-    # 5x the weekday rate: against 2x the weekday it is not beyond doubt, against the Saturday's own
+def test_a_jump_on_a_first_sunday_is_judged_against_the_days_own_level() -> None:
+    # 5x the weekday rate: against 2x the weekday it is not beyond doubt, against the Sunday's own
     # morning (1x) it is.
-    assert _first_saturday(30.0, 50)
-    assert not _first_saturday(0.0, 50)
-    assert not _first_saturday(30.0, 10)  # an ordinary Saturday raises nothing
+    assert _first_sunday(30.0, 50)
+    assert not _first_sunday(0.0, 50)
+    assert not _first_sunday(30.0, 10)  # an ordinary Sunday raises nothing
+
+
+def _days(det: SeasonalDetector, days: int, change: Any = None) -> list[tuple[int, int, str]]:
+    """Feed `days` days from T0 (a Friday) of 10 sales a window from 08:00 to 20:00;
+    `change(day, slot)` may give another count. The findings, as (day, slot, direction)."""
+    from processors.core.detectors.base import Fleet
+
+    fleet = getattr(det, "_test_fleet", None) or Fleet(96)
+    det._test_fleet = fleet  # type: ignore[attr-defined]
+    found = []
+    for day in range(days):
+        for slot in range(96):
+            sales = 10 if 32 <= slot < 80 else 0
+            other = change(day, slot) if change is not None else None
+            verdict = det.observe(
+                window(T0 + day * DAY_MS + slot * SLOT, other if other is not None else sales), 0, fleet
+            )
+            found += [(day, slot, f.direction) for f in verdict.findings]
+    return found
+
+
+def test_a_spike_on_a_first_saturday_does_not_make_the_next_an_outage() -> None:
+    det = detector()
+    spike = _days(det, 9, lambda day, slot: 50 if day == 1 and 44 <= slot < 48 else None)
+    # What the first Saturday taught its slots is capped over the guess, not the spike's 50
+    assert max(det.profile[1][44:48]) < 30.0
+    assert [f for f in spike if f[0] == 8] == []  # the second Saturday, ordinary trade: no alert
+
+
+def test_peers_do_not_raise_the_bar_of_a_drop_above_the_stores_own_history() -> None:
+    # The peers trade on Sundays until 20:00; this store closes at 17:00 (slot 68).
+    from processors.core.detectors.base import Fleet
+
+    fleet = Fleet(96)
+    shape = [1.0 if 32 <= i < 80 else 0.0 for i in range(96)]
+    for _ in range(3):
+        for kind in (0, 1, 2):
+            fleet.learn(kind, shape, 48.0)
+    det = detector()
+    det._test_fleet = fleet  # type: ignore[attr-defined]
+    closes = lambda day, slot: 0 if day % 7 == 2 and slot >= 68 else None  # noqa: E731
+    _days(det, 9, closes)  # to the second Sunday (T0 + 2 days is the first)
+    sunday = T0 + 9 * DAY_MS
+    for slot in range(71):
+        det.observe(
+            window(sunday + slot * SLOT, closes(2, slot) if slot >= 68 else 10 * (slot >= 32)), 0, fleet
+        )
+    judged = det.recent[-1]
+    assert judged.central is not None  # the peers' shape still speaks for the slot (the store is young)
+    assert judged.central[0] > 1.0
+    assert judged.low is not None
+    assert judged.low[0] < 0.5  # but the bar of a drop is the store's own closed hour
+
+
+def test_today_waits_while_the_evidence_of_a_drop_builds() -> None:
+    def level(hold: float) -> float:
+        det = detector(level_hold=hold)
+        _days(det, 4)
+        _days_from = T0 + 4 * DAY_MS
+        from processors.core.detectors.base import Fleet
+
+        fleet = det._test_fleet  # type: ignore[attr-defined]
+        assert isinstance(fleet, Fleet)
+        for slot in range(52):
+            sales = 3 if slot >= 48 else (10 if slot >= 32 else 0)  # a fall to 0.3 from 12:00
+            det.observe(window(_days_from + slot * SLOT, sales), 0, fleet)
+        assert det.suspicion >= 5.0
+        return det.today.level[0]
+
+    # The first windows of the fall teach the level before the evidence is there; later ones wait.
+    assert level(5.0) > level(0.0) + 0.03
 
 
 def test_the_new_state_survives_a_checkpoint() -> None:

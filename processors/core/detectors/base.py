@@ -57,6 +57,10 @@ class DetectorConfig:
     fleet_spread: float = 0.35  # relative error of the fleet's shape for one store
     level_fading: float = 0.15  # weight of the newest window in today's level
     level_clip: float = 2.0  # standard deviations a window may pull the level by
+    # While the evidence of a drop (below) is at least this, windows do not teach today's level: an
+    # outage that has begun but is not yet sure enough to alert must not drag the expectation down
+    # with it (0 turns it off).
+    level_hold: float = 4.0
     learn_clip: float = 3.0  # ... and the baseline of its slot
     day_fading: float = 0.1  # weight of the newest day in the learned day-to-day variation
     spread_fading: float = 0.01

@@ -121,6 +121,13 @@ class _DayLevel:
     def flagged(self) -> None:
         self.closed_run = 0
 
+    def held(self, observed: float, expected: float) -> None:
+        """A window under suspicion of a drop: it counts for how the day went (the day-to-day
+        variation), not for today's level."""
+        self.closed_run = 0
+        self.day_obs += observed
+        self.day_exp += expected
+
     def closed(self) -> None:
         self.closed_run += 1
         if self.closed_run == _DAY_OVER:
@@ -170,6 +177,7 @@ class SeasonalDetector:
         self._scale_key = (-1, -1)
         self._scale_value = 0.0
         self.first_ms: int | None = None  # the store's first window
+        self.suspicion = 0.0  # the evidence of a drop at the last window (_evidence)
         # A day kind nothing is known of: today's sales and the weekday profile over the same slots
         # (sums, and the newest two windows waiting to join them), for _guess
         self.guess_day = (0.0, 0.0)
@@ -201,6 +209,7 @@ class SeasonalDetector:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("suspicion", 0.0)
         state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint from before the day so far counted
         state.setdefault("guess_recent", deque())
         self.__dict__.update(state)
@@ -355,7 +364,6 @@ class SeasonalDetector:
             # The store's first day, or the first of a kind no peer has had either: nothing to
             # compare sales with yet; learn them as they are. Refunds are still judged (from the
             # second day), against the store's refund rate on the sales it has.
-            self._learn_slots(kind, slot, week_slot, sales, None)
             guess = self._guess(kind, slot)
             if kind and self.profile_seen[0][slot]:
                 self.guess_recent.append((sales, self.profile[0][slot]))
@@ -382,6 +390,13 @@ class SeasonalDetector:
                     if mid.findings:
                         spans = tuple(msgspec.structs.replace(f, window=both) for f in mid.findings)
                         verdict = Verdict(spans, verdict.expected)
+            learned = sales
+            if guess is not None:
+                # What the first weekend teaches is capped at a standard deviation over the guess
+                # (the day's own level times the busiest weekday slot around, plus half), so a spike on
+                # a store's first Sunday does not make its next Sunday a "collapse".
+                learned = min(sales, guess[0] + math.sqrt(guess[1]))
+            self._learn_slots(kind, slot, week_slot, learned, None)
             if w.sales > 0 and not verdict.findings:
                 self._learn_refunds(float(w.refunds), sales)
             return verdict
@@ -414,7 +429,10 @@ class SeasonalDetector:
         high = scaled(_towards((c_mean, c_var), max(judges), cfg.jump_bound_weight)) if judges else None
         low: Estimate | None
         if peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
-            low = scaled(_towards((c_mean, c_var), min(judges), alpha))
+            # The peers may lower the bar of a drop, never raise it above the store's own history
+            # (a store that closes its Saturday at 17:00 while its peers trade on).
+            centre = _centre(own, weights) if own else (c_mean, c_var)
+            low = scaled(_towards(centre, min(judges), alpha))
         else:
             low = scaled(_towards(_centre(own, weights), min(own), alpha)) if own else None
         self.sold_today += w.sales
@@ -470,11 +488,18 @@ class SeasonalDetector:
         self._learn_slots(kind, slot, week_slot, learned, c_mean)
         if c_mean < 0.5:
             self.today.closed()
-        elif not teach:
+        elif not teach or _disagree(every):
+            # Estimates far apart (an outage on the store's first day against its peers' trade) say
+            # nothing about today's level: ordinary trade against the outage would look like a
+            # day at 2.5 times, and the rest of the day would then look like a collapse.
             self.today.flagged()
         elif not sales_flag:
             band = cfg.level_clip * sd
-            self.today.learn(min(max(sales, m - band), m + band), c_mean)
+            clipped = min(max(sales, m - band), m + band)
+            if 0.0 < cfg.level_hold <= self.suspicion:
+                self.today.held(clipped, c_mean)  # the day's total counts it, today's level waits
+            else:
+                self.today.learn(clipped, c_mean)
         else:
             self.today.flagged()
         if not refund_flag and w.sales > 0:
@@ -502,11 +527,12 @@ class SeasonalDetector:
         if hi_m > 0:
             hi_v = spread.variance(hi_m, hi_v)
         evidence.append((w.start_ms, float(w.sales), lo_m, lo_v, hi_m, hi_v))
+        self.suspicion = 0.0
         if not self._warm(w):
             return None
         cap = cfg.cusum_max_dispersion
         log_drop, log_jump = math.log(cfg.cusum_drop), math.log(cfg.cusum_jump)
-        best = 0.0
+        best = drop = 0.0
         best_at = (0, "")
         n = len(evidence)
         sum_drop = sum_jump = 0.0
@@ -516,10 +542,14 @@ class SeasonalDetector:
                 sum_drop += (x * log_drop + lm * (1.0 - cfg.cusum_drop)) / min(cap, max(1.0, lv / lm))
             if hm > 0:
                 sum_jump += (x * log_jump + hm * (1.0 - cfg.cusum_jump)) / max(1.0, hv / hm)
+            drop = max(drop, sum_drop)
             if sum_drop > best:
                 best, best_at = sum_drop, (first, "low")
             if sum_jump > best:
                 best, best_at = sum_jump, (first, "high")
+        # Only a drop holds today's level: a busy day looks like the start of a spike for a while, and
+        # a level that may not follow it pages at its peak; a spike is seldom subtle enough to need it.
+        self.suspicion = drop
         if best < cfg.cusum_threshold:
             return None
         first, direction = best_at
@@ -694,6 +724,14 @@ class SeasonalDetector:
                 sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
                 return Finding("refunds", "high", x, mean, low, high, sc, sev)
         return None
+
+
+def _disagree(estimates: list[Estimate]) -> bool:
+    """Whether the estimates of a slot are too far apart to say what today's level is (an outage on
+    the store's first day against its peers' trade): more than twice apart, beyond Poisson noise."""
+    means = [e[0] for e in estimates]
+    low, high = min(means), max(means)
+    return high > 2.0 * low + 3.0 * math.sqrt(max(high, 1.0))
 
 
 def _centre(estimates: list[Estimate], weights: list[float]) -> Estimate:
