@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import math
 import zoneinfo
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from benchmarks.scenario import (
     MIN_MS,
     Incident,
     StoreShape,
+    _visibility,
     _Writer,
     day_rates,
     make_shape,
@@ -219,12 +220,39 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
     for store in stores:
         rates = _rates(rng, fleet, store)
         incidents = _plan(rng, fleet, store)
-        fleet.incidents.extend(incidents)
         _events(rng, fleet, store, rates, incidents, out)
+        fleet.incidents.extend(_measured(fleet, store, rates, incidents))
     fleet.incidents.sort(key=lambda i: (i.start_ms, i.store_id))
     lines = list(out.lines())
     fleet.events = len(lines)
     return fleet, lines
+
+
+def _measured(
+    fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], incidents: list[Incident]
+) -> list[Incident]:
+    """Each incident with its impact (sales lost or gained, extra refunds) and its visibility: the best
+    -log10 p of a 15, 30 or 60-minute window over it for a detector that knew the day's true rate
+    (benchmarks/scenario.py's `_visibility`). Reported beside the figures, never used to keep or drop
+    an incident (and no random number is drawn here, so the events are the same)."""
+    measured = []
+    for inc in incidents:
+        for day in range(store.first_day, fleet.config.days):
+            start = fleet.day_start_ms(store, day)
+            if start <= inc.start_ms < start + DAY_MS:
+                break
+        base = rates[day]
+        a, b = (inc.start_ms - start) // MIN_MS, (inc.end_ms - start) // MIN_MS
+        effect = np.zeros_like(base)
+        if inc.kind == "sales_collapse":
+            effect[a:b] = base[a:b] * (1.0 - inc.magnitude)
+        elif inc.kind == "sales_spike":
+            effect[a:b] = base[a:b] * (inc.magnitude - 1.0)
+        else:
+            effect[a:b] = inc.magnitude / 60.0
+        visibility = _visibility(inc.kind, base, store.shape.refund_rate, effect, int(a), int(b))
+        measured.append(replace(inc, impact=round(float(effect.sum()), 1), visibility=round(visibility, 1)))
+    return measured
 
 
 def _events(
