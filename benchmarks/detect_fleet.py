@@ -190,8 +190,8 @@ def score(alerts: list[Alert], incidents: list[Incident], meta: dict[str, Any], 
     return res
 
 
-# What a monitor is fed, in order: a store's zone (store_id, zone) or a closed window.
-Feed = list[tuple[str, str] | WindowResult]
+# What a monitor is fed, in order: a store's zone (store_id, zone, since when) or a closed window.
+Feed = list[tuple[str, str, int | None] | WindowResult]
 
 
 @contextlib.contextmanager
@@ -203,9 +203,9 @@ def recording(feed: Feed) -> Iterator[None]:
         feed.append(w)
         closed(self, w, *args, **kwargs)
 
-    def zone(self: AnomalyMonitor, store_id: str, name: str) -> None:
-        feed.append((store_id, name))
-        set_zone(self, store_id, name)
+    def zone(self: AnomalyMonitor, store_id: str, name: str, since_ms: int | None = None) -> None:
+        feed.append((store_id, name, since_ms))
+        set_zone(self, store_id, name, since_ms)
 
     AnomalyMonitor.window_closed = window_closed  # type: ignore[method-assign]
     AnomalyMonitor.set_zone = zone  # type: ignore[method-assign,assignment]

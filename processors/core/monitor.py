@@ -42,6 +42,9 @@ _MIX_LIMIT: Final = 20_000.0  # sale lines a store's product mix counts before h
 _TOP: Final = 3  # products named per anomaly
 
 
+_ZONE_HISTORY: Final = 4  # earlier zones kept per store (a window closes hours, not days, after it starts)
+
+
 class _Cataloged(Protocol):
     category: str | None
 
@@ -110,6 +113,9 @@ class AnomalyMonitor:
         self.detectors: dict[str, Detector] = {}
         self.open_until: dict[tuple[str, str, str], int] = {}
         self.zones: dict[str, str] = {}  # store -> IANA zone (UTC when absent)
+        # store -> its earlier zones, (until when, zone), oldest first: a window is judged in the zone
+        # of its own time, also when it closes after a `store` event changed the zone
+        self.zone_history: dict[str, list[tuple[int, str]]] = {}
         self.fleet = Fleet(DAY_MS // self.slot_ms if self.slot_ms else 1)
         self.mix: dict[str, dict[str, float]] = {}  # store -> sale lines per product (decaying)
         self.mix_total: dict[str, float] = {}
@@ -125,25 +131,37 @@ class AnomalyMonitor:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("zone_history", {})  # a checkpoint from before zones had a history
         self.__dict__.update(state)
 
     # --- local time ------------------------------------------------------------------------------
 
-    def set_zone(self, store_id: str, zone: str) -> None:
-        """A `store` event: the store's time zone from now on (already checked by the contract)."""
+    def set_zone(self, store_id: str, zone: str, since_ms: int | None = None) -> None:
+        """A `store` event: the store's time zone from its time `since_ms` on (already checked by the
+        contract). Windows before it keep the zone they had, even if they close after it."""
+        before = self.zones.get(store_id, "UTC")
+        if since_ms is not None and zone != before:
+            history = self.zone_history.setdefault(store_id, [])
+            history.append((since_ms, before))
+            del history[:-_ZONE_HISTORY]
         if zone == "UTC":
             self.zones.pop(store_id, None)
         else:
             self.zones[store_id] = zone
 
-    def zone(self, store_id: str) -> str:
+    def zone(self, store_id: str, ts_ms: int | None = None) -> str:
+        """The store's zone now, or at an instant (the zone then in force)."""
+        if ts_ms is not None:
+            for until, zone in self.zone_history.get(store_id, ()):
+                if ts_ms < until:
+                    return zone
         return self.zones.get(store_id, "UTC")
 
     def offset_ms(self, store_id: str, ts_ms: int) -> int:
         """The store's UTC offset at an instant (whole hours of UTC share one answer: zones change
         offset on the hour or half hour, and windows start on the quarter)."""
-        zone = self.zones.get(store_id)
-        if zone is None:
+        zone = self.zone(store_id, ts_ms)
+        if zone == "UTC":
             return 0
         key = (zone, ts_ms // (HOUR_MS // 4))
         offset = self._offsets.get(key)
@@ -154,6 +172,11 @@ class AnomalyMonitor:
             delta = when.utcoffset()
             offset = self._offsets[key] = 0 if delta is None else int(delta.total_seconds() * 1000)
         return offset
+
+    def _record_zone(self, w: WindowResult) -> str | None:
+        """The zone a window record names: None for UTC (the field is left out)."""
+        zone = self.zone(w.store_id, w.start_ms) if self.zone_history else self.zones.get(w.store_id)
+        return None if zone == "UTC" else zone
 
     @property
     def enabled(self) -> bool:
@@ -257,7 +280,7 @@ class AnomalyMonitor:
     ) -> None:
         """Judge one closed window; append its record to `out.windows` and any alert to `out.alerts`."""
         if self.slot_ms:
-            offset = self.offset_ms(w.store_id, w.start_ms) if self.zones else 0
+            offset = self.offset_ms(w.store_id, w.start_ms) if self.zones or self.zone_history else 0
             verdict = self._detector(w.store_id).observe(w, offset, self.fleet)
             self._learn_mix(w)
         else:
@@ -287,7 +310,9 @@ class AnomalyMonitor:
                     metric=finding.metric,
                     observed=finding.observed,
                     expected=(round(finding.low, 2), round(finding.high, 2)),
-                    explanation=explain(span, finding, self.zone(w.store_id), offset, contributors),
+                    explanation=explain(
+                        span, finding, self.zone(w.store_id, w.start_ms), offset, contributors
+                    ),
                     contributors=contributors,
                 )
             )
@@ -317,7 +342,7 @@ class AnomalyMonitor:
                     None if basket is None else round(basket, 2),
                     verdict.expected,
                     tuple(flagged),
-                    self.zones.get(w.store_id),
+                    self._record_zone(w),
                 )
             )
         )

@@ -11,11 +11,14 @@ remembers where its own shard had closed, so no window is closed twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from processors.core.dedup import Dedup
 from processors.core.effects import Effects
 from processors.core.processor import CoreStats, ShardCore
+
+V = TypeVar("V")
 
 
 def _copy(core: ShardCore) -> ShardCore:
@@ -95,6 +98,19 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
                     w.started, w.closed_idx = True, ow.closed_idx
                     w.next_close_ms, w.newest_ms = ow.next_close_ms, ow.newest_ms
         if state.monitor is not None and o.monitor is not None:
-            state.monitor.detectors.update(o.monitor.detectors)
-            state.monitor.open_until.update(o.monitor.open_until)
+            m, om = state.monitor, o.monitor
+            m.detectors.update(om.detectors)
+            m.open_until.update(om.open_until)
+            # The other core's stores keep their zones (and earlier zones) and product mixes: the
+            # core that judged a store knows them best
+            _take(m.zones, om.zones, om.detectors)
+            _take(m.zone_history, om.zone_history, om.detectors)
+            _take(m.mix, om.mix, om.detectors)
+            _take(m.mix_total, om.mix_total, om.detectors)
+            _take(m.recent_mix, om.recent_mix, om.detectors)
     return merged
+
+
+def _take(mine: dict[str, V], theirs: Mapping[str, V], owned: Mapping[str, object]) -> None:
+    """Another core's entries for the stores it owns, and for those this core knows nothing of."""
+    mine.update({s: v for s, v in theirs.items() if s in owned or s not in mine})

@@ -160,6 +160,10 @@ def forget_stores(state: CoreState, stores: set[str]) -> None:
         for store in stores:
             state.monitor.detectors.pop(store, None)
         state.monitor.open_until = {k: v for k, v in state.monitor.open_until.items() if k[0] not in stores}
+        for store in stores:  # its zone stays: where a store is does not expire
+            state.monitor.mix.pop(store, None)
+            state.monitor.mix_total.pop(store, None)
+            state.monitor.recent_mix.pop(store, None)
     for store in stores:
         state.last_seen.pop(store, None)
 
@@ -293,7 +297,7 @@ class ShardCore:
         elif isinstance(ev, Product):
             inv.product(ev, out, tally)
         elif isinstance(ev, Store) and state.monitor is not None:
-            state.monitor.set_zone(ev.store_id, ev.timezone)
+            state.monitor.set_zone(ev.store_id, ev.timezone, ts_ms)
         if self._archive:
             out.archive.append(raw)  # late events too: they are kept, only their window has closed
         # Only the events the windows aggregate move their watermark: a delivery or stock take stamped

@@ -8,12 +8,14 @@ contributors are all exercised as the processor runs them.
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+import orjson
 import pytest
 
 from foundation.contract import Anomaly, Rejection, Store, decode_event, format_ts, parse_ts
@@ -409,3 +411,29 @@ def test_zones_fleet_and_detectors_survive_a_checkpoint() -> None:
     assert a == b
     assert len(a) >= 2
     assert all(alert.contributors for alert in a)
+
+
+def test_a_window_is_judged_in_the_zone_of_its_own_time() -> None:
+    # A store event moves the store to Tokyo at 08:40 while the 08:30-08:45 window is still open:
+    # the windows before it stay in UTC even though they close after it.
+    core = ShardCore(CoreConfig(archive=False, allowed_lateness_ms=0))
+
+    def event(kind: str, eid: str, minute: int, **fields: object) -> bytes:
+        ts = f"2026-03-02T{8 + minute // 60:02d}:{minute % 60:02d}:00Z"
+        return orjson.dumps({"type": kind, "event_id": eid, "store_id": "mv-1", "ts": ts} | fields)
+
+    for m in range(0, 40, 5):
+        core.apply(event("sale", f"a{m}", m, product_id="p", quantity=1, unit_price=1.0))
+    core.apply(event("store", "z", 40, timezone="Asia/Tokyo"))
+    for m in range(45, 80, 5):
+        core.apply(event("sale", f"b{m}", m, product_id="p", quantity=1, unit_price=1.0))
+    rows = [orjson.loads(w) for w in core.drain().windows if b'"tumbling"' in w]
+    zones = {r["window_start"][11:16]: r.get("timezone") for r in rows}
+    assert zones["08:15"] is None
+    assert zones["08:30"] is None  # began before the move, closed after it: still UTC
+    assert zones["08:45"] == "Asia/Tokyo"
+    monitor = core.state.monitor
+    assert monitor is not None
+    assert monitor.offset_ms("mv-1", parse_ts("2026-03-02T08:30:00Z")) == 0
+    assert monitor.offset_ms("mv-1", parse_ts("2026-03-02T08:45:00Z")) == 9 * HOUR
+    assert pickle.loads(pickle.dumps(monitor)).zone("mv-1", parse_ts("2026-03-02T08:00:00Z")) == "UTC"

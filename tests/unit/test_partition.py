@@ -91,3 +91,20 @@ def test_a_merge_of_shards_with_different_clocks_closes_no_window_twice() -> Non
     keys = [(w["store_id"], w["window_start"], w["window_end"]) for w in emitted]
     assert len(keys) == len(set(keys))  # every window once
     assert any(k[0] == "s2" and k[1] > "2026-03-02T08:30" for k in keys)  # the lagging store went on
+
+
+def test_a_merge_keeps_each_stores_time_zone_and_product_mix() -> None:
+    def event(kind: str, eid: str, store: str, minute: int, **fields: object) -> bytes:
+        ts = f"2026-03-02T08:{minute:02d}:00Z"
+        return orjson.dumps({"type": kind, "event_id": eid, "store_id": store, "ts": ts} | fields)
+
+    tokyo, berlin = ShardCore(), ShardCore()
+    for core, store, zone in ((tokyo, "s1", "Asia/Tokyo"), (berlin, "s2", "Europe/Berlin")):
+        core.apply(event("store", f"z-{store}", store, 0, timezone=zone))
+        for m in range(0, 60, 5):
+            core.apply(event("sale", f"{store}-{m}", store, m, product_id="p", quantity=1, unit_price=1.0))
+    merged = merge([tokyo, berlin])
+    monitor = merged.state.monitor
+    assert monitor is not None
+    assert (monitor.zone("s1"), monitor.zone("s2")) == ("Asia/Tokyo", "Europe/Berlin")
+    assert set(monitor.mix) == {"s1", "s2"}  # what each store sells, for an alert's contributors
