@@ -71,7 +71,8 @@ clean:
 
 # Detection benchmarks: labelled scenarios through `backtest`, ours against the baselines; the
 # established stores' benchmark and the fleet in local time scored from each store's second day
-# (tuned on seeds 1-4, reported on 1001-1004); both write their tables into docs/detection.md.
+# (baselines tuned on seeds 1-4, ours on 1-12; reported on 1001-1004); both write their tables into
+# docs/detection.md.
 bench-detect: $(STAMP)
 	$(BIN)/python -m benchmarks.detect --docs docs/detection.md
 	$(BIN)/python -m benchmarks.detect_fleet --docs docs/detection.md

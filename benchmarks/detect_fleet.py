@@ -6,9 +6,9 @@ once per detector, and the anomaly alerts are scored against the labels at the i
 benchmarks/detect.py, but per store from its own second day, and split by the week of the store's
 history the incident (or false alert) fell in: days 2-7, week 2, week 3 and later.
 
-Seeds: the detectors (ours and the baselines' settings) are tuned on TUNE_SEEDS; the figures in
-docs/detection.md are on REPORT_SEEDS. Ours was tuned by hand (its settings are DetectorConfig's
-defaults); the baselines are tuned by this command itself (`--tune`, on by default): each grid of
+Seeds: the detectors are tuned on seeds not reported; the figures in docs/detection.md are on
+REPORT_SEEDS. Ours was tuned by hand on TUNE_SEEDS and then seeds 1-12 (its settings are
+DetectorConfig's defaults); the baselines are tuned by this command itself (`--tune`, on by default): each grid of
 GRIDS is tried on the tuning seeds and the best F1 is the setting used on the report seeds. A grid
 point does not need a backtest of its own: the tuning fleets' closed windows are recorded once (the
 monitor's input, in order, with the stores' zones) and replayed into a fresh monitor per setting,
