@@ -9,10 +9,11 @@ history the incident (or false alert) fell in: days 2-7, week 2, week 3 and late
 Seeds: the detectors are tuned on seeds not reported; the figures in docs/detection.md are on
 REPORT_SEEDS. Ours was tuned by hand on TUNE_SEEDS and then seeds 1-12 (its settings are
 DetectorConfig's defaults); the baselines are tuned by this command itself (`--tune`, on by
-default): each grid of GRIDS is tried on the tuning seeds and the best F1 is the setting used on the report seeds. A grid
-point does not need a backtest of its own: the tuning fleets' closed windows are recorded once (the
-monitor's input, in order, with the stores' zones) and replayed into a fresh monitor per setting,
-which decides exactly as the backtest would (the windows do not depend on the detector).
+default): each grid of GRIDS is tried on the tuning seeds and the best F1 is the setting used on
+the report seeds. A grid point does not need a backtest of its own: the tuning fleets' closed
+windows are recorded once (the monitor's input, in order, with the stores' zones) and replayed
+into a fresh monitor per setting, which decides exactly as the backtest would (the windows do not
+depend on the detector).
 
     python -m benchmarks.detect_fleet [--seeds ...] [--detectors seasonal naive threshold hst] [--docs FILE]
 """
