@@ -138,6 +138,8 @@ def _upgraded(config: CoreConfig, state: CoreState) -> CoreConfig:
         config = CoreConfig(**known)
         state.inventory.restock_config = config.restock
     state.inventory.ensure_demand()
+    if state.windows is not None:
+        state.windows.guard(config.dedup_max_ahead_ms)  # one from before the windows' clock was guarded
     return config
 
 

@@ -264,13 +264,18 @@ class WindowEngine:
         self.closed_idx = _NEVER  # panes below this index are closed (for every store)
         self.next_close_ms = _NEVER  # once newest_ms reaches this, call due(): a pane closes
         # An event more than max_ahead_ms ahead of newest_ms moves the clock only with a quorum (ahead())
-        self.max_ahead_ms = max_ahead_ms if max_ahead_ms > 0 else _NO_AHEAD
+        self.max_ahead_ms = _NO_AHEAD
+        self.guard(max_ahead_ms)
         self.ahead_run = AheadRun()
+
+    def guard(self, max_ahead_ms: int) -> None:
+        """Guard the clock against events more than this far ahead (0 or less: no guard)."""
+        self.max_ahead_ms = max_ahead_ms if max_ahead_ms > 0 else _NO_AHEAD
 
     def __setstate__(self, state: tuple[object, ...]) -> None:
         _, slots = state
         assert isinstance(slots, dict)
-        # A checkpoint from before the clock was guarded: no guard until the shell sets one
+        # A checkpoint from before the clock was guarded: no guard until the core sets it (_upgraded)
         defaults = {"max_ahead_ms": _NO_AHEAD, "ahead_run": AheadRun()}
         for name, value in {**defaults, **slots}.items():
             object.__setattr__(self, name, value)

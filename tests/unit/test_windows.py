@@ -291,6 +291,15 @@ def test_a_checkpoint_from_before_the_guard_restores_without_it() -> None:
     assert restored.ahead_run.count == 0
     assert [w.lines for w in tumbling(restored.advance(T0 + 20 * MIN))] == [1]
     assert restored.advance(T0 + 90 * DAY)  # no guard: the old behaviour, a jump
+    # Through the core, the checkpoint's config sets the guard again
+    core = ShardCore(CoreConfig(detection=DetectorConfig(kind="off")))
+    core.apply(_store_sale("s1", "a", T0 + MIN))
+    windows = core.state.windows
+    assert windows is not None
+    del windows.max_ahead_ms, windows.ahead_run  # as a checkpoint of the version before
+    again = ShardCore.restore(core.snapshot()).state.windows
+    assert again is not None
+    assert again.max_ahead_ms == CoreConfig().dedup_max_ahead_ms
 
 
 def test_window_records_carry_the_metrics() -> None:

@@ -24,7 +24,8 @@ anomalous), so an incident does not teach any estimate that it is normal.
 
 * Level: today's traffic against the estimate (a gamma-Poisson update from 1.0, with the store's
   learned day-to-day variation as the prior), so a busy or quiet day shifts the expectation instead
-  of raising alarms all day. "Today" is the store's local day.
+  of raising alarms all day. "Today" is the store's local day. While the evidence of a drop builds,
+  windows wait instead of teaching it, so an outage does not lower its own expectation.
 * Spread: window counts are negative binomial with variance = expected + the estimate's own
   variance + phi * expected^2, phi learned per window size from ordinary windows (starting from a
   prior). Refunds are expected at the store's own refund rate (refunds per sale), quasi-Poisson.
