@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from benchmarks.scenario import read_labels
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig, SeasonalDetector
-from processors.core.detectors.base import DAY_MS, Finding
+from processors.core.detectors.base import DAY_MS, Finding, Fleet
 from processors.core.detectors.seasonal import _Window
 from processors.core.windows import WindowResult, WindowSpec
 
@@ -132,8 +133,6 @@ def test_a_first_weekend_guess_follows_the_stores_own_day_so_far() -> None:
 def _first_sunday(prior: float, spike: int) -> list[int]:
     """A Friday and a Saturday at 10 sales a window from 08:00 to 20:00, then a Sunday morning at the same
     rate until 11:00, then `spike` a window: the slots flagged."""
-    from processors.core.detectors.base import Fleet
-
     det, fleet = detector(guess_prior=prior), Fleet(96)
     for day in range(2):
         for slot in range(96):
@@ -155,13 +154,11 @@ def test_a_jump_on_a_first_sunday_is_judged_against_the_days_own_level() -> None
     assert not _first_sunday(30.0, 10)  # an ordinary Sunday raises nothing
 
 
-def _days(det: SeasonalDetector, days: int, change: Any = None) -> list[tuple[int, int, str]]:
+def _days(
+    det: SeasonalDetector, fleet: Fleet, days: int, change: Callable[[int, int], int | None] | None = None
+) -> list[tuple[int, int, str]]:
     """Feed `days` days from T0 (a Friday) of 10 sales a window from 08:00 to 20:00;
     `change(day, slot)` may give another count. The findings, as (day, slot, direction)."""
-    from processors.core.detectors.base import Fleet
-
-    fleet = getattr(det, "_test_fleet", None) or Fleet(96)
-    det._test_fleet = fleet  # type: ignore[attr-defined]
     found = []
     for day in range(days):
         for slot in range(96):
@@ -176,7 +173,7 @@ def _days(det: SeasonalDetector, days: int, change: Any = None) -> list[tuple[in
 
 def test_a_spike_on_a_first_saturday_does_not_make_the_next_an_outage() -> None:
     det = detector()
-    spike = _days(det, 9, lambda day, slot: 50 if day == 1 and 44 <= slot < 48 else None)
+    spike = _days(det, Fleet(96), 9, lambda day, slot: 50 if day == 1 and 44 <= slot < 48 else None)
     # What the first Saturday taught its slots is capped over the guess, not the spike's 50
     assert max(det.profile[1][44:48]) < 30.0
     assert [f for f in spike if f[0] == 8] == []  # the second Saturday, ordinary trade: no alert
@@ -184,22 +181,21 @@ def test_a_spike_on_a_first_saturday_does_not_make_the_next_an_outage() -> None:
 
 def test_peers_do_not_raise_the_bar_of_a_drop_above_the_stores_own_history() -> None:
     # The peers trade on Sundays until 20:00; this store closes at 17:00 (slot 68).
-    from processors.core.detectors.base import Fleet
-
     fleet = Fleet(96)
     shape = [1.0 if 32 <= i < 80 else 0.0 for i in range(96)]
     for _ in range(3):
         for kind in (0, 1, 2):
             fleet.learn(kind, shape, 48.0)
     det = detector()
-    det._test_fleet = fleet  # type: ignore[attr-defined]
-    closes = lambda day, slot: 0 if day % 7 == 2 and slot >= 68 else None  # noqa: E731
-    _days(det, 9, closes)  # to the second Sunday (T0 + 2 days is the first)
+
+    def closes(day: int, slot: int) -> int | None:
+        return 0 if day % 7 == 2 and slot >= 68 else None
+
+    _days(det, fleet, 9, closes)  # to the second Sunday (T0 + 2 days is the first)
     sunday = T0 + 9 * DAY_MS
     for slot in range(71):
-        det.observe(
-            window(sunday + slot * SLOT, closes(2, slot) if slot >= 68 else 10 * (slot >= 32)), 0, fleet
-        )
+        sales = 0 if slot >= 68 else 10 * (slot >= 32)
+        det.observe(window(sunday + slot * SLOT, sales), 0, fleet)
     judged = det.recent[-1]
     assert judged.central is not None  # the peers' shape still speaks for the slot (the store is young)
     assert judged.central[0] > 1.0
@@ -209,16 +205,12 @@ def test_peers_do_not_raise_the_bar_of_a_drop_above_the_stores_own_history() -> 
 
 def test_today_waits_while_the_evidence_of_a_drop_builds() -> None:
     def level(hold: float) -> float:
-        det = detector(level_hold=hold)
-        _days(det, 4)
-        _days_from = T0 + 4 * DAY_MS
-        from processors.core.detectors.base import Fleet
-
-        fleet = det._test_fleet  # type: ignore[attr-defined]
-        assert isinstance(fleet, Fleet)
+        det, fleet = detector(level_hold=hold), Fleet(96)
+        _days(det, fleet, 4)
+        day = T0 + 4 * DAY_MS
         for slot in range(52):
             sales = 3 if slot >= 48 else (10 if slot >= 32 else 0)  # a fall to 0.3 from 12:00
-            det.observe(window(_days_from + slot * SLOT, sales), 0, fleet)
+            det.observe(window(day + slot * SLOT, sales), 0, fleet)
         assert det.suspicion >= 5.0
         return det.today.level[0]
 
