@@ -228,6 +228,15 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
     return fleet, lines
 
 
+def _day_of(fleet: Fleet, store: FleetStore, ts_ms: int) -> int:
+    """The store's local day (number) an instant falls in; incidents lie within the generated days."""
+    for day in range(store.first_day, fleet.config.days):
+        start = fleet.day_start_ms(store, day)
+        if start <= ts_ms < start + DAY_MS:
+            return day
+    raise ValueError(f"{ts_ms} is outside {store.shape.store_id}'s days")
+
+
 def _measured(
     fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], incidents: list[Incident]
 ) -> list[Incident]:
@@ -237,10 +246,8 @@ def _measured(
     an incident (and no random number is drawn here, so the events are the same)."""
     measured = []
     for inc in incidents:
-        for day in range(store.first_day, fleet.config.days):
-            start = fleet.day_start_ms(store, day)
-            if start <= inc.start_ms < start + DAY_MS:
-                break
+        day = _day_of(fleet, store, inc.start_ms)
+        start = fleet.day_start_ms(store, day)
         base = rates[day]
         a, b = (inc.start_ms - start) // MIN_MS, (inc.end_ms - start) // MIN_MS
         effect = np.zeros_like(base)
@@ -292,10 +299,7 @@ def _events(
         emit(t0 + 1000, f'"type":"count","product_id":"p-{p:03d}","count":400')
     by_day: dict[int, list[Incident]] = {}
     for inc in incidents:
-        for day in range(store.first_day, cfg.days):
-            if fleet.day_start_ms(store, day) <= inc.start_ms < fleet.day_start_ms(store, day) + DAY_MS:
-                by_day.setdefault(day, []).append(inc)
-                break
+        by_day.setdefault(_day_of(fleet, store, inc.start_ms), []).append(inc)
     for day in range(store.first_day, cfg.days):
         hours = shape.hours[fleet.weekday(day)]
         if hours is None:

@@ -175,7 +175,7 @@ class AnomalyMonitor:
 
     def _record_zone(self, w: WindowResult) -> str | None:
         """The zone a window record names: None for UTC (the field is left out)."""
-        zone = self.zone(w.store_id, w.start_ms) if self.zone_history else self.zones.get(w.store_id)
+        zone = self.zone(w.store_id, w.start_ms)
         return None if zone == "UTC" else zone
 
     @property

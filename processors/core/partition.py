@@ -12,6 +12,7 @@ remembers where its own shard had closed, so no window is closed twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import TypeVar
 
 from processors.core.dedup import Dedup
@@ -99,18 +100,31 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
                     w.next_close_ms, w.newest_ms = ow.next_close_ms, ow.newest_ms
         if state.monitor is not None and o.monitor is not None:
             m, om = state.monitor, o.monitor
-            m.detectors.update(om.detectors)
-            m.open_until.update(om.open_until)
             # The other core's stores keep their zones (and earlier zones) and product mixes: the
             # core that judged a store knows them best
-            _take(m.zones, om.zones, om.detectors)
-            _take(m.zone_history, om.zone_history, om.detectors)
-            _take(m.mix, om.mix, om.detectors)
-            _take(m.mix_total, om.mix_total, om.detectors)
-            _take(m.recent_mix, om.recent_mix, om.detectors)
+            theirs = om.detectors.keys() - m.detectors.keys()  # before the detectors are merged
+            _take(m.zones, om.zones, theirs, m.detectors.keys())
+            _take(m.zone_history, om.zone_history, theirs, m.detectors.keys())
+            _take(m.mix, om.mix, theirs, m.detectors.keys())
+            _take(m.mix_total, om.mix_total, theirs, m.detectors.keys())
+            _take(m.recent_mix, om.recent_mix, theirs, m.detectors.keys())
+            m.detectors.update(om.detectors)
+            m.open_until.update(om.open_until)
     return merged
 
 
-def _take(mine: dict[str, V], theirs: Mapping[str, V], owned: Mapping[str, object]) -> None:
-    """Another core's entries for the stores it owns, and for those this core knows nothing of."""
-    mine.update({s: v for s, v in theirs.items() if s in owned or s not in mine})
+def _take(
+    mine: dict[str, V], theirs: Mapping[str, V], owned: AbstractSet[str], judged: AbstractSet[str]
+) -> None:
+    """Another core's entries for the stores only it judged (a split copies every store's entries to
+    both children; the one that judged a store since knows it best, even where it removed one), and
+    for the stores neither judged yet that only it knows (a store that has announced its zone and
+    sold nothing)."""
+    for store in owned:
+        if store in theirs:
+            mine[store] = theirs[store]
+        else:
+            mine.pop(store, None)
+    for store, value in theirs.items():
+        if store not in mine and store not in judged:
+            mine[store] = value

@@ -103,8 +103,10 @@ def test_a_merge_keeps_each_stores_time_zone_and_product_mix() -> None:
         core.apply(event("store", f"z-{store}", store, 0, timezone=zone))
         for m in range(0, 60, 5):
             core.apply(event("sale", f"{store}-{m}", store, m, product_id="p", quantity=1, unit_price=1.0))
+    berlin.apply(event("store", "z-s3", "s3", 59, timezone="Europe/Lisbon"))  # announced, nothing sold
     merged = merge([tokyo, berlin])
     monitor = merged.state.monitor
     assert monitor is not None
     assert (monitor.zone("s1"), monitor.zone("s2")) == ("Asia/Tokyo", "Europe/Berlin")
     assert set(monitor.mix) == {"s1", "s2"}  # what each store sells, for an alert's contributors
+    assert monitor.zone("s3") == "Europe/Lisbon"
