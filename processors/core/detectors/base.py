@@ -88,7 +88,9 @@ class DetectorConfig:
     cusum_max_dispersion: float = 2.0
     # A weekend day the store has not traded yet and too few peers have: jumps are judged against
     # the store's own weekday profile (the busiest of the slot and its neighbours) times guess_ratio,
-    # give or take guess_spread of it (0 turns it off). Drops are not: a weekend may be quiet.
+    # give or take guess_spread of it (0 turns it off). Drops, where the peers agree the store should
+    # trade, against the quietest of them times the day's own ratio since opening (once that has
+    # guess_prior expected sales), never above the peers, and only while the store still sells.
     guess_ratio: float = 2.0
     guess_spread: float = 0.5
     # ... moved towards the store's own day so far (its sales against its weekday profile), which
@@ -212,14 +214,15 @@ class Spread:
 
         Windows further out are left out, or a burst would widen the ranges it is judged by; those
         kept are winsorised at 2 standard deviations (and scaled back up by the 0.92 that this costs
-        a normal variable), so the part of an incident that is not yet flagged moves it little.
+        a normal variable), so the part of an incident that is not yet flagged moves it little. This
+        holds from a store's first window: a spike on its second day, learned whole, would have
+        tripled the spread it is judged by before it was flagged.
         """
         var = self.variance(mean, known)
         sq = (observed - mean) ** 2
-        if self.n >= 8:
-            if sq > 12.25 * var:
-                return
-            sq = min(sq, 4.0 * var) / _WINSOR_2SD
+        if sq > 12.25 * var:
+            return
+        sq = min(sq, 4.0 * var) / _WINSOR_2SD
         if self.quadratic:
             self.excess.update(sq - mean - known)
             self.scale.update(mean * mean)

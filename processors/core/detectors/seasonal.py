@@ -14,10 +14,13 @@ slot's sales (15 minutes of the store's local day), each one kept in checkpointe
 From its second day a store is judged on what it has. While its history is short, the estimates
 disagree, so a window must be anomalous against all of them: a jump is judged against the highest,
 a drop against the lowest of the store's own (the fleet alone never raises a drop, so a Saturday that
-closes earlier than the peers' does not page). The fleet is left out once a store has `own_days` of
-that kind of day, the day profile once the slot of the week has `full_weeks`: weekly detail takes
-over as weeks accrue. So one odd day defines nothing: an outage on day one is outvoted by the fleet
-on day two, and a week later by the store's other days.
+closes earlier than the peers' does not page). On a weekend day of a kind the store has not had, a
+drop is judged against its own weekday shape at the level the day has shown since opening, never
+above the peers, and only while it still sells (nothing sold may be a closing it cannot know).
+The fleet is left out once a store has `own_days` of that kind of day, the day profile once the
+slot of the week has `full_weeks`: weekly detail takes over as weeks accrue. So one odd day defines
+nothing: an outage on day one is outvoted by the fleet on day two, and a week later by the store's
+other days.
 
 Everything is learned clipped to a band around what was expected (a narrow one when the window was
 anomalous), so an incident does not teach any estimate that it is normal.
@@ -137,7 +140,12 @@ class _DayLevel:
     def end_day(self) -> None:
         if self.day_exp >= _MIN_DAY_SALES:
             ratio = self.day_obs / self.day_exp
-            self.variation.update((ratio - 1.0) ** 2 - 1.0 / self.day_exp)
+            # Winsorised at 2 standard deviations of what it has learned so far (at least 10%): a
+            # young store's days are judged against rough estimates, and an incident's day is odd
+            # by design; neither should loosen every later day's level for weeks.
+            noise = 1.0 / self.day_exp
+            cap = 4.0 * max(self._prior_var(), 0.01) + noise
+            self.variation.update(min((ratio - 1.0) ** 2, cap) - noise)
             self.days += 1
         self.obs = self.exp = self.day_obs = self.day_exp = 0.0
         self._update()
@@ -182,7 +190,8 @@ class SeasonalDetector:
         # A day kind nothing is known of: today's sales and the weekday profile over the same slots
         # (sums, and the newest two windows waiting to join them), for _guess
         self.guess_day = (0.0, 0.0)
-        self.guess_recent: deque[tuple[float, float]] = deque()
+        self.open_day = (0.0, 0.0)  # ... since its first sale of the day, for drops
+        self.guess_recent: deque[tuple[float, float, bool]] = deque()
         self.today = _DayLevel(config.level_fading, config.day_fading)
         self.refund_num = Running(config.refund_fading)
         self.refund_den = Running(config.refund_fading)
@@ -212,7 +221,11 @@ class SeasonalDetector:
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("suspicion", 0.0)
         state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint from before the day so far counted
-        state.setdefault("guess_recent", deque())
+        # a checkpoint from before drops followed the day since opening: its waiting windows count
+        waiting = state.setdefault("guess_recent", deque())
+        assert isinstance(waiting, deque)
+        state["guess_recent"] = deque(e if len(e) == 3 else (*e, True) for e in waiting)
+        state.setdefault("open_day", (0.0, 0.0))
         self.__dict__.update(state)
         self._inv_neff = inverse_neff(self.config.season_fading)
 
@@ -326,6 +339,7 @@ class SeasonalDetector:
                 fleet.learn(kind, self.day_slots, self.weekday_total.get())
         self.day = day
         self.guess_day = (0.0, 0.0)
+        self.open_day = (0.0, 0.0)
         self.guess_recent.clear()
         self.day_slots = [_NAN] * self.per_day
         self.day_total = 0.0
@@ -366,12 +380,8 @@ class SeasonalDetector:
             # compare sales with yet; learn them as they are. Refunds are still judged (from the
             # second day), against the store's refund rate on the sales it has.
             guess = self._guess(kind, slot)
-            if kind and self.profile_seen[0][slot]:
-                self.guess_recent.append((sales, self.profile[0][slot]))
-                if len(self.guess_recent) > 2:
-                    done = self.guess_recent.popleft()
-                    obs, base = self.guess_day
-                    self.guess_day = (obs + done[0], base + done[1])
+            self._follow_day(kind, slot, sales)
+            self.sold_today += w.sales
             previous = self.recent[-1] if self.recent else None
             self.recent.append(_Window(w, None, None, guess))
             verdict = QUIET
@@ -429,7 +439,15 @@ class SeasonalDetector:
         alpha = cfg.bound_weight
         high = scaled(_towards((c_mean, c_var), max(judges), cfg.jump_bound_weight)) if judges else None
         low: Estimate | None
-        if peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
+        drop_guess = None
+        if not own:
+            drop_guess = self._drop_guess(kind, slot, sales) if agreed and self.sold_today > 0 else None
+            self._follow_day(kind, slot, sales)
+        if drop_guess is not None and peers is not None:
+            # A weekend day of a kind the store has not had: a drop against its own weekday shape at
+            # today's level, never above the peers (both must see it)
+            low = drop_guess if drop_guess[0] <= peers[0] else peers
+        elif peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
             # The peers may lower the bar of a drop, never raise it above the store's own history
             # (a store that closes its Saturday at 17:00 while its peers trade on).
             centre = _centre(own, weights) if own else (c_mean, c_var)
@@ -617,6 +635,41 @@ class SeasonalDetector:
             ratio = (obs + prior * ratio) / (base + prior)
         mean = max(values) * ratio
         if mean < 1.0:
+            return None
+        return mean, mean + (self.config.guess_spread * mean) ** 2
+
+    def _follow_day(self, kind: int, slot: int, sales: float) -> None:
+        """On a weekend day of a kind the store has not had: its sales so far against its weekday
+        profile in the same slots (the newest two windows wait, so a change does not set its own bar).
+        For jumps, every slot the weekday profile knows; for drops, only those since the store's first
+        sale of the day (a later opening is not a quiet day), and none while a drop builds."""
+        if kind and self.profile_seen[0][slot]:
+            self.guess_recent.append((sales, self.profile[0][slot], self.sold_today + sales > 0))
+            if len(self.guess_recent) > 2:
+                done_sales, done_base, opened = self.guess_recent.popleft()
+                obs, base = self.guess_day
+                self.guess_day = (obs + done_sales, base + done_base)
+                if opened and not 0.0 < self.config.level_hold <= self.suspicion:
+                    obs, base = self.open_day
+                    self.open_day = (obs + done_sales, base + done_base)
+
+    def _drop_guess(self, kind: int, slot: int, sales: float) -> Estimate | None:
+        """The bar of a drop on a weekend day of a new kind: the quietest of the slot and its
+        neighbours in the store's weekday profile, times the day's own ratio so far to that profile.
+        Only inside weekday hours (every neighbour has traded), once the day has shown its level, and
+        only while the store still sells: a store that sells nothing may have closed, which its
+        first such day cannot tell from an outage."""
+        if kind == 0 or sales <= 0:
+            return None
+        seen = self.profile_seen[0]
+        profile = self.profile[0]
+        n = self.per_day
+        values = [profile[i % n] for i in range(slot - 2, slot + 3) if seen[i % n]]
+        obs, base = self.open_day
+        if len(values) < 5 or base < self.config.guess_prior:
+            return None
+        mean = min(values) * obs / base
+        if mean < self.config.min_expected_sales:
             return None
         return mean, mean + (self.config.guess_spread * mean) ** 2
 

@@ -1,0 +1,103 @@
+"""What a young store's detector learns from its first days: a spike does not widen its spread, an odd
+day does not loosen every later day, and a first weekend day is judged for drops (docs/detection.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections import deque
+from typing import Any
+
+from processors.core.detectors import DetectorConfig, SeasonalDetector
+from processors.core.detectors.base import DAY_MS, Fleet, Spread
+from processors.core.detectors.seasonal import _DayLevel
+from processors.core.windows import WindowResult, WindowSpec
+
+SLOT = 15 * 60_000
+SHORT = WindowSpec(SLOT, SLOT)
+MONDAY = 20_003 * DAY_MS  # 00:00 UTC
+OPEN, CLOSE = 32, 80  # 08:00 to 20:00
+
+
+def window(start_ms: int, sales: int) -> WindowResult:
+    return WindowResult(
+        "s-1", SHORT, start_ms, start_ms + SLOT, sales, sales, sales, 3.0 * sales, 0, 0, 0, 0.0
+    )
+
+
+def test_a_spike_among_a_young_stores_first_windows_does_not_widen_its_spread() -> None:
+    spread = Spread(0.01, True, 0.03)
+    for observed in (18.0, 22.0, 20.0, 19.0, 21.0):
+        spread.learn(observed, 20.0, 10.0)
+    before = spread.factor
+    spread.learn(64.0, 20.7, 34.0)  # three times the rate, 5 standard deviations out
+    assert spread.factor <= before
+    assert spread.variance(28.0, 60.0) < 28.0 + 60.0 + 0.05 * 28.0**2
+
+
+def test_one_odd_day_does_not_loosen_every_later_days_level() -> None:
+    level = _DayLevel(0.15, 0.1)
+    for ratio in (1.0, 1.05, 0.95, 1.0):
+        level.learn(1000.0 * ratio, 1000.0)
+        level.end_day()
+    steady = level._prior_var()
+    level.learn(2500.0, 1000.0)  # a day at 2.5 times (an incident, or a rough young estimate)
+    level.end_day()
+    assert level._prior_var() < 0.01  # 10% at most; learned whole it would have been over 20%
+    assert level._prior_var() >= steady  # it still counts
+
+
+def _detector(**settings: Any) -> SeasonalDetector:
+    det = SeasonalDetector(dataclasses.replace(DetectorConfig(), **settings), SLOT, 4)
+    det.first_ms = MONDAY - DAY_MS
+    return det
+
+
+def _peers() -> Fleet:
+    """Peers that all trade 08:00 to 20:00 on every kind of day."""
+    fleet = Fleet(96)
+    shape = [1.0 if OPEN <= i < CLOSE else 0.0 for i in range(96)]
+    for _ in range(3):
+        for kind in (0, 1, 2):
+            fleet.learn(kind, shape, 48.0)
+    return fleet
+
+
+def _first_saturday(saturday: dict[int, int]) -> list[tuple[int, str]]:
+    """Monday to Friday at 20 sales a window from 08:00 to 20:00, then a first Saturday at the same
+    rate except for the slots in `saturday`: the Saturday's findings as (slot, direction)."""
+    det, fleet = _detector(), _peers()
+    for day in range(5):
+        for slot in range(96):
+            det.observe(window(MONDAY + day * DAY_MS + slot * SLOT, 20 * (OPEN <= slot < CLOSE)), 0, fleet)
+    found = []
+    for slot in range(96):
+        sales = saturday.get(slot, 20 * (OPEN <= slot < CLOSE))
+        verdict = det.observe(window(MONDAY + 5 * DAY_MS + slot * SLOT, sales), 0, fleet)
+        found += [(slot, f.direction) for f in verdict.findings]
+    assert det.profile_seen[1][OPEN] == 1  # it was the store's first Saturday
+    return found
+
+
+def test_a_collapse_on_a_first_saturday_is_caught() -> None:
+    collapse = {slot: 2 for slot in range(52, 60)}  # a tenth of the rate from 13:00 to 15:00
+    found = _first_saturday(collapse)
+    assert any(52 <= slot < 60 and direction == "low" for slot, direction in found), found
+    assert _first_saturday({}) == []  # an ordinary first Saturday raises nothing
+
+
+def test_a_first_saturday_that_closes_early_is_not_an_outage() -> None:
+    # The store closes at 13:00 while its peers and its weekdays trade until 20:00: nothing sold may
+    # be a closing, which a first Saturday cannot tell from an outage.
+    assert _first_saturday({slot: 0 for slot in range(52, CLOSE)}) == []
+
+
+def test_a_checkpoint_from_before_drops_followed_the_day_since_opening_restores() -> None:
+    det = _detector()
+    state = det.__getstate__()
+    state["guess_recent"] = deque([(3.0, 10.0), (4.0, 10.0)])  # the old two-field entries
+    del state["open_day"]
+    restored = pickle.loads(pickle.dumps(det))
+    restored.__setstate__(state)
+    assert list(restored.guess_recent) == [(3.0, 10.0, True), (4.0, 10.0, True)]
+    assert restored.open_day == (0.0, 0.0)
