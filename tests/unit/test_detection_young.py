@@ -101,24 +101,3 @@ def test_a_checkpoint_from_before_drops_followed_the_day_since_opening_restores(
     restored.__setstate__(state)
     assert list(restored.guess_recent) == [(3.0, 10.0, True), (4.0, 10.0, True)]
     assert restored.open_day == (0.0, 0.0)
-
-
-def test_a_first_saturdays_afternoon_peak_in_the_weekdays_lull_is_not_a_spike() -> None:
-    # Weekdays peak at lunch (60 a window from 12:00) and lull after it (10 until 16:00); the first
-    # Saturday, with no peer to go by, is busy all afternoon (50 a window from 12:00 to 16:00).
-    def weekday(slot: int) -> int:
-        if not OPEN <= slot < CLOSE:
-            return 0
-        return 60 if 48 <= slot < 52 else (10 if 52 <= slot < 64 else 20)
-
-    det, fleet = _detector(), Fleet(96)
-    for day in range(5):
-        for slot in range(96):
-            det.observe(window(MONDAY + day * DAY_MS + slot * SLOT, weekday(slot)), 0, fleet)
-    found = []
-    for slot in range(96):
-        sales = 50 if 48 <= slot < 64 else 20 * (OPEN <= slot < CLOSE)
-        verdict = det.observe(window(MONDAY + 5 * DAY_MS + slot * SLOT, sales), 0, fleet)
-        found += [(slot, f.direction) for f in verdict.findings]
-    assert det.profile_seen[1][OPEN] == 1  # judged by the weekday guess: the store's first Saturday
-    assert found == []

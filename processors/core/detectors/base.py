@@ -87,7 +87,7 @@ class DetectorConfig:
     # it, the spread is the estimate's own uncertainty, which a fall to a third leaves far behind.
     cusum_max_dispersion: float = 2.0
     # A weekend day the store has not traded yet and too few peers have: jumps are judged against
-    # the store's own weekday profile (its busiest slot within two hours) times guess_ratio,
+    # the store's own weekday profile (the busiest of the slot and its neighbours) times guess_ratio,
     # give or take guess_spread of it (0 turns it off). Drops, where the peers agree the store should
     # trade, against the quietest of them times the day's own ratio since opening (once that has
     # guess_prior expected sales), never above the peers, and only while the store still sells.

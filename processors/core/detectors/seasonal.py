@@ -75,7 +75,6 @@ _DAY_OVER: Final = 4  # closed windows in a row that end a trading day
 _MIN_DAY_SALES: Final = 20.0
 _NAN: Final = float("nan")
 _AGREE: Final = 0.5625  # peers agree on a slot when their shares' sd is within 75% of the mean
-_GUESS_REACH: Final = 8  # slots either side of a first weekend's slot its jump guess looks at
 _DAY_SD: Final = 0.15  # relative difference of one day's slot from the usual, before it is measured
 
 # An estimate of a window's sales: (mean, variance of that estimate)
@@ -616,17 +615,15 @@ class SeasonalDetector:
         self.day_total += value
 
     def _guess(self, kind: int, slot: int) -> Estimate | None:
-        """A weekend day nothing is known of yet: the busiest slot of the store's weekday profile
-        within two hours, times `guess_ratio`, as wide as `guess_spread` says (only jumps are judged
-        against it). Two hours, not the slot's neighbours: a weekend's broad afternoon peak can fall in
-        the weekday's trough after lunch, and the first Saturday's afternoon then paged."""
+        """A weekend day nothing is known of yet: the store's weekday profile around the slot, times
+        `guess_ratio`, as wide as `guess_spread` says (only jumps are judged against it)."""
         ratio = self.config.guess_ratio
         if ratio <= 0 or kind == 0:
             return None
         seen = self.profile_seen[0]
         profile = self.profile[0]
         n = self.per_day
-        values = [profile[i % n] for i in range(slot - _GUESS_REACH, slot + _GUESS_REACH + 1) if seen[i % n]]
+        values = [profile[i % n] for i in range(slot - 2, slot + 3) if seen[i % n]]
         if len(values) < 3:
             return None
         prior = self.config.guess_prior
