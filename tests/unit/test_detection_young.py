@@ -101,3 +101,21 @@ def test_a_checkpoint_from_before_drops_followed_the_day_since_opening_restores(
     restored.__setstate__(state)
     assert list(restored.guess_recent) == [(3.0, 10.0, True), (4.0, 10.0, True)]
     assert restored.open_day == (0.0, 0.0)
+
+
+def test_a_first_saturday_survives_a_checkpoint_mid_day() -> None:
+    det, fleet = _detector(), _peers()
+    for day in range(5):
+        for slot in range(96):
+            det.observe(window(MONDAY + day * DAY_MS + slot * SLOT, 20 * (OPEN <= slot < CLOSE)), 0, fleet)
+    saturday = MONDAY + 5 * DAY_MS
+    for slot in range(52):
+        det.observe(window(saturday + slot * SLOT, 20 * (slot >= OPEN)), 0, fleet)
+    copy = pickle.loads(pickle.dumps(det))
+    assert det.open_day[1] > 0.0  # the day since opening is kept
+    assert copy.open_day == det.open_day
+    assert list(copy.guess_recent) == list(det.guess_recent)
+    for slot in range(52, 60):  # then a collapse, judged alike by both
+        w = window(saturday + slot * SLOT, 2)
+        assert copy.observe(w, 0, fleet) == det.observe(w, 0, fleet)
+    assert det.suspicion > 0.0

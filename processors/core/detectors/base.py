@@ -89,8 +89,9 @@ class DetectorConfig:
     # A weekend day the store has not traded yet and too few peers have: jumps are judged against
     # the store's own weekday profile (the busiest of the slot and its neighbours) times guess_ratio,
     # give or take guess_spread of it (0 turns it off). Drops, where the peers agree the store should
-    # trade, against the quietest of them times the day's own ratio since opening (once that has
-    # guess_prior expected sales), never above the peers, and only while the store still sells.
+    # trade, against the quietest of the slot and two either side in that profile times the day's own
+    # ratio to it since opening (once that has guess_prior expected sales), never above the peers, and
+    # only while the store still sells.
     guess_ratio: float = 2.0
     guess_spread: float = 0.5
     # ... moved towards the store's own day so far (its sales against its weekday profile), which

@@ -222,9 +222,10 @@ class SeasonalDetector:
         state.setdefault("suspicion", 0.0)
         state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint from before the day so far counted
         # a checkpoint from before drops followed the day since opening: its waiting windows count
-        waiting = state.setdefault("guess_recent", deque())
-        assert isinstance(waiting, deque)
-        state["guess_recent"] = deque(e if len(e) == 3 else (*e, True) for e in waiting)
+        waiting = state.get("guess_recent")
+        state["guess_recent"] = deque(
+            e if len(e) == 3 else (*e, True) for e in (waiting if isinstance(waiting, deque) else ())
+        )
         state.setdefault("open_day", (0.0, 0.0))
         self.__dict__.update(state)
         self._inv_neff = inverse_neff(self.config.season_fading)
@@ -654,11 +655,11 @@ class SeasonalDetector:
                     self.open_day = (obs + done_sales, base + done_base)
 
     def _drop_guess(self, kind: int, slot: int, sales: float) -> Estimate | None:
-        """The bar of a drop on a weekend day of a new kind: the quietest of the slot and its
-        neighbours in the store's weekday profile, times the day's own ratio so far to that profile.
-        Only inside weekday hours (every neighbour has traded), once the day has shown its level, and
-        only while the store still sells: a store that sells nothing may have closed, which its
-        first such day cannot tell from an outage."""
+        """The bar of a drop on a weekend day of a new kind: the quietest of the slot and two either
+        side in the store's weekday profile, times the day's own ratio since opening to that profile.
+        Only where even that quietest slot is busy (inside weekday hours, away from their edges), once
+        the day has shown its level, and only while the store still sells: a store that sells nothing
+        may have closed, which its first such day cannot tell from an outage."""
         if kind == 0 or sales <= 0:
             return None
         seen = self.profile_seen[0]
