@@ -8,6 +8,8 @@ import pickle
 from collections import deque
 from typing import Any
 
+import pytest
+
 from processors.core.detectors import DetectorConfig, SeasonalDetector
 from processors.core.detectors.base import DAY_MS, Fleet, Spread
 from processors.core.detectors.seasonal import _DayLevel
@@ -63,27 +65,38 @@ def _peers() -> Fleet:
     return fleet
 
 
-def _first_saturday(saturday: dict[int, int]) -> list[tuple[int, str]]:
-    """Monday to Friday at 20 sales a window from 08:00 to 20:00, then a first Saturday at the same
-    rate except for the slots in `saturday`: the Saturday's findings as (slot, direction)."""
+def _first_saturday(saturday: dict[int, int], offset_ms: int = 0) -> list[tuple[int, str]]:
+    """Monday to Friday at 20 sales a window from 08:00 to 20:00 local time (UTC + offset_ms), then a
+    first Saturday at the same rate except for the slots in `saturday`: the Saturday's findings as
+    (local slot, direction)."""
     det, fleet = _detector(), _peers()
+    det.first_ms = MONDAY - DAY_MS - offset_ms
+
+    def at(day: int, slot: int, sales: int) -> WindowResult:
+        return window(MONDAY + day * DAY_MS + slot * SLOT - offset_ms, sales)
+
     for day in range(5):
         for slot in range(96):
-            det.observe(window(MONDAY + day * DAY_MS + slot * SLOT, 20 * (OPEN <= slot < CLOSE)), 0, fleet)
+            det.observe(at(day, slot, 20 * (OPEN <= slot < CLOSE)), offset_ms, fleet)
     found = []
     for slot in range(96):
         sales = saturday.get(slot, 20 * (OPEN <= slot < CLOSE))
-        verdict = det.observe(window(MONDAY + 5 * DAY_MS + slot * SLOT, sales), 0, fleet)
+        verdict = det.observe(at(5, slot, sales), offset_ms, fleet)
         found += [(slot, f.direction) for f in verdict.findings]
     assert det.profile_seen[1][OPEN] == 1  # it was the store's first Saturday
     return found
 
 
-def test_a_collapse_on_a_first_saturday_is_caught() -> None:
+HOUR = 3_600_000
+
+
+@pytest.mark.parametrize("offset_ms", [0, -5 * HOUR, 9 * HOUR, 5 * HOUR + HOUR // 2])
+def test_a_collapse_on_a_first_saturday_is_caught(offset_ms: int) -> None:
+    # In UTC, New York (winter), Tokyo and India: the slots are the store's local ones
     collapse = {slot: 2 for slot in range(52, 60)}  # a tenth of the rate from 13:00 to 15:00
-    found = _first_saturday(collapse)
+    found = _first_saturday(collapse, offset_ms)
     assert any(52 <= slot < 60 and direction == "low" for slot, direction in found), found
-    assert _first_saturday({}) == []  # an ordinary first Saturday raises nothing
+    assert _first_saturday({}, offset_ms) == []  # an ordinary first Saturday raises nothing
 
 
 def test_a_first_saturday_that_closes_early_is_not_an_outage() -> None:
