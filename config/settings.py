@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # behind, so the windows of a store that went silent (tills down) still close and are judged;
     # events of that shard arriving later than this are late. 0: only a shard's own events move it.
     idle_shard_lag_s: int = Field(default=600, ge=0)
+    # ... and only once it has also read nothing for this many wall-clock seconds: in a replay or a
+    # backfill event time runs far ahead of wall time, and a writer a moment behind on one shard (a
+    # throttled lane retrying) must not make that shard's next events late.
+    idle_shard_patience_s: float = Field(default=10.0, ge=0)
     # The anomaly detector: "seasonal" (ours), a baseline ("naive", "threshold", "hst"), or "off".
     detector: Literal["seasonal", "naive", "threshold", "hst", "off"] = "seasonal"
 

@@ -40,6 +40,7 @@ class WorkerStatus:
     checkpoints: int = 0
     throttles: int = 0
     caught_up_at: float = 0.0
+    last_read_at: float = 0.0  # monotonic time of the last poll that returned records (or the start)
     started_at: float = 0.0
     ended_at: float = 0.0
     ended: bool = False
@@ -87,7 +88,7 @@ class ShardWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self._settings
-        self.status.started_at = time.monotonic()
+        self.status.started_at = self.status.last_read_at = time.monotonic()
         iterator: str | None = await self._iterator()
         idle = 0
         failures = 0
@@ -114,6 +115,7 @@ class ShardWorker:
             iterator = resp.get("NextShardIterator")
             if records:
                 idle = 0
+                self.status.last_read_at = poll_started
                 core = self.core
                 user_records = 0
                 for record in records:
@@ -160,9 +162,14 @@ class ShardWorker:
     async def _follow_other_shards(self) -> None:
         """A shard with nothing to read moves its event time to `idle_shard_lag_s` behind the other
         shards' (their middle one): a store alone in its shard whose tills stop sends nothing that
-        would close its windows, and the outage would be seen only when trade came back."""
-        lag_s = self._settings.idle_shard_lag_s
-        clock = self._event_clock() if self._event_clock is not None and lag_s > 0 else None
+        would close its windows, and the outage would be seen only when trade came back. Only
+        after `idle_shard_patience_s` of wall-clock quiet: a replay's writer a moment behind on
+        this shard, with the others hours of event time ahead, is not a store gone silent."""
+        settings = self._settings
+        lag_s = settings.idle_shard_lag_s
+        if lag_s <= 0 or time.monotonic() - self.status.last_read_at < settings.idle_shard_patience_s:
+            return
+        clock = self._event_clock() if self._event_clock is not None else None
         windows = self.core.state.windows
         if clock is None or windows is None or not windows.started:
             return

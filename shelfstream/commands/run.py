@@ -135,6 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             # One simulator feeds every shard in step: a silent store's shard may follow the others
             # closely (a real fleet's shards drift apart more).
             idle_shard_lag_s=300,
+            idle_shard_patience_s=2.0,  # 4 minutes of store time at the default 120x
         )
         console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
         resources = provision(wiring.settings)

@@ -84,13 +84,12 @@ def local_aws_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             SHELFSTREAM_RESTOCK_VISIBILITY_S="3",
             SHELFSTREAM_HEALTH_FILE=str(tmp_path / "health"),
             SHELFSTREAM_POLL_INTERVAL_S="0.1",
-            # The oracle below is one uninterrupted core per shard, which never sees a shard go quiet.
-            # The processor moves a quiet shard to the other shards' event time; in a replay whose
-            # writer is behind on one shard (a throttled lane retrying) that can make the shard's
-            # next events late, and a process killed after judging such a window has already sent
-            # an anomaly its successor, restored from before, does not make: the likely cause of
-            # one extra anomaly in ~20 runs (the final late counts matched the oracle's, as a
-            # restore undoes them). The idle-shard rule's own question (docs/decisions.md).
+            # The oracle below is one uninterrupted core per shard, which never sees a shard go
+            # quiet; the processor moves a shard quiet for SHELFSTREAM_IDLE_SHARD_PATIENCE_S of wall
+            # clock to the other shards' event time (the end of this replay, a killed process's
+            # successor waiting on its leases), so with the rule on the two could differ there.
+            # The rule, and the replay hazard its patience closes, are tested in
+            # tests/integration/test_processor_shell.py.
             SHELFSTREAM_IDLE_SHARD_LAG_S="0",
         )
         yield env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -13,7 +14,7 @@ import pytest
 from config import Settings
 from consumers.dispatcher import Dispatcher
 from foundation.aws.clients import AioClients
-from foundation.aws.provision import Resources
+from foundation.aws.provision import Resources, provision
 from foundation.clock import ScaledClock
 from foundation.contract import RestockRequest, alert_id, decode_alert, encode, format_ts
 from processors.checkpoints import S3Checkpoints
@@ -218,31 +219,82 @@ def _shard_of(store: str) -> int:
     return int(int.from_bytes(hashlib.md5(store.encode()).digest(), "big") >= 2**127)
 
 
+def _two_stores() -> tuple[str, str]:
+    """A store in each of the two shards."""
+    stores = [f"store-{i:03d}" for i in range(40)]
+    return next(s for s in stores if _shard_of(s) == 0), next(s for s in stores if _shard_of(s) == 1)
+
+
+def _minutes(stores: tuple[str, ...], minutes: range) -> list[tuple[bytes, str]]:
+    """A sale a minute in each store."""
+    return [
+        (event("sale", f"{store}-{m}", store, "milk", m * 60, quantity=1, unit_price=1.0), store)
+        for m in minutes
+        for store in stores
+    ]
+
+
 async def test_an_idle_shard_follows_the_other_shards_event_time(
-    provisioned: tuple[Settings, Resources],
+    make_settings: Callable[..., Settings],
 ) -> None:
     """Store A's tills stop after an hour while store B, in the other shard, trades on: A's shard has
-    nothing to read, but its windows still close (10 minutes behind B's time), so the outage is judged
-    while it lasts instead of when A trades again."""
-    settings, resources = provisioned
-    stores = [f"store-{i:03d}" for i in range(40)]
-    quiet = next(s for s in stores if _shard_of(s) == 0)
-    busy = next(s for s in stores if _shard_of(s) == 1)
-    records = []
-    for minute in range(120):
-        for store in (quiet, busy) if minute < 60 else (busy,):
-            sale = event("sale", f"{store}-{minute}", store, "milk", minute * 60, quantity=1, unit_price=1.0)
-            records.append((sale, store))
-    await produce(settings, records)
+    nothing to read, but once it has been quiet for the patience (wall clock) its windows still close
+    (10 minutes behind B's time), so the outage is judged while it lasts instead of when A trades again."""
+    settings = make_settings(idle_shard_patience_s=0.5)
+    resources = provision(settings)
+    quiet, busy = _two_stores()
+    await produce(settings, _minutes((quiet, busy), range(60)) + _minutes((busy,), range(60, 120)))
 
-    processor = await process_until_caught_up(settings, resources)
-    quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
-    windows = quiet_shard.core.state.windows
-    assert windows is not None
-    # B reached minute 119: A's shard followed to minute 109 and closed its windows up to 105 (2 min
-    # lateness); on its own events alone it would have stopped at 45.
+    stop = asyncio.Event()
+    async with AioClients(settings, *SERVICES) as clients:
+        processor = StreamProcessor(settings, clients, resources)
+        task = asyncio.create_task(processor.run(stop))
+        assert await processor.wait_caught_up(timeout=30)
+        quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
+        windows = quiet_shard.core.state.windows
+        assert windows is not None
+        # B reached minute 119: A's shard follows to minute 109 and closes its windows up to 105 (2
+        # min lateness); on its own events alone it would stop at 45.
+        for _ in range(100):
+            if windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 30)
     assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
     assert processor.newest_event_ms() == T0 + 119 * 60_000
+
+
+@pytest.mark.parametrize("patience_s", [0.0, 120.0])
+async def test_a_shard_whose_writer_is_behind_is_not_a_silent_store(
+    make_settings: Callable[..., Settings], patience_s: float
+) -> None:
+    """A replay whose writer is behind on one shard: both stores trade for two hours, but A's second
+    hour reaches the stream only after B's whole history has been read. Without wall-clock patience
+    A's shard, quiet for a moment, follows B's event time and A's second hour arrives late (its
+    windows judged without it); with the default patience nothing is late."""
+    settings = make_settings(idle_shard_patience_s=patience_s)
+    resources = provision(settings)
+    quiet, busy = _two_stores()
+    await produce(settings, _minutes((quiet, busy), range(60)) + _minutes((busy,), range(60, 120)))
+
+    stop = asyncio.Event()
+    async with AioClients(settings, *SERVICES) as clients:
+        processor = StreamProcessor(settings, clients, resources)
+        task = asyncio.create_task(processor.run(stop))
+        assert await processor.wait_caught_up(timeout=30)
+        await asyncio.sleep(1.5)  # a few empty polls of A's shard, each a chance to follow B
+        await produce(settings, _minutes((quiet,), range(60, 120)))
+        assert await processor.wait_caught_up(timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
+    late = quiet_shard.core.stats.late_events
+    if patience_s:
+        assert late == 0
+        assert quiet_shard.core.inventory()[quiet]["milk"] == -120
+    else:
+        assert late > 0  # the hazard the patience closes
 
 
 def test_an_idle_shard_follows_the_middle_of_the_others_not_one_wild_clock() -> None:
