@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     alerts_queue: str = "shelfstream-alerts-inbox"
     incoming_queue: str = "shelfstream-incoming"  # S3 notifications of uploads under incoming_prefix
     deliveries_table: str = "shelfstream-deliveries"
+    # Each shard's event time, so a KCL record processor whose shard went silent can follow the others.
+    shard_clocks_table: str = "shelfstream-shard-clocks"
     max_receive_count: int = Field(default=5, ge=1, le=1000)
 
     # --- S3 layout -------------------------------------------------------------------------------
@@ -80,6 +82,9 @@ class Settings(BaseSettings):
     # backfill event time runs far ahead of wall time, and a writer a moment behind on one shard (a
     # throttled lane retrying) must not make that shard's next events late.
     idle_shard_patience_s: float = Field(default=10.0, ge=0)
+    # How often a KCL record processor publishes its shard's event time (when it moved) and, while
+    # its shard is quiet, reads the others' (processors/shard_clocks.py).
+    shard_clock_every_s: float = Field(default=5.0, gt=0)
     # The anomaly detector: "seasonal" (ours), a baseline ("naive", "threshold", "hst"), or "off".
     detector: Literal["seasonal", "naive", "threshold", "hst", "off"] = "seasonal"
 

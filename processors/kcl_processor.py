@@ -45,6 +45,7 @@ from processors.core import Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.metrics import core_source
 from processors.records import apply_record
+from processors.shard_clocks import DynamoShardClocks, ShardClocks, middle
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
 
@@ -60,7 +61,7 @@ except ImportError as exc:  # the container image has it; a dev venv gets it fro
 
 log = logging.getLogger(__name__)
 
-SERVICES: Final = ("sqs", "sns", "firehose", "s3", "kinesis")
+SERVICES: Final = ("sqs", "sns", "firehose", "s3", "kinesis", "dynamodb")
 CHECKPOINT_ATTEMPTS: Final = 5
 CHECKPOINT_BACKOFF_S: Final = 0.5
 # The KCL's checkpoint errors that say "try again later" (DynamoDB busy or briefly unreachable).
@@ -105,6 +106,7 @@ class AwsShardStore:
         self._clients: AioClients | None = None
         self._sinks: Sinks | None = None
         self._checkpoints: S3Checkpoints | None = None
+        self._clocks: DynamoShardClocks | None = None
 
     def _open(self) -> tuple[asyncio.Runner, Sinks, S3Checkpoints]:
         if self._runner is None or self._sinks is None or self._checkpoints is None:
@@ -115,7 +117,29 @@ class AwsShardStore:
             self._runner, self._clients = runner, clients
             self._sinks = Sinks(clients, self._settings, resources)
             self._checkpoints = S3Checkpoints(clients["s3"], resources.bucket, self._settings)
+            self._clocks = DynamoShardClocks(
+                clients["dynamodb"], resources.shard_clocks_table, self._settings.stream_name
+            )
         return self._runner, self._sinks, self._checkpoints
+
+    # --- ShardClocks: the shards' event time in DynamoDB -------------------------------------------
+
+    def _shard_clocks(self) -> tuple[asyncio.Runner, DynamoShardClocks]:
+        runner, _, _ = self._open()
+        assert self._clocks is not None
+        return runner, self._clocks
+
+    def publish(self, shard_id: str, event_ms: int) -> None:
+        runner, clocks = self._shard_clocks()
+        runner.run(clocks.publish(shard_id, event_ms))
+
+    def others(self, shard_id: str) -> list[int]:
+        runner, clocks = self._shard_clocks()
+        return runner.run(clocks.others(shard_id))
+
+    def forget(self, shard_id: str) -> None:
+        runner, clocks = self._shard_clocks()
+        runner.run(clocks.forget(shard_id))
 
     def load(self, shard_id: str) -> Checkpoint | None:
         runner, _, checkpoints = self._open()
@@ -159,7 +183,7 @@ class AwsShardStore:
 
     def close(self) -> None:
         runner, clients = self._runner, self._clients
-        self._runner = self._clients = self._sinks = self._checkpoints = None
+        self._runner = self._clients = self._sinks = self._checkpoints = self._clocks = None
         if runner is None:
             return
         try:
@@ -190,9 +214,18 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         store: ShardStore,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        clocks: ShardClocks | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
+        # The shards' event time across processes (None: a silent shard waits for its next event).
+        self._clocks = clocks
+        self._last_read_at = clock()  # the last batch with records (or the start)
+        self._own_ms = -1  # the event time this shard's own events reached
+        self._published = (-1, -math.inf)  # (event time, when) last published
+        self._others: list[int] = []
+        self._others_at = -math.inf
+        self._clock_failures = 0
         self._clock = clock
         self._sleep = sleep
         self.shard_id: str | None = None
@@ -280,6 +313,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                     extra={"shard_id": self.shard_id, "count": skipped},
                 )
             self._send(core)
+            self._keep_time(core, bool(records), process_records_input.millis_behind_latest)
             self._since_checkpoint += len(records)
             self._beat()
             if self._clock() - self._last_metrics >= self._settings.metrics_every_s:
@@ -304,6 +338,9 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             if not self._kcl_checkpoint(shard_ended_input.checkpointer, None, None):
                 raise RuntimeError("could not checkpoint the end of the shard")
             log.info("shard ended", extra={"shard_id": self.shard_id, "sequence_number": self._applied_seq})
+            clocks, shard = self._clocks, self._shard()
+            if clocks is not None:
+                self._clock_call(lambda: clocks.forget(shard))
             emit_emf(self.metrics)
             self._drop()
 
@@ -347,6 +384,59 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self.records_failed += len(effects.failed)
         if effects:
             self._store.send(self._shard(), effects)
+
+    def _keep_time(self, core: ShardCore, read: bool, millis_behind: Any) -> None:
+        """Publish how far this shard's own events have come; once the shard has read everything
+        and nothing for `idle_shard_patience_s`, move its event time to `idle_shard_lag_s` behind the
+        middle of the other shards' (as the embedded reader does with the shards it holds), so a
+        store alone in its shard whose tills stop is judged while the outage lasts."""
+        clocks, settings, now = self._clocks, self._settings, self._clock()
+        windows = core.state.windows
+        if clocks is None or windows is None or not windows.started:
+            return
+        shard = self._shard()
+        if read:
+            self._last_read_at = now
+            self._own_ms = max(self._own_ms, windows.newest_ms)
+        published_ms, published_at = self._published
+        if self._own_ms > published_ms and now - published_at >= settings.shard_clock_every_s:
+            own = self._own_ms
+            if self._clock_call(lambda: clocks.publish(shard, own)):
+                self._published = (own, now)
+        lag_ms = settings.idle_shard_lag_s * 1000
+        if (
+            read
+            or millis_behind != 0
+            or lag_ms <= 0
+            or now - self._last_read_at < settings.idle_shard_patience_s
+        ):
+            return
+        if now - self._others_at >= settings.shard_clock_every_s:
+            self._others_at = now  # a failed read waits its turn too, not hammering DynamoDB
+            found: list[list[int]] = []
+            if self._clock_call(lambda: found.append(clocks.others(shard))):
+                self._others = found[0]
+        clock = middle(self._others)
+        if clock is not None and clock - lag_ms > windows.newest_ms:
+            core.advance_watermark(clock - lag_ms)
+            self._send(core)
+
+    def _clock_call(self, call: Callable[[], object]) -> bool:
+        """The shard clocks are advisory: a failure is logged (once a run of them) and processing goes on."""
+        try:
+            call()
+        except Exception as exc:
+            if not self._clock_failures:
+                log.warning(
+                    "shard clocks unavailable; a silent shard waits for its next event",
+                    extra={"shard_id": self.shard_id, "error": repr(exc)[:300]},
+                )
+            self._clock_failures += 1
+            return False
+        if self._clock_failures:
+            log.info("shard clocks back", extra={"shard_id": self.shard_id, "failures": self._clock_failures})
+            self._clock_failures = 0
+        return True
 
     def _due(self) -> bool:
         settings = self._settings

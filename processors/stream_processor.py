@@ -27,6 +27,7 @@ from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
 from processors.core.partition import merge, split
+from processors.shard_clocks import middle
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
 
@@ -200,13 +201,14 @@ class StreamProcessor:
         return max(times) if times else None
 
     def others_event_ms(self, shard_id: str) -> int | None:
-        """The event time an idle shard follows: the middle of the other shards' (the lower middle of
-        an even count), so one shard whose till clock jumped a year ahead does not drag the idle
-        ones with it (with three shards or more)."""
-        times = sorted(
-            t for sid, w in self.workers.items() if sid != shard_id and (t := w.newest_event_ms()) is not None
+        """The event time an idle shard follows: the middle of the other shards' (`middle`)."""
+        return middle(
+            [
+                t
+                for sid, w in self.workers.items()
+                if sid != shard_id and (t := w.newest_event_ms()) is not None
+            ]
         )
-        return times[(len(times) - 1) // 2] if times else None
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
         """Wait until every shard has had an empty poll that began after `since` (monotonic)."""

@@ -54,6 +54,7 @@ class Resources:
     alerts_queue_url: str
     deliveries_table: str
     incoming_queue_url: str
+    shard_clocks_table: str
 
 
 class _Clients:
@@ -109,7 +110,12 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
     ):
         _ensure_firehose(clients, name, prefix, role_arn)
     topic_arn = _ensure_topic(clients)
-    _ensure_deliveries_table(clients)
+    _ensure_table(
+        clients, settings.deliveries_table, [("alert_id", "S", "HASH")]
+    )  # the dispatchers' shared delivery log (conditional writes keyed by the request's alert_id)
+    _ensure_table(
+        clients, settings.shard_clocks_table, [("stream", "S", "HASH"), ("shard_id", "S", "RANGE")]
+    )  # each shard's event time, for KCL record processors whose shard went silent
     dlq_url, dlq_arn = _ensure_queue(
         clients, settings.restock_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
     )
@@ -141,6 +147,7 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
         alerts_queue_url=alerts_url,
         deliveries_table=settings.deliveries_table,
         incoming_queue_url=incoming_url,
+        shard_clocks_table=settings.shard_clocks_table,
     )
     log.info("provisioned", extra={"seconds": round(time.perf_counter() - began, 3)})
     return resources
@@ -293,24 +300,21 @@ def _ensure_firehose(clients: _Clients, name: str, prefix: str, role_arn: str) -
             )
 
 
-def _ensure_deliveries_table(clients: _Clients) -> None:
-    """The dispatchers' shared delivery log (conditional writes keyed by the request's alert_id)."""
-    settings = clients.settings
+def _ensure_table(clients: _Clients, name: str, keys: list[tuple[str, str, str]]) -> None:
+    """An on-demand DynamoDB table with the given (attribute, type, key type) keys."""
     dynamodb = clients("dynamodb")
     with _mapped("dynamodb"):
         try:
             dynamodb.create_table(
-                TableName=settings.deliveries_table,
-                AttributeDefinitions=[{"AttributeName": "alert_id", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "alert_id", "KeyType": "HASH"}],
+                TableName=name,
+                AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t, _ in keys],
+                KeySchema=[{"AttributeName": a, "KeyType": k} for a, _, k in keys],
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":
                 raise
-        dynamodb.get_waiter("table_exists").wait(
-            TableName=settings.deliveries_table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
+        dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
 
 
 def _ensure_topic(clients: _Clients) -> str:
@@ -523,6 +527,7 @@ def resolve(settings: Settings) -> Resources:
         alerts_queue_url=urls[settings.alerts_queue],
         deliveries_table=settings.deliveries_table,
         incoming_queue_url=urls[settings.incoming_queue],
+        shard_clocks_table=settings.shard_clocks_table,
     )
 
 

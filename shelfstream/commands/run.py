@@ -52,7 +52,7 @@ def cmd_kcl_processor(args: argparse.Namespace) -> int:
     wiring = bootstrap()
     return_large_buffers_to_the_system()
     store = AwsShardStore(wiring.settings, wiring.resources, lambda: wiring.aio(*SERVICES))
-    processor = KclShardProcessor(wiring.settings, store)
+    processor = KclShardProcessor(wiring.settings, store, clocks=store)
     try:
         serve_daemon(processor, protocol)
     finally:

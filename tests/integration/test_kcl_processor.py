@@ -11,6 +11,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -428,3 +429,47 @@ def test_a_processor_that_cannot_reach_s3_exits_without_answering(
     failure = [entry for entry in logs if entry["level"] == "error"]
     assert failure[0]["action"] == "processRecords"
     assert "NoSuchBucket" in failure[0]["exc"]
+
+
+def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
+    start: Callable[..., Daemon], provisioned: tuple[Settings, Resources]
+) -> None:
+    """The record processors of one stream run in separate processes: each publishes its shard's event
+    time to the shard clocks table, and one whose shard has gone quiet follows the others' from it,
+    so its windows close (and reach the windows archive) while its store is silent."""
+    settings, resources = provisioned
+    dynamodb = sync_client("dynamodb", settings)
+    s3 = sync_client("s3", settings)
+    table = resources.shard_clocks_table
+    key = {"stream": {"S": settings.stream_name}}
+    # The other shard's record processor has seen two hours of trade.
+    dynamodb.put_item(
+        TableName=table,
+        Item={**key, "shard_id": {"S": "shardId-000000000002"}, "event_ms": {"N": str(T0 + 2 * 3600_000)}},
+    )
+    daemon = start(SHELFSTREAM_IDLE_SHARD_PATIENCE_S="0.5", SHELFSTREAM_SHARD_CLOCK_EVERY_S="0.1")
+    daemon.call(initialize())
+    daemon.call(process_records(BATCH_A))  # store-001's first seconds of trade, then silence
+
+    def windows_archived() -> list[dict[str, Any]]:
+        listed = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.windows_prefix)
+        bodies = [
+            s3.get_object(Bucket=resources.bucket, Key=o["Key"])["Body"].read()
+            for o in listed.get("Contents", [])
+        ]
+        return [json.loads(line) for body in bodies for line in body.splitlines() if line.strip()]
+
+    mine = dynamodb.get_item(TableName=table, Key={**key, "shard_id": {"S": SHARD}})["Item"]
+    assert int(mine["event_ms"]["N"]) == T0 + 3000  # its own event time, for the others
+    assert windows_archived() == []  # three seconds of trade close no window
+    time.sleep(0.6)
+    daemon.call({"action": "processRecords", "records": [], "millisBehindLatest": 0})
+    archived = windows_archived()
+    assert archived, "the quiet shard's windows did not close"
+    assert {w["store_id"] for w in archived} == {STORE}
+    assert max(w["window_end"] for w in archived) <= format_ts(T0 + 2 * 3600_000 - 600_000)
+    assert daemon.call({"action": "shardEnded", "checkpoint": None}) == [
+        {"action": "checkpoint", "sequenceNumber": None, "subSequenceNumber": None}
+    ]
+    assert "Item" not in dynamodb.get_item(TableName=table, Key={**key, "shard_id": {"S": SHARD}})
+    daemon.close()

@@ -400,6 +400,7 @@ def test_every_container_is_told_where_every_resource_is() -> None:
         "SHELFSTREAM_ALERTS_FIREHOSE": {"Ref": "AlertsFirehose"},
         "SHELFSTREAM_INCOMING_QUEUE": {"Fn::GetAtt": ["IncomingQueue", "QueueName"]},
         "SHELFSTREAM_DELIVERIES_TABLE": {"Ref": "DeliveriesTable"},
+        "SHELFSTREAM_SHARD_CLOCKS_TABLE": {"Ref": "ShardClocksTable"},
         "AWS_REGION": {"Ref": "AWS::Region"},
     }
     for name, container in _containers(load_template(MAIN)).items():
@@ -731,6 +732,7 @@ def test_each_task_role_allows_what_its_command_calls() -> None:
             ),
             ("sqs:SendMessage", "RestockQueue.Arn"),
             ("sns:Publish", "AlertsTopic"),
+            *((f"dynamodb:{a}", "ShardClocksTable.Arn") for a in ("PutItem", "Query", "DeleteItem")),
         },
         "DispatcherTaskRole": {
             ("sqs:ReceiveMessage", "RestockQueue.Arn"),

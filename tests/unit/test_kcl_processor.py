@@ -502,3 +502,133 @@ def test_stray_output_never_reaches_the_protocol_channel(tmp_path: Path) -> None
     assert done.stdout == '{"action": "status"}\n'
     assert "a stray print" in done.stderr
     assert "a C library writing to fd 1" in done.stderr
+
+
+# --- the shards' clocks: a quiet shard follows the others' event time --------------------------------
+
+MINUTE = 60_000
+
+
+class MemoryClocks:
+    """The shard clocks table in memory; `fail` makes every call raise, as an unreachable DynamoDB."""
+
+    def __init__(self, times: dict[str, int]) -> None:
+        self.times = dict(times)
+        self.reads = 0
+        self.fail = False
+
+    def publish(self, shard_id: str, event_ms: int) -> None:
+        if self.fail:
+            raise ConnectionError("DynamoDB is unreachable")
+        self.times[shard_id] = event_ms
+
+    def others(self, shard_id: str) -> list[int]:
+        self.reads += 1
+        if self.fail:
+            raise ConnectionError("DynamoDB is unreachable")
+        return [t for s, t in self.times.items() if s != shard_id]
+
+    def forget(self, shard_id: str) -> None:
+        self.times.pop(shard_id, None)
+
+
+def sale_at(minute: int) -> bytes:
+    body = {
+        "type": "sale",
+        "event_id": f"m{minute}",
+        "store_id": STORE,
+        "ts": format_ts(T0 + minute * MINUTE),
+    }
+    return orjson.dumps({**body, "product_id": "tea", "quantity": 1, "unit_price": 2.5})
+
+
+def empty(behind: int = 0) -> Any:
+    return message({"action": "processRecords", "millisBehindLatest": behind, "records": []})
+
+
+def clocked(
+    journal: Journal, tmp_path: Path, clock: Clock, clocks: MemoryClocks
+) -> tuple[KclShardProcessor, ScriptedCheckpointer]:
+    settings = Settings(
+        checkpoint_every_records=1000,
+        checkpoint_every_s=3600,
+        health_file=str(tmp_path / "beat"),
+        idle_shard_patience_s=10,
+        shard_clock_every_s=5,
+    )
+    processor = KclShardProcessor(
+        settings, MemoryStore(journal), clock=clock, sleep=lambda _: None, clocks=clocks
+    )
+    cp = ScriptedCheckpointer(journal)
+    initialize().dispatch(cp, processor)
+    records(*((m, sale_at(m)) for m in range(60))).dispatch(cp, processor)  # the store trades for an hour
+    return processor, cp
+
+
+def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
+    journal: Journal, tmp_path: Path, clock: Clock
+) -> None:
+    """Two other shards (in other processes) reached 2 hours, a third's till clock is a year ahead: once
+    this shard has read everything and nothing for the patience, its windows close 10 minutes behind
+    the middle of them, so the store's silence is judged while it lasts."""
+    year = 365 * 24 * 60 * MINUTE
+    clocks = MemoryClocks({"shard-b": T0 + 120 * MINUTE, "shard-c": T0 + 119 * MINUTE, "shard-d": T0 + year})
+    processor, cp = clocked(journal, tmp_path, clock, clocks)
+    assert processor.core is not None
+    windows = processor.core.state.windows
+    assert windows is not None
+    assert clocks.times[SHARD] == T0 + 59 * MINUTE  # its own event time, published for the others
+    closed = windows.closed_idx
+
+    empty().dispatch(cp, processor)  # quiet for less than the patience: a writer may be a moment behind
+    clock.now += 10
+    empty(behind=5_000).dispatch(cp, processor)  # not caught up: its records are on their way
+    assert (windows.closed_idx, windows.newest_ms, clocks.reads) == (closed, T0 + 59 * MINUTE, 0)
+
+    empty().dispatch(cp, processor)
+    assert windows.newest_ms == T0 + 110 * MINUTE  # the middle (120 minutes), less the 10-minute lag
+    assert windows.closed_idx * windows.pane_ms >= T0 + 105 * MINUTE
+    assert clocks.times[SHARD] == T0 + 59 * MINUTE  # what it followed is not its own time: not published
+    assert clocks.reads == 1
+
+    clocks.times["shard-b"] = clocks.times["shard-c"] = T0 + 150 * MINUTE
+    clock.now += 1
+    empty().dispatch(cp, processor)  # the others' times are read every shard_clock_every_s, not every poll
+    assert (clocks.reads, windows.newest_ms) == (1, T0 + 110 * MINUTE)
+    clock.now += 5
+    empty().dispatch(cp, processor)
+    assert (clocks.reads, windows.newest_ms) == (2, T0 + 140 * MINUTE)
+
+    records((61, sale_at(141))).dispatch(cp, processor)  # trade is back
+    clock.now += 5
+    records((62, sale_at(142))).dispatch(cp, processor)
+    assert clocks.times[SHARD] == T0 + 142 * MINUTE
+    assert processor.core.stats.late_events == 0
+
+    message({"action": "shardEnded"}).dispatch(cp, processor)  # an ended shard's time stops: forgotten
+    assert SHARD not in clocks.times
+
+
+def test_unreachable_shard_clocks_leave_a_quiet_shard_waiting_and_the_stream_going(
+    journal: Journal, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    clocks = MemoryClocks({"shard-b": T0 + 120 * MINUTE})
+    clocks.fail = True
+    with caplog.at_level(logging.INFO, logger="processors.kcl_processor"):
+        processor, cp = clocked(journal, tmp_path, clock, clocks)
+        for _ in range(3):
+            clock.now += 10
+            empty().dispatch(cp, processor)
+        assert processor.core is not None
+        windows = processor.core.state.windows
+        assert windows is not None
+        assert windows.newest_ms == T0 + 59 * MINUTE  # nothing to follow: it waits for its next event
+        assert processor.core.inventory() == {STORE: {"tea": -60}}  # the records were applied all the same
+        clocks.fail = False
+        clock.now += 10
+        empty().dispatch(cp, processor)
+    assert windows.newest_ms == T0 + 110 * MINUTE
+    assert clocks.times[SHARD] == T0 + 59 * MINUTE
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count("shard clocks unavailable; a silent shard waits for its next event") == 1
+    assert "shard clocks back" in said

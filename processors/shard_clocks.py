@@ -1,0 +1,82 @@
+"""Each shard's event time, shared between processes, so a silent shard can follow the others.
+
+The embedded reader holds every shard in one process and asks them directly. Under the KCL each
+shard has a process of its own (on any task), so each record processor publishes how far its
+shard's event time has come to a DynamoDB table (one item per stream and shard), and a record
+processor whose shard has gone quiet reads the others' from there. The table is advisory: if it
+cannot be read or written, a silent shard waits for its next event, as it did without it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+
+def middle(times: list[int]) -> int | None:
+    """The event time a quiet shard follows: the middle of the others' (the lower middle of an even
+    count), so one shard whose till clock jumped a year ahead does not drag the quiet ones with it
+    (with three shards or more)."""
+    if not times:
+        return None
+    ordered = sorted(times)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+class ShardClocks(Protocol):
+    """Where record processors publish and read their shards' event time (sync: kclpy calls us so)."""
+
+    def publish(self, shard_id: str, event_ms: int) -> None: ...
+
+    def others(self, shard_id: str) -> list[int]:
+        """The event times published for the stream's other shards."""
+        ...
+
+    def forget(self, shard_id: str) -> None:
+        """A shard that ended: its time stops, and must not hold the others' middle back."""
+        ...
+
+
+class DynamoShardClocks:
+    """The table's items: `stream` (hash key), `shard_id` (range key), `event_ms`, `updated_at`."""
+
+    def __init__(self, dynamodb: Any, table: str, stream: str) -> None:
+        self._dynamodb = dynamodb  # an aiobotocore DynamoDB client
+        self._table = table
+        self._stream = stream
+
+    async def publish(self, shard_id: str, event_ms: int) -> None:
+        await self._dynamodb.put_item(
+            TableName=self._table,
+            Item={
+                "stream": {"S": self._stream},
+                "shard_id": {"S": shard_id},
+                "event_ms": {"N": str(event_ms)},
+                "updated_at": {"N": str(int(time.time()))},
+            },
+        )
+
+    async def others(self, shard_id: str) -> list[int]:
+        times: list[int] = []
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "stream"},
+            "ExpressionAttributeValues": {":s": {"S": self._stream}},
+            "ProjectionExpression": "shard_id, event_ms",
+        }
+        while True:
+            page = await self._dynamodb.query(**args)
+            times += [
+                int(item["event_ms"]["N"])
+                for item in page.get("Items", [])
+                if item["shard_id"]["S"] != shard_id
+            ]
+            if "LastEvaluatedKey" not in page:
+                return times
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def forget(self, shard_id: str) -> None:
+        await self._dynamodb.delete_item(
+            TableName=self._table, Key={"stream": {"S": self._stream}, "shard_id": {"S": shard_id}}
+        )
