@@ -9,6 +9,7 @@ the embedded mode would send).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -181,13 +182,13 @@ def stack(
     make_settings: Callable[..., Settings],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[int], Stack]]:
+) -> Iterator[Callable[..., Stack]]:
     made: list[Stack] = []
     with kinesis_local(tmp_path / "kinesis-local") as kinesis_endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_endpoint)  # Kinesis there, the rest on moto
 
-        def make(shards: int) -> Stack:
-            settings = make_settings(shard_count=shards, checkpoint_every_s=1.0)
+        def make(shards: int, **overrides: Any) -> Stack:
+            settings = make_settings(shard_count=shards, checkpoint_every_s=1.0, **overrides)
             resources = provision(settings)
             env = {
                 "AWS_ENDPOINT_URL": local_aws.endpoint,
@@ -425,3 +426,69 @@ def test_two_workers_share_leases_one_dies_with_kill_9_then_one_stops_with_sigte
     s.until(lambda: lease_checkpoints(s) == last, "the lease checkpoints at each shard's end")
     # Nothing lost, nothing counted twice (stock above); each restock request and alert by its id.
     assert_same_effects(s)
+
+
+def test_a_silent_shard_follows_the_other_shards_event_time_across_processes(
+    stack: Callable[..., Stack],
+) -> None:
+    """Two stores, one in each shard: both trade for half an hour, then only one trades on for another
+    90 minutes. The silent store's record processor has nothing to read and no other shard in its
+    process; it learns the other shard's event time from the shard clocks table (the daemon calls it
+    with empty batches) and closes its windows 10 minutes behind it, so its silence is judged while it
+    lasts, as in the embedded mode."""
+    s = stack(2, idle_shard_patience_s=1.0, shard_clock_every_s=0.5)
+    ranges = [
+        (int(x["HashKeyRange"]["StartingHashKey"]), int(x["HashKeyRange"]["EndingHashKey"]))
+        for x in s.shards()
+    ]
+
+    def shard_of(store: str) -> int:
+        key = int.from_bytes(hashlib.md5(store.encode()).digest(), "big")
+        return next(i for i, (low, high) in enumerate(ranges) if low <= key <= high)
+
+    names = [f"store-{i:02d}" for i in range(40)]
+    quiet = next(n for n in names if shard_of(n) == 0)
+    busy = next(n for n in names if shard_of(n) == 1)
+
+    def sale(store: str, minute: int) -> dict[str, Any]:
+        return {
+            "type": "sale",
+            "event_id": f"{store}-m{minute}",
+            "store_id": store,
+            "ts": format_ts(T0 + minute * 60_000),
+            "product_id": "milk",
+            "quantity": 1,
+            "unit_price": 1.5,
+        }
+
+    s.put(
+        [sale(store, m) for m in range(30) for store in (quiet, busy)]
+        + [sale(busy, m) for m in range(30, 120)]
+    )
+    s.worker("one")
+    s3 = boto3.client("s3")
+    until = format_ts(T0 + 100 * 60_000)
+
+    def quiet_windows_to() -> str:
+        listed = s3.list_objects_v2(Bucket=s.resources.bucket, Prefix=s.settings.windows_prefix)
+        ends = []
+        for obj in listed.get("Contents", []):
+            for line in s3.get_object(Bucket=s.resources.bucket, Key=obj["Key"])["Body"].read().splitlines():
+                record = json.loads(line) if line.strip() else {}
+                if record.get("store_id") == quiet:
+                    ends.append(record["window_end"])
+        return max(ends, default="")
+
+    # On its own events the quiet store's windows would close up to minute 15 at most (2 minutes of
+    # lateness after its last sale at minute 29); the busy shard reached minute 119.
+    s.until(lambda: quiet_windows_to() >= until, "the silent store's windows to close past minute 100")
+    assert quiet_windows_to() <= format_ts(T0 + 110 * 60_000)  # 10 minutes behind the other shard
+    ddb = boto3.client("dynamodb")
+    items = ddb.query(
+        TableName=s.resources.shard_clocks_table,
+        KeyConditionExpression="#s = :s",
+        ExpressionAttributeNames={"#s": "stream"},
+        ExpressionAttributeValues={":s": {"S": s.settings.stream_name}},
+    )["Items"]
+    # Each shard published its own events' time (the quiet one not the time it followed).
+    assert sorted(int(i["event_ms"]["N"]) for i in items) == [T0 + 29 * 60_000, T0 + 119 * 60_000]
