@@ -45,7 +45,7 @@ from processors.core import Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.metrics import core_source
 from processors.records import apply_record
-from processors.shard_clocks import DynamoShardClocks, ShardClocks, middle
+from processors.shard_clocks import DynamoShardClocks, ShardClocks, follow
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
 
@@ -133,9 +133,9 @@ class AwsShardStore:
         runner, clocks = self._shard_clocks()
         runner.run(clocks.publish(shard_id, event_ms))
 
-    def others(self, shard_id: str) -> list[int]:
+    def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
         runner, clocks = self._shard_clocks()
-        return runner.run(clocks.others(shard_id))
+        return runner.run(clocks.others(shard_id, within_s))
 
     def forget(self, shard_id: str) -> None:
         runner, clocks = self._shard_clocks()
@@ -223,7 +223,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._last_read_at = clock()  # the last batch with records (or the start)
         self._own_ms = -1  # the event time this shard's own events reached
         self._published = (-1, -math.inf)  # (event time, when) last published
-        self._others: list[int] = []
+        self._others: list[tuple[int, bool]] = []
         self._others_at = -math.inf
         self._clock_failures = 0
         self._clock = clock
@@ -388,8 +388,9 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
     def _keep_time(self, core: ShardCore, read: bool, millis_behind: Any) -> None:
         """Publish how far this shard's own events have come; once the shard has read everything
         and nothing for `idle_shard_patience_s`, move its event time to `idle_shard_lag_s` behind the
-        middle of the other shards' (as the embedded reader does with the shards it holds), so a
-        store alone in its shard whose tills stop is judged while the outage lasts."""
+        other shards' (`follow`: those still trading, published within the patience and a
+        publishing interval), as the embedded reader does with the shards it holds, so a store alone
+        in its shard whose tills stop is judged while the outage lasts."""
         clocks, settings, now = self._clocks, self._settings, self._clock()
         windows = core.state.windows
         if clocks is None or windows is None or not windows.started:
@@ -413,10 +414,11 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             return
         if now - self._others_at >= settings.shard_clock_every_s:
             self._others_at = now  # a failed read waits its turn too, not hammering DynamoDB
-            found: list[list[int]] = []
-            if self._clock_call(lambda: found.append(clocks.others(shard))):
+            found: list[list[tuple[int, bool]]] = []
+            within_s = settings.idle_shard_patience_s + settings.shard_clock_every_s
+            if self._clock_call(lambda: found.append(clocks.others(shard, within_s))):
                 self._others = found[0]
-        clock = middle(self._others)
+        clock = follow(self._others)
         if clock is not None and clock - lag_ms > windows.newest_ms:
             core.advance_watermark(clock - lag_ms)
             self._send(core)

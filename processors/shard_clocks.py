@@ -23,13 +23,23 @@ def middle(times: list[int]) -> int | None:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def follow(others: list[tuple[int, bool]]) -> int | None:
+    """The event time a quiet shard follows, from the other shards' (event time, still trading):
+    the middle of those still trading, or of all of them when none is (a replay read to its end, a
+    fleet closed for the night). A quiet shard's time is where its trade stopped: with two of three
+    shards gone quiet, the middle of all would be the other quiet one, and neither would move."""
+    trading = [t for t, live in others if live]
+    return middle(trading) if trading else middle([t for t, _ in others])
+
+
 class ShardClocks(Protocol):
     """Where record processors publish and read their shards' event time (sync: kclpy calls us so)."""
 
     def publish(self, shard_id: str, event_ms: int) -> None: ...
 
-    def others(self, shard_id: str) -> list[int]:
-        """The event times published for the stream's other shards."""
+    def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
+        """The stream's other shards' event times, each with whether it was published within the
+        last `within_s` seconds (a shard publishes while its own events move it: still trading)."""
         ...
 
     def forget(self, shard_id: str) -> None:
@@ -38,7 +48,8 @@ class ShardClocks(Protocol):
 
 
 class DynamoShardClocks:
-    """The table's items: `stream` (hash key), `shard_id` (range key), `event_ms`, `updated_at`."""
+    """The table's items: `stream` (hash key), `shard_id` (range key), `event_ms`, `updated_at` (epoch
+    seconds; hosts' clocks are NTP-synced far better than the seconds this compares)."""
 
     def __init__(self, dynamodb: Any, table: str, stream: str) -> None:
         self._dynamodb = dynamodb  # an aiobotocore DynamoDB client
@@ -52,23 +63,24 @@ class DynamoShardClocks:
                 "stream": {"S": self._stream},
                 "shard_id": {"S": shard_id},
                 "event_ms": {"N": str(event_ms)},
-                "updated_at": {"N": str(int(time.time()))},
+                "updated_at": {"N": f"{time.time():.3f}"},  # wall clock: read by other hosts
             },
         )
 
-    async def others(self, shard_id: str) -> list[int]:
-        times: list[int] = []
+    async def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
+        since = time.time() - within_s
+        times: list[tuple[int, bool]] = []
         args: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "#s = :s",
             "ExpressionAttributeNames": {"#s": "stream"},
             "ExpressionAttributeValues": {":s": {"S": self._stream}},
-            "ProjectionExpression": "shard_id, event_ms",
+            "ProjectionExpression": "shard_id, event_ms, updated_at",
         }
         while True:
             page = await self._dynamodb.query(**args)
             times += [
-                int(item["event_ms"]["N"])
+                (int(item["event_ms"]["N"]), float(item.get("updated_at", {}).get("N", "0")) >= since)
                 for item in page.get("Items", [])
                 if item["shard_id"]["S"] != shard_id
             ]

@@ -27,7 +27,7 @@ from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
 from processors.core.partition import merge, split
-from processors.shard_clocks import middle
+from processors.shard_clocks import follow
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
 
@@ -201,10 +201,13 @@ class StreamProcessor:
         return max(times) if times else None
 
     def others_event_ms(self, shard_id: str) -> int | None:
-        """The event time an idle shard follows: the middle of the other shards' (`middle`)."""
-        return middle(
+        """The event time an idle shard follows (`follow`): the other shards', those that read records
+        within `idle_shard_patience_s` counting as still trading."""
+        now = time.monotonic()
+        patience = self._settings.idle_shard_patience_s
+        return follow(
             [
-                t
+                (t, now - w.status.last_read_at < patience)
                 for sid, w in self.workers.items()
                 if sid != shard_id and (t := w.newest_event_ms()) is not None
             ]

@@ -445,7 +445,12 @@ def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
     # The other shard's record processor has seen two hours of trade.
     dynamodb.put_item(
         TableName=table,
-        Item={**key, "shard_id": {"S": "shardId-000000000002"}, "event_ms": {"N": str(T0 + 2 * 3600_000)}},
+        Item={
+            **key,
+            "shard_id": {"S": "shardId-000000000002"},
+            "event_ms": {"N": str(T0 + 2 * 3600_000)},
+            "updated_at": {"N": str(time.time())},
+        },
     )
     daemon = start(SHELFSTREAM_IDLE_SHARD_PATIENCE_S="0.5", SHELFSTREAM_SHARD_CLOCK_EVERY_S="0.1")
     daemon.call(initialize())

@@ -297,16 +297,28 @@ async def test_a_shard_whose_writer_is_behind_is_not_a_silent_store(
         assert late > 0  # the hazard the patience closes
 
 
-def test_an_idle_shard_follows_the_middle_of_the_others_not_one_wild_clock() -> None:
-    """One shard whose till clock jumped a year ahead does not drag an idle shard with it."""
+def test_an_idle_shard_follows_the_middle_of_the_trading_others_not_one_wild_clock() -> None:
+    """One shard whose till clock jumped a year ahead does not drag an idle shard with it, and the
+    shards that have gone quiet themselves (their time is where their trade stopped) are left out, so
+    two of three shards gone quiet do not hold each other back (`processors.shard_clocks.follow`)."""
+    import time
     from types import SimpleNamespace
 
     processor = StreamProcessor.__new__(StreamProcessor)
+    processor._settings = Settings(idle_shard_patience_s=10)
     year = 365 * 24 * 3600_000
-    times = {"s0": None, "s1": T0, "s2": T0 + 60_000, "s3": T0 + year}
+    now = time.monotonic()
+    # (event time, seconds since the shard last read records)
+    shards = {"s0": (None, 0), "s1": (T0, 0), "s2": (T0 + 60_000, 1), "s3": (T0 + year, 2), "q": (T0 - 1, 30)}
     processor.workers = {  # type: ignore[assignment]
-        sid: SimpleNamespace(newest_event_ms=lambda t=t: t) for sid, t in times.items()
+        sid: SimpleNamespace(newest_event_ms=lambda t=t: t, status=SimpleNamespace(last_read_at=now - quiet))
+        for sid, (t, quiet) in shards.items()
     }
-    assert processor.others_event_ms("s0") == T0 + 60_000  # the middle of s1, s2, s3
+    assert processor.others_event_ms("s0") == T0 + 60_000  # the middle of s1, s2, s3 (q is quiet)
     assert processor.others_event_ms("s3") == T0  # the lower middle of s1, s2
+    assert processor.others_event_ms("q") == T0 + 60_000
     assert processor.newest_event_ms() == T0 + year
+    for sid in ("s1", "s2", "s3"):
+        processor.workers[sid].status.last_read_at = now - 60  # type: ignore[attr-defined]
+    # Nobody trading (a replay read to its end, a fleet closed at night): the middle of them all.
+    assert processor.others_event_ms("s0") == T0  # the lower middle of q, s1, s2, s3

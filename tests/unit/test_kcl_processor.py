@@ -510,23 +510,33 @@ MINUTE = 60_000
 
 
 class MemoryClocks:
-    """The shard clocks table in memory; `fail` makes every call raise, as an unreachable DynamoDB."""
+    """The shard clocks table in memory, on the test's clock; `fail` makes every call raise, as an
+    unreachable DynamoDB."""
 
-    def __init__(self, times: dict[str, int]) -> None:
-        self.times = dict(times)
+    def __init__(self, clock: Clock, times: dict[str, int]) -> None:
+        self.clock = clock
+        self.times: dict[str, int] = {}
+        self.published: dict[str, float] = {}
         self.reads = 0
         self.fail = False
+        for shard, t in times.items():
+            self.set(shard, t)
+
+    def set(self, shard_id: str, event_ms: int) -> None:
+        self.times[shard_id] = event_ms
+        self.published[shard_id] = self.clock.now
 
     def publish(self, shard_id: str, event_ms: int) -> None:
         if self.fail:
             raise ConnectionError("DynamoDB is unreachable")
-        self.times[shard_id] = event_ms
+        self.set(shard_id, event_ms)
 
-    def others(self, shard_id: str) -> list[int]:
+    def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
         self.reads += 1
         if self.fail:
             raise ConnectionError("DynamoDB is unreachable")
-        return [t for s, t in self.times.items() if s != shard_id]
+        now = self.clock.now
+        return [(t, now - self.published[s] <= within_s) for s, t in self.times.items() if s != shard_id]
 
     def forget(self, shard_id: str) -> None:
         self.times.pop(shard_id, None)
@@ -572,7 +582,9 @@ def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
     this shard has read everything and nothing for the patience, its windows close 10 minutes behind
     the middle of them, so the store's silence is judged while it lasts."""
     year = 365 * 24 * 60 * MINUTE
-    clocks = MemoryClocks({"shard-b": T0 + 120 * MINUTE, "shard-c": T0 + 119 * MINUTE, "shard-d": T0 + year})
+    clocks = MemoryClocks(
+        clock, {"shard-b": T0 + 120 * MINUTE, "shard-c": T0 + 119 * MINUTE, "shard-d": T0 + year}
+    )
     processor, cp = clocked(journal, tmp_path, clock, clocks)
     assert processor.core is not None
     windows = processor.core.state.windows
@@ -591,7 +603,8 @@ def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
     assert clocks.times[SHARD] == T0 + 59 * MINUTE  # what it followed is not its own time: not published
     assert clocks.reads == 1
 
-    clocks.times["shard-b"] = clocks.times["shard-c"] = T0 + 150 * MINUTE
+    clocks.set("shard-b", T0 + 150 * MINUTE)
+    clocks.set("shard-c", T0 + 150 * MINUTE)
     clock.now += 1
     empty().dispatch(cp, processor)  # the others' times are read every shard_clock_every_s, not every poll
     assert (clocks.reads, windows.newest_ms) == (1, T0 + 110 * MINUTE)
@@ -612,7 +625,7 @@ def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
 def test_unreachable_shard_clocks_leave_a_quiet_shard_waiting_and_the_stream_going(
     journal: Journal, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clocks = MemoryClocks({"shard-b": T0 + 120 * MINUTE})
+    clocks = MemoryClocks(clock, {"shard-b": T0 + 120 * MINUTE})
     clocks.fail = True
     with caplog.at_level(logging.INFO, logger="processors.kcl_processor"):
         processor, cp = clocked(journal, tmp_path, clock, clocks)
@@ -632,3 +645,28 @@ def test_unreachable_shard_clocks_leave_a_quiet_shard_waiting_and_the_stream_goi
     said = [r.getMessage() for r in caplog.records]
     assert said.count("shard clocks unavailable; a silent shard waits for its next event") == 1
     assert "shard clocks back" in said
+
+
+def test_a_quiet_shard_follows_the_shards_still_trading_not_another_quiet_one(
+    journal: Journal, tmp_path: Path, clock: Clock
+) -> None:
+    """Three shards: this one and shard-b went quiet (b's time, published 30 s ago, is where its trade
+    stopped), shard-c trades on. The middle of b and c would be b, and the two quiet shards would hold
+    each other back; the one still trading is followed. With none trading, the middle of them all."""
+    clocks = MemoryClocks(clock, {"shard-b": T0 + 20 * MINUTE})
+    clock.now += 20
+    processor, cp = clocked(journal, tmp_path, clock, clocks)
+    assert processor.core is not None
+    windows = processor.core.state.windows
+    assert windows is not None
+    clocks.set("shard-c", T0 + 120 * MINUTE)
+    clock.now += 10
+    clocks.set("shard-c", T0 + 121 * MINUTE)
+    empty().dispatch(cp, processor)
+    assert windows.newest_ms == T0 + 111 * MINUTE
+
+    clocks.set("shard-b", T0 + 200 * MINUTE)
+    clocks.set("shard-c", T0 + 150 * MINUTE)
+    clock.now += 60  # both went quiet since (a replay read to its end): the middle of them all
+    empty().dispatch(cp, processor)
+    assert windows.newest_ms == T0 + 140 * MINUTE
