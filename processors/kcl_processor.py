@@ -226,6 +226,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._others: list[tuple[int, bool]] = []
         self._others_at = -math.inf
         self._clock_failures = 0
+        self._following = False  # moved with the other shards since it last read records
         self._clock = clock
         self._sleep = sleep
         self.shard_id: str | None = None
@@ -398,6 +399,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         shard = self._shard()
         if read:
             self._last_read_at = now
+            self._following = False
             self._own_ms = max(self._own_ms, windows.newest_ms)
         published_ms, published_at = self._published
         if self._own_ms > published_ms and now - published_at >= settings.shard_clock_every_s:
@@ -420,6 +422,16 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                 self._others = found[0]
         clock = follow(self._others)
         if clock is not None and clock - lag_ms > windows.newest_ms:
+            if not self._following:  # once a quiet spell: what an operator should see in the logs
+                self._following = True
+                log.info(
+                    "quiet shard follows the other shards' event time",
+                    extra={
+                        "shard_id": shard,
+                        "own_event_ms": windows.newest_ms,
+                        "to_event_ms": clock - lag_ms,
+                    },
+                )
             core.advance_watermark(clock - lag_ms)
             self._send(core)
 

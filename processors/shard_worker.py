@@ -73,6 +73,7 @@ class ShardWorker:
         self._last_seq = start_after
         self._checkpointed_seq = start_after
         self._on_effects = on_effects
+        self._following = False  # moved with the other shards since it last read records
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
 
@@ -116,6 +117,7 @@ class ShardWorker:
             if records:
                 idle = 0
                 self.status.last_read_at = poll_started
+                self._following = False
                 core = self.core
                 user_records = 0
                 for record in records:
@@ -175,6 +177,16 @@ class ShardWorker:
             return
         target = clock - lag_s * 1000
         if target > windows.newest_ms:
+            if not self._following:  # once a quiet spell: what an operator should see in the logs
+                self._following = True
+                log.info(
+                    "quiet shard follows the other shards' event time",
+                    extra={
+                        "shard_id": self.shard_id,
+                        "own_event_ms": windows.newest_ms,
+                        "to_event_ms": target,
+                    },
+                )
             self.core.advance_watermark(target)
             await self._emit()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -235,11 +236,12 @@ def _minutes(stores: tuple[str, ...], minutes: range) -> list[tuple[bytes, str]]
 
 
 async def test_an_idle_shard_follows_the_other_shards_event_time(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Store A's tills stop after an hour while store B, in the other shard, trades on: A's shard has
     nothing to read, but once it has been quiet for the patience (wall clock) its windows still close
     (10 minutes behind B's time), so the outage is judged while it lasts instead of when A trades again."""
+    caplog.set_level(logging.INFO, logger="processors.shard_worker")
     settings = make_settings(idle_shard_patience_s=0.5)
     resources = provision(settings)
     quiet, busy = _two_stores()
@@ -263,6 +265,10 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
         await asyncio.wait_for(task, 30)
     assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
     assert processor.newest_event_ms() == T0 + 119 * 60_000
+    follows = [
+        r for r in caplog.records if r.getMessage() == "quiet shard follows the other shards' event time"
+    ]
+    assert [r.shard_id for r in follows] == [quiet_shard.shard_id]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("patience_s", [0.0, 120.0])

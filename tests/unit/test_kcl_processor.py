@@ -576,11 +576,12 @@ def clocked(
 
 
 def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
-    journal: Journal, tmp_path: Path, clock: Clock
+    journal: Journal, tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two other shards (in other processes) reached 2 hours, a third's till clock is a year ahead: once
     this shard has read everything and nothing for the patience, its windows close 10 minutes behind
     the middle of them, so the store's silence is judged while it lasts."""
+    caplog.set_level(logging.INFO, logger="processors.kcl_processor")
     year = 365 * 24 * 60 * MINUTE
     clocks = MemoryClocks(
         clock, {"shard-b": T0 + 120 * MINUTE, "shard-c": T0 + 119 * MINUTE, "shard-d": T0 + year}
@@ -617,6 +618,9 @@ def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
     records((62, sale_at(142))).dispatch(cp, processor)
     assert clocks.times[SHARD] == T0 + 142 * MINUTE
     assert processor.core.stats.late_events == 0
+    # Said once a quiet spell, not at every move.
+    said = [r.getMessage() for r in caplog.records].count("quiet shard follows the other shards' event time")
+    assert said == 1
 
     message({"action": "shardEnded"}).dispatch(cp, processor)  # an ended shard's time stops: forgotten
     assert SHARD not in clocks.times
