@@ -10,7 +10,9 @@ cannot be read or written, a silent shard waits for its next event, as it did wi
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+EXPIRE_AFTER_S: Final = 7 * 24 * 3600
 
 
 def middle(times: list[int]) -> int | None:
@@ -49,7 +51,8 @@ class ShardClocks(Protocol):
 
 class DynamoShardClocks:
     """The table's items: `stream` (hash key), `shard_id` (range key), `event_ms`, `updated_at` (epoch
-    seconds; hosts' clocks are NTP-synced far better than the seconds this compares)."""
+    seconds; hosts' clocks are NTP-synced far better than the seconds this compares), `expires_at`
+    (the table's TTL attribute)."""
 
     def __init__(self, dynamodb: Any, table: str, stream: str) -> None:
         self._dynamodb = dynamodb  # an aiobotocore DynamoDB client
@@ -57,13 +60,16 @@ class DynamoShardClocks:
         self._stream = stream
 
     async def publish(self, shard_id: str, event_ms: int) -> None:
+        now = time.time()
         await self._dynamodb.put_item(
             TableName=self._table,
             Item={
                 "stream": {"S": self._stream},
                 "shard_id": {"S": shard_id},
                 "event_ms": {"N": str(event_ms)},
-                "updated_at": {"N": f"{time.time():.3f}"},  # wall clock: read by other hosts
+                "updated_at": {"N": f"{now:.3f}"},  # wall clock: read by other hosts
+                # DynamoDB deletes an item a week after its shard last moved (a deleted stream's).
+                "expires_at": {"N": str(int(now) + EXPIRE_AFTER_S)},
             },
         )
 

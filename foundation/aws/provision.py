@@ -114,7 +114,10 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
         clients, settings.deliveries_table, [("alert_id", "S", "HASH")]
     )  # the dispatchers' shared delivery log (conditional writes keyed by the request's alert_id)
     _ensure_table(
-        clients, settings.shard_clocks_table, [("stream", "S", "HASH"), ("shard_id", "S", "RANGE")]
+        clients,
+        settings.shard_clocks_table,
+        [("stream", "S", "HASH"), ("shard_id", "S", "RANGE")],
+        ttl="expires_at",
     )  # each shard's event time, for KCL record processors whose shard went silent
     dlq_url, dlq_arn = _ensure_queue(
         clients, settings.restock_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
@@ -300,8 +303,11 @@ def _ensure_firehose(clients: _Clients, name: str, prefix: str, role_arn: str) -
             )
 
 
-def _ensure_table(clients: _Clients, name: str, keys: list[tuple[str, str, str]]) -> None:
-    """An on-demand DynamoDB table with the given (attribute, type, key type) keys."""
+def _ensure_table(
+    clients: _Clients, name: str, keys: list[tuple[str, str, str]], ttl: str | None = None
+) -> None:
+    """An on-demand DynamoDB table with the given (attribute, type, key type) keys, and items expiring
+    at their `ttl` attribute (epoch seconds) when one is named."""
     dynamodb = clients("dynamodb")
     with _mapped("dynamodb"):
         try:
@@ -315,6 +321,12 @@ def _ensure_table(clients: _Clients, name: str, keys: list[tuple[str, str, str]]
             if _code(exc) != "ResourceInUseException":
                 raise
         dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        if ttl is not None:
+            status = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            if status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                dynamodb.update_time_to_live(
+                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl}
+                )
 
 
 def _ensure_topic(clients: _Clients) -> str:

@@ -466,6 +466,7 @@ def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
 
     mine = dynamodb.get_item(TableName=table, Key={**key, "shard_id": {"S": SHARD}})["Item"]
     assert int(mine["event_ms"]["N"]) == T0 + 3000  # its own event time, for the others
+    assert abs(int(mine["expires_at"]["N"]) - (time.time() + 7 * 86400)) < 60  # the table's TTL
     assert windows_archived() == []  # three seconds of trade close no window
     time.sleep(0.6)
     daemon.call({"action": "processRecords", "records": [], "millisBehindLatest": 0})

@@ -81,6 +81,16 @@ def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -
     assert notify["Events"] == ["s3:ObjectCreated:*"]
     assert notify["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "incoming/"}]
 
+    # The shard clocks: one item per stream and shard, gone a week after the shard last moved.
+    dynamodb = sync_client("dynamodb", settings)
+    table = dynamodb.describe_table(TableName=resources.shard_clocks_table)["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]] == [
+        ("stream", "HASH"),
+        ("shard_id", "RANGE"),
+    ]
+    ttl = dynamodb.describe_time_to_live(TableName=resources.shard_clocks_table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires_at")
+
 
 def test_firehose_archive_lands_under_the_events_prefix(provisioned: tuple[Settings, Resources]) -> None:
     settings, resources = provisioned
