@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import boto3
@@ -62,15 +63,24 @@ async def produce(settings: Settings, records: list[tuple[bytes, str]]) -> None:
             await writer.put(data, key)
 
 
-async def process_until_caught_up(settings: Settings, resources: Resources) -> StreamProcessor:
+@contextlib.asynccontextmanager
+async def running(settings: Settings, resources: Resources) -> AsyncIterator[StreamProcessor]:
+    """The stream processor, caught up with the stream, running until the block ends."""
     stop = asyncio.Event()
     async with AioClients(settings, *SERVICES) as clients:
         processor = StreamProcessor(settings, clients, resources)
         task = asyncio.create_task(processor.run(stop))
-        assert await processor.wait_caught_up(timeout=30)
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    return processor
+        try:
+            assert await processor.wait_caught_up(timeout=30)
+            yield processor
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+
+async def process_until_caught_up(settings: Settings, resources: Resources) -> StreamProcessor:
+    async with running(settings, resources) as processor:
+        return processor
 
 
 def s3_lines(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -226,6 +236,14 @@ def _two_stores() -> tuple[str, str]:
     return next(s for s in stores if _shard_of(s) == 0), next(s for s in stores if _shard_of(s) == 1)
 
 
+async def _one_store_stops_after_an_hour(settings: Settings) -> tuple[Resources, str]:
+    """Two stores in two shards trade for an hour, then only the second for another (on the stream)."""
+    resources = provision(settings)
+    quiet, busy = _two_stores()
+    await produce(settings, _minutes((quiet, busy), range(60)) + _minutes((busy,), range(60, 120)))
+    return resources, quiet
+
+
 def _minutes(stores: tuple[str, ...], minutes: range) -> list[tuple[bytes, str]]:
     """A sale a minute in each store."""
     return [
@@ -243,15 +261,8 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
     (10 minutes behind B's time), so the outage is judged while it lasts instead of when A trades again."""
     caplog.set_level(logging.INFO, logger="processors.shard_worker")
     settings = make_settings(idle_shard_patience_s=0.5)
-    resources = provision(settings)
-    quiet, busy = _two_stores()
-    await produce(settings, _minutes((quiet, busy), range(60)) + _minutes((busy,), range(60, 120)))
-
-    stop = asyncio.Event()
-    async with AioClients(settings, *SERVICES) as clients:
-        processor = StreamProcessor(settings, clients, resources)
-        task = asyncio.create_task(processor.run(stop))
-        assert await processor.wait_caught_up(timeout=30)
+    resources, quiet = await _one_store_stops_after_an_hour(settings)
+    async with running(settings, resources) as processor:
         quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
         windows = quiet_shard.core.state.windows
         assert windows is not None
@@ -261,8 +272,6 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
             if windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000:
                 break
             await asyncio.sleep(0.1)
-        stop.set()
-        await asyncio.wait_for(task, 30)
     assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
     assert processor.newest_event_ms() == T0 + 119 * 60_000
     follows = [
@@ -280,20 +289,11 @@ async def test_a_shard_whose_writer_is_behind_is_not_a_silent_store(
     A's shard, quiet for a moment, follows B's event time and A's second hour arrives late (its
     windows judged without it); with the default patience nothing is late."""
     settings = make_settings(idle_shard_patience_s=patience_s)
-    resources = provision(settings)
-    quiet, busy = _two_stores()
-    await produce(settings, _minutes((quiet, busy), range(60)) + _minutes((busy,), range(60, 120)))
-
-    stop = asyncio.Event()
-    async with AioClients(settings, *SERVICES) as clients:
-        processor = StreamProcessor(settings, clients, resources)
-        task = asyncio.create_task(processor.run(stop))
-        assert await processor.wait_caught_up(timeout=30)
+    resources, quiet = await _one_store_stops_after_an_hour(settings)
+    async with running(settings, resources) as processor:
         await asyncio.sleep(1.5)  # a few empty polls of A's shard, each a chance to follow B
         await produce(settings, _minutes((quiet,), range(60, 120)))
         assert await processor.wait_caught_up(timeout=30)
-        stop.set()
-        await asyncio.wait_for(task, 30)
     quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
     late = quiet_shard.core.stats.late_events
     if patience_s:
