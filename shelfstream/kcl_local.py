@@ -208,6 +208,23 @@ class KclWorker:
             raise ShelfstreamError(f"KCL worker {self.name} is not running")
         return self.proc.pid
 
+    def child_env(self) -> dict[str, str]:
+        """The daemon's environment, which its record processors inherit: this worker's settings, and
+        this source tree first on the import path, so `shelfstream kcl-processor` runs the code that
+        started the worker (a second checkout next to the installed one would otherwise run the
+        installed one's)."""
+        bin_dir = str(Path(sys.executable).parent)
+        python_path = os.environ.get("PYTHONPATH")
+        return {
+            **os.environ,
+            **self._env,
+            **settings_env(self.settings),
+            "KCL_APPLICATION_NAME": self.application,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT) + (os.pathsep + python_path if python_path else ""),
+            "SHELFSTREAM_HEALTH_FILE": str(self.workdir / f"{self.name}.health"),
+        }
+
     def start(self) -> KclWorker:
         check_jars(self._jar_dir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -215,15 +232,7 @@ class KclWorker:
         extra = "".join(f"{key} = {value}\n" for key, value in self._properties.items())
         source = self.workdir / f"{self.name}.properties"
         source.write_text(template + "\n# local run\n" + extra, encoding="utf-8")
-        bin_dir = str(Path(sys.executable).parent)
-        env = {
-            **os.environ,
-            **self._env,
-            **settings_env(self.settings),
-            "KCL_APPLICATION_NAME": self.application,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "SHELFSTREAM_HEALTH_FILE": str(self.workdir / f"{self.name}.health"),
-        }
+        env = self.child_env()
         command = [
             sys.executable,
             str(KCL_DIR / "launch.py"),

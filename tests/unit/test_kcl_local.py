@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from config import Settings
 from shelfstream import cli
-from shelfstream.kcl_local import LOCAL_PROPERTIES, KclWorker, settings_env
+from shelfstream.kcl_local import LOCAL_PROPERTIES, ROOT, KclWorker, settings_env
 
 
 def test_settings_env_gives_a_child_process_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,6 +27,24 @@ def test_kcl_worker_without_jars_says_how_to_get_them(
     assert cli.main(["kcl-worker", "--local", "--jar-dir", str(tmp_path), "--workdir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"shelfstream: error: no KCL jars in {tmp_path}: run `make kcl-jars` (Maven, Java 17)"]
+
+
+def test_the_record_processors_run_the_code_of_the_tree_that_started_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
+    env = KclWorker("w", Settings(bucket="b"), "app", tmp_path, {"X": "1"}, None, None).child_env()
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), str(tmp_path / "elsewhere")]
+    found = subprocess.run(
+        [sys.executable, "-c", "import processors.kcl_processor as k; print(k.__file__)"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(found) == ROOT / "processors" / "kcl_processor.py"
+    assert (env["X"], env["SHELFSTREAM_BUCKET"], env["KCL_APPLICATION_NAME"]) == ("1", "b", "app")
 
 
 def test_a_worker_sets_only_the_endpoints_it_is_given(tmp_path: Path) -> None:
