@@ -317,9 +317,14 @@ def test_an_idle_shard_follows_the_middle_of_the_trading_others_not_one_wild_clo
     # (event time, seconds since the shard last read records)
     shards = {"s0": (None, 0), "s1": (T0, 0), "s2": (T0 + 60_000, 1), "s3": (T0 + year, 2), "q": (T0 - 1, 30)}
     processor.workers = {  # type: ignore[assignment]
-        sid: SimpleNamespace(newest_event_ms=lambda t=t: t, status=SimpleNamespace(last_read_at=now - quiet))
+        sid: SimpleNamespace(
+            newest_event_ms=lambda t=t: t, status=SimpleNamespace(last_read_at=now - quiet, ended=False)
+        )
         for sid, (t, quiet) in shards.items()
     }
+    processor.workers["ended"] = SimpleNamespace(  # type: ignore[assignment]
+        newest_event_ms=lambda: T0 + 120_000, status=SimpleNamespace(last_read_at=now - 60, ended=True)
+    )
     assert processor.others_event_ms("s0") == T0 + 60_000  # the middle of s1, s2, s3 (q is quiet)
     assert processor.others_event_ms("s3") == T0  # the lower middle of s1, s2
     assert processor.others_event_ms("q") == T0 + 60_000
@@ -327,4 +332,4 @@ def test_an_idle_shard_follows_the_middle_of_the_trading_others_not_one_wild_clo
     for sid in ("s1", "s2", "s3"):
         processor.workers[sid].status.last_read_at = now - 60  # type: ignore[attr-defined]
     # Nobody trading (a replay read to its end, a fleet closed at night): the middle of them all.
-    assert processor.others_event_ms("s0") == T0  # the lower middle of q, s1, s2, s3
+    assert processor.others_event_ms("s0") == T0  # the lower middle of q, s1, s2, s3 (not the ended one)
