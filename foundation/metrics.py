@@ -50,6 +50,12 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("DuplicatesIgnored", "Count", "counter", "Redelivered events that changed nothing."),
         MetricDef("LateEvents", "Count", "counter", "Events behind their window's watermark."),
         MetricDef("MillisBehindLatest", "Milliseconds", "gauge", "Lag behind the stream, max over shards."),
+        MetricDef(
+            "QuietShards",
+            "Count",
+            "gauge",
+            "Open shards that read nothing for the patience and follow the others' event time.",
+        ),
         MetricDef("Alerts", "Count", "counter", "Alerts sent, by kind."),
         MetricDef("RestockRequests", "Count", "counter", "Restock requests sent to the restock queue."),
         MetricDef("PutRetries", "Count", "counter", "Entries sent again after a failed put."),

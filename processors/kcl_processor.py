@@ -227,6 +227,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._others_at = -math.inf
         self._clock_failures = 0
         self._following = False  # moved with the other shards since it last read records
+        self._millis_behind = 0  # the daemon's millisBehindLatest of the last batch
         self._clock = clock
         self._sleep = sleep
         self.shard_id: str | None = None
@@ -244,7 +245,14 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         # CloudWatch EMF on stderr (never stdout: that is the daemon's channel), every metrics_every_s.
         self.metrics = Registry(
             {"Service": "processor", "Stream": settings.stream_name},
-            [core_source(lambda: self.core), lambda: [Sample("RecordsFailed", self.records_failed)]],
+            [
+                core_source(lambda: self.core),
+                lambda: [
+                    Sample("RecordsFailed", self.records_failed),
+                    Sample("MillisBehindLatest", self._millis_behind),
+                    Sample("QuietShards", int(self._following)),
+                ],
+            ],
         )
         self._last_metrics = clock()
 
@@ -314,7 +322,9 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                     extra={"shard_id": self.shard_id, "count": skipped},
                 )
             self._send(core)
-            self._keep_time(core, bool(records), process_records_input.millis_behind_latest)
+            behind = process_records_input.millis_behind_latest
+            self._millis_behind = int(behind or 0)
+            self._keep_time(core, bool(records), behind)
             self._since_checkpoint += len(records)
             self._beat()
             if self._clock() - self._last_metrics >= self._settings.metrics_every_s:

@@ -41,6 +41,7 @@ class WorkerStatus:
     throttles: int = 0
     caught_up_at: float = 0.0
     last_read_at: float = 0.0  # monotonic time of the last poll that returned records (or the start)
+    following: bool = False  # quiet, its event time moved with the other shards' since it last read
     started_at: float = 0.0
     ended_at: float = 0.0
     ended: bool = False
@@ -73,7 +74,6 @@ class ShardWorker:
         self._last_seq = start_after
         self._checkpointed_seq = start_after
         self._on_effects = on_effects
-        self._following = False  # moved with the other shards since it last read records
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
 
@@ -117,7 +117,7 @@ class ShardWorker:
             if records:
                 idle = 0
                 self.status.last_read_at = poll_started
-                self._following = False
+                self.status.following = False
                 core = self.core
                 user_records = 0
                 for record in records:
@@ -177,8 +177,8 @@ class ShardWorker:
             return
         target = clock - lag_s * 1000
         if target > windows.newest_ms:
-            if not self._following:  # once a quiet spell: what an operator should see in the logs
-                self._following = True
+            if not self.status.following:  # once a quiet spell: what an operator should see in the logs
+                self.status.following = True
                 log.info(
                     "quiet shard follows the other shards' event time",
                     extra={

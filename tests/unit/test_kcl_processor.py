@@ -552,6 +552,12 @@ def sale_at(minute: int) -> bytes:
     return orjson.dumps({**body, "product_id": "tea", "quantity": 1, "unit_price": 2.5})
 
 
+def gauge(processor: KclShardProcessor, name: str) -> int:
+    """A gauge of the processor's metric line (QuietShards: CloudWatch sums it over processes)."""
+    (main,) = [r for r in processor.metrics.emf_records(T0) if name in r]
+    return int(main[name])
+
+
 def empty(behind: int = 0) -> Any:
     return message({"action": "processRecords", "millisBehindLatest": behind, "records": []})
 
@@ -596,10 +602,12 @@ def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
     empty().dispatch(cp, processor)  # quiet for less than the patience: a writer may be a moment behind
     clock.now += 10
     empty(behind=5_000).dispatch(cp, processor)  # not caught up: its records are on their way
+    assert gauge(processor, "MillisBehindLatest") == 5_000
     assert (windows.closed_idx, windows.newest_ms, clocks.reads) == (closed, T0 + 59 * MINUTE, 0)
 
     empty().dispatch(cp, processor)
     assert windows.newest_ms == T0 + 110 * MINUTE  # the middle (120 minutes), less the 10-minute lag
+    assert gauge(processor, "QuietShards") == 1
     assert windows.closed_idx * windows.pane_ms >= T0 + 105 * MINUTE
     assert clocks.times[SHARD] == T0 + 59 * MINUTE  # what it followed is not its own time: not published
     assert clocks.reads == 1
@@ -618,6 +626,7 @@ def test_a_quiet_shard_follows_the_middle_of_the_other_shards_clocks(
     records((62, sale_at(142))).dispatch(cp, processor)
     assert clocks.times[SHARD] == T0 + 142 * MINUTE
     assert processor.core.stats.late_events == 0
+    assert gauge(processor, "QuietShards") == 0
     # Said once a quiet spell, not at every move.
     said = [r.getMessage() for r in caplog.records].count("quiet shard follows the other shards' event time")
     assert said == 1

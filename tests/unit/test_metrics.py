@@ -36,8 +36,12 @@ class FakeProcessor:
         )
         self.workers = {
             "shard-0": SimpleNamespace(status=WorkerStatus(records=70, millis_behind=1500, throttles=1)),
-            "shard-1": SimpleNamespace(status=WorkerStatus(records=50, millis_behind=250, throttles=2)),
-            "shard-2": SimpleNamespace(status=WorkerStatus(records=9, millis_behind=99_000, ended=True)),
+            "shard-1": SimpleNamespace(
+                status=WorkerStatus(records=50, millis_behind=250, throttles=2, following=True)
+            ),
+            "shard-2": SimpleNamespace(
+                status=WorkerStatus(records=9, millis_behind=99_000, ended=True, following=True)
+            ),
         }
         self.sinks = SimpleNamespace(stats=SinkStats(entry_retries=6, dead_lettered=1, records_failed=1))
 
@@ -71,6 +75,7 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
         "DuplicatesIgnored": "Count",
         "LateEvents": "Count",
         "MillisBehindLatest": "Milliseconds",
+        "QuietShards": "Count",
         "RestockRequests": "Count",
         "PutRetries": "Count",
         "Throttles": "Count",
@@ -84,6 +89,7 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
     assert main["DuplicatesIgnored"] == 3
     assert main["LateEvents"] == 2
     assert main["MillisBehindLatest"] == 1500  # max over the open shards only
+    assert main["QuietShards"] == 1  # open shards following the others' event time (not the ended one)
     assert main["RestockRequests"] == 5
     assert main["PutRetries"] == 6
     assert main["Throttles"] == 3
