@@ -764,9 +764,10 @@ def test_put_metric_data_only_for_the_kcl_and_only_in_its_namespace() -> None:
     assert kcl_env["KCL_APPLICATION_NAME"] == {"Fn::Sub": "${AWS::StackName}-processor"}
 
 
-def test_dashboard_charts_the_dispatchers_emf_metrics() -> None:
-    """The dispatcher's EMF lines (foundation.metrics) become metrics in the `shelfstream` namespace,
-    dimensions Service and Stream; the dashboard must name them exactly so, or its chart stays empty."""
+def test_dashboard_charts_the_dispatchers_and_record_processors_emf_metrics() -> None:
+    """The EMF lines of the dispatcher and of the KCL record processors (foundation.metrics) become
+    metrics in the `shelfstream` namespace, dimensions Service and Stream; the dashboard must name them
+    exactly so, or its chart stays empty."""
     from foundation.metrics import METRICS, NAMESPACE
 
     body = load_template(MAIN)["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
@@ -778,8 +779,14 @@ def test_dashboard_charts_the_dispatchers_emf_metrics() -> None:
         for line in w["properties"]["metrics"]
         if line[0] == NAMESPACE
     ]
-    assert {line[1] for line in emf} == {"Deliveries", "PutRetries", "Throttles", "DeadLettered"}
+    by_service = {(line[3], line[1]) for line in emf}
+    assert by_service == {
+        *(("dispatch", m) for m in ("Deliveries", "PutRetries", "Throttles", "DeadLettered")),
+        *(("processor", m) for m in ("QuietShards", "LateEvents", "EventsRejected")),
+    }
     for line in emf:
         assert line[1] in METRICS
-        assert line[2:] == ["Service", "dispatch", "Stream", "x"]
+        assert line[2] == "Service"
+        assert line[4:6] == ["Stream", "x"]
+        assert line[6:] in ([], [{"yAxis": "right"}])
     assert '"Stream", "${EventStream}"' in body
