@@ -222,6 +222,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._clocks = clocks
         self._last_read_at = clock()  # the last batch with records (or the start)
         self._own_ms = -1  # the event time this shard's own events reached
+        self._followed_ms = -1  # the event time it last moved to with the others (not its own)
         self._published = (-1, -math.inf)  # (event time, when) last published
         self._others: list[tuple[int, bool]] = []
         self._others_at = -math.inf
@@ -410,7 +411,8 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         if read:
             self._last_read_at = now
             self._following = False
-            self._own_ms = max(self._own_ms, windows.newest_ms)
+            if windows.newest_ms != self._followed_ms:  # else a late batch left the followed time
+                self._own_ms = max(self._own_ms, windows.newest_ms)
         published_ms, published_at = self._published
         if self._own_ms > published_ms and now - published_at >= settings.shard_clock_every_s:
             own = self._own_ms
@@ -443,6 +445,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                     },
                 )
             core.advance_watermark(clock - lag_ms)
+            self._followed_ms = windows.newest_ms
             self._send(core)
 
     def _clock_call(self, call: Callable[[], object]) -> bool:

@@ -683,3 +683,26 @@ def test_a_quiet_shard_follows_the_shards_still_trading_not_another_quiet_one(
     clock.now += 60  # both went quiet since (a replay read to its end): the middle of them all
     empty().dispatch(cp, processor)
     assert windows.newest_ms == T0 + 140 * MINUTE
+
+
+def test_a_late_sale_after_following_does_not_publish_the_followed_time_as_its_own(
+    journal: Journal, tmp_path: Path, clock: Clock
+) -> None:
+    """The shard followed another to minute 110; a sale stamped minute 100 then arrives (late). The
+    shard's event time is still the followed one, which is no shard's data: its published time stays
+    where its own events left it, so other quiet shards do not follow a followed time."""
+    clocks = MemoryClocks(clock, {"shard-b": T0 + 120 * MINUTE})
+    processor, cp = clocked(journal, tmp_path, clock, clocks)
+    assert processor.core is not None
+    windows = processor.core.state.windows
+    assert windows is not None
+    clock.now += 10
+    empty().dispatch(cp, processor)
+    assert windows.newest_ms == T0 + 110 * MINUTE
+    clock.now += 5
+    records((60, sale_at(100))).dispatch(cp, processor)
+    assert processor.core.stats.late_events == 1
+    assert clocks.times[SHARD] == T0 + 59 * MINUTE
+    clock.now += 5
+    records((61, sale_at(111))).dispatch(cp, processor)  # its own trade past the followed time: published
+    assert clocks.times[SHARD] == T0 + 111 * MINUTE
