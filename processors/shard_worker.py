@@ -76,6 +76,11 @@ class ShardWorker:
         self._on_effects = on_effects
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        # The event time this shard's own records reached (a restored core's, to begin with), and
+        # the one it last moved to with the other shards: a late batch read after following leaves
+        # the windows at the followed time, which is not how far this shard's own trade has come.
+        self._own_ms = self.newest_event_ms()
+        self._followed_ms: int | None = None
 
     async def _iterator(self) -> str:
         args: dict[str, Any] = {"StreamName": self._settings.stream_name, "ShardId": self.shard_id}
@@ -125,6 +130,7 @@ class ShardWorker:
                         core, record["Data"], record["SequenceNumber"], record.get("PartitionKey"), self._owns
                     )
                 self.status.user_records += user_records
+                self._note_own_time()
                 await self._emit()
                 self._last_seq = records[-1]["SequenceNumber"]
                 self.status.records += len(records)
@@ -161,6 +167,16 @@ class ShardWorker:
         windows = self.core.state.windows
         return windows.newest_ms if windows is not None and windows.started else None
 
+    def own_event_ms(self) -> int | None:
+        """How far this shard's own events have come (None before any): what the other shards
+        follow, never a time this shard only moved to with them."""
+        return self._own_ms
+
+    def _note_own_time(self) -> None:
+        newest = self.newest_event_ms()
+        if newest is not None and newest != self._followed_ms:  # else a late batch left the followed time
+            self._own_ms = newest if self._own_ms is None else max(self._own_ms, newest)
+
     async def _follow_other_shards(self) -> None:
         """A shard with nothing to read moves its event time to `idle_shard_lag_s` behind the other
         shards' (their middle one): a store alone in its shard whose tills stop sends nothing that
@@ -188,6 +204,7 @@ class ShardWorker:
                     },
                 )
             self.core.advance_watermark(target)
+            self._followed_ms = windows.newest_ms
             await self._emit()
 
     async def _emit(self) -> None:

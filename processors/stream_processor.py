@@ -201,16 +201,17 @@ class StreamProcessor:
         return max(times) if times else None
 
     def others_event_ms(self, shard_id: str) -> int | None:
-        """The event time an idle shard follows (`follow`): the other open shards', those that read
-        records within `idle_shard_patience_s` counting as still trading (an ended parent's time has
-        stopped for good, as the KCL's shard clocks forget it)."""
+        """The event time an idle shard follows (`follow`): the other open shards' own (not a time
+        they moved to with the others), those that read records within `idle_shard_patience_s`
+        counting as still trading (an ended parent's time has stopped for good, as the KCL's shard
+        clocks forget it)."""
         now = time.monotonic()
         patience = self._settings.idle_shard_patience_s
         return follow(
             [
                 (t, now - w.status.last_read_at < patience)
                 for sid, w in self.workers.items()
-                if sid != shard_id and not w.status.ended and (t := w.newest_event_ms()) is not None
+                if sid != shard_id and not w.status.ended and (t := w.own_event_ms()) is not None
             ]
         )
 

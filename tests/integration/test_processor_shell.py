@@ -272,6 +272,23 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
             if windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000:
                 break
             await asyncio.sleep(0.1)
+        assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
+        followed_ms = windows.newest_ms
+        assert followed_ms >= T0 + 109 * 60_000
+        assert quiet_shard.own_event_ms() == T0 + 59 * 60_000  # its own trade stopped at minute 59
+        # A late batch of A's own (minutes 70-72, behind the time it followed to) is read: A trades
+        # again, but what the other shard would follow is A's own time, not the one A moved to.
+        read = quiet_shard.status.user_records
+        await produce(settings, _minutes((quiet,), range(70, 73)))
+        for _ in range(100):
+            if quiet_shard.status.user_records >= read + 3:
+                break
+            await asyncio.sleep(0.1)
+        assert quiet_shard.status.user_records == read + 3
+        assert windows.newest_ms == followed_ms
+        assert quiet_shard.own_event_ms() == T0 + 59 * 60_000
+        busy_shard = next(sid for sid in processor.workers if sid != quiet_shard.shard_id)
+        assert processor.others_event_ms(busy_shard) == T0 + 59 * 60_000
     assert windows.closed_idx * windows.pane_ms >= T0 + 105 * 60_000
     assert processor.newest_event_ms() == T0 + 119 * 60_000
     follows = [
@@ -318,12 +335,16 @@ def test_an_idle_shard_follows_the_middle_of_the_trading_others_not_one_wild_clo
     shards = {"s0": (None, 0), "s1": (T0, 0), "s2": (T0 + 60_000, 1), "s3": (T0 + year, 2), "q": (T0 - 1, 30)}
     processor.workers = {  # type: ignore[assignment]
         sid: SimpleNamespace(
-            newest_event_ms=lambda t=t: t, status=SimpleNamespace(last_read_at=now - quiet, ended=False)
+            newest_event_ms=lambda t=t: t,
+            own_event_ms=lambda t=t: t,
+            status=SimpleNamespace(last_read_at=now - quiet, ended=False),
         )
         for sid, (t, quiet) in shards.items()
     }
     processor.workers["ended"] = SimpleNamespace(  # type: ignore[assignment]
-        newest_event_ms=lambda: T0 + 120_000, status=SimpleNamespace(last_read_at=now - 60, ended=True)
+        newest_event_ms=lambda: T0 + 120_000,
+        own_event_ms=lambda: T0 + 120_000,
+        status=SimpleNamespace(last_read_at=now - 60, ended=True),
     )
     assert processor.others_event_ms("s0") == T0 + 60_000  # the middle of s1, s2, s3 (q is quiet)
     assert processor.others_event_ms("s3") == T0  # the lower middle of s1, s2
