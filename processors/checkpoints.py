@@ -8,6 +8,12 @@ state and its sequence number change together, atomically), then deletes the run
 head named and the new one does not. A crash between the two leaves unnamed runs behind; the next
 owner of the shard removes them when it loads the checkpoint.
 
+The head is fenced: an owner writes it only if it is still the head this owner last read or wrote
+(S3's conditional PUT, `If-Match` its ETag, or `If-None-Match: *` for a shard with none yet). A worker
+that lost the shard without hearing it yet (a KCL lease taken over while it was busy) would otherwise
+put its older state over the new owner's and then delete runs the new owner's head names; instead
+its write fails with `ShardTakenOver`, and it deletes nothing.
+
 Restore reads the head and every run it names (in parallel). Readers that want the stock only
 (`inventory`, the dashboard) read the head alone.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import pickle
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
@@ -27,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from config import Settings
 from foundation.aws.lineage import ShardInfo
+from foundation.errors import ShelfstreamError
 from processors.core import ShardCore
 from processors.core.dedup import Run
 from processors.core.processor import PIECE_PREFIX
@@ -34,6 +42,17 @@ from processors.core.processor import PIECE_PREFIX
 FORMAT: Final = 2  # 1: the whole core in the object (still read)
 PARALLEL: Final = 16  # run objects read or written at once
 DELETE_BATCH: Final = 1000  # DeleteObjects takes up to 1,000 keys
+
+
+class ShardTakenOver(ShelfstreamError):
+    """The shard's head changed since this owner last read or wrote it: another worker owns it now."""
+
+    def __init__(self, shard_id: str) -> None:
+        super().__init__(
+            f"shard {shard_id}: its checkpoint was written by another worker since this one read it; "
+            "the shard has a new owner, and this worker's state for it is stale"
+        )
+        self.shard_id = shard_id
 
 
 _M_MMAP_THRESHOLD: Final = -3
@@ -138,6 +157,13 @@ def decode_checkpoint(
     )
 
 
+def _precondition_failed(exc: ClientError) -> bool:
+    """A conditional write refused: 412, or 409 when another conditional write raced it."""
+    code = exc.response.get("Error", {}).get("Code")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"PreconditionFailed", "ConditionalRequestConflict"} or status == 412
+
+
 async def _bounded(tasks: Iterable[Awaitable[Any]], limit: int = PARALLEL) -> list[Any]:
     gate = asyncio.Semaphore(limit)
 
@@ -160,6 +186,10 @@ class S3Checkpoints:
         # heard that it lost the shard may be about to name them.
         self._sweep_older_than_s = sweep_older_than_s
         self._stored: dict[str, set[str]] = {}  # per shard: runs known to be in S3
+        # Per shard loaded or saved here: the ETag of its head as this owner last saw it (None: none).
+        self._heads: dict[str, str | None] = {}
+        # This owner's mark on the runs it names (Dedup.tag_runs): unique per store, so per process.
+        self._run_tag = f"-{secrets.token_hex(4)}"
         self.last_save: SaveReport | None = None
 
     def key(self, shard_id: str) -> str:
@@ -172,6 +202,11 @@ class S3Checkpoints:
         self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool = False
     ) -> SaveReport:
         started = time.perf_counter()
+        dedup = core.state.dedup
+        if dedup.run_tag != self._run_tag:
+            # A core this store did not load (a new shard's, a split's or merge's): every run it holds
+            # is this owner's to write, under this owner's names.
+            dedup.tag_runs(self._run_tag, rename=True)
         parts = core.checkpoint_parts()
         stored = self._stored.setdefault(shard_id, set())
         new_runs = [run for name, run in parts.runs.items() if name not in stored]
@@ -190,7 +225,7 @@ class S3Checkpoints:
         new = [*new_runs, *new_pieces]
         named = set(parts.names)
         head = encode_head(shard_id, sequence_number, parts.head, named, ended)
-        await self._s3.put_object(Bucket=self._bucket, Key=self.key(shard_id), Body=head)
+        await self._put_head(shard_id, head)
         stale = sorted(stored - named)
         await self._delete(shard_id, stale)
         stored.difference_update(stale)
@@ -207,6 +242,30 @@ class S3Checkpoints:
         self.last_save = report
         return report
 
+    async def _put_head(self, shard_id: str, head: bytes) -> None:
+        """PUT the head, on the condition that it is the one this owner last saw (see the module)."""
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": self.key(shard_id), "Body": head}
+        if shard_id in self._heads:  # a shard never loaded here (a tool's one-off save) is not fenced
+            seen = self._heads[shard_id]
+            if seen is None:
+                args["IfNoneMatch"] = "*"
+            else:
+                args["IfMatch"] = seen
+        try:
+            resp = await self._s3.put_object(**args)
+        except ClientError as exc:
+            if not _precondition_failed(exc):
+                raise
+            # Our own PUT, retried by the SDK after its answer was lost, fails its condition too:
+            # the head is then exactly what we wrote.
+            current, etag = await self._get_tagged(self.key(shard_id))
+            if current == head:
+                self._heads[shard_id] = etag
+                return
+            self._heads.pop(shard_id, None)
+            raise ShardTakenOver(shard_id) from exc
+        self._heads[shard_id] = resp.get("ETag")
+
     async def _delete(self, shard_id: str, names: list[str]) -> None:
         for i in range(0, len(names), DELETE_BATCH):
             chunk = names[i : i + DELETE_BATCH]
@@ -216,17 +275,22 @@ class S3Checkpoints:
             )
 
     async def _get(self, key: str) -> bytes:
+        return (await self._get_tagged(key))[0]
+
+    async def _get_tagged(self, key: str) -> tuple[bytes, str | None]:
         resp = await self._s3.get_object(Bucket=self._bucket, Key=key)
         async with resp["Body"] as body:
-            return bytes(await body.read())
+            return bytes(await body.read()), resp.get("ETag")
 
     async def load(self, shard_id: str) -> Checkpoint | None:
         try:
-            blob = await self._get(self.key(shard_id))
+            blob, etag = await self._get_tagged(self.key(shard_id))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                self._heads[shard_id] = None
                 return None
             raise
+        self._heads[shard_id] = etag
         names = head_runs(blob)
         bodies = await _bounded(self._get(self.run_key(shard_id, name)) for name in names)
         runs: dict[str, Run] = {}
@@ -237,6 +301,7 @@ class S3Checkpoints:
             else:
                 runs[name] = Run.from_bytes(name, body)
         checkpoint = decode_checkpoint(blob, runs, pieces)
+        checkpoint.core.state.dedup.tag_runs(self._run_tag)  # its runs are stored; new ones are ours
         self._stored[shard_id] = set(names)
         await self.sweep(shard_id, set(names))
         return checkpoint

@@ -40,7 +40,7 @@ from foundation.aws.lineage import ShardInfo
 from foundation.errors import ShelfstreamError
 from foundation.metrics import Registry, Sample, emit_emf
 from foundation.retry import backoff_s
-from processors.checkpoints import Checkpoint, S3Checkpoints
+from processors.checkpoints import Checkpoint, S3Checkpoints, ShardTakenOver
 from processors.core import Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.metrics import core_source
@@ -370,6 +370,14 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         """kclpy reports any exception as a finished action; exiting is the only way not to."""
         try:
             yield
+        except ShardTakenOver as exc:
+            # A zombie's write refused (docs/durability.md): the new owner's state stands; this one's goes.
+            log.warning(
+                "another worker owns this shard now; exiting without storing this worker's state",
+                extra={"shard_id": self.shard_id, "action": action, "error": str(exc)},
+            )
+            self._drop()
+            raise SystemExit(1) from None
         except Exception:
             log.exception(
                 "record processor failed; exiting so the shard restarts from its last checkpoint",

@@ -188,6 +188,7 @@ class Dedup:
         "_ahead",
         "_buckets",
         "_next_run",
+        "_run_tag",
         "ahead_quorum",
         "beyond_horizon",
         "bucket_ms",
@@ -214,6 +215,7 @@ class Dedup:
         self._buckets: dict[int, Bucket] = {}
         self._ahead: dict[int, int] = {}  # bucket -> keys held there ahead of the clock
         self._next_run = 0
+        self._run_tag = ""  # set by the checkpoint store: one per owner of the shard (tag_runs)
 
     # --- sizes ----------------------------------------------------------------------------------
 
@@ -336,7 +338,22 @@ class Dedup:
 
     def _name(self) -> str:
         self._next_run += 1
-        return f"r{self._next_run:012d}"
+        return f"r{self._next_run:012d}{self._run_tag}"
+
+    @property
+    def run_tag(self) -> str:
+        return self._run_tag
+
+    def tag_runs(self, tag: str, rename: bool = False) -> None:
+        """Name the runs made from now on with `tag` too (and, with `rename`, the runs held now).
+
+        Two owners of a shard continuing from the same checkpoint (one that lost its lease and has
+        not heard yet) count run numbers alike; a tag of each owner's own keeps one from writing a
+        different run under a name the other's checkpoint names."""
+        self._run_tag = tag
+        if rename:
+            for bucket in self._buckets.values():
+                bucket.runs = [Run(self._name(), r.hi, r.lo) for r in bucket.runs]
 
     def _cut(self, bucket: Bucket) -> None:
         fresh = bucket.fresh
@@ -471,6 +488,7 @@ class Dedup:
         copy.clock_ms = self.clock_ms
         copy.beyond_horizon = self.beyond_horizon
         copy._next_run = self._next_run
+        copy._run_tag = self._run_tag
         copy._ahead = dict(self._ahead)
         for idx, bucket in self._buckets.items():
             runs = [Run(copy._name(), r.hi, r.lo) for r in bucket.runs]

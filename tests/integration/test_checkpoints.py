@@ -8,12 +8,13 @@ from typing import Any
 
 import boto3
 import orjson
+import pytest
 
 from config import Settings
 from foundation.aws.clients import AioClients
 from foundation.aws.provision import Resources
 from foundation.contract import format_ts
-from processors.checkpoints import FORMAT, S3Checkpoints, load_all_sync
+from processors.checkpoints import FORMAT, S3Checkpoints, ShardTakenOver, load_all_sync
 from processors.core import CoreConfig, ShardCore
 from processors.core.partition import merge, split
 
@@ -135,3 +136,95 @@ async def test_split_and_merged_shards_checkpoint_their_own_copies(
         back.core.checkpoint_parts().names
     )
     assert run_keys(s3, resources.bucket, settings, SHARD)  # the parent's own runs stay with its head
+
+
+def head_of(s3: Any, bucket: str, store: S3Checkpoints, shard: str = SHARD) -> dict[str, Any]:
+    loaded: dict[str, Any] = pickle.loads(s3.get_object(Bucket=bucket, Key=store.key(shard))["Body"].read())
+    return loaded
+
+
+async def test_a_worker_that_lost_its_shard_cannot_overwrite_the_new_owners_checkpoint(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    """A worker whose lease moved on while it was busy (a zombie) goes on from the checkpoint the new
+    owner also started from. Its next save is refused: the new owner's head stays, every run that
+    head names is still there with the new owner's keys, and the zombie deletes nothing."""
+    settings, resources = provisioned
+    s3 = boto3.client("s3")
+    async with AioClients(settings, "s3") as clients:
+        zombie = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        assert await zombie.load(SHARD) is None
+        old = ShardCore(CONFIG)
+        feed(old, 0, 300)
+        await zombie.save(SHARD, "300", old)
+
+        owner = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        taken = await owner.load(SHARD)
+        assert taken is not None
+        new = taken.core
+        # Both go on from the same checkpoint, over different records: the same run numbers follow.
+        feed(new, 300, 600)
+        await owner.save(SHARD, "600", new)
+        named = set(new.checkpoint_parts().names)
+        feed(old, 1_000, 4_000)  # hours of event time later: the zombie's save would drop runs
+        with pytest.raises(ShardTakenOver, match="another worker"):
+            await zombie.save(SHARD, "4000", old)
+
+        assert head_of(s3, resources.bucket, owner)["sequence_number"] == "600"
+        assert named <= run_keys(s3, resources.bucket, settings)  # nothing the owner names was deleted
+        back = await S3Checkpoints(clients["s3"], resources.bucket, settings).load(SHARD)
+        assert back is not None
+        assert back.sequence_number == "600"
+        assert back.core.inventory() == new.inventory()
+        assert len(back.core.state.dedup) == len(new.state.dedup)
+        # The owner's dedup memory came back whole: its events are repeats, the zombie's are not.
+        assert not back.core.apply(sale(450, 450 * 2_000, "store-000"))
+        assert back.core.apply(sale(2_000, 2_000 * 2_000, "store-002"))
+
+        feed(new, 600, 700)
+        assert (await owner.save(SHARD, "700", new)).head_bytes > 0  # the owner goes on saving
+        assert head_of(s3, resources.bucket, owner)["sequence_number"] == "700"
+
+        # Two workers that both found no checkpoint for a new shard: the first head written stands.
+        other = "shardId-000000000009"
+        first = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        second = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        assert await first.load(other) is None
+        assert await second.load(other) is None
+        mine, theirs = ShardCore(CONFIG), ShardCore(CONFIG)
+        feed(mine, 0, 300)
+        feed(theirs, 5_000, 5_300)
+        await first.save(other, "1", mine)
+        with pytest.raises(ShardTakenOver):
+            await second.save(other, "2", theirs)
+        assert head_of(s3, resources.bucket, first, other)["sequence_number"] == "1"
+        restored = await S3Checkpoints(clients["s3"], resources.bucket, settings).load(other)
+        assert restored is not None
+        assert len(restored.core.state.dedup) == len(mine.state.dedup)
+        assert not restored.core.apply(sale(10, 10 * 2_000, "store-001"))  # first's keys, not second's
+
+
+async def test_a_save_whose_answer_was_lost_is_not_taken_for_another_owner(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    """The SDK retries a PUT whose answer was lost; the retry's condition then fails on the head it
+    wrote itself. The head is ours, byte for byte, so the save stands; a head that is not ours is
+    another owner's."""
+    settings, resources = provisioned
+    core = ShardCore(CONFIG)
+    feed(core, 0, 100)
+    async with AioClients(settings, "s3") as clients:
+        store = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        assert await store.load(SHARD) is None
+        await store.save(SHARD, "1", core)
+        before = store._heads[SHARD]
+        ours = pickle.dumps({"format": FORMAT, "sequence_number": "2"})
+        await store._put_head(SHARD, ours)
+        after = store._heads[SHARD]
+        assert after != before
+        store._heads[SHARD] = before  # as if the answer to the PUT was lost and it was sent again
+        await store._put_head(SHARD, ours)
+        assert store._heads[SHARD] == after
+        store._heads[SHARD] = before
+        with pytest.raises(ShardTakenOver):
+            await store._put_head(SHARD, pickle.dumps({"format": FORMAT, "sequence_number": "3"}))

@@ -21,7 +21,7 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 
 from config import Settings
 from foundation.contract import format_ts
-from processors.checkpoints import Checkpoint
+from processors.checkpoints import Checkpoint, ShardTakenOver
 from processors.core import Effects, RejectedRecord, ShardCore
 from processors.kcl_processor import CHECKPOINT_ATTEMPTS, KclShardProcessor
 from processors.sinks import Sinks
@@ -98,6 +98,7 @@ class MemoryStore:
         self.inherited: ShardCore | None = None
         self.inherit_asked: list[str] = []
         self.fail_save = False
+        self.taken_over = False
 
     def load(self, shard_id: str) -> Checkpoint | None:
         self.journal.append(("load", shard_id))
@@ -110,6 +111,8 @@ class MemoryStore:
     def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None:
         if self.fail_save:
             raise ConnectionError("S3 is unreachable")
+        if self.taken_over:
+            raise ShardTakenOver(shard_id)
         # Stored as bytes and read back, as S3 does: later changes to `core` must not leak in.
         self.checkpoint = Checkpoint(shard_id, sequence_number, ShardCore.restore(core.snapshot()), ended)
         self.journal.append(("save", sequence_number, ended))
@@ -363,6 +366,25 @@ def test_a_failed_store_ends_the_process_before_any_checkpoint(
         records((1, count(1, 30))).dispatch(ScriptedCheckpointer(journal), processor)
     assert exited.value.code == 1
     assert [e for e in journal if e[0] == "checkpoint"] == []
+
+
+def test_a_worker_whose_shard_was_taken_over_exits_without_its_state(
+    journal: Journal, settings: Settings, clock: Clock, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its snapshot write was refused (another worker wrote the shard's checkpoint since): it says so,
+    drops its state and exits, checkpointing nothing with the KCL."""
+    store = MemoryStore(journal)
+    processor = make(settings, store, clock, sleeps)
+    initialize().dispatch(ScriptedCheckpointer(journal), processor)
+    store.taken_over = True
+    with pytest.raises(SystemExit) as exited:
+        records((1, count(1, 30))).dispatch(ScriptedCheckpointer(journal), processor)
+    assert exited.value.code == 1
+    assert [e for e in journal if e[0] == "checkpoint"] == []
+    assert processor.core is None
+    said = [r for r in caplog.records if r.getMessage().startswith("another worker owns this shard now")]
+    assert len(said) == 1
+    assert said[0].levelname == "WARNING"
 
 
 def test_shutdown_requested_stores_and_checkpoints(
