@@ -97,8 +97,7 @@ class MemoryStore:
         self.checkpoint = checkpoint
         self.inherited: ShardCore | None = None
         self.inherit_asked: list[str] = []
-        self.fail_save = False
-        self.taken_over = False
+        self.fail_save: Exception | None = None
 
     def load(self, shard_id: str) -> Checkpoint | None:
         self.journal.append(("load", shard_id))
@@ -109,10 +108,8 @@ class MemoryStore:
         return self.inherited
 
     def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None:
-        if self.fail_save:
-            raise ConnectionError("S3 is unreachable")
-        if self.taken_over:
-            raise ShardTakenOver(shard_id)
+        if self.fail_save is not None:
+            raise self.fail_save
         # Stored as bytes and read back, as S3 does: later changes to `core` must not leak in.
         self.checkpoint = Checkpoint(shard_id, sequence_number, ShardCore.restore(core.snapshot()), ended)
         self.journal.append(("save", sequence_number, ended))
@@ -355,36 +352,29 @@ def test_a_shard_end_that_cannot_be_checkpointed_ends_the_process(
     assert exited.value.code == 1
 
 
+@pytest.mark.parametrize("taken_over", [False, True])
 def test_a_failed_store_ends_the_process_before_any_checkpoint(
-    journal: Journal, settings: Settings, clock: Clock, sleeps: list[float]
+    journal: Journal,
+    settings: Settings,
+    clock: Clock,
+    sleeps: list[float],
+    caplog: pytest.LogCaptureFixture,
+    taken_over: bool,
 ) -> None:
+    """S3 unreachable, or the snapshot write refused because another worker wrote the shard's
+    checkpoint since (then it says so and drops its state): it exits, checkpointing nothing."""
     store = MemoryStore(journal)
     processor = make(settings, store, clock, sleeps)
     initialize().dispatch(ScriptedCheckpointer(journal), processor)
-    store.fail_save = True
+    store.fail_save = ShardTakenOver("shardId-1") if taken_over else ConnectionError("S3 is unreachable")
     with pytest.raises(SystemExit) as exited:
         records((1, count(1, 30))).dispatch(ScriptedCheckpointer(journal), processor)
     assert exited.value.code == 1
     assert [e for e in journal if e[0] == "checkpoint"] == []
-
-
-def test_a_worker_whose_shard_was_taken_over_exits_without_its_state(
-    journal: Journal, settings: Settings, clock: Clock, sleeps: list[float], caplog: pytest.LogCaptureFixture
-) -> None:
-    """Its snapshot write was refused (another worker wrote the shard's checkpoint since): it says so,
-    drops its state and exits, checkpointing nothing with the KCL."""
-    store = MemoryStore(journal)
-    processor = make(settings, store, clock, sleeps)
-    initialize().dispatch(ScriptedCheckpointer(journal), processor)
-    store.taken_over = True
-    with pytest.raises(SystemExit) as exited:
-        records((1, count(1, 30))).dispatch(ScriptedCheckpointer(journal), processor)
-    assert exited.value.code == 1
-    assert [e for e in journal if e[0] == "checkpoint"] == []
-    assert processor.core is None
     said = [r for r in caplog.records if r.getMessage().startswith("another worker owns this shard now")]
-    assert len(said) == 1
-    assert said[0].levelname == "WARNING"
+    assert len(said) == int(taken_over)
+    assert all(r.levelname == "WARNING" for r in said)
+    assert (processor.core is None) == taken_over
 
 
 def test_shutdown_requested_stores_and_checkpoints(
