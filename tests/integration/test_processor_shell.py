@@ -19,7 +19,7 @@ from foundation.aws.clients import AioClients
 from foundation.aws.provision import Resources, provision
 from foundation.clock import ScaledClock
 from foundation.contract import RestockRequest, alert_id, decode_alert, encode, format_ts
-from processors.checkpoints import S3Checkpoints
+from processors.checkpoints import S3Checkpoints, ShardTakenOver
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 
@@ -354,3 +354,59 @@ def test_an_idle_shard_follows_the_middle_of_the_trading_others_not_one_wild_clo
         processor.workers[sid].status.last_read_at = now - 60  # type: ignore[attr-defined]
     # Nobody trading (a replay read to its end, a fleet closed at night): the middle of them all.
     assert processor.others_event_ms("s0") == T0  # the lower middle of q, s1, s2, s3 (not the ended one)
+
+
+async def test_two_processors_on_one_stream_never_overwrite_each_others_checkpoint(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Two processors reading the same stream without the KCL (an old task still draining while its
+    replacement starts): both apply every record, and the checkpoint is fenced: the one whose save comes
+    second stops with `ShardTakenOver` instead of putting its state over the other's, and the
+    checkpoint in S3 stays whole, the other's."""
+    settings = make_settings(shard_count=1, checkpoint_every_s=0.1)
+    resources = provision(settings)
+    store = "store-000"
+
+    def sales(prefix: str, first_s: int) -> list[tuple[bytes, str]]:
+        return [
+            (event("sale", f"{prefix}{i}", store, "milk", first_s + i, quantity=1, unit_price=1.0), store)
+            for i in range(5)
+        ]
+
+    await produce(settings, sales("a", 0))
+    stop = asyncio.Event()
+    async with AioClients(settings, *SERVICES) as one, AioClients(settings, *SERVICES) as two:
+        old = StreamProcessor(settings, one, resources)
+        old_task = asyncio.create_task(old.run(stop))
+        assert await old.wait_caught_up(timeout=30)
+        for _ in range(100):  # its checkpoint of the first five sales
+            if sum(w.status.checkpoints for w in old.workers.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert sum(w.status.checkpoints for w in old.workers.values()) == 1
+        new = StreamProcessor(settings, two, resources)
+        new_task = asyncio.create_task(new.run(stop))
+        assert await new.wait_caught_up(timeout=30)
+        assert new.records_read() == 0  # it started from the old one's checkpoint
+
+        await produce(settings, sales("b", 100))
+        done, _ = await asyncio.wait([old_task, new_task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1
+        (stopped,) = done
+        with pytest.raises(ShardTakenOver, match="another worker"):
+            stopped.result()
+        survivor, task = (new, new_task) if stopped is old_task else (old, old_task)
+        for _ in range(100):
+            if survivor.inventory() == {store: {"milk": -10}}:
+                break
+            await asyncio.sleep(0.05)
+        assert survivor.inventory() == {store: {"milk": -10}}
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    async with AioClients(settings, "s3") as clients:
+        (shard,) = survivor.workers
+        checkpoint = await S3Checkpoints(clients["s3"], resources.bucket, settings).load(shard)
+    assert checkpoint is not None
+    assert checkpoint.core.inventory() == {store: {"milk": -10}}
+    assert len(checkpoint.core.state.dedup) == 10  # every sale remembered, under the survivor's runs
