@@ -45,7 +45,7 @@ from processors.core import Effects, ShardCore
 from processors.core.partition import merge, split
 from processors.metrics import core_source
 from processors.records import apply_record
-from processors.shard_clocks import DynamoShardClocks, ShardClocks, follow
+from processors.shard_clocks import DynamoShardClocks, OwnTime, ShardClocks, follow
 from processors.sinks import Sinks
 from processors.stream_processor import core_config
 
@@ -221,13 +221,11 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         # The shards' event time across processes (None: a silent shard waits for its next event).
         self._clocks = clocks
         self._last_read_at = clock()  # the last batch with records (or the start)
-        self._own_ms = -1  # the event time this shard's own events reached
-        self._followed_ms = -1  # the event time it last moved to with the others (not its own)
+        self._time = OwnTime(log)  # this shard's own event time, apart from a followed one
         self._published = (-1, -math.inf)  # (event time, when) last published
         self._others: list[tuple[int, bool]] = []
         self._others_at = -math.inf
         self._clock_failures = 0
-        self._following = False  # moved with the other shards since it last read records
         self._millis_behind = 0  # the daemon's millisBehindLatest of the last batch
         self._clock = clock
         self._sleep = sleep
@@ -251,7 +249,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                 lambda: [
                     Sample("RecordsFailed", self.records_failed),
                     Sample("MillisBehindLatest", self._millis_behind),
-                    Sample("QuietShards", int(self._following)),
+                    Sample("QuietShards", int(self._time.following)),
                 ],
             ],
         )
@@ -418,14 +416,16 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         shard = self._shard()
         if read:
             self._last_read_at = now
-            self._following = False
-            if windows.newest_ms != self._followed_ms:  # else a late batch left the followed time
-                self._own_ms = max(self._own_ms, windows.newest_ms)
+            self._time.read(windows.newest_ms)
         published_ms, published_at = self._published
-        if self._own_ms > published_ms and now - published_at >= settings.shard_clock_every_s:
-            own = self._own_ms
-            if self._clock_call(lambda: clocks.publish(shard, own)):
-                self._published = (own, now)
+        own = self._time.own_ms
+        if (
+            own is not None
+            and own > published_ms
+            and now - published_at >= settings.shard_clock_every_s
+            and self._clock_call(lambda: clocks.publish(shard, own))
+        ):
+            self._published = (own, now)
         lag_ms = settings.idle_shard_lag_s * 1000
         if (
             read
@@ -442,18 +442,8 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                 self._others = found[0]
         clock = follow(self._others)
         if clock is not None and clock - lag_ms > windows.newest_ms:
-            if not self._following:  # once a quiet spell: what an operator should see in the logs
-                self._following = True
-                log.info(
-                    "quiet shard follows the other shards' event time",
-                    extra={
-                        "shard_id": shard,
-                        "own_event_ms": windows.newest_ms,
-                        "to_event_ms": clock - lag_ms,
-                    },
-                )
+            self._time.followed(shard, windows.newest_ms, clock - lag_ms)
             core.advance_watermark(clock - lag_ms)
-            self._followed_ms = windows.newest_ms
             self._send(core)
 
     def _clock_call(self, call: Callable[[], object]) -> bool:

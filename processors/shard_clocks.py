@@ -9,6 +9,7 @@ cannot be read or written, a silent shard waits for its next event, as it did wi
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Final, Protocol
 
@@ -32,6 +33,40 @@ def follow(others: list[tuple[int, bool]]) -> int | None:
     shards gone quiet, the middle of all would be the other quiet one, and neither would move."""
     trading = [t for t, live in others if live]
     return middle(trading) if trading else middle([t for t, _ in others])
+
+
+class OwnTime:
+    """A shard's own event time, kept apart from the time it moved to with the other shards.
+
+    Once a quiet shard has followed the others, a late batch of its own leaves its windows at the
+    followed time, which is not how far its own trade has come: the other shards must follow (and a
+    KCL record processor publish) its own time. The embedded reader and the KCL record processor
+    both keep a shard's time with this, so the rule is one."""
+
+    __slots__ = ("_followed_ms", "_log", "following", "own_ms")
+
+    def __init__(self, log: logging.Logger, own_ms: int | None = None) -> None:
+        self._log = log  # the shell's, so its logs say which reader moved
+        self.own_ms = own_ms
+        self._followed_ms: int | None = None
+        self.following = False  # moved with the other shards since it last read records
+
+    def read(self, newest_ms: int | None) -> None:
+        """Records were read and applied; `newest_ms` is the shard's windows' event time now."""
+        self.following = False
+        if newest_ms is not None and newest_ms != self._followed_ms:
+            self.own_ms = newest_ms if self.own_ms is None else max(self.own_ms, newest_ms)
+
+    def followed(self, shard_id: str, from_ms: int, to_ms: int) -> None:
+        """The shard's windows moved from `from_ms` to `to_ms` with the others (said once a quiet
+        spell: what an operator should see in the logs)."""
+        if not self.following:
+            self.following = True
+            self._log.info(
+                "quiet shard follows the other shards' event time",
+                extra={"shard_id": shard_id, "own_event_ms": from_ms, "to_event_ms": to_ms},
+            )
+        self._followed_ms = to_ms
 
 
 class ShardClocks(Protocol):

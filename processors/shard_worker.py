@@ -25,6 +25,7 @@ from foundation.retry import backoff_s, error_code, is_retryable
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects, ShardCore
 from processors.records import apply_record
+from processors.shard_clocks import OwnTime
 from processors.sinks import Sinks
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,7 @@ class ShardWorker:
         self._on_effects = on_effects
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
-        # The event time this shard's own records reached (a restored core's, to begin with), and
-        # the one it last moved to with the other shards: a late batch read after following leaves
-        # the windows at the followed time, which is not how far this shard's own trade has come.
-        self._own_ms = self.newest_event_ms()
-        self._followed_ms: int | None = None
+        self._time = OwnTime(log, self.newest_event_ms())  # a restored core's, to begin with
 
     async def _iterator(self) -> str:
         args: dict[str, Any] = {"StreamName": self._settings.stream_name, "ShardId": self.shard_id}
@@ -122,7 +119,6 @@ class ShardWorker:
             if records:
                 idle = 0
                 self.status.last_read_at = poll_started
-                self.status.following = False
                 core = self.core
                 user_records = 0
                 for record in records:
@@ -130,7 +126,8 @@ class ShardWorker:
                         core, record["Data"], record["SequenceNumber"], record.get("PartitionKey"), self._owns
                     )
                 self.status.user_records += user_records
-                self._note_own_time()
+                self._time.read(self.newest_event_ms())
+                self.status.following = False
                 await self._emit()
                 self._last_seq = records[-1]["SequenceNumber"]
                 self.status.records += len(records)
@@ -169,13 +166,8 @@ class ShardWorker:
 
     def own_event_ms(self) -> int | None:
         """How far this shard's own events have come (None before any): what the other shards
-        follow, never a time this shard only moved to with them."""
-        return self._own_ms
-
-    def _note_own_time(self) -> None:
-        newest = self.newest_event_ms()
-        if newest is not None and newest != self._followed_ms:  # else a late batch left the followed time
-            self._own_ms = newest if self._own_ms is None else max(self._own_ms, newest)
+        follow, never a time this shard only moved to with them (`OwnTime`)."""
+        return self._time.own_ms
 
     async def _follow_other_shards(self) -> None:
         """A shard with nothing to read moves its event time to `idle_shard_lag_s` behind the other
@@ -193,18 +185,9 @@ class ShardWorker:
             return
         target = clock - lag_s * 1000
         if target > windows.newest_ms:
-            if not self.status.following:  # once a quiet spell: what an operator should see in the logs
-                self.status.following = True
-                log.info(
-                    "quiet shard follows the other shards' event time",
-                    extra={
-                        "shard_id": self.shard_id,
-                        "own_event_ms": windows.newest_ms,
-                        "to_event_ms": target,
-                    },
-                )
+            self._time.followed(self.shard_id, windows.newest_ms, target)
+            self.status.following = True
             self.core.advance_watermark(target)
-            self._followed_ms = windows.newest_ms
             await self._emit()
 
     async def _emit(self) -> None:
