@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # How often a KCL record processor publishes its shard's event time (when it moved) and, while
     # its shard is quiet, reads the others' (processors/shard_clocks.py).
     shard_clock_every_s: float = Field(default=5.0, gt=0)
+    # How often a shard publishes the shape of a day its stores taught and reads the other shards'
+    # (S3, beside the checkpoints: processors/fleet_shapes.py), so a store alone in its shard is
+    # judged against the fleet's shape; 0 keeps each shard to its own stores.
+    fleet_shape_every_s: float = Field(default=300.0, ge=0)
     # The anomaly detector: "seasonal" (ours), a baseline ("naive", "threshold", "hst"), or "off".
     detector: Literal["seasonal", "naive", "threshold", "hst", "off"] = "seasonal"
 

@@ -40,6 +40,13 @@ from foundation.contract import Refund, Sale, alert_kind, encode, format_ts
 from foundation.errors import ShelfstreamError, UsageError
 from foundation.rejects import kept_line
 from processors.core import CoreConfig, CoreStats, ShardCore
+from processors.core.detectors.fleet_shape import (
+    FleetShape,
+    FleetShapeError,
+    decode_shape,
+    encode_shape,
+    merge_shapes,
+)
 from processors.core.processor import decode_record
 from processors.core.windows import AheadRun
 
@@ -86,9 +93,11 @@ def run_backtest(
     config: CoreConfig | None = None,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    fleet_prior: FleetShape | None = None,
 ) -> BacktestResult:
     """Run the core over `path`; write alerts.jsonl, inventory.json, rejected.jsonl, windows.jsonl,
-    summary.json.
+    summary.json, and fleet.json (the shape of a day the run's stores taught, which a later run can
+    take as its `fleet_prior`: what the rest of a fleet knows before this input begins).
 
     With `workers` > 1 the file is split by store over that many processes (a store's events stay
     in order in one of them) and their outputs merged; the files are the same as with one worker."""
@@ -104,10 +113,10 @@ def run_backtest(
     source = open_input(path)
     try:
         if workers == 1:
-            part = _single(source, config, out / ".part-0", progress)
+            part = _single(source, config, out / ".part-0", progress, fleet_prior)
             parts = [part]
         else:
-            parts = _split(source, config, out, workers, progress)
+            parts = _split(source, config, out, workers, progress, fleet_prior)
     finally:
         if source is not sys.stdin.buffer:
             source.close()
@@ -130,6 +139,7 @@ class _Part:
     stats: CoreStats
     inventory: dict[str, dict[str, int]]
     cpu_s: float  # CPU time of a worker process (0 for the core in the calling process)
+    fleet: FleetShape | None = None  # the shape of a day its stores taught
 
 
 class _PartWriter:
@@ -145,13 +155,18 @@ class _PartWriter:
     def close(self, cpu_s: float = 0.0) -> _Part:
         for file in self.files:
             file.close()
-        return _Part(self.folder, self.core.stats, self.core.inventory(), cpu_s)
+        return _Part(self.folder, self.core.stats, self.core.inventory(), cpu_s, self.core.fleet_shape())
 
 
 def _single(
-    source: IO[bytes], config: CoreConfig, folder: Path, progress: Callable[[int], None] | None
+    source: IO[bytes],
+    config: CoreConfig,
+    folder: Path,
+    progress: Callable[[int], None] | None,
+    fleet_prior: FleetShape | None,
 ) -> _Part:
     core = ShardCore(config)
+    core.set_fleet_prior(fleet_prior)
     writer = _PartWriter(core, folder)
     try:
         apply = core.apply
@@ -185,7 +200,12 @@ def _report(progress: Callable[[int], None] | None, first: int, last: int) -> No
 
 
 def _split(
-    source: IO[bytes], config: CoreConfig, out: Path, workers: int, progress: Callable[[int], None] | None
+    source: IO[bytes],
+    config: CoreConfig,
+    out: Path,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    fleet_prior: FleetShape | None,
 ) -> list[_Part]:
     """Every worker reads the whole file and keeps the lines of its own stores (`plan_split`). The parent only
     waits: sending each line through a pipe cost it as much CPU as a worker's core, and on a machine
@@ -201,7 +221,16 @@ def _split(
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(theirs, config, out / f".part-{k}", path, k, plan, k == 0 and progress is not None),
+                args=(
+                    theirs,
+                    config,
+                    out / f".part-{k}",
+                    path,
+                    k,
+                    plan,
+                    k == 0 and progress is not None,
+                    fleet_prior,
+                ),
                 name=f"backtest-{k}",
                 daemon=True,
             )
@@ -314,10 +343,18 @@ def _readable_path(source: IO[bytes], out: Path) -> tuple[Path, bool]:
 
 
 def _worker(
-    pipe: Connection, config: CoreConfig, folder: Path, path: Path, me: int, plan: _Plan, report: bool
+    pipe: Connection,
+    config: CoreConfig,
+    folder: Path,
+    path: Path,
+    me: int,
+    plan: _Plan,
+    report: bool,
+    fleet_prior: FleetShape | None,
 ) -> None:
     try:
         core = ShardCore(config)
+        core.set_fleet_prior(fleet_prior)
         writer = _PartWriter(core, folder)
         apply = core.apply_decoded
         advance = core.advance_watermark
@@ -438,6 +475,10 @@ def _merge(parts: list[_Part], out: Path, seconds: float, cpu_s: float) -> Backt
         "cpu_seconds": round(cpu_s + sum(p.cpu_s for p in parts), 3),
     }
     (out / "inventory.json").write_bytes(encode(inventory) + b"\n")
+    shapes = [p.fleet for p in parts if p.fleet is not None]
+    fleet = merge_shapes(shapes, shapes[0].slots_per_day) if shapes else None
+    if fleet is not None:
+        (out / "fleet.json").write_bytes(encode_shape(fleet) + b"\n")
     (out / "summary.json").write_bytes(encode(summary) + b"\n")
     return BacktestResult(summary, inventory)
 
@@ -457,4 +498,16 @@ def _write_effects(
         rejected_file.write(kept_line(rejected.reason, rejected.record, {"line": int(rejected.ref)}))
 
 
-__all__ = ["BacktestResult", "alert_kind", "run_backtest"]
+def read_fleet_prior(path: str) -> FleetShape:
+    """A fleet shape from a file (`backtest --fleet-prior`): an earlier run's fleet.json, or one
+    built from the archive; a file that is not one is a usage error, with the reason."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--fleet-prior {path} is not a file")
+    try:
+        return decode_shape(file.read_bytes())
+    except FleetShapeError as exc:
+        raise UsageError(f"--fleet-prior {path}: {exc}") from None
+
+
+__all__ = ["BacktestResult", "alert_kind", "read_fleet_prior", "run_backtest"]

@@ -43,6 +43,7 @@ from foundation.retry import backoff_s
 from processors.checkpoints import Checkpoint, S3Checkpoints, ShardTakenOver
 from processors.core import Effects, ShardCore
 from processors.core.partition import merge, split
+from processors.fleet_shapes import FleetExchange, S3FleetShapes
 from processors.metrics import core_source
 from processors.records import apply_record
 from processors.shard_clocks import DynamoShardClocks, OwnTime, ShardClocks, follow
@@ -87,6 +88,11 @@ class ShardStore(Protocol):
 
     def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None: ...
 
+    def exchange_fleet(self, shard_id: str, core: ShardCore) -> None:
+        """Publish the shard's shape of a day and set the other shards' as its prior, when due
+        (advisory: a failure is logged and the shard goes on)."""
+        ...
+
     def send(self, shard_id: str, effects: Effects) -> None: ...
 
     def close(self) -> None: ...
@@ -107,6 +113,7 @@ class AwsShardStore:
         self._sinks: Sinks | None = None
         self._checkpoints: S3Checkpoints | None = None
         self._clocks: DynamoShardClocks | None = None
+        self._fleet: FleetExchange | None = None
 
     def _open(self) -> tuple[asyncio.Runner, Sinks, S3Checkpoints]:
         if self._runner is None or self._sinks is None or self._checkpoints is None:
@@ -120,6 +127,8 @@ class AwsShardStore:
             self._clocks = DynamoShardClocks(
                 clients["dynamodb"], resources.shard_clocks_table, self._settings.stream_name
             )
+            shapes = S3FleetShapes(clients["s3"], resources.bucket, self._settings)
+            self._fleet = FleetExchange(shapes, self._settings.fleet_shape_every_s)
         return self._runner, self._sinks, self._checkpoints
 
     # --- ShardClocks: the shards' event time in DynamoDB -------------------------------------------
@@ -177,6 +186,11 @@ class AwsShardStore:
         runner, _, checkpoints = self._open()
         runner.run(checkpoints.save(shard_id, sequence_number, core, ended))
 
+    def exchange_fleet(self, shard_id: str, core: ShardCore) -> None:
+        runner, _, _ = self._open()
+        if self._fleet is not None:
+            runner.run(self._fleet.exchange(shard_id, core))
+
     def send(self, shard_id: str, effects: Effects) -> None:
         runner, sinks, _ = self._open()
         runner.run(sinks.send(shard_id, effects))
@@ -184,6 +198,7 @@ class AwsShardStore:
     def close(self) -> None:
         runner, clients = self._runner, self._clients
         self._runner = self._clients = self._sinks = self._checkpoints = self._clocks = None
+        self._fleet = None
         if runner is None:
             return
         try:
@@ -270,6 +285,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             else:
                 self.core = checkpoint.core
                 state_seq = checkpoint.sequence_number
+            self._store.exchange_fleet(shard_id, self.core)
             self._applied_seq = state_seq
             self._unsaved = False
             self._applied = None if state_seq is None else (int(state_seq), _WHOLE_RECORD)
@@ -477,6 +493,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         if self._unsaved:
             self._store.save(self._shard(), self._applied_seq, core, False)
             self._unsaved = False
+            self._store.exchange_fleet(self._shard(), core)
         delivered = self._delivered
         if final or delivered != self._kcl_at:
             # Every delivered record is at or before the snapshot (applied, or skipped as already in it).

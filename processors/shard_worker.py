@@ -24,6 +24,7 @@ from config import Settings
 from foundation.retry import backoff_s, error_code, is_retryable
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects, ShardCore
+from processors.fleet_shapes import FleetExchange
 from processors.records import apply_record
 from processors.shard_clocks import OwnTime
 from processors.sinks import Sinks
@@ -61,8 +62,10 @@ class ShardWorker:
         on_effects: Callable[[str, Effects], None] | None = None,
         owns: Callable[[str], bool] | None = None,
         event_clock: Callable[[], int | None] | None = None,
+        fleet: FleetExchange | None = None,
     ) -> None:
         self.shard_id = shard_id
+        self._fleet = fleet  # the fleet's shape of a day, shared with the other shards
         # The event time of the other shards read here (None: none known), for an idle shard.
         self._event_clock = event_clock
         self._owns = owns  # does this shard own a partition key's hash key (KPL sub-records)
@@ -93,6 +96,7 @@ class ShardWorker:
         settings = self._settings
         self.status.started_at = self.status.last_read_at = time.monotonic()
         iterator: str | None = await self._iterator()
+        await self._exchange_fleet()  # a restored or new shard reads the fleet's shape at once
         idle = 0
         failures = 0
         while not stop.is_set() and iterator is not None:
@@ -190,6 +194,10 @@ class ShardWorker:
             self.core.advance_watermark(target)
             await self._emit()
 
+    async def _exchange_fleet(self) -> None:
+        if self._fleet is not None:
+            await self._fleet.exchange(self.shard_id, self.core)
+
     async def _emit(self) -> None:
         effects = self.core.drain()
         if not effects:
@@ -215,6 +223,7 @@ class ShardWorker:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self.status.checkpoints += 1
+        await self._exchange_fleet()
         log.info(
             "checkpoint",
             extra={

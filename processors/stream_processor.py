@@ -27,6 +27,7 @@ from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
 from processors.core.partition import merge, split
+from processors.fleet_shapes import FleetExchange, S3FleetShapes
 from processors.shard_clocks import follow
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
@@ -77,6 +78,7 @@ class StreamProcessor:
         self._kinesis = clients["kinesis"]
         self._sinks = Sinks(clients, settings, resources)
         self._checkpoints = S3Checkpoints(clients["s3"], resources.bucket, settings)
+        self._fleet_shapes = S3FleetShapes(clients["s3"], resources.bucket, settings)
         self._on_effects = on_effects
         self.workers: dict[str, ShardWorker] = {}
         self.shard_info: dict[str, ShardInfo] = {}
@@ -193,6 +195,7 @@ class StreamProcessor:
             self._observe,
             functools.lru_cache(maxsize=4096)(info.owns),
             functools.partial(self.others_event_ms, info.shard_id),
+            FleetExchange(self._fleet_shapes, self._settings.fleet_shape_every_s),
         )
 
     def newest_event_ms(self) -> int | None:

@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("seasonal", "naive", "threshold", "hst", "off"),
         help="anomaly detector (default: SHELFSTREAM_DETECTOR, seasonal); off keeps the windows only",
     )
+    p.add_argument(
+        "--fleet-prior",
+        metavar="FILE",
+        help="the rest of the fleet's shape of a day (an earlier run's DIR/fleet.json): what a live "
+        "shard reads from the other shards; default none, the input's own stores alone",
+    )
     p.set_defaults(handler=_lazy("read", "cmd_backtest"))
 
     p = sub.add_parser("serve", help="the HTTP API and live dashboard (see docs/api.md)")

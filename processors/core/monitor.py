@@ -34,6 +34,7 @@ from processors.core.detectors import (
     Verdict,
     make_detector,
 )
+from processors.core.detectors.fleet_shape import FleetShape
 from processors.core.effects import Effects
 from processors.core.explain import explain
 from processors.core.windows import WindowResult, WindowSpec
@@ -133,6 +134,18 @@ class AnomalyMonitor:
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("zone_history", {})  # a checkpoint from before zones had a history
         self.__dict__.update(state)
+
+    # --- the rest of the fleet ----------------------------------------------------------------------
+
+    def fleet_shape(self) -> FleetShape | None:
+        """What this shard's stores have taught of the shape of a day (None: no detector slots)."""
+        return self.fleet.shape(len(self.detectors)) if self.slot_ms else None
+
+    def set_fleet_prior(self, prior: FleetShape | None) -> None:
+        """The other shards' shape of a day (or one from an earlier run), for stores too new to have
+        their own and kinds of day this shard has not seen."""
+        if self.slot_ms:
+            self.fleet.set_prior(prior)
 
     # --- local time ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from foundation.contract import (
 from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Manifest, Run
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
+from processors.core.detectors.fleet_shape import FleetShape
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
@@ -388,6 +389,17 @@ class ShardCore:
 
     def open_requests(self) -> dict[tuple[str, str], str]:
         return dict(self.state.inventory.open_requests)
+
+    def fleet_shape(self) -> FleetShape | None:
+        """The shape of a day this shard's stores have taught (published for the other shards)."""
+        monitor = self.state.monitor
+        return None if monitor is None else monitor.fleet_shape()
+
+    def set_fleet_prior(self, prior: FleetShape | None) -> None:
+        """The rest of the fleet's shape of a day (the other shards', or an earlier run's)."""
+        monitor = self.state.monitor
+        if monitor is not None:
+            monitor.set_fleet_prior(prior)
 
     # --- checkpoints ----------------------------------------------------------------------------
 

@@ -75,10 +75,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from processors.backtest import run_backtest
+    from processors.backtest import read_fleet_prior, run_backtest
     from processors.stream_processor import core_config
 
     require_input(args.file)
+    prior_file = getattr(args, "fleet_prior", None)
+    fleet_prior = read_fleet_prior(prior_file) if prior_file else None
     detector = getattr(args, "detector", None)
     settings = bootstrap(aws=False, **({"detector": detector} if detector else {})).settings
     config = core_config(settings, archive=False)
@@ -93,6 +95,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             config,
             progress=lambda n: bar.update(task, description=f"backtest: {n:,} lines"),
             workers=args.workers,
+            fleet_prior=fleet_prior,
         )
     summary = result.summary
     out().print(

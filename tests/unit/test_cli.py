@@ -102,3 +102,50 @@ def test_bad_settings_are_reported_as_one_line(
     err = capsys.readouterr().err
     assert "SHELFSTREAM_SHARD_COUNT" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _trading_days(days: int) -> str:
+    """Two stores selling every 5 minutes from 09:00 to 17:00 UTC for `days` days (from a Monday)."""
+    lines = []
+    for day in range(days):
+        for minute in range(9 * 60, 17 * 60, 5):
+            for store in ("Berlin", "Paris"):
+                ts = f"2026-08-{3 + day:02d}T{minute // 60:02d}:{minute % 60:02d}:00Z"
+                lines.append(
+                    json.dumps(
+                        {
+                            "type": "sale",
+                            "event_id": f"{day}-{minute}",
+                            "store_id": store,
+                            "ts": ts,
+                            "product_id": "echo",
+                            "quantity": 1,
+                            "unit_price": 2.0,
+                        }
+                    )
+                )
+    return "\n".join(lines) + "\n"
+
+
+def test_backtest_writes_its_fleet_shape_and_takes_one_as_prior(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(_trading_days(5))
+    assert main(["backtest", str(source), "--out", str(tmp_path / "first")]) == 0
+    shape = json.loads((tmp_path / "first" / "fleet.json").read_text())
+    assert shape["version"] == 1
+    weekday = shape["kinds"][0]
+    assert weekday["days"] >= 4  # store-days that ended within the input
+    assert sum(weekday["share"][:36]) == 0.0  # nothing sold before 09:00
+    assert sum(weekday["share"][36:68]) > 0.9  # the day's trade, 09:00 to 17:00
+    prior = str(tmp_path / "first" / "fleet.json")
+    assert main(["backtest", str(source), "--out", str(tmp_path / "again"), "--fleet-prior", prior]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\x80\x04K\x01.")  # a pickle, not a shape
+    assert main(["backtest", str(source), "--out", str(tmp_path / "o"), "--fleet-prior", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "--fleet-prior" in err
+    assert "not a fleet shape" in err
+    assert len(err.strip().splitlines()) == 1

@@ -98,6 +98,7 @@ class MemoryStore:
         self.inherited: ShardCore | None = None
         self.inherit_asked: list[str] = []
         self.fail_save: Exception | None = None
+        self.fleet_exchanges: list[str] = []  # shards whose fleet shape was exchanged, in order
 
     def load(self, shard_id: str) -> Checkpoint | None:
         self.journal.append(("load", shard_id))
@@ -113,6 +114,9 @@ class MemoryStore:
         # Stored as bytes and read back, as S3 does: later changes to `core` must not leak in.
         self.checkpoint = Checkpoint(shard_id, sequence_number, ShardCore.restore(core.snapshot()), ended)
         self.journal.append(("save", sequence_number, ended))
+
+    def exchange_fleet(self, shard_id: str, core: ShardCore) -> None:
+        self.fleet_exchanges.append(shard_id)
 
     def send(self, shard_id: str, effects: Effects) -> None:
         self.journal.append(("send", len(effects.requests), len(effects.archive), len(effects.rejected)))

@@ -12,6 +12,12 @@ from typing import Final, Protocol
 
 import msgspec
 
+from processors.core.detectors.fleet_shape import (
+    MAX_DAYS_WEIGHT,
+    SHAPE_VERSION,
+    FleetShape,
+    KindShape,
+)
 from processors.core.windows import WindowResult, WindowSpec
 
 MINUTE_MS: Final = 60_000
@@ -271,38 +277,90 @@ def merge(parts: list[WindowResult], spec: WindowSpec) -> WindowResult:
 
 
 class Fleet:
-    """The shape of a day shared by the stores of a shard, for a store too new to have its own.
+    """The shape of a day shared by a store's peers, for a store too new to have its own.
 
     Per kind of day (weekday, Saturday, Sunday) and slot of the local day: the share of a store's
     weekday sales that falls in that slot, averaged over the stores' finished days, and how much the
     stores disagree about it (faded means of the share and of its square). A new store's
     expected sales in a slot are that share times its own weekday total: the peers' shape, scaled to
     its level, as wide as the peers are different.
+
+    The peers are the stores of this shard and, through `prior`, the rest of the fleet: the shape
+    the other shards published (fleet_shape.py), or one built from an earlier run. Each kind of day
+    blends the two by store-days, so a store alone in its shard, or a shard's first Sunday, is judged
+    against the fleet's shape instead of nothing.
     """
 
-    __slots__ = ("days", "shares", "squares")
+    __slots__ = ("days", "prior", "revision", "shares", "squares")
 
     MIN_DAYS: Final = 3  # store-days of a kind before the fleet speaks for it
 
     def __init__(self, slots_per_day: int, fading: float = 0.05) -> None:
         self.shares = [[Running(fading) for _ in range(slots_per_day)] for _ in range(3)]
         self.squares = [[Running(fading) for _ in range(slots_per_day)] for _ in range(3)]
-        self.days = [0, 0, 0]  # store-days learned, per kind of day
+        self.days = [0, 0, 0]  # store-days learned here, per kind of day
+        self.prior: FleetShape | None = None  # the rest of the fleet's shape
+        self.revision = 0  # moves when the prior changes (what detectors cache from the fleet)
+
+    def __setstate__(self, state: tuple[object, dict[str, object]] | dict[str, object]) -> None:
+        slots = state[1] if isinstance(state, tuple) else state
+        self.prior = None  # a checkpoint from before the fleet had a prior
+        self.revision = 0
+        for name, value in slots.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def slots_per_day(self) -> int:
+        return len(self.shares[0])
+
+    def set_prior(self, prior: FleetShape | None) -> None:
+        """The rest of the fleet's shape (None: this shard's stores alone). One of another slot
+        length is ignored: it cannot be lined up with this detector's slots."""
+        if prior is not None and (prior.slots_per_day != self.slots_per_day or prior.empty()):
+            prior = None
+        if prior != self.prior:
+            self.prior = prior
+            self.revision += 1
+
+    def _weights(self, kind: int) -> tuple[float, float]:
+        """(this shard's weight, the prior's) for a kind of day. The shard's own stores speak alone
+        once they have `MIN_DAYS` store-days of that kind (they are the peers whose trade is known
+        to be in the same stream); until then the prior fills in, blended by store-days."""
+        own = self.days[kind]
+        if own >= self.MIN_DAYS:
+            return float(own), 0.0
+        other = self.prior.kinds[kind].days if self.prior is not None else 0
+        if other < self.MIN_DAYS:
+            return 0.0, 0.0
+        return float(own), float(min(other, MAX_DAYS_WEIGHT))
 
     def share(self, kind: int, slot: int) -> tuple[float, float] | None:
         """A slot's share of a weekday's sales and its variance across store-days, or None when
-        too few store-days of that kind were seen."""
-        if self.days[kind] < self.MIN_DAYS:
+        too few store-days of that kind were seen (here and in the prior)."""
+        w_own, w_other = self._weights(kind)
+        total = w_own + w_other
+        if total <= 0:
             return None
-        mean = self.shares[kind][slot].get()
-        return mean, max(0.0, self.squares[kind][slot].get() - mean * mean)
+        mean = w_own * self.shares[kind][slot].get()
+        square = w_own * self.squares[kind][slot].get()
+        if w_other and self.prior is not None:
+            part = self.prior.kinds[kind]
+            mean += w_other * part.share[slot]
+            square += w_other * part.square[slot]
+        mean /= total
+        return mean, max(0.0, square / total - mean * mean)
+
+    def known(self, kind: int) -> bool:
+        """Whether the fleet speaks for this kind of day (here or in the prior)."""
+        return sum(self._weights(kind)) > 0
 
     def ratio(self, kind: int) -> float:
         """A day of this kind against a weekday (1.0 until both were seen)."""
-        if self.days[kind] < self.MIN_DAYS or self.days[0] < self.MIN_DAYS:
+        if not self.known(kind) or not self.known(0):
             return 1.0
-        total = sum(s.get() for s in self.shares[kind])
-        base = sum(s.get() for s in self.shares[0])
+        n = self.slots_per_day
+        total = sum((self.share(kind, i) or (0.0, 0.0))[0] for i in range(n))
+        base = sum((self.share(0, i) or (0.0, 0.0))[0] for i in range(n))
         return max(0.2, min(3.0, total / base)) if base > 0 else 1.0
 
     def learn(self, kind: int, slots: list[float], weekday_total: float) -> None:
@@ -315,3 +373,20 @@ class Fleet:
                 share.update(x)
                 square.update(x * x)
         self.days[kind] += 1
+
+    def shape(self, stores: int = 0) -> FleetShape:
+        """What this shard has learned, as the data it publishes (its own stores only: the prior
+        is the others', and publishing it back would count them twice)."""
+        return FleetShape(
+            SHAPE_VERSION,
+            self.slots_per_day,
+            [
+                KindShape(
+                    self.days[k],
+                    [r.get() for r in self.shares[k]],
+                    [r.get() for r in self.squares[k]],
+                )
+                for k in range(3)
+            ],
+            stores,
+        )

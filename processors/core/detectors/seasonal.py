@@ -183,7 +183,7 @@ class SeasonalDetector:
         self.sold_today = 0  # sales of the local day so far
         self.weekday_total = Running(config.profile_fading)  # a weekday's sales, for the fleet
         self.totals_seen = 0
-        self._scale_key = (-1, -1)
+        self._scale_key = (-1, -1, -1)
         self._scale_value = 0.0
         self.first_ms: int | None = None  # the store's first window
         self.suspicion = 0.0  # the evidence of a drop at the last window (_evidence)
@@ -296,11 +296,11 @@ class SeasonalDetector:
         slots of the store's own weekday profile against the fleet's share (one odd hour, even an
         outage of a whole morning, does not move a median), or the plain total when that cannot be
         had. Kept until the day or the fleet changes."""
-        key = (self.day, fleet.days[0])
+        key = (self.day, fleet.days[0], fleet.revision)
         if self._scale_key == key:
             return self._scale_value
         value = self.weekday_total.get()
-        if fleet.share(0, 0) is not None:
+        if fleet.known(0):
             seen = self.profile_seen[0]
             profile = self.profile[0]
             floor = 0.3 / self.per_day  # slots with at least a third of an average slot's share
@@ -329,7 +329,7 @@ class SeasonalDetector:
                 # A weekday's worth: scaled by the fleet's ratio of this kind of day to a weekday,
                 # and by the part of a day the store's first (partial) day covered.
                 part = 1.0
-                if len(covered) < self.per_day and fleet.share(kind, 0) is not None:
+                if len(covered) < self.per_day and fleet.known(kind):
                     shares = [(fleet.share(kind, i) or (0.0, 0.0))[0] for i in range(self.per_day)]
                     whole = sum(shares)
                     part = sum(shares[i] for i in covered) / whole if whole > 0 else 1.0
