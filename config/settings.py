@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # (S3, beside the checkpoints: processors/fleet_shapes.py), so a store alone in its shard is
     # judged against the fleet's shape; 0 keeps each shard to its own stores.
     fleet_shape_every_s: float = Field(default=300.0, ge=0)
+    # The whole stream quiet (every shard read nothing) for this long, while the stores' histories
+    # expected at least stream_quiet_min_sales over the spell: the feed's outage, said once (a log
+    # line and the StreamQuiet gauge), never one alert per store (processors/stream_silence.py).
+    stream_quiet_after_s: float = Field(default=300.0, ge=0)
+    stream_quiet_min_sales: float = Field(default=20.0, ge=0)
     # The anomaly detector: "seasonal" (ours), a baseline ("naive", "threshold", "hst"), or "off".
     detector: Literal["seasonal", "naive", "threshold", "hst", "off"] = "seasonal"
 

@@ -56,6 +56,12 @@ METRICS: dict[str, MetricDef] = {
             "gauge",
             "Open shards that read nothing for the patience and follow the others' event time.",
         ),
+        MetricDef(
+            "StreamQuiet",
+            "Count",
+            "gauge",
+            "1 while every shard is silent and the stores' histories expected sales: the feed is out.",
+        ),
         MetricDef("Alerts", "Count", "counter", "Alerts sent, by kind."),
         MetricDef("RestockRequests", "Count", "counter", "Restock requests sent to the restock queue."),
         MetricDef("PutRetries", "Count", "counter", "Entries sent again after a failed put."),

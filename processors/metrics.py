@@ -27,6 +27,7 @@ def processor_source(processor: StreamProcessor) -> Source:
         yield Sample("LateEvents", stats.late_events)
         yield Sample("MillisBehindLatest", max((w.status.millis_behind for w in live), default=0))
         yield Sample("QuietShards", sum(w.status.following for w in live))
+        yield Sample("StreamQuiet", int(processor.silence.state.quiet))
         yield Sample("RestockRequests", stats.alerts.get("restock_request", 0))
         for kind, count in sorted(stats.alerts.items()):
             if kind != "restock_request":

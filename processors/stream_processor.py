@@ -6,6 +6,7 @@ At scale the same cores run inside KCL record processors instead, one per leased
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -31,6 +32,7 @@ from processors.fleet_shapes import FleetExchange, S3FleetShapes
 from processors.shard_clocks import follow
 from processors.shard_worker import ShardWorker
 from processors.sinks import Sinks
+from processors.stream_silence import StreamSilence
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class StreamProcessor:
         # State learned before the stream began (a demo's history, loaded without the stream): a
         # shard with no checkpoint and no parents starts from its stores' part of it.
         self.seed_core: ShardCore | None = None
+        self.silence = StreamSilence(settings.stream_quiet_after_s, settings.stream_quiet_min_sales, log)
 
     @property
     def sinks(self) -> Sinks:
@@ -126,6 +129,7 @@ class StreamProcessor:
         ended: set[str] = set()
         checkpoints: dict[str, Checkpoint | None] = {}
         stopping = asyncio.create_task(stop.wait())
+        watching = asyncio.create_task(self._watch_silence(stop), name="stream-silence")
         try:
             while not stop.is_set():
                 shards = await self._shards()
@@ -157,6 +161,7 @@ class StreamProcessor:
             await asyncio.gather(*tasks.values())
         finally:
             stopping.cancel()
+            watching.cancel()
             for task in tasks.values():
                 task.cancel()
 
@@ -197,6 +202,26 @@ class StreamProcessor:
             functools.partial(self.others_event_ms, info.shard_id),
             FleetExchange(self._fleet_shapes, self._settings.fleet_shape_every_s),
         )
+
+    async def _watch_silence(self, stop: asyncio.Event) -> None:
+        """Every few seconds: is the whole stream quiet while its stores would trade?"""
+        if not self.silence.enabled:
+            return
+        every = min(5.0, max(0.05, self._settings.stream_quiet_after_s / 4))
+        while not stop.is_set():
+            await _pause(stop, every)
+            self.check_silence()
+
+    def check_silence(self) -> bool:
+        """One reading of `StreamSilence` over the open shards; True while the feed is out."""
+        live = self.live_workers()
+        cores = [w.core for w in live]
+        return self.silence.check(
+            time.monotonic(),
+            [w.status.last_read_at for w in live],
+            self.newest_event_ms(),
+            lambda a, b: sum(core.expected_sales(a, b) for core in cores),
+        ).quiet
 
     def newest_event_ms(self) -> int | None:
         """The newest event time any shard read here has reached."""
@@ -260,3 +285,9 @@ class StreamProcessor:
 
     def records_read(self) -> int:
         return sum(w.status.records for w in self.workers.values())
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when asked to stop."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

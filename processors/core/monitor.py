@@ -31,6 +31,7 @@ from processors.core.detectors import (
     DetectorConfig,
     Finding,
     Fleet,
+    SeasonalDetector,
     Verdict,
     make_detector,
 )
@@ -146,6 +147,23 @@ class AnomalyMonitor:
         their own and kinds of day this shard has not seen."""
         if self.slot_ms:
             self.fleet.set_prior(prior)
+
+    def expected_sales(self, from_ms: int, to_ms: int) -> float:
+        """Sales this shard's stores' own histories expect between two instants (whole slots from
+        the one holding `from_ms`; 0 for stores whose detector knows nothing of those slots)."""
+        if not self.slot_ms or to_ms <= from_ms:
+            return 0.0
+        first = from_ms - from_ms % self.slot_ms
+        total = 0.0
+        for store_id, detector in self.detectors.items():
+            if not isinstance(detector, SeasonalDetector):
+                continue
+            for start in range(first, to_ms, self.slot_ms):
+                offset = self.offset_ms(store_id, start) if self.zones or self.zone_history else 0
+                found = detector.expected_sales(start, offset)
+                if found is not None:
+                    total += found
+        return total
 
     # --- local time ------------------------------------------------------------------------------
 

@@ -390,6 +390,12 @@ class ShardCore:
     def open_requests(self) -> dict[tuple[str, str], str]:
         return dict(self.state.inventory.open_requests)
 
+    def expected_sales(self, from_ms: int, to_ms: int) -> float:
+        """Sales the shard's stores would make between two event times, by their own histories
+        (0 without detection): what a silence of the whole stream over that span hides."""
+        monitor = self.state.monitor
+        return 0.0 if monitor is None else monitor.expected_sales(from_ms, to_ms)
+
     def fleet_shape(self) -> FleetShape | None:
         """The shape of a day this shard's stores have taught (published for the other shards)."""
         monitor = self.state.monitor

@@ -410,3 +410,36 @@ async def test_two_processors_on_one_stream_never_overwrite_each_others_checkpoi
     assert checkpoint is not None
     assert checkpoint.core.inventory() == {store: {"milk": -10}}
     assert len(checkpoint.core.state.dedup) == 10  # every sale remembered, under the survivor's runs
+
+
+async def test_a_whole_quiet_stream_is_said_once_and_alerts_no_store(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two stores (two shards) trade three days and into a fourth morning, then the whole stream
+    stops (a replay's end, a feed cut): the processor says once that the feed is quiet while the
+    stores would trade, and no store gets an alert for the silence."""
+    caplog.set_level(logging.INFO, logger="processors.stream_processor")
+    settings = make_settings(idle_shard_patience_s=0.3, stream_quiet_after_s=1.0, stream_quiet_min_sales=1.0)
+    resources = provision(settings)
+    stores = ("store-q1", "store-q2")
+    records: list[tuple[bytes, str]] = []
+    for day in range(4):
+        last = 10 * 60 if day == 3 else 17 * 60
+        for minute in range(9 * 60, last, 5):
+            t = (day * 24 * 60 + minute) * 60
+            records.extend(
+                (event("sale", f"{s}-{t}", s, "milk", t, quantity=1, unit_price=1.0), s) for s in stores
+            )
+    await produce(settings, records)
+    async with running(settings, resources) as processor:
+        assert len({w.shard_id for w in processor.workers.values() if w.core.inventory()}) == 2
+        for _ in range(100):
+            if processor.silence.state.quiet:
+                break
+            await asyncio.sleep(0.1)
+        assert processor.silence.state.quiet
+        assert processor.silence.state.expected_sales >= 1.0
+        await asyncio.sleep(1.5)  # it stays quiet: nothing more is said
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("the whole stream is quiet" in m for m in said) == 1
+    assert processor.alert_counts["anomaly"] == 0

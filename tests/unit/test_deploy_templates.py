@@ -618,10 +618,22 @@ def test_alarms_watch_lag_dead_letters_and_backlog_and_notify_the_alerts_topic()
     }
     notified = set()
     for alarm in alarms.values():
-        if alarm.get("AlarmActions") == [{"Ref": "AlertsTopic"}]:
+        if alarm.get("AlarmActions") == [{"Ref": "AlertsTopic"}] and "Dimensions" in alarm:
             target = _references(alarm["Dimensions"][0]["Value"]).pop()
             notified.add((alarm["MetricName"], target))
     assert wanted <= notified
+
+
+def test_a_quiet_stream_is_one_alarm_against_the_learned_band_of_its_records() -> None:
+    alarm = _alarms(load_template(MAIN))["StreamQuietAlarm"]
+    assert alarm["AlarmActions"] == [{"Ref": "AlertsTopic"}]
+    assert alarm["ComparisonOperator"] == "LessThanLowerThreshold"
+    assert alarm["TreatMissingData"] == "breaching"  # no records at all is no data point at all
+    metrics = {m["Id"]: m for m in alarm["Metrics"]}
+    stat = metrics["incoming"]["MetricStat"]
+    assert stat["Metric"]["MetricName"] == "IncomingRecords"
+    assert stat["Metric"]["Dimensions"][0]["Value"] == {"Ref": "EventStream"}
+    assert metrics[alarm["ThresholdMetricId"]]["Expression"] == "ANOMALY_DETECTION_BAND(incoming, 3)"
 
 
 def test_processor_scales_on_cpu_and_on_stream_lag() -> None:

@@ -18,6 +18,7 @@ from processors.core import CoreStats
 from processors.metrics import processor_source
 from processors.shard_worker import WorkerStatus
 from processors.sinks import SinkStats
+from processors.stream_silence import Quiet
 from producers.kinesis_writer import WriterStats
 
 TS = 1_785_571_200_000
@@ -44,6 +45,7 @@ class FakeProcessor:
             ),
         }
         self.sinks = SimpleNamespace(stats=SinkStats(entry_retries=6, dead_lettered=1, records_failed=1))
+        self.silence = SimpleNamespace(state=Quiet(True, 400.0, 120.0))  # the feed is out
 
     def stats(self) -> CoreStats:
         return self.core
@@ -76,6 +78,7 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
         "LateEvents": "Count",
         "MillisBehindLatest": "Milliseconds",
         "QuietShards": "Count",
+        "StreamQuiet": "Count",
         "RestockRequests": "Count",
         "PutRetries": "Count",
         "Throttles": "Count",
@@ -90,6 +93,7 @@ def test_emf_records_carry_the_stats_with_units_and_dimensions() -> None:
     assert main["LateEvents"] == 2
     assert main["MillisBehindLatest"] == 1500  # max over the open shards only
     assert main["QuietShards"] == 1  # open shards following the others' event time (not the ended one)
+    assert main["StreamQuiet"] == 1  # every shard silent while the stores would trade
     assert main["RestockRequests"] == 5
     assert main["PutRetries"] == 6
     assert main["Throttles"] == 3

@@ -277,6 +277,17 @@ class SeasonalDetector:
             return mean, prior
         return mean, ((n - 1) * spread + prior) / n
 
+    def expected_sales(self, start_ms: int, offset_ms: int) -> float | None:
+        """What the store's own history expects in the slot starting at `start_ms` (UTC; its local
+        time is `start_ms + offset_ms`): the same slot of the week once seen, else the same slot of
+        its days of that kind; None when it knows neither. For judging a silence of the whole
+        stream, not a window: no level, no peers."""
+        local = start_ms + offset_ms
+        day = local // DAY_MS
+        slot = (local % DAY_MS) // self.slot_ms
+        found = self._week(weekday(day) * self.per_day + slot) or self._profile(day_type(day), slot)
+        return None if found is None else found[0]
+
     def _fleet(self, fleet: Fleet, kind: int, slot: int) -> tuple[Estimate, bool] | None:
         """The peers' estimate, and whether they agree enough (within half the share) to judge by."""
         if not self.totals_seen:
