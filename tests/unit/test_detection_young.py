@@ -132,3 +132,50 @@ def test_a_first_saturday_survives_a_checkpoint_mid_day() -> None:
         w = window(saturday + slot * SLOT, 2)
         assert copy.observe(w, 0, fleet) == det.observe(w, 0, fleet)
     assert det.suspicion > 0.0
+
+
+def _refunds(start_ms: int, sales: int, refunds: int) -> WindowResult:
+    return WindowResult(
+        "s-1",
+        SHORT,
+        start_ms,
+        start_ms + SLOT,
+        sales,
+        sales,
+        sales,
+        3.0 * sales,
+        refunds,
+        refunds,
+        refunds,
+        9.0,
+    )
+
+
+@pytest.mark.parametrize(("refunds", "alerted"), [(4, False), (12, True)])
+def test_a_first_sunday_against_peers_that_open_later_judges_refunds_by_the_sales_made(
+    refunds: int, alerted: bool
+) -> None:
+    """Peers that trade Sundays from 12:00 only say nothing about a store selling at 10:00 on its
+    first Sunday: four refunds on ten sales there are ordinary for a store refunding one sale in
+    ten, not "4 against 0-0 expected"; twelve are still a burst."""
+    fleet = Fleet(96)
+    sunday = [0.0] * 96
+    weekday = [0.0] * 96
+    for slot in range(48, 64):
+        sunday[slot] = 5.0
+    for slot in range(OPEN, CLOSE):
+        weekday[slot] = 2.0
+    for _ in range(3):
+        fleet.learn(2, sunday, 96.0)
+        fleet.learn(0, weekday, 96.0)
+    det = _detector()
+    for day in range(2):  # a Monday and a Tuesday: ten sales and one refund every 15 minutes
+        for slot in range(96):
+            start = MONDAY + day * DAY_MS + slot * SLOT
+            trading = OPEN <= slot < CLOSE
+            det.observe(_refunds(start, 10 if trading else 0, 1 if trading else 0), 0, fleet)
+    first_sunday = MONDAY + 6 * DAY_MS
+    for slot in range(OPEN, 40):
+        det.observe(_refunds(first_sunday + slot * SLOT, 10, 1), 0, fleet)
+    verdict = det.observe(_refunds(first_sunday + 40 * SLOT, 10, refunds), 0, fleet)
+    assert any(f.metric == "refunds" for f in verdict.findings) is alerted

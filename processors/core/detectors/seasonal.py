@@ -474,7 +474,10 @@ class SeasonalDetector:
         # kind of day it has not had), the peers' shape judges, but it does not teach the spread or
         # today's level: a store that opens later than its peers is not a quiet day.
         teach = bool(own) or not cfg.own_learning
-        verdict = self._judge(w, central, low, high, "short", learn=teach)
+        # Refunds follow the customers in the store: where only the peers' shape speaks (a first
+        # Sunday against peers that open later), the sales the store is making count too.
+        traffic = None if own else sales
+        verdict = self._judge(w, central, low, high, "short", learn=teach, traffic=traffic)
         findings = verdict.findings
         if previous is not None and previous.central is not None and previous.window.end_ms == w.start_ms:
             # The last 30 minutes: a change that is too small for one window shows over two.
@@ -486,6 +489,7 @@ class SeasonalDetector:
                 _add(previous.high, high),
                 "mid",
                 learn=teach,
+                traffic=None if own else float(both.sales),
             )
             if mid.findings:
                 seen = {f.metric for f in findings}
@@ -727,8 +731,11 @@ class SeasonalDetector:
         high: Estimate | None,
         size: str,
         learn: bool = True,
+        traffic: float | None = None,
     ) -> Verdict:
-        """Score a window against the estimates, then learn the spread from it."""
+        """Score a window against the estimates, then learn the spread from it. Refunds are
+        expected at the store's refund rate on the expected sales, or on `traffic` (the sales made)
+        when that is more: given where the expectation rests on the peers alone."""
         cfg = self.config
         sales = float(w.sales)
         refunds = float(w.refunds)
@@ -736,7 +743,7 @@ class SeasonalDetector:
         s_spread = self.spread[size, "sales"]
         r_spread = self.spread[size, "refunds"]
         s_var = s_spread.variance(mean, known)
-        r_mean = self.refund_rate * mean
+        r_mean = self.refund_rate * (mean if traffic is None else max(mean, traffic))
         r_var = r_spread.variance(r_mean)
         s_range = tails.expected_range(mean, s_var)
         r_range = tails.expected_range(r_mean, r_var)
