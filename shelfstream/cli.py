@@ -45,6 +45,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _zones(text: str) -> tuple[str, ...]:
+    import zoneinfo
+
+    zones = tuple(z.strip() for z in text.split(",") if z.strip())
+    if not zones:
+        raise argparse.ArgumentTypeError("name at least one time zone")
+    for zone in zones:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise argparse.ArgumentTypeError(f"{zone!r} is not an IANA time zone") from None
+    return zones
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -100,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds to run")
     p.add_argument("--speed", type=_positive_float, default=1.0, help="store time per wall time")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--baskets-per-hour",
+        type=_positive_float,
+        default=600.0,  # producers.zoned.LIVE_BASKETS_PER_HOUR (not imported: --help stays fast)
+        help="a store's baskets an hour at its usual rate (a supermarket's tills; shelves sized to it)",
+    )
+    p.add_argument(
+        "--zones",
+        type=_zones,
+        default=None,
+        metavar="ZONE,...",
+        help="the stores' IANA time zones, dealt out in turn (default: zones where it is trading time now)",
+    )
     p.set_defaults(handler=_lazy("produce", "cmd_simulate"))
 
     p = sub.add_parser(
