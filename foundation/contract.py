@@ -252,7 +252,7 @@ def parse_ts(text: str) -> int:
     return (when - _EPOCH) // _MS
 
 
-# --- alerts and requests (CONTRACT.md section 2) ------------------------------------------------
+# --- alerts and requests (docs/contract.md section 2) ------------------------------------------------
 
 AlertKind: TypeAlias = Literal["restock_request", "out_of_stock", "anomaly", "product_change"]
 
@@ -276,7 +276,7 @@ class RestockRequest(
     on_hand: int
     threshold: int
     requested_quantity: int
-    # Optional (CONTRACT.md section 2): why it was asked for, and what the forecast said.
+    # Optional (docs/contract.md section 2): why it was asked for, and what the forecast said.
     reason: RestockReason | None = None
     expected_stockout_at: str | None = None  # RFC 3339 UTC; absent when no stock-out is in sight
     daily_demand: float | None = None  # units expected over the next 24 hours

@@ -1,4 +1,4 @@
-"""The `shelfstream` command line (CONTRACT.md section 3).
+"""The `shelfstream` command line (docs/contract.md section 3).
 
 Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input; errors are one line on stderr.
 """

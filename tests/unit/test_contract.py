@@ -1,4 +1,4 @@
-"""The event contract: what is accepted, what is refused and why (CONTRACT.md section 1)."""
+"""The event contract: what is accepted, what is refused and why (docs/contract.md section 1)."""
 
 from __future__ import annotations
 
