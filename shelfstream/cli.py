@@ -215,7 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="weekly per-store report: HTML + CSV to S3 reports/, SNS notice")
     p.add_argument("--week", default="last", help="YYYY-Www (ISO week), last (default) or current")
-    p.add_argument("--out", metavar="DIR", help="also write the report files to DIR")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write the report files (HTML, CSV, JSON) to DIR/<week>/; without it they go to S3 "
+        "reports/, or with a local archive to .shelfstream/reports/<week>/",
+    )
     p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
     p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
     p.set_defaults(handler=_lazy("reports", "cmd_report"))
