@@ -116,6 +116,7 @@ def test_the_index_of_decisions_lists_every_record_with_its_status() -> None:
 MARKERS = {
     "benchmarks.detect": "bench-detect",
     "benchmarks.detect_fleet": "bench-fleet",
+    "benchmarks.detect_scale": "bench-scale",
     "benchmarks.profile_core": "profile-core",
     "benchmarks.restock": "bench-restock",
     "benchmarks.soak": "bench-soak",
