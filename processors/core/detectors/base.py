@@ -109,6 +109,17 @@ class DetectorConfig:
     jump_ratio: float = 1.5
     min_refunds: int = 4
     cooldown_ms: int = 45 * MINUTE_MS  # one alert per incident: repeats within this are the same one
+    # Operator feedback (processors/core/feedback.py, docs/detection.md "Feedback"): a mark holds for
+    # this many weeks over the same local hours of the week, widened by this many slots each side
+    feedback_weeks: int = 4
+    feedback_slack_slots: int = 1
+    # a `not_anomaly` mark excuses the same deviation up to this much bigger (observed / expected)
+    feedback_margin: float = 0.25
+    feedback_alerts_kept: int = 256  # anomaly alerts remembered per store (and at most 8 weeks)
+    # a `missed` mark lowers the bar there: thresholds by this (-log10 p), size gates by this
+    # (a drop at 0.5 + ease of the expected, a jump at 1.5 - ease times it)
+    missed_relief: float = 1.0
+    missed_ease: float = 0.15
     # Baselines (for the benchmark)
     static_refunds: int = 4
     static_sales_high: float = 3.0  # static rule: sales above this many times the store's average

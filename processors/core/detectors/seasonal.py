@@ -163,6 +163,13 @@ class _Window(msgspec.Struct, frozen=True):
 class SeasonalDetector:
     """One store's detector (see the module docstring)."""
 
+    # Operator feedback in force for the window being observed, set by the monitor around `observe`
+    # (processors/core/feedback.py): deviations excused as ordinary, (metric, direction, size bound:
+    # the largest jump or the deepest drop, observed / expected), and directions with a lower bar,
+    # (metric, direction, threshold relief in -log10 p, size gate ease). Empty outside `observe`.
+    excused: tuple[tuple[str, str, float], ...] = ()
+    keen: tuple[tuple[str, str, float, float], ...] = ()
+
     def __init__(self, config: DetectorConfig, slot_ms: int, long_slots: int) -> None:
         self.config = config
         self.slot_ms = slot_ms
@@ -570,18 +577,23 @@ class SeasonalDetector:
         # Only a drop holds today's level: a busy day looks like the start of a spike for a while, and
         # a level that may not follow it pages at its peak; a spike is seldom subtle enough to need it.
         self.suspicion = drop
-        if best < cfg.cusum_threshold:
-            return None
         first, direction = best_at
+        relief, ease = self._relief("sales", direction) if direction else (0.0, 0.0)
+        if best < cfg.cusum_threshold - relief * math.log(10.0):
+            return None
         parts = [evidence[i] for i in range(first, n)]
         observed = sum(p[1] for p in parts)
         low_side = direction == "low"
         mean = sum(p[2] if low_side else p[4] for p in parts)
         var = sum(p[3] if low_side else p[5] for p in parts)
-        if direction == "low" and (mean < cfg.min_expected_sales or observed > cfg.drop_ratio * mean):
+        if direction == "low" and (
+            mean < cfg.min_expected_sales or observed > (cfg.drop_ratio + ease) * mean
+        ):
             return None
         lo, hi = tails.expected_range(mean, var)
-        if direction == "high" and (observed < hi + cfg.min_extra_sales or observed < cfg.jump_ratio * mean):
+        if direction == "high" and (
+            observed < hi + cfg.min_extra_sales or observed < (cfg.jump_ratio - ease) * mean
+        ):
             return None
         windows = [r.window for r in list(self.recent)[-len(parts) :]]
         if len(windows) != len(parts) or windows[0].start_ms != parts[0][0]:
@@ -590,7 +602,8 @@ class SeasonalDetector:
         sc = best / math.log(10.0)
         magnitude = 1.0 - observed / mean if direction == "low" else (observed / max(mean, 1.0) - 1.0) / 3.0
         sev = severity(sc, cfg.threshold, magnitude)
-        return Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
+        found = Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
+        return None if self._excuse(found) else found
 
     def _learn_slots(
         self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
@@ -674,6 +687,26 @@ class SeasonalDetector:
             return None
         return mean, mean + (self.config.guess_spread * mean) ** 2
 
+    # --- operator feedback ---------------------------------------------------------------------
+
+    def _excuse(self, finding: Finding) -> bool:
+        """A finding an operator's `not_anomaly` mark makes ordinary here (no bigger than the marked
+        one): not flagged, so the window teaches the baselines as an ordinary one."""
+        for metric, direction, bound in self.excused:
+            if metric != finding.metric or direction != finding.direction:
+                continue
+            size = finding.observed / max(finding.mean, 1.0)
+            if size <= bound if direction == "high" else size >= bound:
+                return True
+        return False
+
+    def _relief(self, metric: str, direction: str) -> tuple[float, float]:
+        """How much lower the bar of this direction is here (a `missed` mark): (score, size gate)."""
+        for m, d, relief, ease in self.keen:
+            if m == metric and d == direction:
+                return relief, ease
+        return 0.0, 0.0
+
     def _learn_refunds(self, refunds: float, sales: float) -> None:
         self.refund_num.update(refunds)
         self.refund_den.update(sales)
@@ -733,12 +766,12 @@ class SeasonalDetector:
         sales_flag = refund_flag = False
         if self._warm(w) and s_spread.n >= cfg.min_spread_windows:
             found = self._sales(sales, low, high, s_spread)
-            if found is not None:
+            if found is not None and not self._excuse(found):
                 findings = (found,)
                 sales_flag = True
             if r_spread.n >= cfg.min_spread_windows and self.refund_seen >= 8:
                 found = self._refunds(refunds, r_mean, r_var, r_range)
-                if found is not None:
+                if found is not None and not self._excuse(found):
                     findings = (*findings, found)
                     refund_flag = True
         if mean >= 1.0 and not sales_flag and learn:
@@ -753,19 +786,21 @@ class SeasonalDetector:
             mean, known = low
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
+            relief, ease = self._relief("sales", "low")
+            if mean >= cfg.min_expected_sales and x <= (cfg.drop_ratio + ease) * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
                 drop_threshold = cfg.drop_threshold or cfg.threshold
-                if sc >= drop_threshold:
+                if sc >= drop_threshold - relief:
                     sev = severity(sc, drop_threshold, 1.0 - x / mean)
                     return Finding("sales", "low", x, mean, lo, hi, sc, sev)
         if high is not None:
             mean, known = high
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if x > hi and x >= hi + cfg.min_extra_sales and x >= cfg.jump_ratio * mean:
+            relief, ease = self._relief("sales", "high")
+            if x > hi and x >= hi + cfg.min_extra_sales and x >= (cfg.jump_ratio - ease) * mean:
                 sc = tails.score(tails.upper_tail(x, max(mean, 0.05), max(var, 0.05)))
-                if sc >= cfg.threshold:
+                if sc >= cfg.threshold - relief:
                     sev = severity(sc, cfg.threshold, (x / max(mean, 1.0) - 1.0) / 3.0)
                     return Finding("sales", "high", x, mean, lo, hi, sc, sev)
         return None
@@ -775,7 +810,7 @@ class SeasonalDetector:
         low, high = rng
         if x >= cfg.min_refunds and x > high:
             sc = tails.score(tails.upper_tail(x, max(mean, 0.01), max(var, 0.01)))
-            if sc >= cfg.refund_threshold:
+            if sc >= cfg.refund_threshold - self._relief("refunds", "high")[0]:
                 sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
                 return Finding("refunds", "high", x, mean, low, high, sc, sev)
         return None
