@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from processors.core.detectors.base import DAY_MS, HOUR_MS, WEEK_MS, DetectorConfig, Finding
+from processors.core.detectors.base import DAY_MS, HOUR_MS, WEEK_MS, DetectorConfig, Finding, within_marked
 
 _DEFAULTS: Final = DetectorConfig()
 
@@ -105,6 +105,23 @@ class FeedbackBook:
         horizon = span[1] - max(self.weeks, 8) * WEEK_MS
         while raised and (len(raised) > self.kept or next(iter(raised.values()))[3] < horizon):
             del raised[next(iter(raised))]
+
+    def extend(self, store_id: str, finding: Finding, span: tuple[int, int]) -> None:
+        """A finding the cool-down took for the same incident as the last alert of its metric and
+        direction: that alert now stands for it too (its hours reach this span's end, its size is
+        the incident's biggest), so a mark of it covers the whole incident."""
+        raised = self.raised.get(store_id)
+        if not raised:
+            return
+        for aid in reversed(raised):
+            metric, direction, start, end, offset, observed, mean = raised[aid]
+            if metric != finding.metric or direction != finding.direction:
+                continue
+            size, old = ratio(finding.observed, finding.mean), ratio(observed, mean)
+            if size > old if direction == "high" else size < old:
+                observed, mean = finding.observed, finding.mean
+            raised[aid] = (metric, direction, start, max(end, span[1]), offset, observed, mean)
+            return
 
     def saw(
         self,
@@ -207,24 +224,17 @@ class FeedbackBook:
 
     def excuses(self, rules: list[Rule], finding: Finding) -> bool:
         """Whether an "ordinary" rule covers this finding (same metric and direction, no bigger)."""
-        size = ratio(finding.observed, finding.mean)
-        for effect, metric, direction, _, _, marked, _ in rules:
-            if effect != "ordinary" or metric != finding.metric or direction != finding.direction:
-                continue
-            if direction == "high" and size <= marked * (1.0 + self.margin):
-                return True
-            if direction == "low" and size >= marked * (1.0 - self.margin):
-                return True
-        return False
+        return any(
+            metric == finding.metric
+            and direction == finding.direction
+            and within_marked(direction, finding.observed, finding.mean, marked, margin)
+            for metric, direction, marked, margin in self.excused(rules)
+        )
 
-    def excused(self, rules: list[Rule]) -> tuple[tuple[str, str, float], ...]:
-        """The detector's view of the "ordinary" rules: (metric, direction, size bound)."""
+    def excused(self, rules: list[Rule]) -> tuple[tuple[str, str, float, float], ...]:
+        """The detector's view of the "ordinary" rules: (metric, direction, marked size, margin)."""
         return tuple(
-            (
-                metric,
-                direction,
-                marked * (1.0 + self.margin) if direction == "high" else marked * (1.0 - self.margin),
-            )
+            (metric, direction, marked, self.margin)
             for effect, metric, direction, _, _, marked, _ in rules
             if effect == "ordinary"
         )

@@ -356,6 +356,7 @@ class AnomalyMonitor:
             until = self.open_until.get(key)
             self.open_until[key] = span.end_ms + self.config.cooldown_ms
             if until is not None and span.start_ms < until:
+                book.extend(w.store_id, finding, (span.start_ms, span.end_ms))
                 continue  # the same incident, still going on
             span_start = self._format(span.start_ms)
             contributors = self.contributors(span, finding, catalog or {})

@@ -12,12 +12,14 @@ import pytest
 
 from foundation.contract import Anomaly, Feedback, Rejection, decode_event, encode, format_ts, parse_ts
 from processors.core import CoreConfig, ShardCore
-from processors.core.detectors import DetectorConfig
+from processors.core.detectors import DetectorConfig, Finding
 from processors.core.effects import Effects
 from processors.core.feedback import FeedbackBook, overlaps, week_position
 from processors.core.monitor import AnomalyMonitor
 from processors.core.windows import WindowResult
 from tests.unit.test_detector import DAY, MIN, MONDAY, SPECS, Incident, simulate
+
+HOUR = 60 * MIN
 
 WEEK = 7 * DAY
 
@@ -110,3 +112,173 @@ def test_a_feedback_event_changes_no_stock_and_is_archived_once() -> None:
     assert core.stats.duplicates_ignored == 1
     assert core.state.monitor is not None
     assert core.state.monitor.feedback.counts == {"no_detector": 1}  # a store without detector
+
+
+# --- what a mark changes --------------------------------------------------------------------------
+
+SPIKE = Incident(15, 15 * 60 + 30, 16 * 60 + 30, "spike", 3.0)  # a Tuesday afternoon, 3x the sales
+
+
+def _event(store: str = "s1", **fields: object) -> Feedback:
+    ev = decode_event(_feedback(store, **fields))
+    assert isinstance(ev, Feedback), ev
+    return ev
+
+
+def _day(alert: Anomaly) -> int:
+    return (parse_ts(alert.window_start) - MONDAY) // DAY
+
+
+def watch_marked(
+    windows: list[WindowResult],
+    marks: list[tuple[int, object]],
+    config: DetectorConfig | None = None,
+    monitor: AnomalyMonitor | None = None,
+) -> tuple[AnomalyMonitor, list[Anomaly]]:
+    """Feed a monitor the windows; before the first window ending after each mark's time, the
+    operator marks: ("not_anomaly", day) marks the first alert of that day, a Feedback is applied
+    as it is."""
+    monitor = monitor or AnomalyMonitor(config or DetectorConfig(), SPECS)
+    out, counts = Effects(), Counter[str]()
+    pending = sorted(marks, key=lambda m: m[0])
+    for w in windows:
+        while pending and w.end_ms > pending[0][0]:
+            _, what = pending.pop(0)
+            if isinstance(what, tuple):
+                first = next(a for a in out.alerts if isinstance(a, Anomaly) and _day(a) == what[1])
+                what = _event(verdict="not_anomaly", alert_id=first.alert_id)
+            assert isinstance(what, Feedback)
+            assert monitor.apply_feedback(what) == "applied"
+        monitor.window_closed(w, out, counts)
+    return monitor, [a for a in out.alerts if isinstance(a, Anomaly)]
+
+
+def _sales_alert_days(alerts: list[Anomaly], hour: int) -> set[int]:
+    """Days with a sales alert in the given local hour (UTC here)."""
+    return {_day(a) for a in alerts if a.metric == "sales" and int(a.window_start[11:13]) in (hour, hour + 1)}
+
+
+AFTER_SPIKE = MONDAY + 16 * DAY  # the next morning: the operator looks at yesterday's alert
+
+
+def test_not_anomaly_silences_the_same_deviation_in_the_same_local_hours_next_week() -> None:
+    again = replace(SPIKE, day=22)  # the same promotion, a week later
+    windows = simulate(24, seed=5, incidents=(SPIKE, again))
+    _, unmarked = watch_marked(windows, [])
+    assert _sales_alert_days(unmarked, 15) == {15, 22}  # without the mark, it pages both weeks
+    monitor, marked = watch_marked(windows, [(AFTER_SPIKE, ("not_anomaly", 15))])
+    assert _sales_alert_days(marked, 15) == {15}  # with it, the second is ordinary
+    assert monitor.feedback.counts == {"applied": 1}
+
+
+def test_not_anomaly_leaves_other_hours_and_bigger_deviations_alerting() -> None:
+    elsewhere = Incident(22, 10 * 60 + 30, 11 * 60 + 30, "spike", 3.0)  # the same size, in the morning
+    bigger = Incident(29, 15 * 60 + 30, 16 * 60 + 30, "spike", 8.0)  # the same hours, far bigger
+    windows = simulate(31, seed=5, incidents=(SPIKE, elsewhere, bigger))
+    _, marked = watch_marked(windows, [(AFTER_SPIKE, ("not_anomaly", 15))])
+    assert 22 in _sales_alert_days(marked, 10)
+    assert 29 in _sales_alert_days(marked, 15)
+
+
+def test_not_anomaly_leaves_another_metric_alerting() -> None:
+    refunds = Incident(22, 15 * 60 + 30, 16 * 60 + 30, "refunds", 30.0)  # a refund burst in those hours
+    windows = simulate(24, seed=5, incidents=(SPIKE, refunds))
+    _, marked = watch_marked(windows, [(AFTER_SPIKE, ("not_anomaly", 15))])
+    assert any(a.metric == "refunds" and _day(a) == 22 for a in marked)
+
+
+def test_a_mark_expires_after_its_weeks() -> None:
+    weeks_later = (replace(SPIKE, day=22), replace(SPIKE, day=29))
+    windows = simulate(31, seed=5, incidents=(SPIKE, *weeks_later))
+    _, one_week = watch_marked(
+        windows, [(AFTER_SPIKE, ("not_anomaly", 15))], DetectorConfig(feedback_weeks=1)
+    )
+    assert _sales_alert_days(one_week, 15) == {15, 29}  # day 22 is within the week, day 29 is not
+    _, two_weeks = watch_marked(
+        windows, [(AFTER_SPIKE, ("not_anomaly", 15))], DetectorConfig(feedback_weeks=2)
+    )
+    assert _sales_alert_days(two_weeks, 15) == {15}
+
+
+def test_missed_lowers_the_bar_of_a_drop_in_those_hours() -> None:
+    collapse = Incident(15, 12 * 60, 13 * 60 + 30, "collapse", 0.4)  # 60% of lunch sales gone
+    windows = simulate(24, seed=5, incidents=(collapse, replace(collapse, day=22)))
+    _, unmarked = watch_marked(windows, [])
+    assert 22 not in _sales_alert_days(unmarked, 12)  # the second week's is not caught ...
+    period = {"window_start": format_ts(MONDAY + 15 * DAY + 12 * 60 * MIN)}
+    period["window_end"] = format_ts(MONDAY + 15 * DAY + 13 * 60 * MIN + 30 * MIN)
+    monitor, marked = watch_marked(windows, [(AFTER_SPIKE, _event(verdict="missed", **period))])
+    assert 22 in _sales_alert_days(marked, 12)  # ... once that period was marked as missed
+    alert = next(a for a in marked if _day(a) == 22)
+    assert alert.observed < alert.expected[0]  # a drop: the direction the period showed
+    (rule,) = monitor.feedback.rules["s1"].values()
+    assert rule[:3] == ("keen", "sales", "low")
+
+
+def test_missed_without_the_hours_kept_lowers_every_direction() -> None:
+    book = FeedbackBook(DetectorConfig(), 15 * MIN)
+    assert book.missed("s1", MONDAY, MONDAY + HOUR, 0) == (
+        ("sales", "low"),
+        ("sales", "high"),
+        ("refunds", "high"),
+    )
+    book.saw("s1", MONDAY + 2 * DAY, 30.0, (10.0, 20.0), 0.0, (0.0, 2.0))  # busier than expected
+    assert book.missed("s1", MONDAY + 2 * DAY, MONDAY + 2 * DAY + HOUR, 0) == (("sales", "high"),)
+
+
+def test_an_unknown_alert_changes_nothing_and_is_counted() -> None:
+    windows = simulate(17, seed=5, incidents=(SPIKE,))
+    monitor, _ = watch_marked(windows, [])
+    before = pickle.dumps(monitor.feedback.rules)
+    assert monitor.apply_feedback(_event(verdict="not_anomaly", alert_id="ano-not-ours")) == "unknown_alert"
+    assert monitor.apply_feedback(_event("s9", verdict="not_anomaly", alert_id="ano-x")) == "no_detector"
+    assert pickle.dumps(monitor.feedback.rules) == before
+    assert monitor.feedback.counts == {"unknown_alert": 1, "no_detector": 1}
+
+
+def test_the_same_feedback_twice_changes_nothing_the_second_time() -> None:
+    windows = simulate(17, seed=5, incidents=(SPIKE,))
+    monitor, alerts = watch_marked(windows, [])
+    mark = _event(verdict="not_anomaly", alert_id=alerts[0].alert_id)
+    monitor.apply_feedback(mark)
+    once = pickle.dumps((monitor.feedback.rules, monitor.feedback.raised))
+    monitor.apply_feedback(mark)  # a replay past the dedup's horizon
+    assert pickle.dumps((monitor.feedback.rules, monitor.feedback.raised)) == once
+
+
+def test_alerts_are_remembered_for_a_bounded_time_and_number() -> None:
+    book = FeedbackBook(DetectorConfig(feedback_alerts_kept=3), 15 * MIN)
+    finding = Finding("sales", "high", 30.0, 10.0, 2.0, 18.0, 6.0, 50)
+    for i in range(5):
+        book.remember("s1", f"a{i}", finding, (MONDAY + i * HOUR, MONDAY + i * HOUR + 15 * MIN), 0)
+    assert list(book.raised["s1"]) == ["a2", "a3", "a4"]
+    book.remember("s1", "late", finding, (MONDAY + 9 * WEEK, MONDAY + 9 * WEEK + 15 * MIN), 0)
+    assert list(book.raised["s1"]) == ["late"]  # older than 8 weeks: forgotten
+
+
+def test_hours_of_the_week_are_local_and_wrap_past_sunday() -> None:
+    assert week_position(MONDAY, 0) == 0
+    assert week_position(MONDAY - HOUR, 2 * HOUR) == HOUR  # 23:00 UTC on Sunday is 01:00 on Monday at +2
+    assert overlaps(WEEK - HOUR, 2 * HOUR, 0, 15 * MIN)  # Sunday 23:00 to Monday 01:00 holds Monday 00:00
+    assert not overlaps(HOUR, HOUR, 3 * HOUR, HOUR)
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+
+def test_marks_survive_snapshots_and_checkpoint_parts() -> None:
+    again = replace(SPIKE, day=22)
+    windows = simulate(24, seed=5, incidents=(SPIKE, again))
+    cut = next(i for i, w in enumerate(windows) if w.end_ms > AFTER_SPIKE + HOUR)
+    monitor, _ = watch_marked(windows[:cut], [(AFTER_SPIKE, ("not_anomaly", 15))])
+    core = ShardCore(CoreConfig(archive=False))
+    core.state.monitor = monitor
+    restored = [ShardCore.restore(core.snapshot())]
+    parts = core.checkpoint_parts()
+    restored.append(ShardCore.from_parts(parts.head, parts.runs, parts.pieces))
+    for other in restored:
+        assert other.state.monitor is not None
+        assert other.state.monitor.feedback.rules == monitor.feedback.rules
+        assert other.state.monitor.feedback.raised == monitor.feedback.raised
+        _, later = watch_marked(windows[cut:], [], monitor=other.state.monitor)
+        assert _sales_alert_days(later, 15) == set()  # the mark still holds after the restore

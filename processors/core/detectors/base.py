@@ -7,6 +7,7 @@ Detectors live one per module in this package and are chosen by the `kind` setti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -187,6 +188,18 @@ class Detector(Protocol):
     time is `start_ms + offset_ms`); `fleet` is what the shard's stores have in common."""
 
     def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict: ...
+
+
+def within_marked(direction: str, observed: float, mean: float, marked: float, margin: float) -> bool:
+    """Whether a deviation is no bigger than one an operator marked as ordinary (`marked`: its
+    observed over expected): a jump up to the count the marked size gives here, plus `margin` of it
+    and two standard deviations of Poisson noise; a drop down to the same, less them. The noise term
+    keeps a 15-minute window of a few sales from looking bigger than the hour it belongs to."""
+    at = marked * max(mean, 1.0)
+    noise = 2.0 * math.sqrt(at)
+    if direction == "high":
+        return observed <= at * (1.0 + margin) + noise
+    return observed >= at * (1.0 - margin) - noise
 
 
 def severity(score: float, threshold: float, magnitude: float) -> int:

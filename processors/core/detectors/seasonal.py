@@ -65,6 +65,7 @@ from processors.core.detectors.base import (
     merge,
     severity,
     weekday,
+    within_marked,
 )
 from processors.core.windows import WindowResult, WindowSpec
 
@@ -164,10 +165,10 @@ class SeasonalDetector:
     """One store's detector (see the module docstring)."""
 
     # Operator feedback in force for the window being observed, set by the monitor around `observe`
-    # (processors/core/feedback.py): deviations excused as ordinary, (metric, direction, size bound:
-    # the largest jump or the deepest drop, observed / expected), and directions with a lower bar,
+    # (processors/core/feedback.py): deviations excused as ordinary, (metric, direction, the marked
+    # size (observed / expected), margin: base.within_marked), and directions with a lower bar,
     # (metric, direction, threshold relief in -log10 p, size gate ease). Empty outside `observe`.
-    excused: tuple[tuple[str, str, float], ...] = ()
+    excused: tuple[tuple[str, str, float, float], ...] = ()
     keen: tuple[tuple[str, str, float, float], ...] = ()
 
     def __init__(self, config: DetectorConfig, slot_ms: int, long_slots: int) -> None:
@@ -692,13 +693,12 @@ class SeasonalDetector:
     def _excuse(self, finding: Finding) -> bool:
         """A finding an operator's `not_anomaly` mark makes ordinary here (no bigger than the marked
         one): not flagged, so the window teaches the baselines as an ordinary one."""
-        for metric, direction, bound in self.excused:
-            if metric != finding.metric or direction != finding.direction:
-                continue
-            size = finding.observed / max(finding.mean, 1.0)
-            if size <= bound if direction == "high" else size >= bound:
-                return True
-        return False
+        return any(
+            metric == finding.metric
+            and direction == finding.direction
+            and within_marked(direction, finding.observed, finding.mean, marked, margin)
+            for metric, direction, marked, margin in self.excused
+        )
 
     def _relief(self, metric: str, direction: str) -> tuple[float, float]:
         """How much lower the bar of this direction is here (a `missed` mark): (score, size gate)."""
