@@ -78,6 +78,11 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
 }
 GROUP_GAP_MS = 60 * MIN_MS
 FEEDBACK_TUNE_SEEDS = tuple(range(1, 13))
+PROMOTIONS = 0.5  # the share of stores running a weekly promotion in the second fleet of --feedback
+FEEDBACK_FLEETS = (
+    (0.0, "The fleet as above"),
+    (PROMOTIONS, f"The same fleets, {PROMOTIONS:.0%} of the stores running a weekly promotion (unlabelled)"),
+)
 MARKS_PER_STORE = 3
 FEEDBACK_DELAY_MS = 60 * MIN_MS  # the operator marks an alert an hour after its window ends
 # The feedback settings tried on the tuning seeds (--feedback-tune): weeks a mark holds, and how much
@@ -599,11 +604,17 @@ def after_marks(
     )
 
 
-def feedback_seed(seed: int, work: Path, det: DetectorConfig) -> FeedbackTally:
-    """One fleet: the backtest, the operator's marks, the backtest again with them."""
-    fleet_dir = work / f"fleet-{seed}"
+def fleet_of(work: Path, seed: int, promotions: float) -> Path:
+    """The fleet of a seed (generated once into `work`), with or without weekly promotions."""
+    fleet_dir = work / (f"fleet-{seed}" if not promotions else f"fleet-{seed}-promo{promotions:g}")
     if not (fleet_dir / "meta.json").exists():
-        write(FleetConfig(seed=seed), fleet_dir)
+        write(FleetConfig(seed=seed, promotions=promotions), fleet_dir)
+    return fleet_dir
+
+
+def feedback_seed(seed: int, work: Path, det: DetectorConfig, promotions: float = 0.0) -> FeedbackTally:
+    """One fleet: the backtest, the operator's marks, the backtest again with them."""
+    fleet_dir = fleet_of(work, seed, promotions)
     meta = json.loads((fleet_dir / "meta.json").read_text())
     incidents = read_labels(fleet_dir / "labels.jsonl")
     core = CoreConfig(archive=False, detection=det)
@@ -671,16 +682,14 @@ def with_marks(feed: Feed, marks: list[Raised], lateness_ms: int) -> MarkedFeed:
     return merged
 
 
-def feedback_tune(work: Path) -> tuple[DetectorConfig, list[str]]:
+def feedback_tune(work: Path, promotions: float) -> tuple[DetectorConfig, list[str]]:
     """The best FEEDBACK_GRID point on FEEDBACK_TUNE_SEEDS: the fewest false alerts after the marks
     that keeps recall (no fewer incidents detected than without marks), and a table of the grid."""
     base = DetectorConfig()
     lateness = CoreConfig().allowed_lateness_ms
     fleets = []
     for seed in FEEDBACK_TUNE_SEEDS:
-        fleet_dir = work / f"fleet-{seed}"
-        if not (fleet_dir / "meta.json").exists():
-            write(FleetConfig(seed=seed), fleet_dir)
+        fleet_dir = fleet_of(work, seed, promotions)
         feed: Feed = []
         with recording(feed):
             run_backtest(
@@ -741,7 +750,7 @@ def feedback_tables(total: FeedbackTally, seeds: list[int], det: DetectorConfig,
     u, m = total.unmarked.total, total.marked.total
     met = total.false_without > 0 and total.drop >= 0.5 and m.detected >= u.detected
     return [
-        f"Seeds {', '.join(map(str, seeds))} (not tuned on; {seconds:.0f} s). A simulated operator marks the "
+        f"Seeds {', '.join(map(str, seeds))} ({seconds:.0f} s). A simulated operator marks the "
         f"first {MARKS_PER_STORE} false alerts of each store `not_anomaly`, an hour after each alert's "
         f"window ends ({total.marks} marks in {total.stores_marked} stores); the backtest is run again with "
         f"the `feedback` events in its input. Settings: a mark holds {det.feedback_weeks} weeks, "
@@ -766,20 +775,29 @@ def feedback_main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     det = DetectorConfig()
     tuned: list[str] = []
-    total = FeedbackTally()
+    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="shelfstream-feedback-") as tmp:
         work = args.work or Path(tmp)
         if args.feedback_tune:
-            det, tuned = feedback_tune(work)
-        for seed in args.seeds:
-            t = feedback_seed(seed, work, det)
-            total.add(t)
-            print(
-                f"seed {seed}: {t.marks} marks, false alerts after them {t.false_without} -> {t.false_with}, "
-                f"recall {t.unmarked.total.recall:.3f} -> {t.marked.total.recall:.3f}",
-                flush=True,
-            )
-    lines = feedback_tables(total, args.seeds, det, time.perf_counter() - started)
+            det, tuned = feedback_tune(work, PROMOTIONS)
+        for promotions, title in FEEDBACK_FLEETS:
+            total = FeedbackTally()
+            began = time.perf_counter()
+            for seed in args.seeds:
+                t = feedback_seed(seed, work, det, promotions)
+                total.add(t)
+                print(
+                    f"{title}, seed {seed}: {t.marks} marks, false alerts after them {t.false_without} -> "
+                    f"{t.false_with}, recall {t.unmarked.total.recall:.3f} -> {t.marked.total.recall:.3f}",
+                    flush=True,
+                )
+            lines += [
+                f"**{title}.**",
+                "",
+                *feedback_tables(total, args.seeds, det, time.perf_counter() - began),
+                "",
+            ]
+    lines.append(f"All of it took {time.perf_counter() - started:.0f} s.")
     if tuned:
         lines += ["", *tuned]
     print("\n" + "\n".join(lines))
