@@ -16,6 +16,7 @@ from processors.core.detectors import DetectorConfig, Finding
 from processors.core.effects import Effects
 from processors.core.feedback import FeedbackBook, overlaps, week_position
 from processors.core.monitor import AnomalyMonitor
+from processors.core.partition import merge, split
 from processors.core.windows import WindowResult
 from tests.unit.test_detector import DAY, MIN, MONDAY, SPECS, Incident, simulate
 
@@ -282,3 +283,19 @@ def test_marks_survive_snapshots_and_checkpoint_parts() -> None:
         assert other.state.monitor.feedback.raised == monitor.feedback.raised
         _, later = watch_marked(windows[cut:], [], monitor=other.state.monitor)
         assert _sales_alert_days(later, 15) == set()  # the mark still holds after the restore
+
+
+def test_marks_follow_their_store_through_a_split_and_a_merge() -> None:
+    windows = simulate(17, seed=5, incidents=(SPIKE,))
+    monitor, alerts = watch_marked(windows, [])
+    monitor.apply_feedback(_event(verdict="not_anomaly", alert_id=alerts[0].alert_id))
+    core = ShardCore(CoreConfig(archive=False))
+    core.state.monitor = monitor
+    mine, other = split(core, lambda s: s == "s1"), split(core, lambda s: s != "s1")
+    assert other.state.monitor is not None
+    assert other.state.monitor.feedback.rules == {}
+    assert other.state.monitor.feedback.raised == {}
+    merged = merge([other, mine])
+    assert merged.state.monitor is not None
+    assert merged.state.monitor.feedback.rules == monitor.feedback.rules
+    assert merged.state.monitor.feedback.raised == monitor.feedback.raised
