@@ -7,10 +7,12 @@ from __future__ import annotations
 import pickle
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from foundation.contract import Anomaly, Feedback, Rejection, decode_event, encode, format_ts, parse_ts
+from processors.backtest import run_backtest
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig, Finding
 from processors.core.effects import Effects
@@ -299,3 +301,26 @@ def test_marks_follow_their_store_through_a_split_and_a_merge() -> None:
     assert merged.state.monitor is not None
     assert merged.state.monitor.feedback.rules == monitor.feedback.rules
     assert merged.state.monitor.feedback.raised == monitor.feedback.raised
+
+
+def test_a_backtest_counts_what_became_of_each_feedback(tmp_path: Path) -> None:
+    lines = [
+        _feedback("s1", verdict="not_anomaly", alert_id="ano-unknown"),
+        encode(
+            {
+                "event_id": "e2",
+                "type": "sale",
+                "store_id": "s1",
+                "ts": "2026-03-18T10:00:01Z",
+                "product_id": "p",
+                "quantity": 1,
+                "unit_price": 1.0,
+            }
+        ),
+    ]
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    for workers in (1, 2):
+        result = run_backtest(str(tmp_path / "in.jsonl"), str(tmp_path / f"out{workers}"), workers=workers)
+        assert result.summary["feedback"] == {"no_detector": 1}
+        assert result.summary["events_valid"] == 2
+        assert result.inventory == {"s1": {"p": -1}}  # the feedback changed no stock
