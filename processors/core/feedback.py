@@ -8,9 +8,9 @@ a daylight saving change):
 
 * `not_anomaly` -> rule "ordinary": a later finding of the same metric and direction whose span
   overlaps those hours, and whose size (observed over expected) is no bigger than the marked one's
-  by more than `feedback_margin` (a jump up to marked * (1 + margin), a drop down to marked *
-  (1 - margin)), is ordinary: no alert, and the detector learns the window as an ordinary one.
-  A bigger deviation, another metric or direction, or other hours still alert.
+  (the biggest of its incident) by more than `feedback_margin` and Poisson noise
+  (`detectors.base.within_marked`), is ordinary: no alert, and the detector learns the window as an
+  ordinary one. A bigger deviation, another metric or direction, or other hours still alert.
 * `missed` -> rule "keen": in those hours the detector's bar for the missed direction is lower (its
   score thresholds by `missed_relief` in -log10 p, its size gates by `missed_ease`). The direction
   is the one the period showed, from the store's hourly sums kept for the last `SEEN_HOURS` (sales
