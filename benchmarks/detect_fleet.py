@@ -748,7 +748,9 @@ def feedback_tune(work: Path, promotions: float) -> tuple[DetectorConfig, list[s
 
 def feedback_tables(total: FeedbackTally, seeds: list[int], det: DetectorConfig, seconds: float) -> list[str]:
     u, m = total.unmarked.total, total.marked.total
-    if total.false_without == 0:
+    if total.false_without == 0 and total.false_with > 0:
+        verdict = f"NOT met, the marks added {total.false_with}"
+    elif total.false_without == 0:
         verdict = "nothing to measure here, no false alert came after the marks"
     elif total.drop >= 0.5 and m.detected >= u.detected:
         verdict = f"met, {100.0 * total.drop:.0f}% of them gone"

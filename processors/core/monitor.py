@@ -176,8 +176,8 @@ class AnomalyMonitor:
             return det.observe(w, offset, self.fleet)
         finally:
             # back to the class's empty defaults: nothing of it is pickled with the detector
-            vars(det).pop("excused", None)
-            vars(det).pop("keen", None)
+            for transient in ("excused", "keen", "hits"):
+                vars(det).pop(transient, None)
 
     # --- local time ------------------------------------------------------------------------------
 

@@ -170,6 +170,8 @@ class SeasonalDetector:
     # (metric, direction, threshold relief in -log10 p, size gate ease). Empty outside `observe`.
     excused: tuple[tuple[str, str, float, float], ...] = ()
     keen: tuple[tuple[str, str, float, float], ...] = ()
+    # The metrics a mark excused in the window being observed (set by _excuse, cleared by the monitor)
+    hits: tuple[str, ...] = ()
 
     def __init__(self, config: DetectorConfig, slot_ms: int, long_slots: int) -> None:
         self.config = config
@@ -417,7 +419,7 @@ class SeasonalDetector:
                 # a store's first Sunday does not make its next Sunday a "collapse".
                 learned = min(sales, guess[0] + math.sqrt(guess[1]))
             self._learn_slots(kind, slot, week_slot, learned, None)
-            if w.sales > 0 and not verdict.findings:
+            if w.sales > 0 and not verdict.findings and "refunds" not in self.hits:
                 self._learn_refunds(float(w.refunds), sales)
             return verdict
         # The central estimate (for learning and the expected range): own history outweighs peers.
@@ -521,6 +523,10 @@ class SeasonalDetector:
             # nothing about today's level: ordinary trade against the outage would look like a
             # day at 2.5 times, and the rest of the day would then look like a collapse.
             self.today.flagged()
+        elif "sales" in self.hits:
+            # Excused by a mark: ordinary for its own slot (learned above at the ordinary band), but
+            # the store's level today says how the day goes elsewhere, which a promotion does not.
+            self.today.flagged()
         elif not sales_flag:
             band = cfg.level_clip * sd
             clipped = min(max(sales, m - band), m + band)
@@ -530,7 +536,7 @@ class SeasonalDetector:
                 self.today.learn(clipped, c_mean)
         else:
             self.today.flagged()
-        if not refund_flag and w.sales > 0:
+        if not refund_flag and w.sales > 0 and "refunds" not in self.hits:
             self._learn_refunds(float(w.refunds), sales)
         return verdict
 
@@ -692,13 +698,18 @@ class SeasonalDetector:
 
     def _excuse(self, finding: Finding) -> bool:
         """A finding an operator's `not_anomaly` mark makes ordinary here (no bigger than the marked
-        one): not flagged, so the window teaches the baselines as an ordinary one."""
-        return any(
+        one): not flagged, so the window teaches its slot's baselines as an ordinary one does. The
+        store-wide estimates (the spread, today's level, the refund rate) do not learn from it: they
+        judge every other hour too, and a deviation that is ordinary here would loosen them there."""
+        if any(
             metric == finding.metric
             and direction == finding.direction
             and within_marked(direction, finding.observed, finding.mean, marked, margin)
             for metric, direction, marked, margin in self.excused
-        )
+        ):
+            self.hits = (*self.hits, finding.metric)
+            return True
+        return False
 
     def _relief(self, metric: str, direction: str) -> tuple[float, float]:
         """How much lower the bar of this direction is here (a `missed` mark): (score, size gate)."""
@@ -774,9 +785,9 @@ class SeasonalDetector:
                 if found is not None and not self._excuse(found):
                     findings = (*findings, found)
                     refund_flag = True
-        if mean >= 1.0 and not sales_flag and learn:
+        if mean >= 1.0 and not sales_flag and learn and "sales" not in self.hits:
             s_spread.learn(sales, mean, known)
-        if r_mean > 0.0 and not refund_flag:
+        if r_mean > 0.0 and not refund_flag and "refunds" not in self.hits:
             r_spread.learn(refunds, r_mean)
         return Verdict(findings, {"sales": s_range, "refunds": r_range})
 
