@@ -14,7 +14,7 @@ import pytest
 from foundation.contract import Anomaly, Feedback, Rejection, decode_event, encode, format_ts, parse_ts
 from processors.backtest import run_backtest
 from processors.core import CoreConfig, ShardCore
-from processors.core.detectors import DetectorConfig, Finding
+from processors.core.detectors import DetectorConfig, Finding, SeasonalDetector
 from processors.core.effects import Effects
 from processors.core.feedback import FeedbackBook, overlaps, week_position
 from processors.core.monitor import AnomalyMonitor
@@ -324,3 +324,21 @@ def test_a_backtest_counts_what_became_of_each_feedback(tmp_path: Path) -> None:
         assert result.summary["feedback"] == {"no_detector": 1}
         assert result.summary["events_valid"] == 2
         assert result.inventory == {"s1": {"p": -1}}  # the feedback changed no stock
+
+
+def test_an_excused_window_teaches_its_slot_but_not_the_store_wide_estimates() -> None:
+    again = replace(SPIKE, day=22)
+    windows = simulate(23, seed=5, incidents=(SPIKE, again))  # up to the end of the second spike's day
+    plain, _ = watch_marked(windows, [])
+    marked, _ = watch_marked(windows, [(AFTER_SPIKE, ("not_anomaly", 15))])
+    a, b = plain.detectors["s1"], marked.detectors["s1"]
+    assert isinstance(a, SeasonalDetector)
+    assert isinstance(b, SeasonalDetector)
+    # The spike's slots of the week learned it as ordinary where it was marked ...
+    slot = 1 * 96 + (15 * 60 + 30) // 15  # Tuesday 15:30
+    assert b.week[slot].get() > a.week[slot].get() * 1.2
+    # ... while the spread and the refund rate, which judge every other hour, learned nothing of it.
+    assert b.spread["short", "sales"].factor == pytest.approx(a.spread["short", "sales"].factor)
+    assert b.refund_rate == pytest.approx(a.refund_rate)
+    assert b.today.variation.get() == pytest.approx(a.today.variation.get())  # the day-to-day variation
+    assert vars(b).keys() == vars(a).keys()  # nothing of the mark is left on the detector
