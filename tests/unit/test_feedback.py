@@ -340,5 +340,7 @@ def test_an_excused_window_teaches_its_slot_but_not_the_store_wide_estimates() -
     # ... while the spread and the refund rate, which judge every other hour, learned nothing of it.
     assert b.spread["short", "sales"].factor == pytest.approx(a.spread["short", "sales"].factor)
     assert b.refund_rate == pytest.approx(a.refund_rate)
-    assert b.today.variation.get() == pytest.approx(a.today.variation.get())  # the day-to-day variation
+    # The day-to-day variation: within 1% (the spike's edges, unflagged in both, differ a little);
+    # learning the excused windows into it moves it by 14%.
+    assert b.today.variation.get() == pytest.approx(a.today.variation.get(), rel=0.01)
     assert vars(b).keys() == vars(a).keys()  # nothing of the mark is left on the detector
