@@ -6,7 +6,9 @@ says otherwise), the fleet's shape of a day that new stores borrow, each store's
 the products that drove an anomaly), and the alert cool-down: once a
 metric of a store has alerted, further anomalous windows of the same metric and direction (the
 overlapping hopping windows, the rest of a long outage) extend the incident instead of paging again,
-until the metric has been normal for `cooldown_ms`. All of it is state, pickled with the core, so a
+until the metric has been normal for `cooldown_ms`. Operators' `feedback` events become rules of
+their store (processors/core/feedback.py): a deviation a `not_anomaly` mark covers raises no alert,
+and a `missed` mark lowers the bar in its hours. All of it is state, pickled with the core, so a
 replay from a checkpoint makes the same decisions and the same alert ids.
 """
 
