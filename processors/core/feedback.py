@@ -41,13 +41,13 @@ def setting(config: DetectorConfig, name: str) -> float:
     return value
 
 
-# An anomaly alert as remembered for its feedback:
-# (metric, direction, start_ms, end_ms, UTC offset at start in ms, observed, expected mean)
-Raised = tuple[str, str, int, int, int, float, float]
+# An anomaly alert as remembered for its feedback: (metric, direction, start_ms, end_ms, UTC offset
+# at start in ms, observed, expected mean, observed per ms) of its incident's biggest finding
+Raised = tuple[str, str, int, int, int, float, float, float]
 # A rule of a store: (effect, metric, direction, first ms of the local week, length in ms, ratio,
-# until ms). effect "ordinary" (from not_anomaly) or "keen" (from missed); ratio is the marked
-# observed over expected ("ordinary" only; 0.0 for "keen").
-Rule = tuple[str, str, str, int, int, float, int]
+# until ms, per ms). effect "ordinary" (from not_anomaly) or "keen" (from missed); ratio and per ms
+# are the marked observed over expected and its count per ms ("ordinary" only; 0.0 for "keen").
+Rule = tuple[str, str, str, int, int, float, int, float]
 # One hour of a store as judged: (hour start ms, sales, expected sales, refunds, refunds' upper bound)
 Hour = tuple[int, float, float, float, float]
 
@@ -101,6 +101,7 @@ class FeedbackBook:
             offset,
             finding.observed,
             finding.mean,
+            finding.observed / max(span[1] - span[0], 1),
         )
         horizon = span[1] - max(self.weeks, 8) * WEEK_MS
         while raised and (len(raised) > self.kept or next(iter(raised.values()))[3] < horizon):
@@ -114,13 +115,14 @@ class FeedbackBook:
         if not raised:
             return
         for aid in reversed(raised):
-            metric, direction, start, end, offset, observed, mean = raised[aid]
+            metric, direction, start, end, offset, observed, mean, per_ms = raised[aid]
             if metric != finding.metric or direction != finding.direction:
                 continue
             size, old = ratio(finding.observed, finding.mean), ratio(observed, mean)
             if size > old if direction == "high" else size < old:
                 observed, mean = finding.observed, finding.mean
-            raised[aid] = (metric, direction, start, max(end, span[1]), offset, observed, mean)
+                per_ms = observed / max(span[1] - span[0], 1)
+            raised[aid] = (metric, direction, start, max(end, span[1]), offset, observed, mean, per_ms)
             return
 
     def saw(
@@ -156,7 +158,7 @@ class FeedbackBook:
         found = self.raised.get(store_id, {}).get(aid)
         if found is None:
             return False
-        metric, direction, start, end, offset, observed, mean = found
+        metric, direction, start, end, offset, observed, mean, per_ms = found
         at, length = self._hours(start, end, offset)
         until = end + self.weeks * WEEK_MS
         rules = self.rules.setdefault(store_id, {})
@@ -168,6 +170,7 @@ class FeedbackBook:
             length,
             ratio(observed, mean),
             until,
+            per_ms,
         )
         return True
 
@@ -186,6 +189,7 @@ class FeedbackBook:
                 length,
                 0.0,
                 until,
+                0.0,
             )
         return directions
 
@@ -222,20 +226,21 @@ class FeedbackBook:
         length = end_ms - start_ms
         return [r for r in rules.values() if overlaps(r[3], r[4], at, length)]
 
-    def excuses(self, rules: list[Rule], finding: Finding) -> bool:
+    def excuses(self, rules: list[Rule], finding: Finding, span_ms: int) -> bool:
         """Whether an "ordinary" rule covers this finding (same metric and direction, no bigger)."""
         return any(
             metric == finding.metric
             and direction == finding.direction
-            and within_marked(direction, finding.observed, finding.mean, marked, margin)
-            for metric, direction, marked, margin in self.excused(rules)
+            and within_marked(direction, finding.observed, finding.mean, span_ms, mark, margin)
+            for metric, direction, mark, margin in self.excused(rules)
         )
 
-    def excused(self, rules: list[Rule]) -> tuple[tuple[str, str, float, float], ...]:
-        """The detector's view of the "ordinary" rules: (metric, direction, marked size, margin)."""
+    def excused(self, rules: list[Rule]) -> tuple[tuple[str, str, tuple[float, float], float], ...]:
+        """The detector's view of the "ordinary" rules: (metric, direction, (marked size, marked
+        count per ms), margin)."""
         return tuple(
-            (metric, direction, marked, self.margin)
-            for effect, metric, direction, _, _, marked, _ in rules
+            (metric, direction, (marked, per_ms), self.margin)
+            for effect, metric, direction, _, _, marked, _, per_ms in rules
             if effect == "ordinary"
         )
 

@@ -350,10 +350,10 @@ class AnomalyMonitor:
         end = self._format(w.end_ms)
         flagged: list[str] = []
         for finding in verdict.findings:
-            if rules and book.excuses(rules, finding):
+            span = finding.window or w
+            if rules and book.excuses(rules, finding, span.end_ms - span.start_ms):
                 continue  # an operator said a deviation like this is ordinary here
             flagged.append(finding.metric)
-            span = finding.window or w
             key = (w.store_id, finding.metric, finding.direction)
             until = self.open_until.get(key)
             self.open_until[key] = span.end_ms + self.config.cooldown_ms

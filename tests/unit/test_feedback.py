@@ -344,3 +344,13 @@ def test_an_excused_window_teaches_its_slot_but_not_the_store_wide_estimates() -
     # learning the excused windows into it moves it by 14%.
     assert b.today.variation.get() == pytest.approx(a.today.variation.get(), rel=0.01)
     assert vars(b).keys() == vars(a).keys()  # nothing of the mark is left on the detector
+
+
+def test_a_new_spike_on_top_of_a_marked_pattern_still_alerts() -> None:
+    """Once the slot has learned the marked promotion, "no bigger than the marked one" is also a
+    count: a spike on top of the promotion is not excused by the promotion's ratio to the new,
+    higher expectation."""
+    weeks = (replace(SPIKE, day=22), replace(SPIKE, day=29), replace(SPIKE, day=36, size=6.0))
+    windows = simulate(38, seed=5, incidents=(SPIKE, *weeks))
+    _, marked = watch_marked(windows, [(AFTER_SPIKE, ("not_anomaly", 15))], DetectorConfig(feedback_weeks=8))
+    assert _sales_alert_days(marked, 15) == {15, 36}

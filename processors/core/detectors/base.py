@@ -190,12 +190,26 @@ class Detector(Protocol):
     def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict: ...
 
 
-def within_marked(direction: str, observed: float, mean: float, marked: float, margin: float) -> bool:
-    """Whether a deviation is no bigger than one an operator marked as ordinary (`marked`: its
-    observed over expected): a jump up to the count the marked size gives here, plus `margin` of it
-    and two standard deviations of Poisson noise; a drop down to the same, less them. The noise term
-    keeps a 15-minute window of a few sales from looking bigger than the hour it belongs to."""
+def within_marked(
+    direction: str,
+    observed: float,
+    mean: float,
+    span_ms: int,
+    mark: tuple[float, float],
+    margin: float,
+) -> bool:
+    """Whether a deviation over `span_ms` is no bigger than one an operator marked as ordinary
+    (`mark`: its observed over expected, and its observed count per ms): a jump up to the count the
+    marked size gives here *and* the count the marked one had over as long a span, plus `margin` of
+    it and two standard deviations of Poisson noise; a drop down to the larger of the two, less them.
+    The count keeps a slot that has since learned the marked pattern from excusing a new deviation on
+    top of it (a spike in the hour of a promotion); the noise term keeps a 15-minute window of a few
+    sales from looking bigger than the hour it belongs to."""
+    marked, per_ms = mark
     at = marked * max(mean, 1.0)
+    if per_ms > 0.0:
+        count = per_ms * span_ms
+        at = min(at, count) if direction == "high" else max(at, count)
     noise = 2.0 * math.sqrt(at)
     if direction == "high":
         return observed <= at * (1.0 + margin) + noise

@@ -168,7 +168,7 @@ class SeasonalDetector:
     # (processors/core/feedback.py): deviations excused as ordinary, (metric, direction, the marked
     # size (observed / expected), margin: base.within_marked), and directions with a lower bar,
     # (metric, direction, threshold relief in -log10 p, size gate ease). Empty outside `observe`.
-    excused: tuple[tuple[str, str, float, float], ...] = ()
+    excused: tuple[tuple[str, str, tuple[float, float], float], ...] = ()
     keen: tuple[tuple[str, str, float, float], ...] = ()
     # The metrics a mark excused in the window being observed (set by _excuse, cleared by the monitor)
     hits: tuple[str, ...] = ()
@@ -610,7 +610,7 @@ class SeasonalDetector:
         magnitude = 1.0 - observed / mean if direction == "low" else (observed / max(mean, 1.0) - 1.0) / 3.0
         sev = severity(sc, cfg.threshold, magnitude)
         found = Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
-        return None if self._excuse(found) else found
+        return None if self._excuse(found, span.end_ms - span.start_ms) else found
 
     def _learn_slots(
         self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
@@ -696,7 +696,7 @@ class SeasonalDetector:
 
     # --- operator feedback ---------------------------------------------------------------------
 
-    def _excuse(self, finding: Finding) -> bool:
+    def _excuse(self, finding: Finding, span_ms: int) -> bool:
         """A finding an operator's `not_anomaly` mark makes ordinary here (no bigger than the marked
         one): not flagged, so the window teaches its slot's baselines as an ordinary one does. The
         store-wide estimates (the spread, today's level, the refund rate) do not learn from it: they
@@ -704,8 +704,8 @@ class SeasonalDetector:
         if any(
             metric == finding.metric
             and direction == finding.direction
-            and within_marked(direction, finding.observed, finding.mean, marked, margin)
-            for metric, direction, marked, margin in self.excused
+            and within_marked(direction, finding.observed, finding.mean, span_ms, mark, margin)
+            for metric, direction, mark, margin in self.excused
         ):
             self.hits = (*self.hits, finding.metric)
             return True
@@ -777,12 +777,12 @@ class SeasonalDetector:
         sales_flag = refund_flag = False
         if self._warm(w) and s_spread.n >= cfg.min_spread_windows:
             found = self._sales(sales, low, high, s_spread)
-            if found is not None and not self._excuse(found):
+            if found is not None and not self._excuse(found, w.end_ms - w.start_ms):
                 findings = (found,)
                 sales_flag = True
             if r_spread.n >= cfg.min_spread_windows and self.refund_seen >= 8:
                 found = self._refunds(refunds, r_mean, r_var, r_range)
-                if found is not None and not self._excuse(found):
+                if found is not None and not self._excuse(found, w.end_ms - w.start_ms):
                     findings = (*findings, found)
                     refund_flag = True
         if mean >= 1.0 and not sales_flag and learn and "sales" not in self.hits:
