@@ -101,6 +101,7 @@ bench-detect: $(STAMP)
 	$(BIN)/python -m benchmarks.detect --docs docs/detection.md
 	$(BIN)/python -m benchmarks.detect_fleet --docs docs/detection.md
 	$(BIN)/python -m benchmarks.detect_scale --docs docs/detection.md
+	$(BIN)/python -m benchmarks.detect_fleet --feedback --feedback-tune --docs docs/detection.md
 
 # Restocking: the threshold rule against the demand-aware policy on the same simulated demand and trucks,
 # seeds not tuned on; writes its section of docs/benchmarks.md (exit status 1 when a target is missed).

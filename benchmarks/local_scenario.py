@@ -75,6 +75,10 @@ class FleetConfig:
     duplicate_rate: float = 0.001
     late_rate: float = 0.0002
     late_after_ms: int = 7 * MIN_MS
+    # Share of the stores that run a weekly promotion from their second week (one local hour of one
+    # weekday at 2-3 times the sales, unlabelled: the store's own rhythm, which a detector first takes
+    # for a spike). 0 keeps the fleet exactly as before (its numbers come from a generator of their own).
+    promotions: float = 0.0
 
     @property
     def start(self) -> str:
@@ -183,6 +187,29 @@ def _incident(rng: np.random.Generator, fleet: Fleet, store: FleetStore, day: in
     )
 
 
+def _promote(
+    cfg: FleetConfig, fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], index: int
+) -> None:
+    """A weekly promotion of some stores (FleetConfig.promotions), from a generator of its own."""
+    rng = np.random.default_rng((cfg.seed, 7919, index))
+    if rng.random() >= cfg.promotions:
+        return
+    open_days = [d for d in range(7) if store.shape.hours[d] is not None and d < 5]
+    if not open_days:
+        return
+    dow = int(rng.choice(open_days))
+    hours = store.shape.hours[dow]
+    assert hours is not None
+    opening, closing = int(hours[0] * 60), int(hours[1] * 60)
+    if closing - opening < 180:
+        return
+    start = int(rng.integers(opening + 60, closing - 90)) // 15 * 15
+    factor = float(rng.uniform(2.0, 3.0))
+    for day, rate in rates.items():
+        if fleet.weekday(day) == dow and day >= store.first_day + 7:
+            rate[start : start + 60] *= factor
+
+
 def _plan(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> list[Incident]:
     cfg = fleet.config
     days = [d for d in range(store.first_day + 1, cfg.days) if store.shape.hours[fleet.weekday(d)]]
@@ -217,8 +244,10 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
     out = _Writer(
         rng, ScenarioConfig(seed=cfg.seed, duplicate_rate=cfg.duplicate_rate, late_rate=cfg.late_rate)
     )
-    for store in stores:
+    for index, store in enumerate(stores):
         rates = _rates(rng, fleet, store)
+        if cfg.promotions > 0:
+            _promote(cfg, fleet, store, rates, index)
         incidents = _plan(rng, fleet, store)
         _events(rng, fleet, store, rates, incidents, out)
         fleet.incidents.extend(_measured(fleet, store, rates, incidents))

@@ -153,8 +153,54 @@ class Store(_Event, tag="store", frozen=True, kw_only=True):
         check_timezone(self.timezone)
 
 
-Event: TypeAlias = Sale | Refund | Restock | Count | Product | Store
-EVENT_TYPES: Final = ("sale", "refund", "restock", "count", "product", "store")
+MAX_FEEDBACK_SPAN_MS: Final = 24 * 3600 * 1000  # a `missed` period: at most a day
+MAX_NOTE_CHARS: Final = 1000
+FeedbackVerdict: TypeAlias = Literal["not_anomaly", "missed"]
+FEEDBACK_VERDICTS: Final = ("not_anomaly", "missed")
+
+
+class Feedback(_Event, tag="feedback", frozen=True, kw_only=True):
+    """An operator's word on the store's anomaly detection; changes no stock.
+
+    `not_anomaly` names the anomaly alert it is about (`alert_id`); `missed` names the period of an
+    incident no alert caught (`window_start` to `window_end`, at most a day: a mark of a week would
+    teach the detector nothing about which hours). What one mark changes: docs/detection.md.
+    """
+
+    verdict: FeedbackVerdict
+    alert_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    window_start: Timestamp | None = None
+    window_end: Timestamp | None = None
+    note: Annotated[str, msgspec.Meta(max_length=MAX_NOTE_CHARS)] | None = None
+    by: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.verdict == "not_anomaly":
+            if self.alert_id is None:
+                raise ValueError("a `not_anomaly` feedback needs the `alert_id` of the anomaly alert")
+            return
+        start, end = self.window_start, self.window_end
+        if start is None or end is None:
+            raise ValueError("a `missed` feedback needs `window_start` and `window_end`")
+        for name, when in (("window_start", start), ("window_end", end)):
+            if when.tzinfo is not _UTC and when.utcoffset() != _UTC_ZERO:
+                raise ValueError(f"`{name}` must be in UTC (end it with Z)")
+        if end <= start:
+            raise ValueError("`window_end` must be after `window_start`")
+        if end - start > dt.timedelta(milliseconds=MAX_FEEDBACK_SPAN_MS):
+            raise ValueError("a `missed` period is at most 24 hours (`window_start` to `window_end`)")
+
+    @property
+    def span_ms(self) -> tuple[int, int] | None:
+        """(start, end) of a `missed` period in epoch milliseconds; None for `not_anomaly`."""
+        if self.window_start is None or self.window_end is None:
+            return None
+        return (self.window_start - _EPOCH) // _MS, (self.window_end - _EPOCH) // _MS
+
+
+Event: TypeAlias = Sale | Refund | Restock | Count | Product | Store | Feedback
+EVENT_TYPES: Final = ("sale", "refund", "restock", "count", "product", "store", "feedback")
 
 _decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _encoder: Final = msgspec.json.Encoder()
@@ -255,6 +301,13 @@ def parse_ts(text: str) -> int:
 # --- alerts and requests (docs/contract.md section 2) ------------------------------------------------
 
 AlertKind: TypeAlias = Literal["restock_request", "out_of_stock", "anomaly", "product_change"]
+
+
+def feedback_event_id(verdict: str, *about: str) -> str:
+    """The `event_id` of a feedback event: the same mark (verdict and alert, or store and period)
+    gives the same id, so pressing the button twice makes one event, which the dedup drops."""
+    digest = hashlib.blake2b("\x1f".join((verdict, *about)).encode(), digest_size=12).hexdigest()
+    return f"fb-{verdict}-{digest}"
 
 
 def alert_id(kind: str, *cause: str) -> str:

@@ -64,6 +64,12 @@ METRICS: dict[str, MetricDef] = {
         ),
         MetricDef("Alerts", "Count", "counter", "Alerts sent, by kind."),
         MetricDef("RestockRequests", "Count", "counter", "Restock requests sent to the restock queue."),
+        MetricDef(
+            "Feedback",
+            "Count",
+            "counter",
+            "Operators' feedback events, by outcome (applied, unknown_alert, no_detector).",
+        ),
         MetricDef("PutRetries", "Count", "counter", "Entries sent again after a failed put."),
         MetricDef("Throttles", "Count", "counter", "Throttled Kinesis calls or entries."),
         MetricDef("DeadLettered", "Count", "counter", "Entries given up on and kept as dead letters."),

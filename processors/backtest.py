@@ -27,8 +27,9 @@ import heapq
 import multiprocessing as mp
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Final
@@ -140,6 +141,8 @@ class _Part:
     inventory: dict[str, dict[str, int]]
     cpu_s: float  # CPU time of a worker process (0 for the core in the calling process)
     fleet: FleetShape | None = None  # the shape of a day its stores taught
+    # What became of the operators' `feedback` events: applied, unknown_alert, no_detector
+    feedback: dict[str, int] = field(default_factory=dict)
 
 
 class _PartWriter:
@@ -155,7 +158,11 @@ class _PartWriter:
     def close(self, cpu_s: float = 0.0) -> _Part:
         for file in self.files:
             file.close()
-        return _Part(self.folder, self.core.stats, self.core.inventory(), cpu_s, self.core.fleet_shape())
+        monitor = self.core.state.monitor
+        feedback = dict(monitor.feedback.counts) if monitor is not None else {}
+        return _Part(
+            self.folder, self.core.stats, self.core.inventory(), cpu_s, self.core.fleet_shape(), feedback
+        )
 
 
 def _single(
@@ -457,9 +464,11 @@ def _merge(parts: list[_Part], out: Path, seconds: float, cpu_s: float) -> Backt
             fh.write(line + b"\n")
     stats = CoreStats()
     inventory: dict[str, dict[str, int]] = {}
+    feedback: Counter[str] = Counter()
     for part in parts:
         stats.add(part.stats)
         inventory.update(part.inventory)
+        feedback.update(part.feedback)
     inventory = dict(sorted(inventory.items()))
     summary: dict[str, object] = {
         "events_read": stats.events_read,
@@ -468,6 +477,8 @@ def _merge(parts: list[_Part], out: Path, seconds: float, cpu_s: float) -> Backt
         "duplicates_ignored": stats.duplicates_ignored,
         "late_events": stats.late_events,
         "alerts": dict(sorted(stats.alerts.items())),
+        # operators' feedback events: applied, or why not (an unknown alert, a store without detector)
+        "feedback": dict(sorted(feedback.items())),
         "workers": len(parts),
         "seconds": round(seconds, 3),
         "events_per_second": round(stats.events_read / seconds, 1) if seconds > 0 else 0.0,

@@ -32,6 +32,8 @@ def processor_source(processor: StreamProcessor) -> Source:
         for kind, count in sorted(stats.alerts.items()):
             if kind != "restock_request":
                 yield Sample("Alerts", count, (("Kind", kind),))
+        for outcome, n in sorted(processor.feedback().items()):
+            yield Sample("Feedback", n, (("Outcome", outcome),))
         yield Sample("PutRetries", sinks.entry_retries)
         yield Sample("Throttles", sum(w.status.throttles for w in workers))
         yield Sample("DeadLettered", sinks.dead_lettered)
@@ -56,5 +58,8 @@ def core_source(core: Callable[[], ShardCore | None]) -> Source:
         for kind, count in sorted(stats.alerts.items()):
             if kind != "restock_request":
                 yield Sample("Alerts", count, (("Kind", kind),))
+        monitor = current.state.monitor
+        for outcome, n in sorted(monitor.feedback.counts.items() if monitor is not None else ()):
+            yield Sample("Feedback", n, (("Outcome", outcome),))
 
     return read

@@ -262,6 +262,16 @@ class StreamProcessor:
             total.add(worker.core.stats)
         return total
 
+    def feedback(self) -> dict[str, int]:
+        """Operators' feedback events by what became of them (applied, unknown_alert, no_detector),
+        over every shard: an unknown alert id changes nothing, so this is where it shows."""
+        total: dict[str, int] = {}
+        for worker in self.workers.values():
+            monitor = worker.core.state.monitor
+            for outcome, n in (monitor.feedback.counts if monitor is not None else {}).items():
+                total[outcome] = total.get(outcome, 0) + n
+        return total
+
     def live_workers(self) -> list[ShardWorker]:
         """Workers of shards still open: a closed shard's stores live on in its children."""
         return [w for w in self.workers.values() if not w.status.ended]

@@ -14,6 +14,7 @@ import msgspec
 from foundation.contract import (
     Count,
     Event,
+    Feedback,
     Product,
     Refund,
     Rejection,
@@ -74,7 +75,7 @@ class Ledger:
 
 
 def _decode(event: bytes | str | Mapping[str, Any] | Event) -> Event | Rejection:
-    if isinstance(event, Sale | Refund | Restock | Count | Product | Store):
+    if isinstance(event, Sale | Refund | Restock | Count | Product | Store | Feedback):
         return event
     if isinstance(event, str):
         return decode_event(event.encode())

@@ -6,7 +6,9 @@ says otherwise), the fleet's shape of a day that new stores borrow, each store's
 the products that drove an anomaly), and the alert cool-down: once a
 metric of a store has alerted, further anomalous windows of the same metric and direction (the
 overlapping hopping windows, the rest of a long outage) extend the incident instead of paging again,
-until the metric has been normal for `cooldown_ms`. All of it is state, pickled with the core, so a
+until the metric has been normal for `cooldown_ms`. Operators' `feedback` events become rules of
+their store (processors/core/feedback.py): a deviation a `not_anomaly` mark covers raises no alert,
+and a `missed` mark lowers the bar in its hours. All of it is state, pickled with the core, so a
 replay from a checkpoint makes the same decisions and the same alert ids.
 """
 
@@ -20,7 +22,7 @@ from typing import Final, Protocol
 
 import msgspec
 
-from foundation.contract import Anomaly, Contributor, alert_id, format_ts
+from foundation.contract import Anomaly, Contributor, Feedback, alert_id, format_ts
 from processors.core.detectors import (
     DAY_MS,
     DETECTOR_KINDS,
@@ -38,6 +40,7 @@ from processors.core.detectors import (
 from processors.core.detectors.fleet_shape import FleetShape
 from processors.core.effects import Effects
 from processors.core.explain import explain
+from processors.core.feedback import FeedbackBook, Rule
 from processors.core.windows import WindowResult, WindowSpec
 
 _MIX_LIMIT: Final = 20_000.0  # sale lines a store's product mix counts before halving (a long memory)
@@ -123,6 +126,8 @@ class AnomalyMonitor:
         self.mix_total: dict[str, float] = {}
         # store -> the last short windows' lines per product: (start, end, sales, refunds)
         self.recent_mix: dict[str, deque[tuple[int, int, dict[str, int], dict[str, int]]]] = {}
+        # Operator feedback: alerts raised, the rules marks made, the last hours (processors/core/feedback.py)
+        self.feedback = FeedbackBook(config, self.slot_ms)
         self._ts: dict[int, str] = {}
         self._offsets: dict[tuple[str, int], int] = {}
 
@@ -135,6 +140,47 @@ class AnomalyMonitor:
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("zone_history", {})  # a checkpoint from before zones had a history
         self.__dict__.update(state)
+        if "feedback" not in state:  # a checkpoint from before operator feedback
+            self.feedback = FeedbackBook(self.config, self.slot_ms)
+
+    # --- operator feedback -----------------------------------------------------------------------
+
+    def apply_feedback(self, ev: Feedback) -> str:
+        """Teach a store's detector an operator's mark (docs/detection.md "Feedback"); returns what
+        became of it, also counted in `feedback.counts`: "applied", "unknown_alert" (not an anomaly
+        alert of this store that is still remembered: nothing changes) or "no_detector" (a store
+        with no detector, or detection off: nothing to teach)."""
+        book = self.feedback
+        store = ev.store_id
+        if not self.enabled or store not in self.detectors:
+            outcome = "no_detector"
+        elif ev.verdict == "not_anomaly":
+            known = ev.alert_id is not None and book.not_anomaly(store, ev.alert_id)
+            outcome = "applied" if known else "unknown_alert"
+        else:
+            span = ev.span_ms
+            assert span is not None  # the contract requires the period of a missed incident
+            book.missed(store, span[0], span[1], self._offset(store, span[0]))
+            outcome = "applied"
+        book.count(outcome)
+        return outcome
+
+    def _offset(self, store_id: str, ts_ms: int) -> int:
+        return self.offset_ms(store_id, ts_ms) if self.zones or self.zone_history else 0
+
+    def _observe(self, w: WindowResult, offset: int, rules: list[Rule]) -> Verdict:
+        """The store's detector on one window, with the feedback rules in force there."""
+        det = self._detector(w.store_id)
+        if not rules or not isinstance(det, SeasonalDetector):
+            return det.observe(w, offset, self.fleet)
+        det.excused = self.feedback.excused(rules)
+        det.keen = self.feedback.keen(rules)
+        try:
+            return det.observe(w, offset, self.fleet)
+        finally:
+            # back to the class's empty defaults: nothing of it is pickled with the detector
+            for transient in ("excused", "keen", "hits"):
+                vars(det).pop(transient, None)
 
     # --- the rest of the fleet ----------------------------------------------------------------------
 
@@ -310,28 +356,47 @@ class AnomalyMonitor:
         catalog: Mapping[tuple[str, str], _Cataloged] | None = None,
     ) -> None:
         """Judge one closed window; append its record to `out.windows` and any alert to `out.alerts`."""
+        book = self.feedback
+        rules: list[Rule] = []
         if self.slot_ms:
-            offset = self.offset_ms(w.store_id, w.start_ms) if self.zones or self.zone_history else 0
-            verdict = self._detector(w.store_id).observe(w, offset, self.fleet)
+            offset = self._offset(w.store_id, w.start_ms)
+            if book.rules:
+                rules = book.active(w.store_id, w.end_ms, w.start_ms, offset)
+            verdict = self._observe(w, offset, rules)
             self._learn_mix(w)
+            if w.end_ms - w.start_ms == self.slot_ms and verdict.expected is not None:
+                expected = verdict.expected
+                book.saw(
+                    w.store_id,
+                    w.start_ms,
+                    float(w.sales),
+                    expected.get("sales"),
+                    float(w.refunds),
+                    expected.get("refunds"),
+                )
         else:
             offset, verdict = 0, _NO_VERDICT
         start = self._format(w.start_ms)
         end = self._format(w.end_ms)
         flagged: list[str] = []
         for finding in verdict.findings:
-            flagged.append(finding.metric)
             span = finding.window or w
+            if rules and book.excuses(rules, finding, span.end_ms - span.start_ms):
+                continue  # an operator said a deviation like this is ordinary here
+            flagged.append(finding.metric)
             key = (w.store_id, finding.metric, finding.direction)
             until = self.open_until.get(key)
             self.open_until[key] = span.end_ms + self.config.cooldown_ms
             if until is not None and span.start_ms < until:
+                book.extend(w.store_id, finding, (span.start_ms, span.end_ms))
                 continue  # the same incident, still going on
             span_start = self._format(span.start_ms)
             contributors = self.contributors(span, finding, catalog or {})
+            aid = alert_id("anomaly", w.store_id, span.spec.name, span_start, finding.metric)
+            book.remember(w.store_id, aid, finding, (span.start_ms, span.end_ms), offset)
             out.alerts.append(
                 Anomaly(
-                    alert_id=alert_id("anomaly", w.store_id, span.spec.name, span_start, finding.metric),
+                    alert_id=aid,
                     store_id=w.store_id,
                     ts=end,
                     window_start=span_start,

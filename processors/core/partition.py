@@ -58,6 +58,9 @@ def split(core: ShardCore, owns: Callable[[str], bool]) -> ShardCore:
     if state.monitor is not None:
         state.monitor.detectors = {s: d for s, d in state.monitor.detectors.items() if owns(s)}
         state.monitor.open_until = {k: v for k, v in state.monitor.open_until.items() if owns(k[0])}
+        book = state.monitor.feedback
+        book.forget({s for s in (*book.raised, *book.rules, *book.hours) if not owns(s)})
+        book.counts = {}  # like the stats: a shard's own counts start at zero
     return child
 
 
@@ -108,6 +111,13 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
             _take(m.mix, om.mix, theirs, m.detectors.keys())
             _take(m.mix_total, om.mix_total, theirs, m.detectors.keys())
             _take(m.recent_mix, om.recent_mix, theirs, m.detectors.keys())
+            # ... and the operators' marks of them, with the alerts the marks name
+            fb, ofb = m.feedback, om.feedback
+            _take(fb.raised, ofb.raised, theirs, m.detectors.keys())
+            _take(fb.rules, ofb.rules, theirs, m.detectors.keys())
+            _take(fb.hours, ofb.hours, theirs, m.detectors.keys())
+            for outcome, n in ofb.counts.items():
+                fb.counts[outcome] = fb.counts.get(outcome, 0) + n
             m.detectors.update(om.detectors)
             m.open_until.update(om.open_until)
     return merged

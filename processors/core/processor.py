@@ -22,6 +22,7 @@ from foundation.contract import (
     MAX_RECORD_BYTES,
     Count,
     Event,
+    Feedback,
     Product,
     Refund,
     Rejection,
@@ -167,6 +168,7 @@ def forget_stores(state: CoreState, stores: set[str]) -> None:
             state.monitor.mix.pop(store, None)
             state.monitor.mix_total.pop(store, None)
             state.monitor.recent_mix.pop(store, None)
+        state.monitor.feedback.forget(stores)
     for store in stores:
         state.last_seen.pop(store, None)
 
@@ -301,6 +303,8 @@ class ShardCore:
             inv.product(ev, out, tally)
         elif isinstance(ev, Store) and state.monitor is not None:
             state.monitor.set_zone(ev.store_id, ev.timezone, ts_ms)
+        elif isinstance(ev, Feedback) and state.monitor is not None:
+            state.monitor.apply_feedback(ev)  # no stock effect; an unknown alert is only counted
         if self._archive:
             out.archive.append(raw)  # late events too: they are kept, only their window has closed
         # Only the events the windows aggregate move their watermark: a delivery or stock take stamped

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any, Final
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -24,9 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from config import Settings
 from foundation.contract import ALERT_KINDS, parse_ts
 from shelfstream import __version__
+from shelfstream.api import feedback
 from shelfstream.api.auth import Principal, TokenStore, bearer_token
 from shelfstream.api.hub import sse_stream
-from shelfstream.api.ingest import EventSink, IngestError, new_request_id, parse_batch
+from shelfstream.api.ingest import EventSink, IngestError, ValidEntry, new_request_id, parse_batch
 from shelfstream.api.openapi import install as install_openapi
 from shelfstream.api.ratelimit import RateLimiter
 from shelfstream.api.state import DashboardState
@@ -119,8 +121,10 @@ def create_app(
     sink: EventSink,
     settings: Settings,
     clock: Callable[[], float] = time.monotonic,
+    now: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """The app over one view, one token store and one event sink; `clock` drives the rate limits."""
+    """The app over one view, one token store and one event sink; `clock` drives the rate limits,
+    `now` (epoch seconds) stamps the events the API makes itself (feedback)."""
     app = FastAPI(
         title="shelfstream", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
@@ -234,6 +238,44 @@ def create_app(
                 {"error": "the stream took none of the events; send them again", **answer}, status_code=503
             )
         return JSONResponse(answer, status_code=202)
+
+    async def put_feedback(raw: bytes, event: Any, who: Principal) -> JSONResponse:
+        """Put one feedback event on the stream as POST /v1/events would; 202 with the event."""
+        not_written = await sink.put([ValidEntry(0, raw, event.store_id)])
+        if not_written:
+            raise ApiError(503, f"the stream did not take the feedback ({not_written[0].reason})")
+        if event.alert_id is not None:
+            state.mark_feedback(event.alert_id, event.verdict)
+        log.info(
+            "feedback posted",
+            extra={"token": who.label, "store_id": event.store_id, "verdict": event.verdict},
+        )
+        return JSONResponse({"event": orjson.loads(raw)}, status_code=202)
+
+    @app.post("/v1/alerts/{alert_id}/feedback", status_code=202)
+    async def alert_feedback(alert_id: str, request: Request, who: Who) -> JSONResponse:
+        """An operator's mark of an anomaly alert: `not_anomaly` (or `missed` with a period)."""
+        alert = state.find_alert(alert_id)
+        if alert is None:
+            raise ApiError(404, f"no alert {alert_id[:128]!r} among the recent alerts")
+        store_scope(who, str(alert.get("store_id")))
+        body = await _read_body(request, settings.api_max_body_bytes)
+        try:
+            raw, event = feedback.for_alert(alert, feedback.parse_body(body), who, now)
+        except feedback.FeedbackError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        return await put_feedback(raw, event, who)
+
+    @app.post("/v1/stores/{store_id}/feedback", status_code=202)
+    async def store_feedback(store_id: str, request: Request, who: Who) -> JSONResponse:
+        """A missed incident of a store: `{"verdict": "missed", "window_start", "window_end"}`."""
+        store_scope(who, store_id)
+        body = await _read_body(request, settings.api_max_body_bytes)
+        try:
+            raw, event = feedback.for_store(store_id, feedback.parse_body(body), who, now)
+        except feedback.FeedbackError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        return await put_feedback(raw, event, who)
 
     @app.get("/v1/stores")
     async def stores(who: Who) -> dict[str, Any]:

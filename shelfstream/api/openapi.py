@@ -114,6 +114,8 @@ def _operation(path: str, method: str, op: dict[str, Any], settings: Settings) -
             f"over {settings.api_max_body_bytes} bytes or {settings.api_max_events} events"
         )
         responses["503"] = _answer("the stream took none of the valid events; send them again")
+    if path.endswith("/feedback") and method == "post":
+        _feedback(path, op, responses)
     if path == "/v1/stream":
         responses["200"] = {
             "description": "server-sent events (alerts, stock, windows, trucks); resumes after Last-Event-ID",
@@ -122,3 +124,50 @@ def _operation(path: str, method: str, op: dict[str, Any], settings: Settings) -
         op.setdefault("parameters", []).append(
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
         )
+
+
+def _feedback(path: str, op: dict[str, Any], responses: dict[str, Any]) -> None:
+    """An operator's mark: the body, and the `feedback` event of the store it becomes."""
+    period = {
+        "window_start": {"type": "string", "format": "date-time", "description": "RFC 3339 UTC"},
+        "window_end": {
+            "type": "string",
+            "format": "date-time",
+            "description": "after window_start, within 24 h",
+        },
+    }
+    on_alert = path.startswith("/v1/alerts/")
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["verdict"],
+                    "properties": {
+                        "verdict": {"enum": ["not_anomaly", "missed"] if on_alert else ["missed"]},
+                        "note": {"type": "string", "maxLength": 1000},
+                        "by": {"type": "string", "maxLength": 128},
+                        **period,
+                    },
+                }
+            }
+        },
+    }
+    responses["202"] = {
+        "description": "the `feedback` event (docs/contract.md section 1) of the store is in the stream",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["event"],
+                    "properties": {"event": {"$ref": "#/components/schemas/Feedback"}},
+                }
+            }
+        },
+    }
+    responses["403"] = _answer("the token may not post for the alert's (or that) store")
+    if on_alert:
+        responses["404"] = _answer("no such alert among the recent alerts")
+    responses["413"] = _answer("the body is too large")
+    responses["503"] = _answer("the stream did not take the event; send it again")

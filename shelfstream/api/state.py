@@ -171,6 +171,25 @@ class DashboardState:
         self.hub.publish("alert", store_id, data)
         return True
 
+    def find_alert(self, alert_id: str) -> dict[str, Any] | None:
+        """A recent alert by its id (the view's, so only what it still holds), or None."""
+        if alert_id not in self._alert_ids:
+            return None
+        for recent in self._alerts.values():
+            for _, data in recent:
+                if data.get("alert_id") == alert_id:
+                    return data
+        return None
+
+    def mark_feedback(self, alert_id: str, verdict: str) -> bool:
+        """Note on a held alert that an operator gave feedback on it (shown by the dashboard); the
+        detector learns it from the feedback event, not from here."""
+        data = self.find_alert(alert_id)
+        if data is None:
+            return False
+        data["feedback"] = verdict
+        return True
+
     def add_window(self, record: bytes | Mapping[str, Any]) -> bool:
         """Keep and publish one closed window (the processor's window record)."""
         data: dict[str, Any] = orjson.loads(record) if isinstance(record, bytes) else dict(record)

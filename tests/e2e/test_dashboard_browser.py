@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
@@ -43,7 +44,13 @@ STORE_TOKEN = "store-2-token-for-the-browser-test"
 
 
 class _NoSink:
+    """Takes every event and remembers it (the stream the API would have put it on)."""
+
+    def __init__(self) -> None:
+        self.written: list[ValidEntry] = []
+
     async def put(self, entries: Sequence[ValidEntry]) -> list[RejectedEntry]:
+        self.written.extend(entries)
         return []
 
     async def keep_rejected(
@@ -57,6 +64,7 @@ class LiveServer:
     url: str
     state: DashboardState
     loop: asyncio.AbstractEventLoop
+    sink: _NoSink
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn` in the server's loop (the view and its hub belong to it) and wait for it."""
@@ -179,8 +187,9 @@ def live_server() -> Iterator[LiveServer]:
         _seed(state)
         stop = asyncio.Event()
         holder["stop"] = stop
-        app = create_app(state, tokens, _NoSink(), Settings(sse_heartbeat_s=1.0))
-        ready.set_result(LiveServer(url_of(sock), state, asyncio.get_running_loop()))
+        sink = _NoSink()
+        app = create_app(state, tokens, sink, Settings(sse_heartbeat_s=1.0))
+        ready.set_result(LiveServer(url_of(sock), state, asyncio.get_running_loop(), sink))
         await serve_app(app, sock, state, stop)
 
     thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
@@ -470,4 +479,51 @@ def test_a_store_in_another_zone_is_charted_in_its_local_time(
     expect(page.locator("#chart-desc")).to_contain_text("2 windows from 13:45 to 14:15 Europe/Berlin")
     expect(page.locator("#chart-table")).to_contain_text("2026-08-01 14:00–14:15")
     expect(page.locator("#chart .uplot canvas").first).to_be_visible()
+    page.close()
+
+
+def test_an_anomaly_alert_is_marked_not_an_anomaly_and_the_feedback_reaches_the_api(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """The "Not an anomaly" button posts the operator's mark; the alert then says it was marked, also
+    after a reload, and the API put one `feedback` event of the alert's store on the stream."""
+    explanation = "Sales were 40 in 15 minutes, about twice the usual for a Saturday at noon."
+    live_server.call(
+        live_server.state.add_alert,
+        {
+            "kind": "anomaly",
+            "alert_id": "ano-promo-1",
+            "store_id": "store-001",
+            "ts": "2026-08-01T12:15:00.000Z",
+            "window_start": "2026-08-01T12:00:00.000Z",
+            "window_end": "2026-08-01T12:15:00.000Z",
+            "severity": 60,
+            "score": 6.0,
+            "metric": "sales",
+            "observed": 40,
+            "expected": [10, 25],
+            "explanation": explanation,
+        },
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _sign_in(page, live_server.url, HQ_TOKEN)
+    page.locator("#stores-body").get_by_role("link", name="store-001").click()
+    alert = page.locator("#store-alerts li", has_text=explanation)
+    expect(alert).to_have_count(1)
+    # Only the anomaly takes feedback: the out-of-stock alert has no button.
+    expect(page.locator("#store-alerts li", has_text="out of stock").get_by_role("button")).to_have_count(0)
+    alert.get_by_role("button", name="Mark this alert as not an anomaly").click()
+    expect(alert).to_contain_text("Marked: not an anomaly")
+    expect(alert.get_by_role("button")).to_have_count(0)
+
+    written = live_server.call(lambda: list(live_server.sink.written))
+    assert len(written) == 1
+    event = orjson.loads(written[0].data)
+    assert written[0].store_id == "store-001"
+    assert (event["type"], event["verdict"], event["alert_id"]) == ("feedback", "not_anomaly", "ano-promo-1")
+    assert event["by"] == "hq"
+
+    page.reload()  # the same store page (its address), read again from the API
+    expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
+    expect(page.locator("#store-alerts li", has_text=explanation)).to_contain_text("Marked: not an anomaly")
     page.close()

@@ -46,9 +46,13 @@ class FakeProcessor:
         }
         self.sinks = SimpleNamespace(stats=SinkStats(entry_retries=6, dead_lettered=1, records_failed=1))
         self.silence = SimpleNamespace(state=Quiet(True, 400.0, 120.0))  # the feed is out
+        self.outcomes: dict[str, int] = {}
 
     def stats(self) -> CoreStats:
         return self.core
+
+    def feedback(self) -> dict[str, int]:
+        return dict(self.outcomes)
 
 
 def processor_registry(proc: FakeProcessor) -> Registry:
@@ -233,3 +237,11 @@ def test_a_shard_core_reports_its_own_figures() -> None:
     assert samples[("Alerts", (("Kind", "out_of_stock"),))] == 1
     holder[0] = None  # lease lost: nothing to report
     assert registry.collect() == []
+
+
+def test_feedback_outcomes_are_a_metric_by_outcome() -> None:
+    proc = FakeProcessor()
+    proc.outcomes = {"applied": 3, "unknown_alert": 1}
+    records = processor_registry(proc).emf_records(TS)
+    outcomes = {r["Outcome"]: r["Feedback"] for r in records if "Outcome" in r}
+    assert outcomes == {"applied": 3, "unknown_alert": 1}

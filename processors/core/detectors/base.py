@@ -7,6 +7,7 @@ Detectors live one per module in this package and are chosen by the `kind` setti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -115,6 +116,17 @@ class DetectorConfig:
     jump_ratio: float = 1.5
     min_refunds: int = 4
     cooldown_ms: int = 45 * MINUTE_MS  # one alert per incident: repeats within this are the same one
+    # Operator feedback (processors/core/feedback.py, docs/detection.md "Feedback"): a mark holds for
+    # this many weeks over the same local hours of the week, widened by this many slots each side
+    feedback_weeks: int = 4
+    feedback_slack_slots: int = 1
+    # a `not_anomaly` mark excuses the same deviation up to this much bigger (observed / expected)
+    feedback_margin: float = 0.25
+    feedback_alerts_kept: int = 256  # anomaly alerts remembered per store (and at most 8 weeks)
+    # a `missed` mark lowers the bar there: thresholds by this (-log10 p), size gates by this
+    # (a drop at 0.5 + ease of the expected, a jump at 1.5 - ease times it)
+    missed_relief: float = 1.0
+    missed_ease: float = 0.15
     # Baselines (for the benchmark)
     static_refunds: int = 4
     static_sales_high: float = 3.0  # static rule: sales above this many times the store's average
@@ -182,6 +194,32 @@ class Detector(Protocol):
     time is `start_ms + offset_ms`); `fleet` is what the shard's stores have in common."""
 
     def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict: ...
+
+
+def within_marked(
+    direction: str,
+    observed: float,
+    mean: float,
+    span_ms: int,
+    mark: tuple[float, float],
+    margin: float,
+) -> bool:
+    """Whether a deviation over `span_ms` is no bigger than one an operator marked as ordinary
+    (`mark`: its observed over expected, and its observed count per ms): a jump up to the count the
+    marked size gives here *and* the count the marked one had over as long a span, plus `margin` of
+    it and two standard deviations of Poisson noise; a drop down to the larger of the two, less them.
+    The count keeps a slot that has since learned the marked pattern from excusing a new deviation on
+    top of it (a spike in the hour of a promotion); the noise term keeps a 15-minute window of a few
+    sales from looking bigger than the hour it belongs to."""
+    marked, per_ms = mark
+    at = marked * max(mean, 1.0)
+    if per_ms > 0.0:
+        count = per_ms * span_ms
+        at = min(at, count) if direction == "high" else max(at, count)
+    noise = 2.0 * math.sqrt(at)
+    if direction == "high":
+        return observed <= at * (1.0 + margin) + noise
+    return observed >= at * (1.0 - margin) - noise
 
 
 def severity(score: float, threshold: float, magnitude: float) -> int:

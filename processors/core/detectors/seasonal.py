@@ -65,6 +65,7 @@ from processors.core.detectors.base import (
     merge,
     severity,
     weekday,
+    within_marked,
 )
 from processors.core.windows import WindowResult, WindowSpec
 
@@ -162,6 +163,15 @@ class _Window(msgspec.Struct, frozen=True):
 
 class SeasonalDetector:
     """One store's detector (see the module docstring)."""
+
+    # Operator feedback in force for the window being observed, set by the monitor around `observe`
+    # (processors/core/feedback.py): deviations excused as ordinary, (metric, direction, the marked
+    # size (observed / expected), margin: base.within_marked), and directions with a lower bar,
+    # (metric, direction, threshold relief in -log10 p, size gate ease). Empty outside `observe`.
+    excused: tuple[tuple[str, str, tuple[float, float], float], ...] = ()
+    keen: tuple[tuple[str, str, float, float], ...] = ()
+    # The metrics a mark excused in the window being observed (set by _excuse, cleared by the monitor)
+    hits: tuple[str, ...] = ()
 
     def __init__(self, config: DetectorConfig, slot_ms: int, long_slots: int) -> None:
         self.config = config
@@ -420,7 +430,7 @@ class SeasonalDetector:
                 # a store's first Sunday does not make its next Sunday a "collapse".
                 learned = min(sales, guess[0] + math.sqrt(guess[1]))
             self._learn_slots(kind, slot, week_slot, learned, None)
-            if w.sales > 0 and not verdict.findings:
+            if w.sales > 0 and not verdict.findings and "refunds" not in self.hits:
                 self._learn_refunds(float(w.refunds), sales)
             return verdict
         # The central estimate (for learning and the expected range): own history outweighs peers.
@@ -528,6 +538,10 @@ class SeasonalDetector:
             # nothing about today's level: ordinary trade against the outage would look like a
             # day at 2.5 times, and the rest of the day would then look like a collapse.
             self.today.flagged()
+        elif "sales" in self.hits:
+            # Excused by a mark: ordinary for its own slot (learned above at the ordinary band), but
+            # the store's level today says how the day goes elsewhere, which a promotion does not.
+            self.today.flagged()
         elif not sales_flag:
             band = cfg.level_clip * sd
             clipped = min(max(sales, m - band), m + band)
@@ -537,7 +551,7 @@ class SeasonalDetector:
                 self.today.learn(clipped, c_mean)
         else:
             self.today.flagged()
-        if not refund_flag and w.sales > 0:
+        if not refund_flag and w.sales > 0 and "refunds" not in self.hits:
             self._learn_refunds(float(w.refunds), sales)
         return verdict
 
@@ -585,18 +599,23 @@ class SeasonalDetector:
         # Only a drop holds today's level: a busy day looks like the start of a spike for a while, and
         # a level that may not follow it pages at its peak; a spike is seldom subtle enough to need it.
         self.suspicion = drop
-        if best < cfg.cusum_threshold:
-            return None
         first, direction = best_at
+        relief, ease = self._relief("sales", direction) if direction else (0.0, 0.0)
+        if best < cfg.cusum_threshold - relief * math.log(10.0):
+            return None
         parts = [evidence[i] for i in range(first, n)]
         observed = sum(p[1] for p in parts)
         low_side = direction == "low"
         mean = sum(p[2] if low_side else p[4] for p in parts)
         var = sum(p[3] if low_side else p[5] for p in parts)
-        if direction == "low" and (mean < cfg.min_expected_sales or observed > cfg.drop_ratio * mean):
+        if direction == "low" and (
+            mean < cfg.min_expected_sales or observed > (cfg.drop_ratio + ease) * mean
+        ):
             return None
         lo, hi = tails.expected_range(mean, var)
-        if direction == "high" and (observed < hi + cfg.min_extra_sales or observed < cfg.jump_ratio * mean):
+        if direction == "high" and (
+            observed < hi + cfg.min_extra_sales or observed < (cfg.jump_ratio - ease) * mean
+        ):
             return None
         windows = [r.window for r in list(self.recent)[-len(parts) :]]
         if len(windows) != len(parts) or windows[0].start_ms != parts[0][0]:
@@ -605,7 +624,8 @@ class SeasonalDetector:
         sc = best / math.log(10.0)
         magnitude = 1.0 - observed / mean if direction == "low" else (observed / max(mean, 1.0) - 1.0) / 3.0
         sev = severity(sc, cfg.threshold, magnitude)
-        return Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
+        found = Finding("sales", direction, observed, mean, lo, hi, sc, sev, None if span is w else span)
+        return None if self._excuse(found, span.end_ms - span.start_ms) else found
 
     def _learn_slots(
         self, kind: int, slot: int, week_slot: int, value: float, expected: float | None
@@ -689,6 +709,30 @@ class SeasonalDetector:
             return None
         return mean, mean + (self.config.guess_spread * mean) ** 2
 
+    # --- operator feedback ---------------------------------------------------------------------
+
+    def _excuse(self, finding: Finding, span_ms: int) -> bool:
+        """A finding an operator's `not_anomaly` mark makes ordinary here (no bigger than the marked
+        one): not flagged, so the window teaches its slot's baselines as an ordinary one does. The
+        store-wide estimates (the spread, today's level, the refund rate) do not learn from it: they
+        judge every other hour too, and a deviation that is ordinary here would loosen them there."""
+        if any(
+            metric == finding.metric
+            and direction == finding.direction
+            and within_marked(direction, finding.observed, finding.mean, span_ms, mark, margin)
+            for metric, direction, mark, margin in self.excused
+        ):
+            self.hits = (*self.hits, finding.metric)
+            return True
+        return False
+
+    def _relief(self, metric: str, direction: str) -> tuple[float, float]:
+        """How much lower the bar of this direction is here (a `missed` mark): (score, size gate)."""
+        for m, d, relief, ease in self.keen:
+            if m == metric and d == direction:
+                return relief, ease
+        return 0.0, 0.0
+
     def _learn_refunds(self, refunds: float, sales: float) -> None:
         self.refund_num.update(refunds)
         self.refund_den.update(sales)
@@ -751,17 +795,17 @@ class SeasonalDetector:
         sales_flag = refund_flag = False
         if self._warm(w) and s_spread.n >= cfg.min_spread_windows:
             found = self._sales(sales, low, high, s_spread)
-            if found is not None:
+            if found is not None and not self._excuse(found, w.end_ms - w.start_ms):
                 findings = (found,)
                 sales_flag = True
             if r_spread.n >= cfg.min_spread_windows and self.refund_seen >= 8:
                 found = self._refunds(refunds, r_mean, r_var, r_range)
-                if found is not None:
+                if found is not None and not self._excuse(found, w.end_ms - w.start_ms):
                     findings = (*findings, found)
                     refund_flag = True
-        if mean >= 1.0 and not sales_flag and learn:
+        if mean >= 1.0 and not sales_flag and learn and "sales" not in self.hits:
             s_spread.learn(sales, mean, known)
-        if r_mean > 0.0 and not refund_flag:
+        if r_mean > 0.0 and not refund_flag and "refunds" not in self.hits:
             r_spread.learn(refunds, r_mean)
         return Verdict(findings, {"sales": s_range, "refunds": r_range})
 
@@ -771,19 +815,21 @@ class SeasonalDetector:
             mean, known = low
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if mean >= cfg.min_expected_sales and x <= cfg.drop_ratio * mean:
+            relief, ease = self._relief("sales", "low")
+            if mean >= cfg.min_expected_sales and x <= (cfg.drop_ratio + ease) * mean:
                 sc = tails.score(tails.lower_tail(x, mean, var))
                 drop_threshold = cfg.drop_threshold or cfg.threshold
-                if sc >= drop_threshold:
+                if sc >= drop_threshold - relief:
                     sev = severity(sc, drop_threshold, 1.0 - x / mean)
                     return Finding("sales", "low", x, mean, lo, hi, sc, sev)
         if high is not None:
             mean, known = high
             var = spread.variance(mean, known)
             lo, hi = tails.expected_range(mean, var)
-            if x > hi and x >= hi + cfg.min_extra_sales and x >= cfg.jump_ratio * mean:
+            relief, ease = self._relief("sales", "high")
+            if x > hi and x >= hi + cfg.min_extra_sales and x >= (cfg.jump_ratio - ease) * mean:
                 sc = tails.score(tails.upper_tail(x, max(mean, 0.05), max(var, 0.05)))
-                if sc >= cfg.threshold:
+                if sc >= cfg.threshold - relief:
                     sev = severity(sc, cfg.threshold, (x / max(mean, 1.0) - 1.0) / 3.0)
                     return Finding("sales", "high", x, mean, lo, hi, sc, sev)
         return None
@@ -793,7 +839,7 @@ class SeasonalDetector:
         low, high = rng
         if x >= cfg.min_refunds and x > high:
             sc = tails.score(tails.upper_tail(x, max(mean, 0.01), max(var, 0.01)))
-            if sc >= cfg.refund_threshold:
+            if sc >= cfg.refund_threshold - self._relief("refunds", "high")[0]:
                 sev = severity(sc, cfg.refund_threshold, (x - mean) / 10.0)
                 return Finding("refunds", "high", x, mean, low, high, sc, sev)
         return None

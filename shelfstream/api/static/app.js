@@ -66,6 +66,24 @@
     return response.json();
   }
 
+  // A POST of JSON with the token; the answer's JSON, or an Error with the API's one-line reason.
+  async function apiPost(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { Authorization: "Bearer " + app.token, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (response.status === 401) throw new AuthError("That token was not accepted.");
+    let answer = {};
+    try {
+      answer = await response.json();
+    } catch (_) {
+      /* not JSON: the status line says it */
+    }
+    if (!response.ok) throw new Error(answer.error || response.status + " " + response.statusText);
+    return answer;
+  }
+
   function setLive(state, text) {
     const live = $("live");
     live.hidden = false;
@@ -449,7 +467,37 @@
         alert.kind === "anomaly" ? el("span", { class: "muted", text: "severity " + alert.severity }) : null,
       ),
       el("p", { class: "text", text: alertText(alert) }),
+      alert.kind === "anomaly" ? feedbackControl(alert) : null,
     );
+  }
+
+  // An anomaly alert's "Not an anomaly" button: it posts the operator's mark, which the processor
+  // teaches the store's detector (docs/detection.md, "Feedback"); once marked, the alert says so.
+  function feedbackControl(alert) {
+    if (alert.feedback === "not_anomaly") {
+      return el("p", { class: "feedback marked", text: "Marked: not an anomaly" });
+    }
+    const status = el("span", { class: "muted", role: "status" });
+    const button = el("button", {
+      type: "button",
+      class: "mark",
+      text: "Not an anomaly",
+      "aria-label": "Mark this alert as not an anomaly",
+    });
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      status.textContent = "Sending…";
+      try {
+        await apiPost("/v1/alerts/" + encodeURIComponent(alert.alert_id) + "/feedback", { verdict: "not_anomaly" });
+        for (const a of app.alerts) if (a.alert_id === alert.alert_id) a.feedback = "not_anomaly";
+        box.replaceWith(feedbackControl({ ...alert, feedback: "not_anomaly" }));
+      } catch (err) {
+        button.disabled = false;
+        status.textContent = "Not sent: " + err.message;
+      }
+    });
+    const box = el("p", { class: "feedback" }, button, " ", status);
+    return box;
   }
 
   function renderFeed(list, alerts, withStore) {
