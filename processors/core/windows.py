@@ -378,8 +378,12 @@ class WindowEngine:
         (`ShardCore.apply_decoded` calls this when the store has no open pane at `idx`.)"""
         store = self.stores.get(store_id)
         if store is None:
-            # A new store: what the shard's clock has left behind for silent stores is closed.
-            closed = (self.newest_ms - self.idle_ms) // self.pane_ms if self.started else _NEVER
+            # A new store: its windows start at its first event, but not further back than the late
+            # bound behind what the shard's clock has left behind for silent stores.
+            closed = _NEVER
+            if self.started:
+                floor = (self.newest_ms - self.idle_ms) // self.pane_ms
+                closed = max(min(idx, floor), floor - self.late_panes)
             store = self.stores[store_id] = StoreWindows(first_idx=max(idx, closed), closed=closed)
         if ts_ms > store.newest_ms:
             store.newest_ms = ts_ms
