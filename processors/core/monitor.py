@@ -123,7 +123,7 @@ def still_anomalous(
 ) -> bool:
     """Whether a count is still anomalous by the detector's bars (SeasonalDetector._sales/_refunds:
     the drop ratio or the jump's margin, and the tail score against the threshold)."""
-    lo, hi = tails.expected_range(mean, var)
+    _lo, hi = tails.expected_range(mean, var)
     if metric == "sales" and direction == "low":
         if mean < config.min_expected_sales or x > config.drop_ratio * mean:
             return False

@@ -112,7 +112,7 @@ class DashboardState:
         self._alert_ids: dict[str, None] = {}  # insertion-ordered, bounded: the repeats to drop
         self._alerts_per_store = alerts_per_store
         self._windows: dict[str, deque[dict[str, Any]]] = {}
-        self._window_keys: dict[tuple[str, str, str], None] = {}
+        self._window_keys: dict[tuple[str, str, str, int], None] = {}
         self._windows_per_store = windows_per_store
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=deliveries_kept)
         self._delivery_ids: dict[str, None] = {}
@@ -178,7 +178,7 @@ class DashboardState:
         if not isinstance(store_id, str) or "window_end" not in data:
             return False
         # A revision (late sales added: `revision` 1, 2, ...) replaces the window it revises
-        revision = data.get("revision") or 0
+        revision = int(data.get("revision") or 0)
         key = (store_id, str(data.get("window")), str(data.get("window_end")), revision)
         if key in self._window_keys:
             return False

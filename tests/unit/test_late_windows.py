@@ -163,8 +163,11 @@ def test_an_offline_spell_uploaded_late_is_counted_revised_and_its_alert_withdra
     assert anomalies, "the silence was alerted while the tills were offline"
     assert {w.withdrawn_alert_id for w in withdrawn} == {a.alert_id for a in anomalies}
     w = withdrawn[0]
-    assert w.store_id == "b" and w.metric == "sales" and w.observed >= EXPECTED * 0.5
-    assert "uploaded late by the tills" in w.reason and "withdrawn" in w.reason
+    assert w.store_id == "b"
+    assert w.metric == "sales"
+    assert w.observed >= EXPECTED * 0.5
+    assert "uploaded late by the tills" in w.reason
+    assert "withdrawn" in w.reason
     assert core.stats.alerts["anomaly_withdrawn"] == len(withdrawn)
     # The latest revision of every window of b holds all its sales
     latest: dict[tuple[str, str], dict[str, object]] = {}
@@ -313,7 +316,8 @@ def test_no_alert_after_the_input_ends_with_stores_open_in_several_zones() -> No
     assert all(parse_ts(a.window_end) <= end for a in anomalies)
     assert not [a for a in anomalies if a.store_id in ("berlin", "new-york")]
     partial = [w for w in _windows(out.windows) if w.get("partial")]
-    assert partial and all(parse_ts(str(w["window_start"])) <= end < parse_ts(str(w["window_end"])) for w in partial)
+    assert partial
+    assert all(parse_ts(str(w["window_start"])) <= end < parse_ts(str(w["window_end"])) for w in partial)
     # Tokyo went quiet long before the end while the others traded: judged (the stub flags it)
     assert any(a.store_id == "tokyo" for a in anomalies)
 
@@ -336,7 +340,9 @@ def test_a_split_backtest_ends_like_one_worker(tmp_path: Path) -> None:
     """Stores a-d; b's spell uploaded late, c stops two hours before the end: two workers write the
     same files as one (the end of input is the whole file's last event time in both)."""
     stream, _, _ = _spell_stream(50 * MIN)
-    others = _merge(_trade("c", T0, T0 + 2 * HOUR, every=3 * MIN), _trade("d", T0, T0 + 4 * HOUR, every=2 * MIN))
+    others = _merge(
+        _trade("c", T0, T0 + 2 * HOUR, every=3 * MIN), _trade("d", T0, T0 + 4 * HOUR, every=2 * MIN)
+    )
     lines = _arrival(stream, others)
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -360,8 +366,12 @@ def _run(core: ShardCore, lines: list[bytes]) -> None:
 
 
 def test_checkpoints_keep_kept_panes_revisions_and_judged_alerts() -> None:
-    stream, _, end = _spell_stream(45 * MIN)
-    cut = next(i for i, r in enumerate(stream) if orjson.loads(r)["store_id"] == "b" and parse_ts(orjson.loads(r)["ts"]) >= T0 + HOUR)
+    stream, _, _end = _spell_stream(45 * MIN)
+    cut = next(
+        i
+        for i, r in enumerate(stream)
+        if orjson.loads(r)["store_id"] == "b" and parse_ts(orjson.loads(r)["ts"]) >= T0 + HOUR
+    )
     whole = ShardCore(CoreConfig())
     _stubbed(whole, "a", "b")
     _run(whole, stream)
@@ -385,7 +395,9 @@ def test_checkpoints_keep_kept_panes_revisions_and_judged_alerts() -> None:
         assert [a.alert_id for a in before.alerts + after.alerts] == [a.alert_id for a in want.alerts], how
         assert any(isinstance(a, AnomalyWithdrawn) for a in after.alerts), how
         engine = resumed.state.windows
-        assert engine is not None and engine.late_panes == 8
+        assert engine is not None
+        assert engine.late_panes == 8
         assert Counter(type(v).__name__ for v in engine.stores["b"].kept.values()) == Counter(
-            type(v).__name__ for v in whole.state.windows.stores["b"].kept.values()  # type: ignore[union-attr]
+            type(v).__name__
+            for v in whole.state.windows.stores["b"].kept.values()  # type: ignore[union-attr]
         )
