@@ -175,6 +175,8 @@ def forget_stores(state: CoreState, stores: set[str]) -> None:
             state.monitor.mix.pop(store, None)
             state.monitor.mix_total.pop(store, None)
             state.monitor.recent_mix.pop(store, None)
+            state.monitor.slot_counts.pop(store, None)
+            state.monitor.judged.pop(store, None)
     for store in stores:
         state.last_seen.pop(store, None)
 

@@ -401,3 +401,26 @@ def test_checkpoints_keep_kept_panes_revisions_and_judged_alerts() -> None:
             type(v).__name__
             for v in whole.state.windows.stores["b"].kept.values()  # type: ignore[union-attr]
         )
+
+
+def test_a_withdrawal_is_an_alert_like_the_others() -> None:
+    from foundation.contract import ALERT_KINDS, alert_kind, decode_alert, encode
+    from processors.sinks.sns import message_attributes
+
+    withdrawn = AnomalyWithdrawn(
+        alert_id="ano-x",
+        store_id="s1",
+        ts=format_ts(T0),
+        withdrawn_alert_id="ano-y",
+        reason="Sales at s1 between 09:00 and 10:30 were uploaded late by the tills: 90 sales, as expected "
+        "(70-110); the alert is withdrawn.",
+        observed=90.0,
+        metric="sales",
+        window_start=format_ts(T0 - HOUR),
+        window_end=format_ts(T0),
+    )
+    assert "anomaly_withdrawn" in ALERT_KINDS
+    assert decode_alert(encode(withdrawn)) == withdrawn  # what `alerts` and the API read back
+    attributes = message_attributes(withdrawn)
+    assert attributes["kind"]["StringValue"] == alert_kind(withdrawn) == "anomaly_withdrawn"
+    assert attributes["store_id"]["StringValue"] == "s1"
