@@ -356,12 +356,19 @@ def run_seed(
     configs: dict[str, DetectorConfig] | None = None,
     offline: bool = False,
     late_bound_ms: int | None = None,
+    upload_ms: tuple[int, int] | None = None,
 ) -> dict[str, Result]:
     """Backtest each detector over the seed's fleet (offline=True: with OFFLINE_STORES stores' tills
     offline for spells, uploaded late) and score it."""
-    fleet_dir = work / (f"fleet-{seed}-offline" if offline else f"fleet-{seed}")
+    fleet = FleetConfig(seed=seed, offline_stores=OFFLINE_STORES if offline else 0)
+    if upload_ms is not None:
+        fleet = dataclasses.replace(fleet, offline_upload_ms=upload_ms)
+    name = f"fleet-{seed}-offline" if offline else f"fleet-{seed}"
+    if offline and fleet.offline_upload_ms != FleetConfig(seed=seed).offline_upload_ms:
+        name += "-upload-{}-{}".format(*(ms // MIN_MS for ms in fleet.offline_upload_ms))
+    fleet_dir = work / name
     if not (fleet_dir / "meta.json").exists():
-        write(FleetConfig(seed=seed, offline_stores=OFFLINE_STORES if offline else 0), fleet_dir)
+        write(fleet, fleet_dir)
     meta = json.loads((fleet_dir / "meta.json").read_text())
     incidents = read_labels(fleet_dir / "labels.jsonl")
     last = last_events(fleet_dir / "events.jsonl")
@@ -456,11 +463,13 @@ def tables(totals: dict[str, Result], seeds: list[int], seconds: float) -> list[
     return lines
 
 
-def offline_table(rows: list[tuple[str, Result]], seeds: list[int]) -> list[str]:
+def offline_table(
+    rows: list[tuple[str, Result]], seeds: list[int], upload_ms: tuple[int, int] | None = None
+) -> list[str]:
     """Ours on the same fleets without and with offline tills (OFFLINE_STORES stores, spells uploaded
     late): what the late uploads cost."""
     cfg = FleetConfig(seed=0)
-    low, high = (ms // MIN_MS for ms in cfg.offline_upload_ms)
+    low, high = (ms // MIN_MS for ms in (upload_ms or cfg.offline_upload_ms))
     lines = [
         f"Offline tills (seeds {', '.join(map(str, seeds))}): {OFFLINE_STORES} of {cfg.stores} stores each "
         f"have {cfg.offline_spells} spells of {cfg.offline_ms // MIN_MS} minutes in opening hours, their "
@@ -513,9 +522,18 @@ def main(argv: list[str] | None = None) -> int:
         help=f"only the offline-tills scenario: ours on each seed's fleet without and with {OFFLINE_STORES} "
         "stores' tills offline for spells, uploaded late",
     )
+    parser.add_argument(
+        "--upload-minutes",
+        type=int,
+        nargs=2,
+        default=[ms // MIN_MS for ms in FleetConfig(seed=0).offline_upload_ms],
+        metavar=("LOW", "HIGH"),
+        help="with --offline: a spell's sales are uploaded this many minutes after it ends (drawn between)",
+    )
     args = parser.parse_args(argv)
     if args.offline:
-        return _offline(args.seeds, args.work, args.docs)
+        low, high = args.upload_minutes
+        return _offline(args.seeds, args.work, args.docs, (low * MIN_MS, high * MIN_MS))
     overrides: dict[str, Any] = {
         k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)
     }
@@ -558,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None) -> int:
+def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None, upload_ms: tuple[int, int]) -> int:
     bound = CoreConfig().late_bound_ms
     wide = 4 * 3600 * 1000  # covers a 90-minute spell uploaded up to 2 hours after it ends
     rows = [
@@ -571,8 +589,8 @@ def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None) -> int:
         for seed in seeds:
             got = [
                 run_seed(seed, ("seasonal",), work)["seasonal"],
-                run_seed(seed, ("seasonal",), work, offline=True)["seasonal"],
-                run_seed(seed, ("seasonal",), work, offline=True, late_bound_ms=wide)["seasonal"],
+                run_seed(seed, ("seasonal",), work, offline=True, upload_ms=upload_ms)["seasonal"],
+                run_seed(seed, ("seasonal",), work, None, True, wide, upload_ms)["seasonal"],
             ]
             for (_, total), r in zip(rows, got, strict=True):
                 total.add(r)
@@ -581,7 +599,7 @@ def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None) -> int:
                 f"({got[2].total.f1:.3f} with a {wide // 3_600_000} h bound)",
                 flush=True,
             )
-    lines = offline_table(rows, seeds)
+    lines = offline_table(rows, seeds, upload_ms)
     print("\n" + "\n".join(lines))
     if docs:
         write_docs(docs, lines, marker="bench-offline")
