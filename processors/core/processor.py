@@ -64,7 +64,7 @@ class CoreConfig:
     allowed_lateness_ms: int = 2 * _MINUTE_MS
     # A store's windows close by its own event time; a store silent for this long (by the shard's
     # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
-    store_idle_ms: int = 8 * _MINUTE_MS
+    store_idle_ms: int = 5 * _MINUTE_MS
     # A sale or refund up to this far behind its store's closing point is added to its closed windows,
     # which are emitted again as revisions (0: every late event is only counted)
     late_bound_ms: int = 2 * 3600 * 1000
