@@ -294,7 +294,13 @@ def replay(feed: Feed, det: DetectorConfig) -> list[Alert]:
             monitor.window_closed(item, out, counts)
     gone = {a.withdrawn_alert_id for a in out.alerts if isinstance(a, AnomalyWithdrawn)}
     return [
-        Alert(a.store_id, parse_ts(a.window_start), parse_ts(a.window_end), len(a.contributors or ()))
+        Alert(
+            a.store_id,
+            parse_ts(a.window_start),
+            parse_ts(a.window_end),
+            len(a.contributors or ()),
+            a.alert_id,
+        )
         for a in out.alerts
         if isinstance(a, Anomaly) and a.alert_id not in gone
     ]
