@@ -62,15 +62,17 @@ class CoreConfig:
     hopping_window_ms: int = 60 * _MINUTE_MS  # 0: no hopping window
     hopping_hop_ms: int = 15 * _MINUTE_MS
     allowed_lateness_ms: int = 2 * _MINUTE_MS
+    max_window_gap_ms: int = 7 * 24 * 3600 * 1000
+    detection: DetectorConfig = field(default_factory=DetectorConfig)
+    restock: RestockConfig = field(default_factory=RestockConfig)
+    # (New fields go last: a checkpoint's config is pickled by position, and `_upgraded` fills in
+    # the ones an older checkpoint lacks.)
     # A store's windows close by its own event time; a store silent for this long (by the shard's
     # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
     store_idle_ms: int = 5 * _MINUTE_MS
     # A sale or refund up to this far behind its store's closing point is added to its closed windows,
     # which are emitted again as revisions (0: every late event is only counted)
     late_bound_ms: int = 2 * 3600 * 1000
-    max_window_gap_ms: int = 7 * 24 * 3600 * 1000
-    detection: DetectorConfig = field(default_factory=DetectorConfig)
-    restock: RestockConfig = field(default_factory=RestockConfig)
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
         if self.window_ms <= 0:
