@@ -44,12 +44,20 @@ from typing import Any
 
 import orjson
 
-from benchmarks.detect import Outcome, write_docs
+from benchmarks.detect import Outcome, last_events, write_docs
 from benchmarks.local_scenario import FleetConfig, write
 from benchmarks.scenario import MIN_MS, MIN_VISIBILITY, Incident, read_labels
-from foundation.contract import Anomaly, Feedback, decode_event, encode, format_ts, parse_ts
+from foundation.contract import (
+    Anomaly,
+    AnomalyWithdrawn,
+    Feedback,
+    decode_event,
+    encode,
+    format_ts,
+    parse_ts,
+)
 from processors.backtest import run_backtest
-from processors.core import CoreConfig
+from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig
 from processors.core.effects import Effects
 from processors.core.monitor import AnomalyMonitor
@@ -93,6 +101,7 @@ FEEDBACK_GRID: list[dict[str, Any]] = [
     for k in (2, 4, 8)
     for s in (1, 2, 4)
 ]
+OFFLINE_STORES = 4  # stores of the fleet (of 12) whose tills go offline in the offline-tills scenario
 
 
 def bucket(age_days: int) -> str:
@@ -119,6 +128,13 @@ class Result:
     kind_weeks: dict[tuple[str, str], Tally] = field(default_factory=lambda: defaultdict(Tally))
     alerts: int = 0
     explained: int = 0  # alerts with contributors
+    # Anomaly alerts whose window starts at or after their store's last event in the input (target 0:
+    # the end of an input says nothing about a store's sales)
+    after_last: int = 0
+    late_events: int = 0  # sales and refunds left out of every window (beyond the late bound)
+    spell_false: int = 0  # false incidents over an offline spell that stand (not withdrawn)
+    withdrawn: int = 0  # anomaly alerts withdrawn (late sales disproved them)
+    spell_withdrawn: int = 0  # ... of them over an offline spell
     # Incidents a detector that knew the day's true rate would see (visibility >= MIN_VISIBILITY):
     # reported beside the figures, never used to keep or drop one
     visible: Tally = field(default_factory=Tally)
@@ -134,6 +150,11 @@ class Result:
             self.kind_weeks[kb].add(t)
         self.alerts += other.alerts
         self.explained += other.explained
+        self.after_last += other.after_last
+        self.late_events += other.late_events
+        self.spell_false += other.spell_false
+        self.withdrawn += other.withdrawn
+        self.spell_withdrawn += other.spell_withdrawn
 
 
 @dataclass(frozen=True)
@@ -142,23 +163,59 @@ class Alert:
     start_ms: int
     end_ms: int
     contributors: int
+    alert_id: str = ""
+    # The shard's event time when the alert was sent (recorded by `emissions`; None: the window's end
+    # plus the allowed lateness is taken)
+    emitted_ms: int | None = None
 
 
-def read_alerts(path: Path) -> list[Alert]:
+def read_alerts(path: Path, emitted: dict[str, int] | None = None, withdrawn: bool = False) -> list[Alert]:
+    """The anomaly alerts that stand (withdrawn=True: the ones an `anomaly_withdrawn` withdrew)."""
+    rows = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    gone = {row["withdrawn_alert_id"] for row in rows if row.get("kind") == "anomaly_withdrawn"}
     found = []
-    with path.open("rb") as fh:
-        for line in fh:
-            row = orjson.loads(line)
-            if row.get("kind") == "anomaly":
-                found.append(
-                    Alert(
-                        row["store_id"],
-                        parse_ts(row["window_start"]),
-                        parse_ts(row["window_end"]),
-                        len(row.get("contributors") or ()),
-                    )
+    for row in rows:
+        if row.get("kind") == "anomaly" and (row["alert_id"] in gone) == withdrawn:
+            found.append(
+                Alert(
+                    row["store_id"],
+                    parse_ts(row["window_start"]),
+                    parse_ts(row["window_end"]),
+                    len(row.get("contributors") or ()),
+                    row["alert_id"],
+                    (emitted or {}).get(row["alert_id"]),
                 )
+            )
     return found
+
+
+@contextlib.contextmanager
+def emissions(times: dict[str, int]) -> Iterator[None]:
+    """Record the shard's event time at which each anomaly alert is sent (benchmark only): the delay
+    of a detection includes how long its windows waited to close (a silent store's: the idle bound)."""
+    original = ShardCore._closed
+
+    def _closed(self: ShardCore, windows: list[WindowResult]) -> None:
+        n = len(self.out.alerts)
+        original(self, windows)
+        engine = self.state.windows
+        clock = engine.newest_ms if engine is not None else 0
+        for alert in self.out.alerts[n:]:
+            if isinstance(alert, Anomaly):
+                times.setdefault(alert.alert_id, clock)
+
+    ShardCore._closed = _closed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ShardCore._closed = original  # type: ignore[method-assign]
+
+
+def _over_spell(meta: dict[str, Any], a: Alert) -> bool:
+    return any(
+        store == a.store_id and a.start_ms < upload and a.end_ms > start
+        for store, start, _, upload in meta.get("spells", ())
+    )
 
 
 def _age(store: dict[str, Any], ts_ms: int) -> int:
@@ -168,9 +225,21 @@ def _age(store: dict[str, Any], ts_ms: int) -> int:
     return int(day - store["first_day"])
 
 
-def score(alerts: list[Alert], incidents: list[Incident], meta: dict[str, Any], lateness_ms: int) -> Result:
+def score(
+    alerts: list[Alert],
+    incidents: list[Incident],
+    meta: dict[str, Any],
+    lateness_ms: int,
+    last: dict[str, int] | None = None,
+    withdrawn: list[Alert] | None = None,
+) -> Result:
     stores = meta["stores"]
     res = Result()
+    if last is not None:
+        res.after_last = sum(1 for a in alerts if a.start_ms >= last.get(a.store_id, a.start_ms + 1))
+    for a in withdrawn or ():
+        res.withdrawn += 1
+        res.spell_withdrawn += _over_spell(meta, a)
     for s in stores.values():
         for day, is_open in enumerate(s["open"]):
             if is_open and day - s["first_day"] >= 1:
@@ -202,7 +271,10 @@ def score(alerts: list[Alert], incidents: list[Incident], meta: dict[str, Any], 
             t.incidents += 1
             if hits:
                 t.detected += 1
-                first = min(judged[i].end_ms for i in hits) + lateness_ms
+                first = min(
+                    judged[i].end_ms + lateness_ms if judged[i].emitted_ms is None else judged[i].emitted_ms
+                    for i in hits
+                )
                 t.delays_min.append(max(0.0, (first - inc.start_ms) / MIN_MS))
     last_end: dict[str, int] = {}
     for i, a in sorted(enumerate(judged), key=lambda ia: (ia[1].store_id, ia[1].start_ms)):
@@ -212,6 +284,7 @@ def score(alerts: list[Alert], incidents: list[Incident], meta: dict[str, Any], 
         if prev is None or a.start_ms > prev + GROUP_GAP_MS:
             res.total.false_incidents += 1
             res.weeks[bucket(_age(stores[a.store_id], a.start_ms))].false_incidents += 1
+            res.spell_false += _over_spell(meta, a)
         last_end[a.store_id] = max(a.end_ms, prev or a.end_ms)
     return res
 
@@ -245,17 +318,24 @@ def recording(feed: Feed) -> Iterator[None]:
 def replay(feed: Feed, det: DetectorConfig) -> list[Alert]:
     """The alerts a monitor with these settings raises on a recorded feed."""
     core = CoreConfig(archive=False, detection=det)
-    monitor = AnomalyMonitor(det, core.window_specs())
+    monitor = AnomalyMonitor(det, core.window_specs(), core.late_bound_ms)
     out, counts = Effects(), Counter[str]()
     for item in feed:
         if isinstance(item, tuple):
             monitor.set_zone(*item)
         else:
             monitor.window_closed(item, out, counts)
+    gone = {a.withdrawn_alert_id for a in out.alerts if isinstance(a, AnomalyWithdrawn)}
     return [
-        Alert(a.store_id, parse_ts(a.window_start), parse_ts(a.window_end), len(a.contributors or ()))
+        Alert(
+            a.store_id,
+            parse_ts(a.window_start),
+            parse_ts(a.window_end),
+            len(a.contributors or ()),
+            a.alert_id,
+        )
         for a in out.alerts
-        if isinstance(a, Anomaly)
+        if isinstance(a, Anomaly) and a.alert_id not in gone
     ]
 
 
@@ -309,20 +389,42 @@ def tune(work: Path, detectors: tuple[str, ...]) -> tuple[dict[str, DetectorConf
 
 
 def run_seed(
-    seed: int, detectors: tuple[str, ...], work: Path, configs: dict[str, DetectorConfig] | None = None
+    seed: int,
+    detectors: tuple[str, ...],
+    work: Path,
+    configs: dict[str, DetectorConfig] | None = None,
+    offline: bool = False,
+    late_bound_ms: int | None = None,
+    upload_ms: tuple[int, int] | None = None,
 ) -> dict[str, Result]:
-    fleet_dir = work / f"fleet-{seed}"
+    """Backtest each detector over the seed's fleet (offline=True: with OFFLINE_STORES stores' tills
+    offline for spells, uploaded late) and score it."""
+    fleet = FleetConfig(seed=seed, offline_stores=OFFLINE_STORES if offline else 0)
+    if upload_ms is not None:
+        fleet = dataclasses.replace(fleet, offline_upload_ms=upload_ms)
+    name = f"fleet-{seed}-offline" if offline else f"fleet-{seed}"
+    if offline and fleet.offline_upload_ms != FleetConfig(seed=seed).offline_upload_ms:
+        name += "-upload-{}-{}".format(*(ms // MIN_MS for ms in fleet.offline_upload_ms))
+    fleet_dir = work / name
     if not (fleet_dir / "meta.json").exists():
-        write(FleetConfig(seed=seed), fleet_dir)
+        write(fleet, fleet_dir)
     meta = json.loads((fleet_dir / "meta.json").read_text())
     incidents = read_labels(fleet_dir / "labels.jsonl")
+    last = last_events(fleet_dir / "events.jsonl")
     results = {}
     for name in detectors:
         det = (configs or {}).get(name) or DetectorConfig(kind=name)
         core = CoreConfig(archive=False, detection=det)
-        out = fleet_dir / f"out-{name}"
-        run_backtest(str(fleet_dir / "events.jsonl"), str(out), core)
-        results[name] = score(read_alerts(out / "alerts.jsonl"), incidents, meta, core.allowed_lateness_ms)
+        if late_bound_ms is not None:
+            core = dataclasses.replace(core, late_bound_ms=late_bound_ms)
+        out = fleet_dir / (f"out-{name}" + ("" if late_bound_ms is None else f"-bound-{late_bound_ms}"))
+        emitted: dict[str, int] = {}
+        with emissions(emitted):
+            summary = run_backtest(str(fleet_dir / "events.jsonl"), str(out), core).summary
+        alerts = read_alerts(out / "alerts.jsonl", emitted)
+        withdrawn = read_alerts(out / "alerts.jsonl", emitted, withdrawn=True)
+        results[name] = score(alerts, incidents, meta, core.allowed_lateness_ms, last, withdrawn)
+        results[name].late_events = int(summary["late_events"])  # type: ignore[call-overload]
     return results
 
 
@@ -355,6 +457,13 @@ def tables(totals: dict[str, Result], seeds: list[int], seconds: float) -> list[
         f"Of the {first.incidents} incidents, {seen} would be seen by a detector that knew each day's true "
         f"rate (some 15, 30 or 60-minute window over it at -log10 p >= {MIN_VISIBILITY:g}); the other "
         f"{first.incidents - seen} are within the day's own noise. Recall on those {seen}: {recalls}.",
+        "",
+        "Anomaly alerts whose window starts at or after the store's last event in the input (the input's "
+        "end says nothing about a store's sales; target 0): "
+        + ", ".join(f"{NAMES.get(n, n)} {r.after_last}" for n, r in totals.items())
+        + ". Sales and refunds left out of every window (beyond the late bound): "
+        + ", ".join(f"{NAMES.get(n, n)} {r.late_events}" for n, r in totals.items())
+        + ".",
     ]
     lines += [
         "",
@@ -393,6 +502,34 @@ def tables(totals: dict[str, Result], seeds: list[int], seconds: float) -> list[
     return lines
 
 
+def offline_table(
+    rows: list[tuple[str, Result]], seeds: list[int], upload_ms: tuple[int, int] | None = None
+) -> list[str]:
+    """Ours on the same fleets without and with offline tills (OFFLINE_STORES stores, spells uploaded
+    late): what the late uploads cost."""
+    cfg = FleetConfig(seed=0)
+    low, high = (ms // MIN_MS for ms in (upload_ms or cfg.offline_upload_ms))
+    lines = [
+        f"Offline tills (seeds {', '.join(map(str, seeds))}): {OFFLINE_STORES} of {cfg.stores} stores each "
+        f"have {cfg.offline_spells} spells of {cfg.offline_ms // MIN_MS} minutes in opening hours, their "
+        f"sales uploaded {low}-{high} minutes after the spell ends (event times kept; the file in "
+        "arrival order).",
+        "",
+        "| fleet | F1 | precision | recall | median delay | false / 100 store-days | sales left out of "
+        "their window | false incidents over spells (standing) | alerts withdrawn (over spells) "
+        "| alerts after a store's last event |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, r in rows:
+        t = r.total
+        lines.append(
+            f"| {label} | {t.f1:.3f} | {t.precision:.3f} | {t.recall:.3f} | {t.median_delay:.0f} min "
+            f"| {t.false_per_100:.2f} | {r.late_events} | {r.spell_false} "
+            f"| {r.withdrawn} ({r.spell_withdrawn}) | {r.after_last} |"
+        )
+    return lines
+
+
 def targets_met(r: Result) -> bool:
     t = r.total
     return t.f1 >= 0.90 and t.false_per_100 <= 2.0 and t.median_delay <= 30.0 and r.explained == r.alerts
@@ -428,9 +565,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --feedback: try the feedback settings on the tuning seeds 1-12 first",
     )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help=f"only the offline-tills scenario: ours on each seed's fleet without and with {OFFLINE_STORES} "
+        "stores' tills offline for spells, uploaded late",
+    )
+    parser.add_argument(
+        "--upload-minutes",
+        type=int,
+        nargs=2,
+        default=[ms // MIN_MS for ms in FleetConfig(seed=0).offline_upload_ms],
+        metavar=("LOW", "HIGH"),
+        help="with --offline: a spell's sales are uploaded this many minutes after it ends (drawn between)",
+    )
     args = parser.parse_args(argv)
     if args.feedback:
         return feedback_main(args)
+    if args.offline:
+        low, high = args.upload_minutes
+        return _offline(args.seeds, args.work, args.docs, (low * MIN_MS, high * MIN_MS))
     overrides: dict[str, Any] = {
         k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)
     }
@@ -810,6 +964,35 @@ def feedback_main(args: argparse.Namespace) -> int:
     print("\n" + "\n".join(lines))
     if args.docs:
         write_docs(args.docs, lines, marker="bench-feedback")
+
+
+def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None, upload_ms: tuple[int, int]) -> int:
+    bound = CoreConfig().late_bound_ms
+    wide = 4 * 3600 * 1000  # covers a 90-minute spell uploaded up to 2 hours after it ends
+    rows = [
+        ("no spells", Result()),
+        (f"offline spells, late bound {bound // 3_600_000} h (default)", Result()),
+        (f"offline spells, late bound {wide // 3_600_000} h", Result()),
+    ]
+    with tempfile.TemporaryDirectory(prefix="shelfstream-fleet-") as tmp:
+        work = work_dir or Path(tmp)
+        for seed in seeds:
+            got = [
+                run_seed(seed, ("seasonal",), work)["seasonal"],
+                run_seed(seed, ("seasonal",), work, offline=True, upload_ms=upload_ms)["seasonal"],
+                run_seed(seed, ("seasonal",), work, None, True, wide, upload_ms)["seasonal"],
+            ]
+            for (_, total), r in zip(rows, got, strict=True):
+                total.add(r)
+            print(
+                f"seed {seed}: F1 {got[0].total.f1:.3f}, with spells {got[1].total.f1:.3f} "
+                f"({got[2].total.f1:.3f} with a {wide // 3_600_000} h bound)",
+                flush=True,
+            )
+    lines = offline_table(rows, seeds, upload_ms)
+    print("\n" + "\n".join(lines))
+    if docs:
+        write_docs(docs, lines, marker="bench-offline")
     return 0
 
 

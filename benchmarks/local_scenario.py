@@ -79,6 +79,14 @@ class FleetConfig:
     # weekday at 2-3 times the sales, unlabelled: the store's own rhythm, which a detector first takes
     # for a spike). 0 keeps the fleet exactly as before (its numbers come from a generator of their own).
     promotions: float = 0.0
+    # Offline tills: this many stores (the first ones) each get `offline_spells` spells of `offline_ms`
+    # in opening hours, on days without an incident; the events of a spell arrive together, a delay
+    # drawn from `offline_upload_ms` after it ends (event times kept). 0: none. Drawn from a random
+    # stream of their own, so the fleet's events and incidents are the same with and without them.
+    offline_stores: int = 0
+    offline_spells: int = 3
+    offline_ms: int = 90 * MIN_MS
+    offline_upload_ms: tuple[int, int] = (45 * MIN_MS, 120 * MIN_MS)
 
     @property
     def start(self) -> str:
@@ -110,6 +118,8 @@ class Fleet:
     config: FleetConfig
     stores: list[FleetStore]
     incidents: list[Incident] = field(default_factory=list)
+    # (store, start, end, upload): an offline spell and when its events arrive
+    spells: list[tuple[str, int, int, int]] = field(default_factory=list)
     events: int = 0
 
     def day_start_ms(self, store: FleetStore, day: int) -> int:
@@ -128,6 +138,7 @@ class Fleet:
             "start": cfg.start,
             "events": self.events,
             "incidents": len(self.incidents),
+            "spells": [list(spell) for spell in self.spells],
             "stores": {
                 s.shape.store_id: {
                     "zone": s.zone,
@@ -244,17 +255,50 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
     out = _Writer(
         rng, ScenarioConfig(seed=cfg.seed, duplicate_rate=cfg.duplicate_rate, late_rate=cfg.late_rate)
     )
+    spell_rng = np.random.default_rng([cfg.seed, 7919])
     for index, store in enumerate(stores):
         rates = _rates(rng, fleet, store)
         if cfg.promotions > 0:
             _promote(cfg, fleet, store, rates, index)
         incidents = _plan(rng, fleet, store)
-        _events(rng, fleet, store, rates, incidents, out)
+        spells = _spells(spell_rng, fleet, store, incidents) if index < cfg.offline_stores else []
+        fleet.spells.extend(spells)
+        _events(rng, fleet, store, rates, incidents, out, spells)
         fleet.incidents.extend(_measured(fleet, store, rates, incidents))
     fleet.incidents.sort(key=lambda i: (i.start_ms, i.store_id))
     lines = list(out.lines())
     fleet.events = len(lines)
     return fleet, lines
+
+
+def _spells(
+    rng: np.random.Generator, fleet: Fleet, store: FleetStore, incidents: list[Incident]
+) -> list[tuple[str, int, int, int]]:
+    """Offline spells of a store's tills: in opening hours, from its second day, on days without an
+    incident (so a spell never hides or fakes one), one a day at most."""
+    cfg = fleet.config
+    busy = {_day_of(fleet, store, inc.start_ms) for inc in incidents}
+    days = []
+    for day in range(store.first_day + 1, cfg.days):
+        hours = store.shape.hours[fleet.weekday(day)]
+        if (
+            hours is not None
+            and day not in busy
+            and (hours[1] - hours[0]) * 3_600_000 >= cfg.offline_ms + 3_600_000
+        ):
+            days.append(day)
+    chosen = sorted(rng.choice(len(days), size=min(cfg.offline_spells, len(days)), replace=False))
+    spells = []
+    for i in chosen:
+        day = days[int(i)]
+        opening, closing = store.shape.hours[fleet.weekday(day)]  # type: ignore[misc]
+        room = (closing - opening) * 3_600_000 - cfg.offline_ms - 1_800_000
+        start = fleet.day_start_ms(store, day) + int(opening * 3_600_000) + int(rng.integers(0, max(room, 1)))
+        start -= start % MIN_MS
+        low, high = cfg.offline_upload_ms
+        upload = start + cfg.offline_ms + int(rng.integers(low, high + 1))
+        spells.append((store.shape.store_id, start, start + cfg.offline_ms, upload))
+    return spells
 
 
 def _day_of(fleet: Fleet, store: FleetStore, ts_ms: int) -> int:
@@ -298,6 +342,7 @@ def _events(
     rates: dict[int, np.ndarray],
     incidents: list[Incident],
     out: _Writer,
+    spells: list[tuple[str, int, int, int]] = (),  # type: ignore[assignment]
 ) -> None:
     shape = store.shape
     sid = shape.store_id
@@ -312,6 +357,9 @@ def _events(
         delay = int(rng.exponential(1500.0))
         if rng.random() < cfg.late_rate:
             delay += cfg.late_after_ms + int(rng.integers(0, 30 * MIN_MS))
+        for _, start, end, upload in spells:
+            if start <= ts_ms < end:
+                delay = upload - ts_ms  # held by the till, uploaded with the spell's other events
         out.add(ts_ms, line, delay)
         if rng.random() < cfg.duplicate_rate:
             out.add(ts_ms, line, delay + int(rng.integers(1000, 120_000)))

@@ -300,7 +300,9 @@ def parse_ts(text: str) -> int:
 
 # --- alerts and requests (docs/contract.md section 2) ------------------------------------------------
 
-AlertKind: TypeAlias = Literal["restock_request", "out_of_stock", "anomaly", "product_change"]
+AlertKind: TypeAlias = Literal[
+    "restock_request", "out_of_stock", "anomaly", "product_change", "anomaly_withdrawn"
+]
 
 
 def feedback_event_id(verdict: str, *about: str) -> str:
@@ -377,8 +379,23 @@ class Anomaly(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="
     contributors: tuple[Contributor, ...] = ()
 
 
-Alert: TypeAlias = RestockRequest | OutOfStock | ProductChange | Anomaly
-ALERT_KINDS: Final = ("restock_request", "out_of_stock", "anomaly", "product_change")
+class AnomalyWithdrawn(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="anomaly_withdrawn"):
+    """An `anomaly` alert that sales uploaded late by the tills disprove: the span it was raised on,
+    with the late sales counted, is no longer anomalous by the detector's own bars."""
+
+    alert_id: str
+    store_id: str
+    ts: str
+    withdrawn_alert_id: str
+    reason: str
+    observed: float
+    metric: str
+    window_start: str
+    window_end: str
+
+
+Alert: TypeAlias = RestockRequest | OutOfStock | ProductChange | Anomaly | AnomalyWithdrawn
+ALERT_KINDS: Final = ("restock_request", "out_of_stock", "anomaly", "product_change", "anomaly_withdrawn")
 
 _alert_decoder: Final[msgspec.json.Decoder[Alert]] = msgspec.json.Decoder(Alert)
 

@@ -57,6 +57,9 @@ class Table:
     time_column: str
     key: tuple[str, ...]
     columns: dict[str, str]
+    # Of the rows of one identity, the one with the highest value here is the row (windows: the
+    # latest revision, a window emitted again with late sales added); None: any (repeats are equal)
+    latest: str | None = None
 
     def prefix(self, settings: Settings) -> str:
         return str(getattr(settings, self.prefix_setting))
@@ -112,7 +115,10 @@ TABLES: Final[dict[str, Table]] = {
             "expected": "JSON",
             "anomalies": "VARCHAR[]",
             "timezone": "VARCHAR",
+            "revision": "BIGINT",
+            "partial": "BOOLEAN",
         },
+        latest="revision",
     ),
     "alerts": Table(
         "alerts",
@@ -136,6 +142,7 @@ TABLES: Final[dict[str, Table]] = {
             "observed": "DOUBLE",
             "expected": "JSON",
             "explanation": "VARCHAR",
+            "withdrawn_alert_id": "VARCHAR",
             "changes": "JSON",
         },
     ),
@@ -515,11 +522,13 @@ def _filtered_sql(table: Table, union: str, keep: ArchiveFilter) -> str:
     time_col = _ident(table.time_column)
     where = keep.where(time_col)
     partition = ", ".join(_ident(col) for col in table.key)
+    order = f" ORDER BY coalesce({_ident(table.latest)}, 0) DESC" if table.latest else ""
     return (
         f"SELECT *, strftime({time_col}, '%Y-%m-%d') AS dt FROM ({union}) AS rows"
         f"{f' WHERE {where}' if where else ''}"
-        # Firehose and a replay after a crash deliver at least once: one row per identity.
-        f" QUALIFY row_number() OVER (PARTITION BY {partition}) = 1"
+        # Firehose and a replay after a crash deliver at least once: one row per identity (for
+        # windows, its latest revision).
+        f" QUALIFY row_number() OVER (PARTITION BY {partition}{order}) = 1"
     )
 
 

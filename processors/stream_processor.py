@@ -50,6 +50,8 @@ def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
         hopping_window_ms=settings.hopping_window_s * 1000,
         hopping_hop_ms=settings.hopping_hop_s * 1000,
         allowed_lateness_ms=settings.allowed_lateness_s * 1000,
+        store_idle_ms=settings.store_idle_s * 1000,
+        late_bound_ms=settings.late_bound_s * 1000,
         restock=restock_config(settings),
         detection=DetectorConfig(kind=settings.detector),
     )

@@ -346,7 +346,8 @@ def render(run: DemoRun) -> Group:
         detail = orjson.loads(encode(alert))
         for key in ("kind", "store_id", "ts", "alert_id"):
             detail.pop(key, None)
-        text = detail.pop("explanation", None) or ", ".join(f"{k}={v}" for k, v in detail.items())
+        said = detail.pop("reason", None) if alert_kind(alert) == "anomaly_withdrawn" else None
+        text = detail.pop("explanation", None) or said or ", ".join(f"{k}={v}" for k, v in detail.items())
         alerts.add_row(alert.ts[11:16], alert_kind(alert), alert.store_id, text)
     trucks = Table("truck", "trip", "stops", "products", "units", expand=True, title="recent trips")
     for truck_id, trip in list(run.dispatcher.recent_trips)[-5:][::-1]:

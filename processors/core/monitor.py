@@ -10,6 +10,13 @@ until the metric has been normal for `cooldown_ms`. Operators' `feedback` events
 their store (processors/core/feedback.py): a deviation a `not_anomaly` mark covers raises no alert,
 and a `missed` mark lowers the bar in its hours. All of it is state, pickled with the core, so a
 replay from a checkpoint makes the same decisions and the same alert ids.
+
+Revised windows (sales that arrived late, within the late bound: windows.py) and partial ones (after
+the end of an input) are archived but never judged, and the detectors do not learn from them. For
+each recent anomaly alert (within the late bound) the monitor keeps what it judged: the span, metric,
+direction, expected mean and variance, threshold and observed count. When a revision changes an
+alerted span, the span is scored again by the detector's own bars (`still_anomalous`); if it no longer
+qualifies, an `anomaly_withdrawn` alert says so.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from typing import Final, Protocol
 
 import msgspec
 
-from foundation.contract import Anomaly, Contributor, Feedback, alert_id, format_ts
+from foundation.contract import Anomaly, AnomalyWithdrawn, Contributor, Feedback, alert_id, format_ts
+from processors.core import tails
 from processors.core.detectors import (
     DAY_MS,
     DETECTOR_KINDS,
@@ -79,6 +87,8 @@ class WindowRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     expected: dict[str, tuple[float, float]] | None = None
     anomalies: tuple[str, ...] = ()
     timezone: str | None = None  # the store's IANA zone (absent: UTC), for showing it in local time
+    revision: int = 0  # 1, 2, ...: the window again, with sales that arrived late (absent: the first)
+    partial: bool = False  # it ends after the input's last event (end of a backtest): not judged
 
 
 def detector_slots(specs: tuple[WindowSpec, ...]) -> tuple[int, int] | None:
@@ -108,8 +118,32 @@ def detector_slots(specs: tuple[WindowSpec, ...]) -> tuple[int, int] | None:
     return slot, long_slots
 
 
+# What an anomaly alert was judged on, kept for the late bound: (alert id, span start, span end, metric,
+# direction, expected mean, variance, threshold, observed, zone offset at the start)
+Judged = tuple[str, int, int, str, str, float, float, float, float, int]
+
+
+def still_anomalous(
+    config: DetectorConfig, metric: str, direction: str, x: float, mean: float, var: float, threshold: float
+) -> bool:
+    """Whether a count is still anomalous by the detector's bars (SeasonalDetector._sales/_refunds:
+    the drop ratio or the jump's margin, and the tail score against the threshold)."""
+    _lo, hi = tails.expected_range(mean, var)
+    if metric == "sales" and direction == "low":
+        if mean < config.min_expected_sales or x > config.drop_ratio * mean:
+            return False
+        return tails.score(tails.lower_tail(x, mean, var)) >= threshold
+    if metric == "sales":
+        if x < hi + config.min_extra_sales or x < config.jump_ratio * mean:
+            return False
+        return tails.score(tails.upper_tail(x, max(mean, 0.05), max(var, 0.05))) >= threshold
+    if x < config.min_refunds or x <= hi:
+        return False
+    return tails.score(tails.upper_tail(x, max(mean, 0.01), max(var, 0.01))) >= threshold
+
+
 class AnomalyMonitor:
-    def __init__(self, config: DetectorConfig, specs: tuple[WindowSpec, ...]) -> None:
+    def __init__(self, config: DetectorConfig, specs: tuple[WindowSpec, ...], late_bound_ms: int = 0) -> None:
         if config.kind not in DETECTOR_KINDS:
             raise ValueError(f"detector kind {config.kind!r} is not one of {', '.join(DETECTOR_KINDS)}")
         self.config = config
@@ -130,6 +164,12 @@ class AnomalyMonitor:
         self.feedback = FeedbackBook(config, self.slot_ms)
         self._ts: dict[int, str] = {}
         self._offsets: dict[tuple[str, int], int] = {}
+        # How far back revised windows may reach (0: no revisions, nothing kept for them)
+        self.late_bound_ms = late_bound_ms
+        # store -> the last short windows' (start, sales, refunds), and the anomaly alerts within the
+        # late bound with what they were judged on (Judged)
+        self.slot_counts: dict[str, deque[tuple[int, int, int]]] = {}
+        self.judged: dict[str, list[Judged]] = {}
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -139,6 +179,9 @@ class AnomalyMonitor:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("zone_history", {})  # a checkpoint from before zones had a history
+        state.setdefault("late_bound_ms", 0)  # ... before late sales revised windows
+        state.setdefault("slot_counts", {})
+        state.setdefault("judged", {})
         self.__dict__.update(state)
         if "feedback" not in state:  # a checkpoint from before operator feedback
             self.feedback = FeedbackBook(self.config, self.slot_ms)
@@ -355,7 +398,13 @@ class AnomalyMonitor:
         alerts: Counter[str],
         catalog: Mapping[tuple[str, str], _Cataloged] | None = None,
     ) -> None:
-        """Judge one closed window; append its record to `out.windows` and any alert to `out.alerts`."""
+        """Judge one closed window; append its record to `out.windows` and any alert to `out.alerts`.
+        A revision is not judged (its alerts may be withdrawn); a partial window is not judged."""
+        if w.revision or w.partial:
+            if w.revision and self.slot_ms and w.end_ms - w.start_ms == self.slot_ms:
+                self._revised(w, out, alerts)
+            self._record(out, w, None, ())
+            return
         book = self.feedback
         rules: list[Rule] = []
         if self.slot_ms:
@@ -394,6 +443,8 @@ class AnomalyMonitor:
             contributors = self.contributors(span, finding, catalog or {})
             aid = alert_id("anomaly", w.store_id, span.spec.name, span_start, finding.metric)
             book.remember(w.store_id, aid, finding, (span.start_ms, span.end_ms), offset)
+            if self.late_bound_ms:
+                self._remember(w, span, finding, aid, offset)
             out.alerts.append(
                 Anomaly(
                     alert_id=aid,
@@ -415,6 +466,9 @@ class AnomalyMonitor:
             alerts["anomaly"] += 1
         if self.slot_ms:
             self._commit_mix(w, "sales" in flagged)
+            if self.late_bound_ms and w.end_ms - w.start_ms == self.slot_ms and w.spec.kind == "tumbling":
+                self._count_slot(w)
+        # The record (as `_record`, inlined: once per window)
         spec = w.spec
         ratio = w.refund_ratio
         basket = w.avg_basket
@@ -445,6 +499,163 @@ class AnomalyMonitor:
         if len(self.open_until) > 4096:
             horizon = w.end_ms - WEEK_MS
             self.open_until = {k: v for k, v in self.open_until.items() if v >= horizon}
+
+    def _record(
+        self,
+        out: Effects,
+        w: WindowResult,
+        expected: dict[str, tuple[float, float]] | None,
+        flagged: tuple[str, ...],
+        start: str | None = None,
+        end: str | None = None,
+    ) -> None:
+        spec = w.spec
+        ratio = w.refund_ratio
+        basket = w.avg_basket
+        out.windows.append(
+            _encoder.encode(
+                WindowRecord(
+                    w.store_id,
+                    spec.name,
+                    spec.kind,
+                    start or self._format(w.start_ms),
+                    end or self._format(w.end_ms),
+                    w.sales,
+                    w.lines,
+                    w.units,
+                    round(w.revenue, 2),
+                    w.refunds,
+                    w.refund_lines,
+                    w.refund_units,
+                    round(w.refund_amount, 2),
+                    None if ratio is None else round(ratio, 4),
+                    None if basket is None else round(basket, 2),
+                    expected,
+                    flagged,
+                    self._record_zone(w),
+                    w.revision,
+                    w.partial,
+                )
+            )
+        )
+
+    # --- late sales: revisions and withdrawn alerts ------------------------------------------------
+
+    def _count_slot(self, w: WindowResult) -> None:
+        counts = self.slot_counts.get(w.store_id)
+        if counts is None:
+            keep = self.late_bound_ms // self.slot_ms + max(self.long_slots, 2) + 2
+            counts = self.slot_counts[w.store_id] = deque(maxlen=keep)
+        counts.append((w.start_ms, w.sales, w.refunds))
+        judged = self.judged.get(w.store_id)
+        if judged:
+            horizon = w.end_ms - self.late_bound_ms - max(self.long_slots, 2) * self.slot_ms
+            kept = [j for j in judged if j[2] >= horizon]
+            if kept:
+                self.judged[w.store_id] = kept
+            else:
+                del self.judged[w.store_id]
+
+    def _remember(self, w: WindowResult, span: WindowResult, finding: Finding, aid: str, offset: int) -> None:
+        """Keep what an alert was judged on, for the late bound."""
+        cfg = self.config
+        var = ((finding.high - finding.mean) / tails.Z99) ** 2
+        if finding.metric == "refunds":
+            rule = cfg.refund_threshold
+        elif finding.direction == "low":
+            rule = cfg.drop_threshold or cfg.threshold
+        else:
+            rule = cfg.threshold
+        if finding.metric == "sales" and finding.direction == "low":
+            own = tails.score(tails.lower_tail(finding.observed, finding.mean, var))
+        else:
+            own = tails.score(tails.upper_tail(finding.observed, max(finding.mean, 0.01), max(var, 0.01)))
+        # An alert raised on the evidence of several windows (or by another detector's rule) keeps the
+        # unlikelihood it was raised with as its bar, when that is below the rule's
+        threshold = min(rule, own)
+        entry: Judged = (
+            aid,
+            span.start_ms,
+            span.end_ms,
+            finding.metric,
+            finding.direction,
+            finding.mean,
+            var,
+            threshold,
+            finding.observed,
+            offset,
+        )
+        self.judged.setdefault(w.store_id, []).append(entry)
+
+    def _revised(self, w: WindowResult, out: Effects, alerts: Counter[str]) -> None:
+        """A short window revised with late sales: its count replaces the one judged, and every alert
+        whose span holds it is scored again; one that no longer qualifies is withdrawn."""
+        store = w.store_id
+        counts = self.slot_counts.get(store)
+        if counts is None:
+            return
+        for i, (start, _, _) in enumerate(counts):
+            if start == w.start_ms:
+                counts[i] = (start, w.sales, w.refunds)
+                break
+        else:
+            return
+        judged = self.judged.get(store)
+        if not judged:
+            return
+        by_start = {start: (sales, refunds) for start, sales, refunds in counts}
+        still: list[Judged] = []
+        for entry in judged:
+            aid, start, end, metric, direction, mean, var, threshold, observed, offset = entry
+            if not start <= w.start_ms < end:
+                still.append(entry)
+                continue
+            parts = [by_start.get(t) for t in range(start, end, self.slot_ms)]
+            if any(p is None for p in parts):
+                still.append(entry)
+                continue
+            x = float(sum(p[0 if metric == "sales" else 1] for p in parts if p is not None))
+            if x == observed or still_anomalous(self.config, metric, direction, x, mean, var, threshold):
+                still.append((aid, start, end, metric, direction, mean, var, threshold, x, offset))
+                continue
+            out.alerts.append(
+                AnomalyWithdrawn(
+                    alert_id=alert_id("anomaly_withdrawn", aid),
+                    store_id=store,
+                    ts=self._format(w.end_ms),
+                    withdrawn_alert_id=aid,
+                    reason=_withdrawn_reason(store, metric, start + offset, end + offset, x, mean, var),
+                    observed=x,
+                    metric=metric,
+                    window_start=self._format(start),
+                    window_end=self._format(end),
+                )
+            )
+            alerts["anomaly_withdrawn"] += 1
+        if still:
+            self.judged[store] = still
+        else:
+            del self.judged[store]
+
+
+def _withdrawn_reason(
+    store: str, metric: str, local_start: int, local_end: int, x: float, mean: float, var: float
+) -> str:
+    """E.g. "Sales at s1 between 14:00 and 15:30 were uploaded late by the tills: 212 sales, as expected
+    (180-240); the alert is withdrawn." (times in the store's local time)"""
+
+    def clock(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%H:%M")
+
+    lo, hi = tails.expected_range(mean, var)
+    low, high = max(0, int(lo)), max(0, int(-(-hi // 1)))
+    what = "Sales" if metric == "sales" else "Refunds"
+    noun = "sales" if metric == "sales" else "refunds"
+    verdict = "as expected" if lo <= x <= hi else "no longer unusual against"
+    return (
+        f"{what} at {store} between {clock(local_start)} and {clock(local_end)} were uploaded late by the "
+        f"tills: {x:,.0f} {noun}, {verdict} ({low}-{high}); the alert is withdrawn."
+    )
 
 
 _NO_VERDICT: Final = Verdict()

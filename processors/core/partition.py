@@ -88,10 +88,8 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
         state.next_sweep_ms = min(state.next_sweep_ms, o.next_sweep_ms)
         if state.windows is not None and o.windows is not None:
             w, ow = state.windows, o.windows
-            for engine in (w, ow):
-                if engine.started:
-                    for store in engine.stores.values():
-                        store.resume_idx = max(store.resume_idx, engine.closed_idx)
+            # Each store carries where it has closed (`StoreWindows.closed`): none is closed twice, and
+            # its closed panes within the late bound still take late sales after the merge.
             w.stores.update(ow.stores)
             if ow.started:
                 if w.started:
@@ -118,6 +116,8 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
             _take(fb.hours, ofb.hours, theirs, m.detectors.keys())
             for outcome, n in ofb.counts.items():
                 fb.counts[outcome] = fb.counts.get(outcome, 0) + n
+            _take(m.slot_counts, om.slot_counts, theirs, m.detectors.keys())
+            _take(m.judged, om.judged, theirs, m.detectors.keys())
             m.detectors.update(om.detectors)
             m.open_until.update(om.open_until)
     return merged

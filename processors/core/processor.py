@@ -67,6 +67,14 @@ class CoreConfig:
     max_window_gap_ms: int = 7 * 24 * 3600 * 1000
     detection: DetectorConfig = field(default_factory=DetectorConfig)
     restock: RestockConfig = field(default_factory=RestockConfig)
+    # (New fields go last: a checkpoint's config is pickled by position, and `_upgraded` fills in
+    # the ones an older checkpoint lacks.)
+    # A store's windows close by its own event time; a store silent for this long (by the shard's
+    # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
+    store_idle_ms: int = 5 * _MINUTE_MS
+    # A sale or refund up to this far behind its store's closing point is added to its closed windows,
+    # which are emitted again as revisions (0: every late event is only counted)
+    late_bound_ms: int = 2 * 3600 * 1000
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
         if self.window_ms <= 0:
@@ -135,13 +143,16 @@ PIECE_PREFIX: Final = "d-"
 def _upgraded(config: CoreConfig, state: CoreState) -> CoreConfig:
     """A checkpoint's config and state brought up to this code (one from before the forecast policy
     has no restock config)."""
-    if not hasattr(config, "restock"):
+    if not all(hasattr(config, f.name) for f in fields(CoreConfig)):
         known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
         config = CoreConfig(**known)
         state.inventory.restock_config = config.restock
     state.inventory.ensure_demand()
     if state.windows is not None:
         state.windows.guard(config.dedup_max_ahead_ms)  # one from before the windows' clock was guarded
+        state.windows.settings(config.store_idle_ms, config.late_bound_ms)
+    if state.monitor is not None:
+        state.monitor.late_bound_ms = config.late_bound_ms
     return config
 
 
@@ -168,6 +179,8 @@ def forget_stores(state: CoreState, stores: set[str]) -> None:
             state.monitor.mix.pop(store, None)
             state.monitor.mix_total.pop(store, None)
             state.monitor.recent_mix.pop(store, None)
+            state.monitor.slot_counts.pop(store, None)
+            state.monitor.judged.pop(store, None)
         state.monitor.feedback.forget(stores)
     for store in stores:
         state.last_seen.pop(store, None)
@@ -179,9 +192,14 @@ def _windows_and_monitor(config: CoreConfig) -> tuple[WindowEngine | None, Anoma
         return None, None
     # The dedup's limit guards the windows' clock too: one till with a wrong clock moves neither.
     engine = WindowEngine(
-        specs, config.allowed_lateness_ms, config.max_window_gap_ms, config.dedup_max_ahead_ms
+        specs,
+        config.allowed_lateness_ms,
+        config.max_window_gap_ms,
+        config.dedup_max_ahead_ms,
+        idle_ms=config.store_idle_ms,
+        late_bound_ms=config.late_bound_ms,
     )
-    return engine, AnomalyMonitor(config.detection, specs)
+    return engine, AnomalyMonitor(config.detection, specs, config.late_bound_ms)
 
 
 def _wrong_key(partition_key: str, store_id: str) -> str:
@@ -270,15 +288,19 @@ class ShardCore:
         if type(ev) is Sale:  # the most common type first, by identity (cheaper than isinstance)
             inv.sale(ev, ts_ms, out, tally)
             if win is not None:
-                # WindowEngine.sale, inlined: this is the hottest line of the core.
+                # WindowEngine.sale, inlined: this is the hottest line of the core. A pane the store
+                # has not open is new, or closed (late: revised within the bound, else counted).
                 idx = ts_ms // win.pane_ms
-                if idx < win.closed_idx:
-                    stats.late_events += 1
+                store = win.stores.get(store_id)
+                pane = store.panes.get(idx) if store is not None else None
+                if pane is None:
+                    pane = win.new_pane(store_id, idx, ts_ms)
+                elif ts_ms > store.newest_ms:  # type: ignore[union-attr]
+                    store.newest_ms = ts_ms  # type: ignore[union-attr]
+                if pane is None:
+                    if not win.late(store_id, idx, True, ev.quantity, ev.unit_price, ev.transaction_id):
+                        stats.late_events += 1
                 else:
-                    store = win.stores.get(ev.store_id)
-                    pane = store.panes.get(idx) if store is not None else None
-                    if pane is None:
-                        pane = win.new_pane(ev.store_id, idx)
                     quantity = ev.quantity
                     pane.lines += 1
                     pane.units += quantity

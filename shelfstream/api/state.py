@@ -112,7 +112,7 @@ class DashboardState:
         self._alert_ids: dict[str, None] = {}  # insertion-ordered, bounded: the repeats to drop
         self._alerts_per_store = alerts_per_store
         self._windows: dict[str, deque[dict[str, Any]]] = {}
-        self._window_keys: dict[tuple[str, str, str], None] = {}
+        self._window_keys: dict[tuple[str, str, str, int], None] = {}
         self._windows_per_store = windows_per_store
         self.deliveries: deque[dict[str, Any]] = deque(maxlen=deliveries_kept)
         self._delivery_ids: dict[str, None] = {}
@@ -196,14 +196,27 @@ class DashboardState:
         store_id = data.get("store_id")
         if not isinstance(store_id, str) or "window_end" not in data:
             return False
-        key = (store_id, str(data.get("window")), str(data.get("window_end")))
+        # A revision (late sales added: `revision` 1, 2, ...) replaces the window it revises
+        revision = int(data.get("revision") or 0)
+        key = (store_id, str(data.get("window")), str(data.get("window_end")), revision)
         if key in self._window_keys:
             return False
         self._window_keys[key] = None
         if len(self._window_keys) > 50_000:
             for old in list(self._window_keys)[:10_000]:
                 del self._window_keys[old]
-        self._windows.setdefault(store_id, deque(maxlen=self._windows_per_store)).append(data)
+        kept = self._windows.setdefault(store_id, deque(maxlen=self._windows_per_store))
+        if revision:
+            same = [
+                w
+                for w in kept
+                if w.get("window") == data.get("window") and w.get("window_end") == data.get("window_end")
+            ]
+            if any((w.get("revision") or 0) > revision for w in same):
+                return False  # an older revision arriving after a newer one
+            for w in same:
+                kept.remove(w)
+        kept.append(data)
         self.hub.publish("window", store_id, data)
         return True
 

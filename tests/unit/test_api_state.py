@@ -183,3 +183,12 @@ def test_items_at_risk_come_from_requests_and_leave_with_their_delivery() -> Non
     )
     assert len(state.deliveries) == 2
     assert [i["product_id"] for i in state.summaries(_hq())[0]["at_risk"]] == ["milk"]
+
+
+def test_a_window_revision_replaces_the_window_it_revises() -> None:
+    state = DashboardState()
+    window = {"store_id": "store-001", "window": "15m", "window_end": "2026-08-01T10:15:00.000Z", "sales": 1}
+    assert state.add_window(window) is True
+    assert state.add_window(window | {"sales": 40, "revision": 2}) is True
+    assert state.add_window(window | {"sales": 30, "revision": 1}) is False  # older, after a newer one
+    assert [(w["sales"], w.get("revision")) for w in state.windows("store-001")] == [(40, 2)]

@@ -446,7 +446,7 @@ def _glue_type(annotation: Any) -> str:
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         fields = ",".join(f"{f.name}:{_glue_type(f.type)}" for f in msgspec.structs.fields(annotation))
         return f"struct<{fields}>"
-    return {str: "string", int: "int", float: "double", dt.datetime: "string"}[annotation]
+    return {str: "string", int: "int", float: "double", bool: "boolean", dt.datetime: "string"}[annotation]
 
 
 def _columns(table_logical_id: str) -> dict[str, str]:

@@ -345,3 +345,30 @@ def test_a_console_is_full_width_only_where_no_terminal_reads_it() -> None:
     assert make_console(file=io.StringIO()).width == PIPE_WIDTH
     assert make_console(file=Tty(), width=100).width == 100
     assert make_console(file=Tty()).width < PIPE_WIDTH
+
+
+def test_the_windows_table_keeps_a_windows_latest_revision(tmp_path: Path) -> None:
+    """A window that took late sales is archived again with `revision` 1, 2, ...: the table has one row
+    per window, the latest revision, whatever object or order it came in."""
+    base = {
+        "store_id": "Berlin",
+        "window": "15m",
+        "kind": "tumbling",
+        "window_start": "2026-08-03T09:00:00.000Z",
+        "window_end": "2026-08-03T09:15:00.000Z",
+        "lines": 0,
+        "units": 0,
+        "revenue": 0.0,
+        "refunds": 0,
+        "refund_lines": 0,
+        "refund_units": 0,
+        "refund_amount": 0.0,
+    }
+    root = tmp_path / "moto"
+    write_jsonl(
+        root / "windows/2026/08/03/11/windows-2",
+        [base | {"sales": 212, "revision": 2}, base | {"sales": 150, "revision": 1}],
+    )
+    write_jsonl(root / "windows/2026/08/03/09/windows-1", [base | {"sales": 3}])
+    result = query(root, "SELECT sales, revision FROM windows")
+    assert result.rows == [(212, 2)]

@@ -445,6 +445,8 @@
         return alert.product_id + " is out of stock (" + alert.on_hand + " on hand)";
       case "restock_request":
         return "restock " + alert.product_id + ": " + alert.on_hand + " on hand, asking for " + alert.requested_quantity;
+      case "anomaly_withdrawn":
+        return alert.reason || "alert " + alert.withdrawn_alert_id + " withdrawn";
       case "product_change":
         return alert.product_id + " changed: " + Object.entries(alert.changes || {})
           .map(([field, [from, to]]) => field + " " + from + " → " + to).join(", ");
