@@ -50,7 +50,7 @@ def test_relative_links_and_their_anchors_resolve(doc: Path) -> None:
 
 
 def test_nothing_names_a_contract_file_that_is_not_there() -> None:
-    """The contract is docs/contract.md; ~21 places named a CONTRACT.md this repo does not have."""
+    """The contract is docs/contract.md; ~21 places named an upper-case file this repo does not have."""
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()
