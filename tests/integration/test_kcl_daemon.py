@@ -39,7 +39,6 @@ pytestmark = [
     pytest.mark.java,
     pytest.mark.npm,
     pytest.mark.daemon,
-    pytest.mark.serial,
     pytest.mark.timeout(900),
 ]
 
