@@ -50,6 +50,7 @@ from processors.core.detectors.fleet_shape import (
 )
 from processors.core.processor import decode_record
 from processors.core.windows import AheadRun
+from processors.trailing_silence import TrailingSilence
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ class _Part:
     fleet: FleetShape | None = None  # the shape of a day its stores taught
     # What became of the operators' `feedback` events: applied, unknown_alert, no_detector
     feedback: dict[str, int] = field(default_factory=dict)
+    # Anomaly alerts about the time after a store's last event, dropped at the input's end, and
+    # waiting ones withdrawn before it (TrailingSilence)
+    after_last_event: int = 0
+    cancelled: int = 0
 
 
 class _PartWriter:
@@ -151,17 +156,27 @@ class _PartWriter:
         self.core = core
         self.folder = folder
         self.files = tuple((folder / name).open("wb") for name in _PART_FILES)
+        self.hold = TrailingSilence()
 
     def write(self) -> None:
-        _write_effects(self.core, *self.files)
+        _write_effects(self.core, self.hold, *self.files)
 
     def close(self, cpu_s: float = 0.0) -> _Part:
+        """The part's files closed; alerts still waiting were about the end of their store's data."""
+        self.hold.end()
         for file in self.files:
             file.close()
         monitor = self.core.state.monitor
         feedback = dict(monitor.feedback.counts) if monitor is not None else {}
         return _Part(
-            self.folder, self.core.stats, self.core.inventory(), cpu_s, self.core.fleet_shape(), feedback
+            self.folder,
+            self.core.stats,
+            self.core.inventory(),
+            cpu_s,
+            self.core.fleet_shape(),
+            feedback,
+            self.hold.dropped,
+            self.hold.cancelled,
         )
 
 
@@ -465,18 +480,28 @@ def _merge(parts: list[_Part], out: Path, seconds: float, cpu_s: float) -> Backt
     stats = CoreStats()
     inventory: dict[str, dict[str, int]] = {}
     feedback: Counter[str] = Counter()
+    after_last = cancelled = 0
     for part in parts:
         stats.add(part.stats)
         inventory.update(part.inventory)
         feedback.update(part.feedback)
+        after_last += part.after_last_event
+        cancelled += part.cancelled
     inventory = dict(sorted(inventory.items()))
+    # The alerts as written: those about the time after a store's last event are not (TrailingSilence)
+    written = Counter(stats.alerts)
+    written["anomaly"] -= after_last + cancelled
+    written["anomaly_withdrawn"] -= cancelled
+    written = +written
     summary: dict[str, object] = {
         "events_read": stats.events_read,
         "events_valid": stats.events_valid,
         "events_rejected": stats.events_rejected,
         "duplicates_ignored": stats.duplicates_ignored,
         "late_events": stats.late_events,
-        "alerts": dict(sorted(stats.alerts.items())),
+        "alerts": dict(sorted(written.items())),
+        # anomaly alerts about the time after a store's last event: the input's end, not its sales
+        "alerts_after_last_event_dropped": after_last,
         # operators' feedback events: applied, or why not (an unknown alert, a store without detector)
         "feedback": dict(sorted(feedback.items())),
         "workers": len(parts),
@@ -495,14 +520,18 @@ def _merge(parts: list[_Part], out: Path, seconds: float, cpu_s: float) -> Backt
 
 
 def _write_effects(
-    core: ShardCore, alerts_file: IO[bytes], rejected_file: IO[bytes], windows_file: IO[bytes]
+    core: ShardCore,
+    hold: TrailingSilence,
+    alerts_file: IO[bytes],
+    rejected_file: IO[bytes],
+    windows_file: IO[bytes],
 ) -> None:
     effects = core.drain()
     if effects.windows:
         windows_file.write(b"\n".join(effects.windows) + b"\n")
     for request in effects.requests:
         alerts_file.write(encode(request) + b"\n")
-    for alert in effects.alerts:
+    for alert in hold.admit(effects.alerts, core.newest_event_times()):
         alerts_file.write(encode(alert) + b"\n")
     for rejected in effects.rejected:
         # The record as text for people and byte-exact in base64 (it may not be UTF-8).

@@ -16,6 +16,7 @@ import pickle
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Final
 
 from foundation.contract import (
@@ -412,6 +413,10 @@ class ShardCore:
 
     def inventory(self) -> dict[str, dict[str, int]]:
         return self.state.inventory.by_store()
+
+    def newest_event_times(self) -> Mapping[str, int]:
+        """Each store's newest event time so far (a read-only view: what a store last said)."""
+        return MappingProxyType(self.state.last_seen)
 
     def open_requests(self) -> dict[tuple[str, str], str]:
         return dict(self.state.inventory.open_requests)
