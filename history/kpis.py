@@ -56,6 +56,7 @@ PRODUCT_FIELDS: Final = (
     "units_delivered",
     "start_stock",
     "end_stock",
+    "price",
     "open_minutes",
     "minutes_out_of_stock",
     "availability",
@@ -97,6 +98,7 @@ class KpiEvent(NamedTuple):
     count: int | None = None
     price: float | None = None
     timezone: str | None = None
+    event_id: str = ""
 
 
 @dataclass
@@ -162,7 +164,7 @@ def compute(
     store_rows: list[dict[str, Any]] = []
     for store_id in sorted(by_store):
         store = state.setdefault(store_id, StoreState())
-        for day, zone_name, day_events in _days(sorted(by_store[store_id], key=lambda e: e.ts_ms), store):
+        for day, zone_name, day_events in _days(sorted(by_store[store_id], key=_order), store):
             if since is not None and day < since:
                 continue
             if until is not None and day > until:
@@ -171,6 +173,11 @@ def compute(
             product_rows.extend(rows)
             store_rows.append(store_row(store_id, day.isoformat(), zone_name, open_minutes, rows))
     return product_rows, store_rows, state
+
+
+def _order(ev: KpiEvent) -> tuple[int, str]:
+    """Event time, ties broken by event id: the same order whichever path the events came by."""
+    return ev.ts_ms, ev.event_id
 
 
 def _days(events: list[KpiEvent], store: StoreState) -> Iterator[tuple[dt.date, str, list[KpiEvent]]]:
@@ -249,14 +256,16 @@ def _product_day(
         elif ev.type == "count":
             stock = ev.count if ev.count is not None else stock
         elif ev.type == "product" and ev.price is not None:
-            product.price = ev.price
+            product.price = round(ev.price, 4)
         changes.append((ev.ts_ms, stock))
     oos_ms = out_of_stock_ms(start_stock, changes, open_spans)
     open_ms = sum(b - a for a, b in open_spans)
-    in_stock_min = (open_ms - oos_ms) / _MS_PER_MIN
-    oos_min = oos_ms / _MS_PER_MIN
+    # rounded as stored, so a state rebuilt from stored rows is the state kept in memory
+    open_min = round(open_ms / _MS_PER_MIN, 3)
+    oos_min = round(oos_ms / _MS_PER_MIN, 3)
+    in_stock_min = open_min - oos_min
     if sold:
-        product.price = revenue / sold
+        product.price = round(revenue / sold, 4)
     # trailing spans: this day and up to TRAILING_DAYS - 1 earlier rows
     span_sold = sold + sum(h[1] for h in product.history)
     span_minutes = in_stock_min + sum(h[2] for h in product.history)
@@ -297,8 +306,9 @@ def _product_day(
         "units_delivered": delivered,
         "start_stock": start_stock,
         "end_stock": stock,
-        "open_minutes": round(open_ms / _MS_PER_MIN, 3),
-        "minutes_out_of_stock": round(oos_min, 3),
+        "price": None if product.price is None else round(product.price, 4),
+        "open_minutes": open_min,
+        "minutes_out_of_stock": oos_min,
         "availability": None if not open_ms else round(1 - oos_ms / open_ms, 6),
         "lost_units": None if lost_units is None else round(lost_units, 4),
         "lost_value": None if lost_value is None else round(lost_value, 4),
