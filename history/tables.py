@@ -21,6 +21,7 @@ its objects read again: an object is appended once, whatever fails when.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import datetime as dt
 import logging
 import sqlite3
@@ -639,8 +640,9 @@ def ingest(
 ) -> IngestStats:
     """Append every delivered JSON object not yet in its table (idempotent: see the module's doc).
 
-    Objects that are not JSON lines (Parquet written by a Firehose with format conversion) are left to
-    `history convert`. The objects themselves stay: the dashboard tails them, and retention removes them.
+    JSON lines, gzip'd JSON lines and Parquet (a Firehose with format conversion) are read alike, so an
+    archive written before the tables converts the same way. The objects themselves stay: the dashboard
+    tails them, and retention (`maintain --landing`) removes them.
     """
     began = time.perf_counter()
     stats = IngestStats()
@@ -663,15 +665,18 @@ def ingest(
             keys = []
 
         for key, modified in listing(prefix):
-            if key in done or key.endswith(("/", ".parquet")):
+            if key in done or key.endswith("/") or key.rsplit("/", 1)[-1].startswith(".") or key.endswith(".json"):
                 continue
             if name != "rejected" and any(part.startswith("rejected") for part in key.split("/")[:1]):
                 continue
             body = read(key)
-            if body[:4] == b"PAR1" or body[:2] == b"\x1f\x8b":
-                continue
             defaults = rejected_defaults(key, prefix, modified) if name == "rejected" else None
-            rows += builder.add_lines(body, defaults)
+            if body[:2] == b"\x1f\x8b":
+                body = gzip.decompress(body)
+            if body[:4] == b"PAR1":
+                rows += sum(builder.add(r, defaults) for r in _parquet_records(body))
+            else:
+                rows += builder.add_lines(body, defaults)
             keys.append(key)
             objects += 1
             if len(builder) >= batch_rows:
@@ -683,6 +688,20 @@ def ingest(
         stats.skipped_lines[name] = builder.skipped
     stats.seconds = time.perf_counter() - began
     return stats
+
+
+def _parquet_records(body: bytes) -> list[dict[str, Any]]:
+    """Rows of a Parquet object (the AWS layout before the tables: Firehose's format conversion)."""
+    import pyarrow.parquet as pq
+
+    records: list[dict[str, Any]] = pq.read_table(pa.BufferReader(body)).to_pylist()
+    for record in records:
+        for k, v in list(record.items()):
+            if isinstance(v, dt.datetime):
+                record[k] = (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat()
+            elif v is None:
+                del record[k]
+    return records
 
 
 def append_lines(tables: Tables, name: str, lines: Iterable[bytes]) -> int:

@@ -36,7 +36,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     settings = wiring.settings
     keep = filter_from_args(args)
     plan_query(args.sql)  # bad SQL fails before anything is downloaded
-    source, note = open_source(settings, args.archive, lambda: wiring.client("s3"))
+    source, note = open_source(
+        settings, args.archive, lambda: wiring.client("s3"), getattr(args, "source", "auto")
+    )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
@@ -55,7 +57,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     wiring = bootstrap(aws=False)
     settings = wiring.settings
     week, start, end = parse_week(args.week, dt.datetime.now(dt.UTC).date())
-    source, note = open_source(settings, args.archive, lambda: wiring.client("s3"))
+    source, note = open_source(
+        settings, args.archive, lambda: wiring.client("s3"), getattr(args, "source", "auto")
+    )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
