@@ -101,6 +101,22 @@ class KpiEvent(NamedTuple):
     event_id: str = ""
 
 
+def kpi_event(ev: Any) -> KpiEvent:
+    """The KpiEvent of a decoded contract event (foundation.contract)."""
+    return KpiEvent(
+        store_id=ev.store_id,
+        ts_ms=int(ev.ts.timestamp() * 1000) if isinstance(ev.ts, dt.datetime) else int(ev.ts),
+        type=str(getattr(type(ev).__struct_config__, "tag", "") or type(ev).__name__.lower()),
+        product_id=getattr(ev, "product_id", None),
+        quantity=getattr(ev, "quantity", None),
+        unit_price=getattr(ev, "unit_price", None),
+        count=getattr(ev, "count", None),
+        price=getattr(ev, "price", None),
+        timezone=getattr(ev, "timezone", None),
+        event_id=ev.event_id,
+    )
+
+
 @dataclass
 class ProductState:
     """What carries from one day to the next for a store's product."""
