@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from foundation.errors import ShelfstreamError
-from history.archive import ArchiveFilter, S3Archive, open_archive, open_source
+from history.archive import ArchiveFilter, S3Archive, TableSource, open_archive, open_source
 from history.query import filter_from_args, plan_query, run_query, write_csv, write_json, write_table
 from history.report import (
     LOOKAROUND,
@@ -68,7 +68,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         (start - LOOKAROUND).date(),
         (end + LOOKAROUND).date(),
     )
-    with open_archive(source, ("events", "alerts"), keep, materialize=True) as archive:
+    tables = ("events", "alerts", "kpis_store_daily") if isinstance(source, TableSource) else ("events", "alerts")
+    with open_archive(source, tables, keep, materialize=True) as archive:
         err.print(f"source: {archive.describe()}")
         if archive.skipped_note():
             err.print(f"[yellow]{archive.skipped_note()}[/yellow]")
