@@ -43,10 +43,15 @@ def generate(
                 continue  # the feed was silent that day (missing, not zero)
             store_events: list[tuple[dt.datetime, dict[str, Any]]] = []
             if d == 0:
-                store_events.append((opening - dt.timedelta(hours=1), {"type": "store", "timezone": zones[s]}))
+                store_events.append(
+                    (opening - dt.timedelta(hours=1), {"type": "store", "timezone": zones[s]})
+                )
                 for p, price in prices.items():
                     store_events.append(
-                        (opening - dt.timedelta(minutes=50), {"type": "product", "product_id": p, "price": price})
+                        (
+                            opening - dt.timedelta(minutes=50),
+                            {"type": "product", "product_id": p, "price": price},
+                        )
                     )
                     store_events.append(
                         (opening - dt.timedelta(minutes=40), {"type": "count", "product_id": p, "count": 20})
@@ -56,16 +61,29 @@ def generate(
                 p = rng.choice(list(prices))
                 kind = "refund" if rng.random() < 0.03 else "sale"
                 store_events.append(
-                    (at, {"type": kind, "product_id": p, "quantity": rng.randint(1, 3), "unit_price": prices[p]})
+                    (
+                        at,
+                        {
+                            "type": kind,
+                            "product_id": p,
+                            "quantity": rng.randint(1, 3),
+                            "unit_price": prices[p],
+                        },
+                    )
                 )
             for p in prices:
                 if rng.random() < 0.35:
                     at = opening + dt.timedelta(seconds=rng.random() * span)
-                    store_events.append((at, {"type": "restock", "product_id": p, "quantity": rng.randint(10, 30)}))
+                    store_events.append(
+                        (at, {"type": "restock", "product_id": p, "quantity": rng.randint(10, 30)})
+                    )
             if rng.random() < 0.1:
                 p = rng.choice(list(prices))
                 store_events.append(
-                    (closing + dt.timedelta(minutes=5), {"type": "count", "product_id": p, "count": rng.randint(0, 15)})
+                    (
+                        closing + dt.timedelta(minutes=5),
+                        {"type": "count", "product_id": p, "count": rng.randint(0, 15)},
+                    )
                 )
             for at, body in store_events:
                 seq += 1

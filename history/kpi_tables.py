@@ -59,7 +59,7 @@ def kpi_events(data: pa.Table) -> Iterator[KpiEvent]:
             product_id=cols["product_id"][i],
             quantity=cols["quantity"][i],
             unit_price=cols["unit_price"][i],
-            count=cols["count"][i],
+            stock_count=cols["count"][i],
             price=cols["price"][i],
             timezone=cols["timezone"][i],
             event_id=cols["event_id"][i] or "",
@@ -127,7 +127,9 @@ def compute_days(tables: Tables, since: dt.date | None = None, until: dt.date | 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Delete operation did not match any records")
         tables.table("kpis_daily").overwrite(_arrow("kpis_daily", product_rows), overwrite_filter=expr)
-        tables.table("kpis_store_daily").overwrite(_arrow("kpis_store_daily", store_rows), overwrite_filter=expr)
+        tables.table("kpis_store_daily").overwrite(
+            _arrow("kpis_store_daily", store_rows), overwrite_filter=expr
+        )
     return KpiRun(
         since.isoformat(),
         last.isoformat(),
@@ -150,7 +152,9 @@ def _arrow(name: str, rows: Sequence[dict[str, Any]]) -> pa.Table:
     for row in rows:
         for c in table.names:
             value = row.get(c)
-            columns[c].append(dt.date.fromisoformat(value) if c == "day" and isinstance(value, str) else value)
+            columns[c].append(
+                dt.date.fromisoformat(value) if c == "day" and isinstance(value, str) else value
+            )
     return sort_rows(pa.Table.from_pydict(columns, schema=arrow_schema(table)))
 
 

@@ -95,7 +95,7 @@ class KpiEvent(NamedTuple):
     product_id: str | None = None
     quantity: int | None = None
     unit_price: float | None = None
-    count: int | None = None
+    stock_count: int | None = None  # a count (stock take) event's count
     price: float | None = None
     timezone: str | None = None
     event_id: str = ""
@@ -110,7 +110,7 @@ def kpi_event(ev: Any) -> KpiEvent:
         product_id=getattr(ev, "product_id", None),
         quantity=getattr(ev, "quantity", None),
         unit_price=getattr(ev, "unit_price", None),
-        count=getattr(ev, "count", None),
+        stock_count=getattr(ev, "count", None),
         price=getattr(ev, "price", None),
         timezone=getattr(ev, "timezone", None),
         event_id=ev.event_id,
@@ -270,7 +270,7 @@ def _product_day(
             stock += qty
             delivered += qty
         elif ev.type == "count":
-            stock = ev.count if ev.count is not None else stock
+            stock = ev.stock_count if ev.stock_count is not None else stock
         elif ev.type == "product" and ev.price is not None:
             product.price = round(ev.price, 4)
         changes.append((ev.ts_ms, stock))
@@ -333,7 +333,9 @@ def _product_day(
     }
 
 
-def out_of_stock_ms(start_stock: int, changes: list[tuple[int, int]], open_spans: list[tuple[int, int]]) -> int:
+def out_of_stock_ms(
+    start_stock: int, changes: list[tuple[int, int]], open_spans: list[tuple[int, int]]
+) -> int:
     """Milliseconds of ``open_spans`` in which the stock (``start_stock``, then each change from its
     time on) was at or below zero."""
     total = 0

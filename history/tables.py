@@ -21,8 +21,8 @@ its objects read again: an object is appended once, whatever fails when.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import datetime as dt
+import gzip
 import logging
 import sqlite3
 import time
@@ -294,7 +294,9 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
         if endpoint:
             props["s3.endpoint"] = endpoint
             props["s3.force-virtual-addressing"] = "false"
-        props["s3.region"] = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.region
+        props["s3.region"] = (
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.region
+        )
         for env, prop in (
             ("AWS_ACCESS_KEY_ID", "s3.access-key-id"),
             ("AWS_SECRET_ACCESS_KEY", "s3.secret-access-key"),
@@ -351,9 +353,13 @@ class Tables:
         schema = iceberg_schema(table)
         part = schema.find_field(table.partition)
         spec = PartitionSpec(
-            PartitionField(source_id=part.field_id, field_id=1000, transform=IdentityTransform(), name=table.partition)
+            PartitionField(
+                source_id=part.field_id, field_id=1000, transform=IdentityTransform(), name=table.partition
+            )
         )
-        order = SortOrder(SortField(source_id=schema.find_field(table.sort).field_id, transform=IdentityTransform()))
+        order = SortOrder(
+            SortField(source_id=schema.find_field(table.sort).field_id, transform=IdentityTransform())
+        )
         return self.catalog.create_table_if_not_exists(
             f"{NAMESPACE}.{table.name}",
             schema=schema,
@@ -400,9 +406,13 @@ class Tables:
     def ingested(self, name: str) -> set[str]:
         """Keys already appended to ``name``, after settling any batch a crash left pending."""
         with contextlib.closing(self._ledger()) as con, con:
-            pending = {r[0] for r in con.execute(
-                "SELECT DISTINCT batch FROM shelfstream_ingested WHERE tbl = ? AND state = 'pending'", (name,)
-            )}
+            pending = {
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT batch FROM shelfstream_ingested WHERE tbl = ? AND state = 'pending'",
+                    (name,),
+                )
+            }
             if pending:
                 committed = {
                     s.summary.additional_properties.get(BATCH_PROPERTY)
@@ -411,7 +421,9 @@ class Tables:
                 }
                 for batch in pending:
                     if batch in committed:
-                        con.execute("UPDATE shelfstream_ingested SET state = 'done' WHERE batch = ?", (batch,))
+                        con.execute(
+                            "UPDATE shelfstream_ingested SET state = 'done' WHERE batch = ?", (batch,)
+                        )
                     else:
                         con.execute("DELETE FROM shelfstream_ingested WHERE batch = ?", (batch,))
             return {r[0] for r in con.execute("SELECT key FROM shelfstream_ingested WHERE tbl = ?", (name,))}
@@ -433,13 +445,19 @@ class Tables:
 
     def forget(self, name: str, keys: Iterable[str]) -> None:
         with contextlib.closing(self._ledger()) as con, con:
-            con.executemany("DELETE FROM shelfstream_ingested WHERE tbl = ? AND key = ?", [(name, k) for k in keys])
+            con.executemany(
+                "DELETE FROM shelfstream_ingested WHERE tbl = ? AND key = ?", [(name, k) for k in keys]
+            )
 
 
 def sort_rows(rows: pa.Table) -> pa.Table:
     """Rows in the tables' order: partition, then store, then time."""
     names = rows.column_names
-    keys = [(c, "ascending") for c in ("dt", "day", "store_id", "source", "ts", "window_start", "kept_at", "product_id") if c in names]
+    keys = [
+        (c, "ascending")
+        for c in ("dt", "day", "store_id", "source", "ts", "window_start", "kept_at", "product_id")
+        if c in names
+    ]
     return rows.sort_by(keys) if keys else rows
 
 
@@ -561,7 +579,11 @@ def rejected_defaults(key: str, rejected_prefix: str, modified: dt.datetime | No
     kept = modified or dt.datetime.now(dt.UTC)
     if day is not None:
         with contextlib.suppress(ValueError):
-            kept = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC) if modified is None else kept
+            kept = (
+                dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
+                if modified is None
+                else kept
+            )
     return {
         "source": "/".join(source[:2]) or "unknown",
         "object_key": key,
@@ -619,7 +641,10 @@ def dir_lister(root: Path) -> ObjectLister:
             return
         for path in sorted(base.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
-                yield path.relative_to(root).as_posix(), dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+                yield (
+                    path.relative_to(root).as_posix(),
+                    dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC),
+                )
 
     return listing
 
@@ -655,17 +680,13 @@ def ingest(
         keys: list[str] = []
         objects = rows = 0
 
-        def flush() -> None:
-            nonlocal keys
-            data = builder.arrow()
-            if name == "events" and data.num_rows:
-                stats.days.update(d for d in data.column("dt").unique().to_pylist() if d is not None)
-            tables.append(name, data, keys)
-            builder.clear()
-            keys = []
-
         for key, modified in listing(prefix):
-            if key in done or key.endswith("/") or key.rsplit("/", 1)[-1].startswith(".") or key.endswith(".json"):
+            if (
+                key in done
+                or key.endswith("/")
+                or key.rsplit("/", 1)[-1].startswith(".")
+                or key.endswith(".json")
+            ):
                 continue
             if name != "rejected" and any(part.startswith("rejected") for part in key.split("/")[:1]):
                 continue
@@ -680,14 +701,23 @@ def ingest(
             keys.append(key)
             objects += 1
             if len(builder) >= batch_rows:
-                flush()
+                _flush(tables, name, builder, keys, stats)
+                keys = []
         if keys or len(builder):
-            flush()
+            _flush(tables, name, builder, keys, stats)
         stats.objects[name] = objects
         stats.rows[name] = rows
         stats.skipped_lines[name] = builder.skipped
     stats.seconds = time.perf_counter() - began
     return stats
+
+
+def _flush(tables: Tables, name: str, builder: RowBuilder, keys: list[str], stats: IngestStats) -> None:
+    data = builder.arrow()
+    if name == "events" and data.num_rows:
+        stats.days.update(d for d in data.column("dt").unique().to_pylist() if d is not None)
+    tables.append(name, data, keys)
+    builder.clear()
 
 
 def _parquet_records(body: bytes) -> list[dict[str, Any]]:
@@ -746,7 +776,9 @@ def partition_stats(tables: Tables, names: Sequence[str] = tuple(TABLES)) -> lis
     return out
 
 
-def compact(tables: Tables, before: dt.date, names: Sequence[str] = tuple(TABLES), min_files: int = 2) -> dict[str, int]:
+def compact(
+    tables: Tables, before: dt.date, names: Sequence[str] = tuple(TABLES), min_files: int = 2
+) -> dict[str, int]:
     """Rewrite each closed partition (dates before ``before``) that has ``min_files`` or more data
     files into one file, sorted by store and time (copy-on-write overwrite of that partition alone).
     Idempotent: a partition already in one file is left alone. Returns partitions compacted per table."""
@@ -763,13 +795,17 @@ def compact(tables: Tables, before: dt.date, names: Sequence[str] = tuple(TABLES
             if day >= before:
                 continue
             data = tables.scan(name, since=day, until=day)
-            tables.table(name).overwrite(sort_rows(data), overwrite_filter=EqualTo(table.partition, day.isoformat()))
+            tables.table(name).overwrite(
+                sort_rows(data), overwrite_filter=EqualTo(table.partition, day.isoformat())
+            )
             count += 1
         done[name] = count
     return done
 
 
-def expire_partitions(tables: Tables, keep_since: dt.date, names: Sequence[str] = tuple(TABLES)) -> dict[str, int]:
+def expire_partitions(
+    tables: Tables, keep_since: dt.date, names: Sequence[str] = tuple(TABLES)
+) -> dict[str, int]:
     """Delete every partition dated before ``keep_since`` (whole data files: no row rewrite)."""
     from pyiceberg.expressions import LessThan
 
@@ -783,7 +819,9 @@ def expire_partitions(tables: Tables, keep_since: dt.date, names: Sequence[str] 
     return removed
 
 
-def expire_snapshots(tables: Tables, older_than: dt.datetime, names: Sequence[str] = tuple(TABLES)) -> dict[str, int]:
+def expire_snapshots(
+    tables: Tables, older_than: dt.datetime, names: Sequence[str] = tuple(TABLES)
+) -> dict[str, int]:
     """Expire snapshots older than ``older_than`` (the current one always stays)."""
     expired: dict[str, int] = {}
     for name in names:
@@ -826,7 +864,10 @@ def _path_only(location: str) -> str:
 
 
 def sweep_unreferenced(
-    tables: Tables, min_age: dt.timedelta, now: dt.datetime | None = None, names: Sequence[str] = tuple(TABLES)
+    tables: Tables,
+    min_age: dt.timedelta,
+    now: dt.datetime | None = None,
+    names: Sequence[str] = tuple(TABLES),
 ) -> dict[str, tuple[int, int]]:
     """Delete files under each table's location that its metadata no longer reaches (pyiceberg's
     expire_snapshots deletes none) and that are older than ``min_age`` (a writer's files before its
@@ -929,8 +970,8 @@ def s3_landing_cleaner(s3: Any, bucket: str, settings: Settings) -> Callable[[dt
 def require_tables(settings: Settings) -> Tables:
     if not Tables.exists(settings):
         raise UsageError(
-            f"no history tables in {settings.tables_catalog}: run `make demo`, or `shelfstream history ingest` "
-            "(after the loop archived something), or `shelfstream history convert DIR`"
+            f"no history tables in {settings.tables_catalog}: run `make demo`, or `shelfstream history "
+            "ingest` (after the loop archived something), or `shelfstream history convert DIR`"
         )
     try:
         return Tables(settings)

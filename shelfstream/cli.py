@@ -212,13 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_lazy("reports", "cmd_report"))
 
-    p = sub.add_parser("kpis", help="daily inventory KPIs per store and product (or per store), from the tables")
+    p = sub.add_parser(
+        "kpis", help="daily inventory KPIs per store and product (or per store), from the tables"
+    )
     p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
     p.add_argument("--from", dest="since", metavar="YYYY-MM-DD", help="first local day")
     p.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="last local day")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
     p.add_argument("--per-store", action="store_true", help="the store x day roll-up")
-    p.add_argument("--refresh", action="store_true", help="recompute from --from (or the start) to the end first")
+    p.add_argument(
+        "--refresh", action="store_true", help="recompute from --from (or the start) to the end first"
+    )
     p.set_defaults(handler=_lazy("history_cmds", "cmd_kpis"))
 
     p = sub.add_parser("history", help="the Iceberg history tables: ingest, convert, kpis, maintain, stats")
@@ -229,15 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
         "archive of JSON/Parquet objects written before -> tables; kpis: (re)compute days; maintain: "
         "retention, compaction, snapshot expiry, file sweep; stats: files per partition, mean file size",
     )
-    p.add_argument("dir", metavar="DIR", nargs="?", help="a directory with the bucket's layout (ingest, convert)")
+    p.add_argument(
+        "dir", metavar="DIR", nargs="?", help="a directory with the bucket's layout (ingest, convert)"
+    )
     p.add_argument("--from", dest="since", metavar="YYYY-MM-DD", help="kpis: first local day (default: all)")
     p.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="kpis: last local day (default: the end)")
-    p.add_argument("--retention-days", type=_positive_int, default=None, help="maintain: default the setting (30)")
+    p.add_argument(
+        "--retention-days", type=_positive_int, default=None, help="maintain: default the setting (30)"
+    )
     p.add_argument("--today", metavar="YYYY-MM-DD", help="maintain: the day retention counts back from")
     p.add_argument(
         "--min-age-minutes", type=float, default=60.0, help="maintain: snapshots and stray files younger stay"
     )
-    p.add_argument("--landing", action="store_true", help="maintain: also delete delivered objects past retention")
+    p.add_argument(
+        "--landing", action="store_true", help="maintain: also delete delivered objects past retention"
+    )
     p.add_argument("--partitions", action="store_true", help="stats: every partition too")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_lazy("history_cmds", "cmd_history"))

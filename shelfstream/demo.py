@@ -469,5 +469,5 @@ def archive_to_tables(wiring: Wiring, resources: Resources, console: Console) ->
     rows = ", ".join(f"{name} {n:,}" for name, n in stats.rows.items())
     console.print(
         f"history tables (Iceberg) in {settings.tables_warehouse}: {rows} rows; KPIs {run.product_rows:,} "
-        "rows: try `shelfstream kpis --per-store` or `shelfstream query \"SELECT * FROM kpis_store_daily\"`"
+        'rows: try `shelfstream kpis --per-store` or `shelfstream query "SELECT * FROM kpis_store_daily"`'
     )

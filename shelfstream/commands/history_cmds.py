@@ -122,9 +122,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
         _print_result(args, result, f"{action}: {where} -> {settings.tables_catalog}")
         return 0
-    tables = Tables(settings) if Tables.exists(settings) else None
-    if tables is None:
-        raise UsageError(f"no history tables in {settings.tables_catalog}: run `shelfstream history ingest` first")
+    tables = Tables(settings)
+    if not Tables.exists(settings):
+        raise UsageError(
+            f"no history tables in {settings.tables_catalog}: run `shelfstream history ingest` first"
+        )
     if action == "kpis":
         since, until = _range(args)
         run = compute_days(tables, since, until)
@@ -143,7 +145,11 @@ def cmd_history(args: argparse.Namespace) -> int:
             snapshot_min_age=dt.timedelta(minutes=args.min_age_minutes),
             delete_landing=cleaner,
         )
-        _print_result(args, report.as_dict(), f"maintenance (retention {args.retention_days or settings.retention_days} days)")
+        _print_result(
+            args,
+            report.as_dict(),
+            f"maintenance (retention {args.retention_days or settings.retention_days} days)",
+        )
         return 0
     # stats
     parts = partition_stats(tables)
@@ -164,7 +170,16 @@ def cmd_history(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(orjson.dumps(payload).decode() + "\n")
         return 0
-    table = Table("table", "partitions", "files", "files/partition", "rows", "bytes", "mean file", title="history tables")
+    table = Table(
+        "table",
+        "partitions",
+        "files",
+        "files/partition",
+        "rows",
+        "bytes",
+        "mean file",
+        title="history tables",
+    )
     for name, s in summary.items():
         table.add_row(
             name,
@@ -179,7 +194,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.partitions:
         detail = Table("table", "partition", "files", "rows", "bytes", "mean file", title="per partition")
         for p in parts:
-            detail.add_row(p.table, p.partition, str(p.files), f"{p.rows:,}", f"{p.bytes:,}", f"{round(p.mean_file_bytes):,} B")
+            detail.add_row(
+                p.table,
+                p.partition,
+                str(p.files),
+                f"{p.rows:,}",
+                f"{p.bytes:,}",
+                f"{round(p.mean_file_bytes):,} B",
+            )
         Console(highlight=False, soft_wrap=True).print(detail)
     return 0
 

@@ -68,7 +68,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         (start - LOOKAROUND).date(),
         (end + LOOKAROUND).date(),
     )
-    tables = ("events", "alerts", "kpis_store_daily") if isinstance(source, TableSource) else ("events", "alerts")
+    tables = (
+        ("events", "alerts", "kpis_store_daily") if isinstance(source, TableSource) else ("events", "alerts")
+    )
     with open_archive(source, tables, keep, materialize=True) as archive:
         err.print(f"source: {archive.describe()}")
         if archive.skipped_note():
