@@ -122,11 +122,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
         _print_result(args, result, f"{action}: {where} -> {settings.tables_catalog}")
         return 0
-    tables = Tables(settings)
     if not Tables.exists(settings):
         raise UsageError(
             f"no history tables in {settings.tables_catalog}: run `shelfstream history ingest` first"
         )
+    tables = Tables(settings)
     if action == "kpis":
         since, until = _range(args)
         run = compute_days(tables, since, until)
