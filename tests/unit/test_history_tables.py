@@ -67,7 +67,8 @@ def test_ingest_appends_each_object_once_even_after_a_crash(settings: Settings, 
     tables = Tables(settings)
     listing, read = dir_lister(tmp_path / "bucket"), dir_reader(tmp_path / "bucket")
     first = ingest(tables, listing, read)
-    assert first.rows["events"] == len(events) and first.rows["rejected"] == 1
+    assert first.rows["events"] == len(events)
+    assert first.rows["rejected"] == 1
     again = ingest(tables, listing, read)
     assert again.objects == {"events": 0, "windows": 0, "alerts": 0, "rejected": 0}
     assert tables.scan("events").num_rows == len(events)
@@ -105,7 +106,8 @@ def test_kpis_from_the_tables_equal_backtest_and_recompute_is_idempotent(
 
     archive(tmp_path / "bucket", events)
     code, out, _ = run(["history", "convert", str(tmp_path / "bucket"), "--json"], capsys)
-    assert code == 0 and json.loads(out)["rows"]["events"] == len(events)
+    assert code == 0
+    assert json.loads(out)["rows"]["events"] == len(events)
     code, out, _ = run(["kpis", "--format", "json"], capsys)
     assert code == 0
     from_tables = json.loads(out)
@@ -141,7 +143,8 @@ def test_kpis_from_the_tables_equal_backtest_and_recompute_is_idempotent(
         capsys,
     )
     lines = out.splitlines()
-    assert code == 0 and lines[0].startswith("store_id,day,timezone,products")
+    assert code == 0
+    assert lines[0].startswith("store_id,day,timezone,products")
     assert [line.split(",")[1] for line in lines[1:]] == ["2026-08-02", "2026-08-03"]
 
 
@@ -160,7 +163,8 @@ def test_query_duckdb_and_polars_read_the_tables(
     code, out, err = run(
         ["query", "SELECT count(*) AS n FROM events WHERE type = 'sale'", "--format", "json"], capsys
     )
-    assert code == 0 and json.loads(out) == [{"n": sales}]
+    assert code == 0
+    assert json.loads(out) == [{"n": sales}]
     assert "history tables (Iceberg" in err
     code, out, _ = run(["query", "SELECT count(*) AS n FROM rejected", "--format", "json"], capsys)
     assert json.loads(out) == [{"n": 1}]
@@ -197,7 +201,8 @@ def test_the_old_json_archive_stays_readable_by_query(
         ],
         capsys,
     )
-    assert code == 0 and json.loads(out) == [{"n": len(events)}]
+    assert code == 0
+    assert json.loads(out) == [{"n": len(events)}]
 
 
 def test_a_month_of_retention_compaction_and_sweeping(settings: Settings) -> None:
@@ -219,7 +224,8 @@ def test_a_month_of_retention_compaction_and_sweeping(settings: Settings) -> Non
     report = maintain(tables, today, 30, snapshot_min_age=dt.timedelta(0), now=now)
     keep_since = (today - dt.timedelta(days=30)).isoformat()
     after = partition_stats(tables, ["events", "kpis_daily"])
-    assert after and all(p.partition >= keep_since for p in after)
+    assert after
+    assert all(p.partition >= keep_since for p in after)
     assert all(p.files == 1 for p in after)  # each closed day compacted into one file
     kept = [e for e in events if e["ts"][:10] >= keep_since]
     assert tables.scan("events").num_rows == len(kept)
@@ -234,4 +240,5 @@ def test_a_month_of_retention_compaction_and_sweeping(settings: Settings) -> Non
 
     assert on_disk == referenced_files(table)
     again = maintain(tables, today, 30, snapshot_min_age=dt.timedelta(0), now=now)
-    assert again.partitions_compacted["events"] == 0 and again.rows_expired["events"] == 0
+    assert again.partitions_compacted["events"] == 0
+    assert again.rows_expired["events"] == 0

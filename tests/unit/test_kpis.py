@@ -54,9 +54,9 @@ def independent(events: list[KpiEvent], zone: str) -> dict[tuple[str, str], dict
             delivered = sum(e.quantity or 0 for e in mine if e.type == "restock")
             revenue = sum((e.quantity or 0) * (e.unit_price or 0) for e in mine if e.type == "sale")
 
-            def level_at(t: int, p: str = p, start_stock: int = start_stock) -> int:
+            def level_at(t: int, mine: list[KpiEvent] = mine, start_stock: int = start_stock) -> int:
                 s = start_stock
-                for e in (e for e in todays if e.product_id == p and e.ts_ms <= t):
+                for e in (e for e in mine if e.ts_ms <= t):
                     if e.type == "sale":
                         s -= e.quantity or 0
                     elif e.type in ("refund", "restock"):
@@ -135,9 +135,11 @@ def test_a_day_with_a_stock_out_matches_the_independent_computation() -> None:
     assert milk["days_of_cover"] == pytest.approx(9 / 4)
     assert milk["sell_through"] == pytest.approx(0.4)
     bread = next(r for r in rows if r["product_id"] == "bread")
-    assert bread["end_stock"] == -1 and bread["days_of_cover"] == 0.0
+    assert bread["end_stock"] == -1
+    assert bread["days_of_cover"] == 0.0
     assert bread["lost_units"] is None  # never on the shelf: no rate to apply (unknown, not zero)
-    assert stores[0]["units_sold"] == 5 and stores[0]["products"] == 2
+    assert stores[0]["units_sold"] == 5
+    assert stores[0]["products"] == 2
     check(rows, independent(events, "UTC"))
 
 
@@ -164,7 +166,9 @@ def test_missing_days_and_unobserved_products_are_not_zero() -> None:
     # tea had stock and no events: no claim; jam was empty while the store was open: a stock-out row
     assert fifth == {"coffee", "jam"}
     jam = next(r for r in rows if r["day"] == "2026-08-05" and r["product_id"] == "jam")
-    assert jam["events"] == 0 and jam["minutes_out_of_stock"] == 60 and jam["availability"] == 0.0
+    assert jam["events"] == 0
+    assert jam["minutes_out_of_stock"] == 60
+    assert jam["availability"] == 0.0
     check(rows, independent(events, "UTC"))
 
 
