@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     archive_cache: str = ".shelfstream/cache"  # objects downloaded from S3 by query and report
     # The history tables (Apache Iceberg, history/tables.py): locally a pyiceberg SQL catalog on SQLite
     # and a warehouse on disk (or s3://bucket/prefix on the embedded or a real S3).
-    tables_catalog: str = ".shelfstream/tables/catalog.db"
+    tables_catalog: str = ".shelfstream/tables/catalog.db"  # or "glue" (AWS Glue Data Catalog)
+    tables_namespace: str = "shelfstream"  # the namespace (Glue: the database) of the tables
     tables_warehouse: str = ".shelfstream/tables/warehouse"
     retention_days: int = Field(default=30, ge=1)  # partitions older than this are dropped
     ingest_max_line_bytes: int = Field(default=64 * 1024, ge=256)

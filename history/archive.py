@@ -667,6 +667,8 @@ def _arrow_select(table: Table, relation: str, present: Sequence[str]) -> str:
     columns = []
     for col, kind in table.columns.items():
         value = _ident(col) if col in present else "NULL"
+        if kind.endswith("[]") and col in present:
+            value = f"CAST({value} AS JSON)"  # a JSON array held as text in the tables
         columns.append(f"CAST({value} AS {kind}) AS {_ident(col)}")
     if "extra" in present:
         columns.append('CAST("extra" AS JSON) AS "extra"')

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE: Final = "shelfstream"
 BATCH_PROPERTY: Final = "shelfstream.batch"
+KEYS_PROPERTY: Final = "shelfstream.keys"
 
 S = "string"
 L = "long"
@@ -116,7 +117,7 @@ WINDOW_COLUMNS: Final = (
     ("refund_ratio", D),
     ("avg_basket", D),
     ("expected", JSON),
-    ("anomalies", LIST),
+    ("anomalies", JSON),  # a JSON array of metric names (a plain column Firehose can fill)
     ("timezone", S),
     ("revision", L),  # a window revised by late sales is archived again: readers take the latest
     ("extra", JSON),
@@ -308,20 +309,33 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
 
 
 class Tables:
-    """The catalog and its tables (created on first use, with their partition spec and sort order)."""
+    """The catalog and its tables (created on first use, with their partition spec and sort order).
+
+    ``tables_catalog`` is a SQLite file (a pyiceberg SQL catalog, locally), or ``glue`` for the AWS
+    Glue Data Catalog (deploy/: the database ``tables_namespace``, tables created by the stack)."""
 
     def __init__(self, settings: Settings) -> None:
-        from pyiceberg.catalog.sql import SqlCatalog
-
         self.settings = settings
-        self.properties = catalog_properties(settings)
-        self.catalog = SqlCatalog("shelfstream", **self.properties)
+        self.namespace = settings.tables_namespace
+        self.glue = settings.tables_catalog == "glue"
+        if self.glue:
+            from pyiceberg.catalog.glue import GlueCatalog
+
+            self.properties = {"warehouse": settings.tables_warehouse, "glue.region": settings.region}
+            self.catalog: Any = GlueCatalog("shelfstream", **self.properties)
+        else:
+            from pyiceberg.catalog.sql import SqlCatalog
+
+            self.properties = catalog_properties(settings)
+            self.catalog = SqlCatalog("shelfstream", **self.properties)
         self._ledger_path = Path(settings.tables_catalog).resolve()
         self._tables: dict[str, Any] = {}
 
     @staticmethod
     def exists(settings: Settings) -> bool:
-        """True when the catalog file holds the history tables (nothing is created to find out)."""
+        """True when the catalog holds the history tables (nothing is created to find out)."""
+        if settings.tables_catalog == "glue":
+            return True
         path = Path(settings.tables_catalog)
         if not path.is_file():
             return False
@@ -329,7 +343,7 @@ class Tables:
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
                 row = con.execute(
                     "SELECT count(*) FROM iceberg_tables WHERE table_namespace = ? AND table_name = 'events'",
-                    (NAMESPACE,),
+                    (settings.tables_namespace,),
                 ).fetchone()
         except sqlite3.Error:
             return False
@@ -341,7 +355,7 @@ class Tables:
         return self._tables[name]
 
     def refresh(self, name: str) -> Any:
-        self._tables[name] = self.catalog.load_table(f"{NAMESPACE}.{name}")
+        self._tables[name] = self.catalog.load_table(f"{self.namespace}.{name}")
         return self._tables[name]
 
     def _create(self, table: TableDef) -> Any:
@@ -349,7 +363,9 @@ class Tables:
         from pyiceberg.table.sorting import SortField, SortOrder
         from pyiceberg.transforms import IdentityTransform
 
-        self.catalog.create_namespace_if_not_exists(NAMESPACE)
+        if self.glue:  # the stack creates the tables (deploy/cloudformation), with these schemas
+            return self.catalog.load_table(f"{self.namespace}.{table.name}")
+        self.catalog.create_namespace_if_not_exists(self.namespace)
         schema = iceberg_schema(table)
         part = schema.find_field(table.partition)
         spec = PartitionSpec(
@@ -361,7 +377,7 @@ class Tables:
             SortField(source_id=schema.find_field(table.sort).field_id, transform=IdentityTransform())
         )
         return self.catalog.create_table_if_not_exists(
-            f"{NAMESPACE}.{table.name}",
+            f"{self.namespace}.{table.name}",
             schema=schema,
             partition_spec=spec,
             sort_order=order,
@@ -404,7 +420,18 @@ class Tables:
         return con
 
     def ingested(self, name: str) -> set[str]:
-        """Keys already appended to ``name``, after settling any batch a crash left pending."""
+        """Keys already appended to ``name``, after settling any batch a crash left pending.
+
+        In Glue (no local file survives a task) the keys ride in the snapshots' summaries
+        (``shelfstream.keys``), which retention's snapshot expiry drops with the objects' age."""
+        if self.glue:
+            return {
+                key
+                for s in self.refresh(name).metadata.snapshots
+                if s.summary is not None
+                for key in s.summary.additional_properties.get(KEYS_PROPERTY, "").split("\n")
+                if key
+            }
         with contextlib.closing(self._ledger()) as con, con:
             pending = {
                 r[0]
@@ -431,6 +458,10 @@ class Tables:
     def append(self, name: str, rows: pa.Table, keys: Sequence[str] = ()) -> None:
         """One append (one snapshot) of ``rows``, recording ``keys`` as ingested with it."""
         batch = uuid.uuid4().hex
+        if self.glue:
+            props = {BATCH_PROPERTY: batch, KEYS_PROPERTY: "\n".join(keys)}
+            self.table(name).append(sort_rows(rows), snapshot_properties=props)
+            return
         if keys:
             with contextlib.closing(self._ledger()) as con, con:
                 con.executemany(

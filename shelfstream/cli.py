@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--landing", action="store_true", help="maintain: also delete delivered objects past retention"
     )
+    p.add_argument(
+        "--table",
+        action="append",
+        choices=("events", "windows", "alerts", "rejected"),
+        help="ingest: only these tables (on AWS, Firehose fills events, windows and alerts itself)",
+    )
     p.add_argument("--partitions", action="store_true", help="stats: every partition too")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_lazy("history_cmds", "cmd_history"))

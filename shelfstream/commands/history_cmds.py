@@ -117,7 +117,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             raise UsageError("history convert needs a directory: shelfstream history convert DIR")
         listing, read, where, _ = _objects(args, settings)
         tables = Tables(settings)
-        stats = ingest(tables, listing, read, ARCHIVED)
+        stats = ingest(tables, listing, read, tuple(args.table or ARCHIVED))
         run = compute_days(tables, min(stats.days) - dt.timedelta(days=1)) if stats.days else None
         result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
         _print_result(args, result, f"{action}: {where} -> {settings.tables_catalog}")
