@@ -228,10 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", help="the Iceberg history tables: ingest, convert, kpis, maintain, stats")
     p.add_argument(
         "action",
-        choices=("ingest", "convert", "kpis", "maintain", "stats"),
+        choices=("ingest", "convert", "kpis", "maintain", "stats", "daily"),
         help="ingest: delivered JSON objects in S3 (or DIR) -> table appends, once each; convert DIR: an "
         "archive of JSON/Parquet objects written before -> tables; kpis: (re)compute days; maintain: "
-        "retention, compaction, snapshot expiry, file sweep; stats: files per partition, mean file size",
+        "retention, compaction, snapshot expiry, file sweep; stats: files per partition, mean file size; "
+        "daily: ingest, the last days' KPIs, maintain (the scheduled job)",
     )
     p.add_argument(
         "dir", metavar="DIR", nargs="?", help="a directory with the bucket's layout (ingest, convert)"

@@ -122,6 +122,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
         _print_result(args, result, f"{action}: {where} -> {settings.tables_catalog}")
         return 0
+    if action == "daily":
+        return _daily(args, settings)
     if not Tables.exists(settings):
         raise UsageError(
             f"no history tables in {settings.tables_catalog}: run `shelfstream history ingest` first"
@@ -203,6 +205,35 @@ def cmd_history(args: argparse.Namespace) -> int:
                 f"{round(p.mean_file_bytes):,} B",
             )
         Console(highlight=False, soft_wrap=True).print(detail)
+    return 0
+
+
+def _daily(args: argparse.Namespace, settings: Any) -> int:
+    """The daily job (deploy/: an EventBridge Scheduler task): append what Firehose does not (rejected
+    records on AWS; everything locally), recompute the KPIs of the last days (late events change
+    them), then retention, compaction, snapshot expiry and the sweep."""
+    from history.kpi_tables import compute_days
+    from history.tables import ARCHIVED, Tables, ingest, maintain
+
+    today = parse_date(args.today, "--today") or dt.datetime.now(dt.UTC).date()
+    tables = Tables(settings)
+    names = ("rejected",) if tables.glue else ARCHIVED
+    result: dict[str, Any] = {}
+    try:
+        listing, read, where, _ = _objects(args, settings)
+    except UsageError as exc:
+        result["ingest"] = f"skipped: {exc}"
+    else:
+        result["ingest"] = {
+            "source": where,
+            **ingest(tables, listing, read, tuple(args.table or names)).as_dict(),
+        }
+    result["kpis"] = compute_days(tables, today - dt.timedelta(days=3)).as_dict()
+    retention = args.retention_days or settings.retention_days
+    result["maintain"] = maintain(
+        tables, today, retention, snapshot_min_age=dt.timedelta(minutes=args.min_age_minutes)
+    ).as_dict()
+    _print_result(args, result, f"history daily ({today})")
     return 0
 
 

@@ -80,16 +80,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     written: list[str] = []
     if args.out:
         written.extend(str(p) for p in write_local(files, Path(args.out) / week))
-    if isinstance(source, S3Archive):
+    bucket = source.bucket if isinstance(source, S3Archive) else None
+    if isinstance(source, TableSource) and source.tables.glue:
+        bucket = settings.bucket  # on AWS, reading the stack's tables: the report goes to its bucket
+    if bucket is not None:
         s3 = wiring.client("s3")
         prefix = f"{settings.reports_prefix}{week}/"
         try:
-            keys = write_s3(s3, source.bucket, prefix, files)
-            written.extend(f"s3://{source.bucket}/{key}" for key in keys)
+            keys = write_s3(s3, bucket, prefix, files)
+            written.extend(f"s3://{bucket}/{key}" for key in keys)
             publish(
                 wiring.client("sns"),
                 topic_arn(settings, wiring.client("sts")),
-                notification(report, source.bucket, keys),
+                notification(report, bucket, keys),
             )
         except (ClientError, BotoCoreError) as exc:
             raise ShelfstreamError(
