@@ -30,7 +30,9 @@ MARK_BEGIN = "<!-- history-tables:begin -->"
 MARK_END = "<!-- history-tables:end -->"
 
 
-def measure(stores: int, days: int, objects_per_ingest: int = 6, lines_per_object: int = 1000) -> dict[str, Any]:
+def measure(
+    stores: int, days: int, objects_per_ingest: int = 6, lines_per_object: int = 1000
+) -> dict[str, Any]:
     from config import Settings
     from foundation.aws.embedded import EmbeddedAws
     from history.archive import ArchiveFilter, TableSource, open_archive
@@ -69,13 +71,15 @@ def measure(stores: int, days: int, objects_per_ingest: int = 6, lines_per_objec
             pending += 1
             if pending == objects_per_ingest:
                 t = time.perf_counter()
-                ingested_rows += ingest(tables, s3_lister(s3, "bench"), s3_reader(s3, "bench"), ["events"]).rows[
-                    "events"
-                ]
+                ingested_rows += ingest(
+                    tables, s3_lister(s3, "bench"), s3_reader(s3, "bench"), ["events"]
+                ).rows["events"]
                 ingest_s += time.perf_counter() - t
                 pending = 0
         t = time.perf_counter()
-        ingested_rows += ingest(tables, s3_lister(s3, "bench"), s3_reader(s3, "bench"), ["events"]).rows["events"]
+        ingested_rows += ingest(tables, s3_lister(s3, "bench"), s3_reader(s3, "bench"), ["events"]).rows[
+            "events"
+        ]
         ingest_s += time.perf_counter() - t
     before = partition_stats(tables, ["events"])
     t = time.perf_counter()
@@ -100,7 +104,8 @@ def measure(stores: int, days: int, objects_per_ingest: int = 6, lines_per_objec
     report_s = time.perf_counter() - t
     sql = (
         "SELECT store_id, round(avg(availability), 4) AS availability, sum(lost_value) AS lost_value "
-        "FROM kpis_store_daily WHERE day BETWEEN DATE '2026-07-08' AND DATE '2026-07-14' GROUP BY 1 ORDER BY 3 DESC"
+        "FROM kpis_store_daily WHERE day BETWEEN DATE '2026-07-08' AND DATE '2026-07-14' "
+        "GROUP BY 1 ORDER BY 3 DESC"
     )
     t = time.perf_counter()
     result = run_query(source, sql)
@@ -148,8 +153,8 @@ def markdown(m: dict[str, Any]) -> str:
             f"`python -m benchmarks.history_tables --docs docs/benchmarks.md` (`make bench-history`): "
             f"{m['stores']} stores, {m['days']} days, {m['events']:,} events (benchmarks/history_data.py) "
             f"delivered to the embedded S3 as moto's Firehose does ({m['objects']:,} JSON-lines objects of "
-            f"about 1,000 lines), appended by `history ingest` {m['ingest_runs']:,} times (six objects a run, "
-            "as a running loop would), warehouse on disk, SQL catalog on SQLite; "
+            f"about 1,000 lines), appended by `history ingest` {m['ingest_runs']:,} times "
+            "(six objects a run, as a running loop would), warehouse on disk, SQL catalog on SQLite; "
             f"a machine with {m['cpu']} cores shared with other work.",
             "",
             "| figure | value |",
@@ -162,8 +167,9 @@ def markdown(m: dict[str, Any]) -> str:
             f"{m['compact_s']} s |",
             f"| files per partition after compaction | {m['files_per_partition_after']} "
             f"(mean file {m['mean_file_bytes_after'] / 1024:,.0f} KiB) over {m['partitions']} partitions |",
-            f"| storage: JSON lines against the events table (Parquet, zstd) | {m['json_bytes'] / mb:,.1f} MiB "
-            f"against {m['table_bytes'] / mb:,.1f} MiB ({m['storage_ratio']:.1%}) |",
+            f"| storage: JSON lines against the events table (Parquet, zstd) | "
+            f"{m['json_bytes'] / mb:,.1f} MiB against {m['table_bytes'] / mb:,.1f} MiB "
+            f"({m['storage_ratio']:.1%}) |",
             f"| daily KPIs, all {m['days']} days computed from the events table | {m['kpi_compute_s']} s "
             f"({m['kpi_rows']:,} product rows, {m['kpi_store_rows']:,} store rows) |",
             f"| weekly report {m['report_week']} from the tables ({m['report_stores']} stores) | "
@@ -171,9 +177,9 @@ def markdown(m: dict[str, Any]) -> str:
             f"| a KPI query (availability and lost sales per store over a week, `query`) | "
             f"{m['kpi_query_s']} s ({m['kpi_query_rows']} rows) |",
             "",
-            "Reading: pyiceberg plans the scan and reads Parquet into Arrow, DuckDB queries the Arrow table in "
-            "place (no extension). Each ingest run is one snapshot and, per date partition it touches, one "
-            "file; compaction rewrites each closed day into one file sorted by store and time.",
+            "Reading: pyiceberg plans the scan and reads Parquet into Arrow, DuckDB queries the Arrow "
+            "table in place (no extension). Each ingest run is one snapshot and, per date partition it "
+            "touches, one file; compaction rewrites each closed day into one file sorted by store and time.",
             MARK_END,
         ]
     )
@@ -191,7 +197,9 @@ def write_docs(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stores", type=int, default=100)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--docs", metavar="FILE", help="write the figures into this Markdown file")
