@@ -1,5 +1,5 @@
 """The daily KPI tables (``kpis_daily``: store x product x local day; ``kpis_store_daily``: store x day),
-computed from the events table with history/kpis.py and written a range of days at a time.
+computed from the events table with processors/core/kpis.py and written a range of days at a time.
 
 Recomputing days replaces their partitions (one copy-on-write overwrite of ``day`` in [since, until]),
 so running it twice leaves the same rows. The state at the start of ``since`` (each product's stock,
@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from history.kpis import KpiEvent, ProductState, State, StoreState, compute
 from history.tables import TABLES, Tables, arrow_schema, sort_rows
+from processors.core.kpis import KpiEvent, ProductState, State, StoreState, compute
 
 EVENT_FIELDS = (
     "event_id",

@@ -244,7 +244,7 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
         s.stock_out_hours_max = max(s.stock_out_hours_max, round(hours, 2))
     _shelf_figures(stores, outs, rows(_OPEN_HOURS_SQL), rows(_PRODUCT_SALES_SQL), start, end, as_of)
     if "kpis_store_daily" in archive.selections:
-        # The daily KPI table, where there is one (history/kpis.py): the same definitions as
+        # The daily KPI table, where there is one (processors/core/kpis.py): the same definitions as
         # `shelfstream kpis`, over the stores' local days of the week.
         for store_id, oos, product_minutes, lost_units, lost_value in rows(_KPI_SQL):
             s = store(store_id)

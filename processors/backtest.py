@@ -140,10 +140,10 @@ def run_backtest(
 
 
 def write_kpis(path: Path, out: Path) -> int:
-    """``kpis.jsonl``: the daily inventory KPIs of the input's valid events (history/kpis.py, the same
+    """``kpis.jsonl``: the daily inventory KPIs of the input's valid events (processors/core/kpis.py, the same
     implementation as `shelfstream kpis`), one object per store, product and local day. A repeated
     (store_id, event_id) counts once, as the processor's dedup has it."""
-    from history.kpis import PRODUCT_FIELDS, compute, kpi_event
+    from processors.core.kpis import PRODUCT_FIELDS, compute, kpi_event
 
     seen: set[tuple[str, str]] = set()
     events = []

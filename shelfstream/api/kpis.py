@@ -1,4 +1,4 @@
-"""`GET /v1/kpis`: the daily inventory KPIs (history/kpis.py) from the history tables, for the dashboard."""
+"""`GET /v1/kpis`: the daily inventory KPIs (processors/core/kpis.py) from the history tables."""
 
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ def _range(args: argparse.Namespace) -> tuple[dt.date | None, dt.date | None]:
 
 def cmd_kpis(args: argparse.Namespace) -> int:
     from history.kpi_tables import compute_days, read_kpis
-    from history.kpis import PRODUCT_FIELDS, STORE_FIELDS
     from history.tables import require_tables
+    from processors.core.kpis import PRODUCT_FIELDS, STORE_FIELDS
 
     settings = bootstrap(aws=False).settings
     since, until = _range(args)

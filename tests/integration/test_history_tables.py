@@ -15,8 +15,8 @@ import pytest
 from config import Settings
 from foundation.aws.clients import sync_client
 from foundation.aws.provision import Resources, provision
-from history.kpis import compute, kpi_event
 from history.tables import Tables
+from processors.core.kpis import compute, kpi_event
 from processors.core.processor import decode_record
 from tests.integration.test_history import run_cli, use, workload
 from tests.integration.test_processor_shell import process_until_caught_up, produce

@@ -1,5 +1,5 @@
-"""The daily inventory KPIs (history/kpis.py) against an independent, minute-by-minute computation from
-the raw events, and the properties the tables rely on (a range computed in parts equals one run)."""
+"""The daily inventory KPIs (processors/core/kpis.py) against an independent, minute-by-minute computation
+from the raw events, and the properties the tables rely on (a range computed in parts equals one run)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from history.kpi_tables import state_from_rows
-from history.kpis import KpiEvent, compute
+from processors.core.kpis import KpiEvent, compute
 
 MIN = 60_000
 
