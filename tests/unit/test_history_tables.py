@@ -242,3 +242,69 @@ def test_a_month_of_retention_compaction_and_sweeping(settings: Settings) -> Non
     again = maintain(tables, today, 30, snapshot_min_age=dt.timedelta(0), now=now)
     assert again.partitions_compacted["events"] == 0
     assert again.rows_expired["events"] == 0
+
+
+def test_revised_windows_withdrawn_alerts_and_feedback_fit_the_tables(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Changes in flight elsewhere: window revisions (readers take the latest), anomaly_withdrawn
+    alerts and feedback events land in their own columns."""
+    tables = Tables(settings)
+    window = {
+        "store_id": "s1",
+        "window": "15m",
+        "kind": "tumbling",
+        "window_start": "2026-08-01T10:00:00Z",
+        "window_end": "2026-08-01T10:15:00Z",
+        "sales": 3,
+        "anomalies": ["sales"],
+    }
+    append_lines(
+        tables, "windows", [orjson.dumps(window), orjson.dumps({**window, "sales": 5, "revision": 1})]
+    )
+    withdrawn = {
+        "alert_id": "w-1",
+        "kind": "anomaly_withdrawn",
+        "store_id": "s1",
+        "ts": "2026-08-01T10:20:00Z",
+        "withdrawn_alert_id": "ano-1",
+        "reason": "late sales",
+        "observed": 5,
+    }
+    append_lines(tables, "alerts", [orjson.dumps(withdrawn)])
+    feedback = {
+        "event_id": "f-1",
+        "type": "feedback",
+        "store_id": "s1",
+        "ts": "2026-08-01T11:00:00Z",
+        "alert_id": "ano-1",
+        "verdict": "not_anomaly",
+        "note": "a school trip",
+        "by": "manager",
+    }
+    append_lines(tables, "events", [orjson.dumps(feedback)])
+    code, out, _ = run(
+        ["query", "SELECT sales, revision, anomalies FROM windows", "--format", "json"], capsys
+    )
+    assert code == 0
+    assert json.loads(out) == [{"sales": 5, "revision": 1, "anomalies": ["sales"]}]
+    code, out, _ = run(
+        ["query", "SELECT kind, withdrawn_alert_id, reason FROM alerts", "--format", "json"], capsys
+    )
+    assert json.loads(out) == [
+        {"kind": "anomaly_withdrawn", "withdrawn_alert_id": "ano-1", "reason": "late sales"}
+    ]
+    code, out, _ = run(["query", 'SELECT verdict, note, "by" FROM events', "--format", "json"], capsys)
+    assert json.loads(out) == [{"verdict": "not_anomaly", "note": "a school trip", "by": "manager"}]
+
+
+def test_kpis_without_tables_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["kpis"], capsys)
+    assert code == 2
+    assert "no history tables" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(["kpis", "--from", "2026-08-02", "--to", "2026-08-01"], capsys)
+    assert code == 2
