@@ -13,7 +13,9 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
+def test_a_short_demo_reconciles_with_trucks_delivering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     summary_file = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHELFSTREAM_"))}
     result = subprocess.run(
@@ -70,6 +72,7 @@ def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
         tables_warehouse=str(tmp_path / ".shelfstream/tables/warehouse"),
     )
     assert Tables.exists(settings)
+    monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # (Polars' hint about its optional planner)
     tables = Tables(settings)
     events = tables.table("events")
     assert pl.scan_iceberg(events).select(pl.len()).collect().item() == summary["archived"]
