@@ -1,4 +1,4 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
+# The two commands a newcomer needs: `make demo` and `make test`; `make check` is the fast lane.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -8,7 +8,12 @@ KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
 KCL_JARS = .cache/kcl-jars/.checked
 
-.PHONY: demo test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
+.PHONY: demo check test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
+
+# Tests run in parallel (pytest-xdist, one worker per core); `serial` tests share one worker, one at a
+# time (tests/conftest.py). `make check` leaves out what needs more than Python (pyproject.toml markers).
+PYTEST_PARALLEL = -n auto --dist loadgroup
+CHECK_MARKERS = not slow and not java and not npm and not chromium and not daemon
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,11 +59,30 @@ $(KINESIS_LOCAL):
 
 kinesis-local: $(KINESIS_LOCAL)
 
+# Everything, as CI runs it (.ci/run): needs Java 17, Maven, npm and apt for chromium besides Python.
 test: $(STAMP) browser-deps $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_PARALLEL)
+
+# The fast lane while working: ruff, mypy and every test that needs nothing outside Python (no Java, npm,
+# chromium or spawned daemons); amazon-kclpy's Python side is a PyPI package, so it is installed too.
+check: $(STAMP) $(KCLPY)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) -m "$(CHECK_MARKERS)"
+
+# One folder of tests, everything in it (what it needs is installed first).
+unit: $(STAMP) $(KCLPY)
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) tests/unit
+
+integration: $(STAMP) $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) tests/integration
+
+e2e: $(STAMP) browser-deps
+	$(BIN)/pytest -q $(PYTEST_PARALLEL) tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -113,6 +137,6 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 # Every benchmark (load test, latency, engines side by side, workers, detection), figures into
-# docs/benchmarks.md (and the tables in docs/detection.md, docs/decisions.md); meant for under 15 minutes.
+# docs/benchmarks.md (and the tables in docs/detection.md, benchmarks/core-speed-experiments.md); meant for under 15 minutes.
 bench: $(BENCH_STAMP) $(KCLPY) $(KCL_JARS) $(KINESIS_LOCAL)
 	$(BIN)/python -m benchmarks.run_all

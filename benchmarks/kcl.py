@@ -560,8 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Stock equal to the ledger after each failover. A dead leader's shards wait for its lock in "
         "the CoordinatorState table to expire: 2 minutes, fixed in KCL 3.1.3, which a survivor checks "
-        "every 30 s (docs/decisions.md); any other worker's shards move once the leader sees their "
-        "leases unrenewed for failoverTimeMillis, at its next assignment run.",
+        "every 30 s (benchmarks/kcl-experiments.md); any other worker's shards move once the leader sees "
+        "their leases unrenewed for failoverTimeMillis, at its next assignment run.",
         "",
         "The three applications run at once: both bursts happen while the dead leader's lock runs out, "
         "with its survivor running and 20 events/s going into that application, and the two-worker "

@@ -8,7 +8,7 @@ per-event loop itself (`ShardCore.apply`, with the window update of a sale inlin
 (processors/core/windows.py), detection and window records (monitor, detectors/, tails, explain and
 the river/scipy calls under them), reading the file and writing the outputs (backtest.py), the rest.
 
-    python -m benchmarks.profile_core [--docs docs/decisions.md]
+    python -m benchmarks.profile_core [--docs benchmarks/core-speed-experiments.md]
 """
 
 from __future__ import annotations

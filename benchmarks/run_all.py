@@ -232,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
             True,
         ),
         (
-            "Where the core's time goes (`python -m benchmarks.profile_core`, also in docs/decisions.md)",
+            "Where the core's time goes (`python -m benchmarks.profile_core`, also in "
+            "benchmarks/core-speed-experiments.md)",
             "benchmarks.profile_core",
-            ["--docs", "docs/decisions.md"],
+            ["--docs", "benchmarks/core-speed-experiments.md"],
             True,
         ),
         (

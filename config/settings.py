@@ -136,6 +136,8 @@ class Settings(BaseSettings):
 
     # --- HTTP API and dashboard (`shelfstream serve`) ----------------------------------------------
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Seconds a client has, from its request's headers, to send the whole body it declared (else 408).
+    api_body_timeout_s: float = Field(default=10.0, gt=0)
     api_max_events: int = Field(default=500, ge=1, le=500)
     api_rate_per_s: float = Field(default=20.0, gt=0)  # requests per second per token, sustained
     api_burst: int = Field(default=60, ge=1)  # requests a token may make at once

@@ -1,4 +1,4 @@
-"""The event and alert contract (CONTRACT.md sections 1 and 2) as typed, strictly validated models.
+"""The event and alert contract (docs/contract.md sections 1 and 2) as typed, strictly validated models.
 
 Decoding is the processor's hot path, so events are msgspec structs decoded straight from bytes
 (about 1.5 M events/s/core here, against ~0.2 M for the json module plus hand validation).
@@ -19,6 +19,15 @@ MAX_RECORD_BYTES: Final = 64 * 1024
 # quantity of 10**20 would decode here but make every later query of the archive fail.
 MAX_QUANTITY: Final = 1_000_000_000
 MAX_MONEY: Final = 1e12
+
+# Free text a person or a till writes (a product's `name` and `category`, a store's `name`, a refund's
+# `reason`) is at most MAX_TEXT_CHARS characters, and a reference to another system's record
+# (`transaction_id`, `delivery_id`, `truck_id`) at most MAX_REF_CHARS, as an event id is: unbounded,
+# one record could carry 64 KiB of "name" into every catalog, checkpoint, alert and report that shows it.
+MAX_TEXT_CHARS: Final = 200
+MAX_REF_CHARS: Final = 128
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
+Ref = Annotated[str, msgspec.Meta(max_length=MAX_REF_CHARS)]
 
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 STORE_ID_PATTERN: Final = r"^[A-Za-z0-9._-]+$"  # JSON Schema's `$`: the end of the text, nothing after
@@ -84,22 +93,22 @@ class Sale(_Event, tag="sale", frozen=True, kw_only=True):
     product_id: ProductId
     quantity: PositiveInt
     unit_price: Money
-    transaction_id: str | None = None
+    transaction_id: Ref | None = None
 
 
 class Refund(_Event, tag="refund", frozen=True, kw_only=True):
     product_id: ProductId
     quantity: PositiveInt
     unit_price: Money
-    transaction_id: str | None = None
-    reason: str | None = None
+    transaction_id: Ref | None = None
+    reason: Text | None = None
 
 
 class Restock(_Event, tag="restock", frozen=True, kw_only=True):
     product_id: ProductId
     quantity: PositiveInt
-    delivery_id: str | None = None
-    truck_id: str | None = None
+    delivery_id: Ref | None = None
+    truck_id: Ref | None = None
 
 
 class Count(_Event, tag="count", frozen=True, kw_only=True):
@@ -109,8 +118,8 @@ class Count(_Event, tag="count", frozen=True, kw_only=True):
 
 class Product(_Event, tag="product", frozen=True, kw_only=True):
     product_id: ProductId
-    name: str | None = None
-    category: str | None = None
+    name: Text | None = None
+    category: Text | None = None
     price: Money | None = None
     restock_threshold: NonNegativeInt | None = None
     target_stock: PositiveInt | None = None
@@ -137,7 +146,7 @@ class Store(_Event, tag="store", frozen=True, kw_only=True):
     """A store's own settings; changes no stock. Its zone is used for its local time of week."""
 
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
-    name: str | None = None
+    name: Text | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -243,7 +252,7 @@ def parse_ts(text: str) -> int:
     return (when - _EPOCH) // _MS
 
 
-# --- alerts and requests (CONTRACT.md section 2) ------------------------------------------------
+# --- alerts and requests (docs/contract.md section 2) ------------------------------------------------
 
 AlertKind: TypeAlias = Literal["restock_request", "out_of_stock", "anomaly", "product_change"]
 
@@ -267,7 +276,7 @@ class RestockRequest(
     on_hand: int
     threshold: int
     requested_quantity: int
-    # Optional (CONTRACT.md section 2): why it was asked for, and what the forecast said.
+    # Optional (docs/contract.md section 2): why it was asked for, and what the forecast said.
     reason: RestockReason | None = None
     expected_stockout_at: str | None = None  # RFC 3339 UTC; absent when no stock-out is in sight
     daily_demand: float | None = None  # units expected over the next 24 hours

@@ -324,8 +324,9 @@ def _cell(value: Any) -> str:
 
 
 def write_table(result: QueryResult, out: IO[str]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from foundation.console import make_console
 
     table = Table(*result.columns, title=f"{len(result.rows):,} rows")
     for i, column in enumerate(table.columns):
@@ -334,7 +335,7 @@ def write_table(result: QueryResult, out: IO[str]) -> None:
             column.justify = "right"
     for row in result.rows:
         table.add_row(*(_cell(v) if v is not None else "[dim]null[/dim]" for v in row))
-    Console(file=out, highlight=False, soft_wrap=True).print(table)
+    make_console(file=out, highlight=False, soft_wrap=True).print(table)
 
 
 def parse_date(text: str | None, flag: str) -> dt.date | None:

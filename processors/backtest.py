@@ -3,7 +3,7 @@
 Lines are applied in file order, exactly as the processor would read them from one shard per store
 (a store's events are in one shard, in order, and the core keeps state per store).
 
-Besides the files of CONTRACT.md section 4 it writes `windows.jsonl`: every closed event-time window
+Besides the files of docs/contract.md section 4 it writes `windows.jsonl`: every closed event-time window
 (what the processor archives through Firehose), so detection can be inspected window by window.
 
 `--workers N` splits the file by store over N processes, as Kinesis splits stores over shards: every
@@ -18,7 +18,7 @@ window of a store's first week differently (and flag a borderline window later, 
 already alerted). Each worker follows the event time of the whole file (the newest valid sale or refund before
 each line), so windows close and events are late where one core's would. One case differs: a repeat
 of an event with a later time than the first (ignored by the core as a duplicate) moves the event
-time of a split run, where one core never saw it move (docs/decisions.md).
+time of a split run, where one core never saw it move (docs/decisions.md, record 24).
 """
 
 from __future__ import annotations

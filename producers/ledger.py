@@ -1,6 +1,6 @@
 """The producers' own expected-stock book, kept apart from the processor so the demo can check it.
 
-It shares only the contract (validation and semantics of CONTRACT.md section 1) with the processor, never
+It shares only the contract (validation and semantics of docs/contract.md section 1) with the processor, never
 its code: if the processor loses, doubles or misorders events, the two books disagree.
 """
 

@@ -16,7 +16,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from producers.simulator import HOUR_MS, SimEvent, StoreSimulator, _Store
+from producers.simulator import CLOSE_HOUR, DAY_MS, HOUR_MS, OPEN_HOUR, SimEvent, StoreSimulator, _Store
 
 # Zones where a late-morning UTC start finds most stores open (the demo starts at 10:00 UTC).
 DEMO_ZONES: Final = (
@@ -27,6 +27,76 @@ DEMO_ZONES: Final = (
     "Europe/Lisbon",
     "Africa/Johannesburg",
 )
+
+
+# Zones around the world, a few hours apart, for `simulate` run live: whatever the hour, some of them
+# are trading (see `zones_trading_at`).
+WORLD_ZONES: Final = (
+    "Pacific/Auckland",
+    "Australia/Sydney",
+    "Asia/Tokyo",
+    "Asia/Shanghai",
+    "Asia/Kolkata",
+    "Asia/Dubai",
+    "Europe/Helsinki",
+    "Europe/Berlin",
+    "Europe/London",
+    "America/Sao_Paulo",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+)
+# The middle of a simulated store's trading day (07:00-22:00 local).
+_MIDDAY: Final = (OPEN_HOUR + CLOSE_HOUR) / 2
+
+
+def zones_trading_at(ts_ms: float, count: int, zones: Sequence[str] = WORLD_ZONES) -> tuple[str, ...]:
+    """`count` zones for `count` stores, of those whose local time at `ts_ms` is within the simulated
+    stores' opening hours with at least two hours of trade left, nearest the middle of the day first;
+    dealt out in turn when there are more stores than such zones.
+
+    `simulate` runs in real time by default: a store whose zone is in its night sends its catalog and
+    stock take and then nothing, so a short first run would show no sale at all. Only when no zone is
+    trading (never with `WORLD_ZONES`, a few hours apart around the world) are all of them used."""
+    if count < 1:
+        raise ValueError("at least one zone is needed")
+
+    def local_hour(zone: str) -> float:
+        return ((ts_ms + zone_offset_ms(zone, ts_ms)) % DAY_MS) / HOUR_MS
+
+    trading = [z for z in zones if OPEN_HOUR + 1 <= local_hour(z) <= CLOSE_HOUR - 2]
+    trading.sort(key=lambda z: abs(local_hour(z) - _MIDDAY))
+    ordered = trading or list(zones)
+    return tuple(ordered[i % len(ordered)] for i in range(count))
+
+
+# A live simulated store's baskets an hour (`simulate`): a supermarket's tills, so that a short first run
+# shows trade (at the catalog's ~90 an hour, 3 stores sell about once in 20 s).
+LIVE_BASKETS_PER_HOUR: Final = 600.0
+
+
+def live_simulator(
+    seed: int,
+    stores: int,
+    products: int,
+    start_ms: int,
+    *,
+    baskets_per_hour: float = LIVE_BASKETS_PER_HOUR,
+    zones: Sequence[str] | None = None,
+) -> ZonedSimulator:
+    """The stores `simulate` runs in real time from `start_ms`: in `zones`, by default in zones where it is
+    trading time at the start (`zones_trading_at`), with shelves sized for their rate."""
+    return ZonedSimulator(
+        seed,
+        stores,
+        products,
+        start_ms,
+        zones=zones or zones_trading_at(start_ms, stores),
+        baskets_per_hour=baskets_per_hour,
+        shelf_scale=max(1.0, baskets_per_hour / 90.0),  # the catalog's shelves suit ~90 baskets an hour
+    )
 
 
 def zone_offset_ms(zone: str, ts_ms: float) -> int:

@@ -4,7 +4,7 @@
   into ``.cache/kinesis-local`` (``make kinesis-local``) and bound to 127.0.0.1. It closes shards
   and reports child shards faithfully on resharding, which the KCL relies on.
 - DynamoDB (the KCL's lease, worker-metrics and coordinator tables) and S3, SQS, SNS, Firehose:
-  the embedded AWS (moto). docs/decisions.md says why moto's DynamoDB and not DynamoDB Local.
+  the embedded AWS (moto). docs/decisions.md (record 22) says why moto's DynamoDB and not DynamoDB Local.
 - The daemon's jars: ``.cache/kcl-jars`` (``make kcl-jars``: deploy/kcl/fetch_jars.sh, checked
   against deploy/kcl/jars.sha256), started through deploy/kcl/launch.py like in the container.
 
@@ -40,7 +40,7 @@ JAR_DIR = ROOT / ".cache" / "kcl-jars"
 # Lease assignment every 10 s (the KCL's default for that failover time, not the deployed 2 s): the
 # leader's first assignment then comes after workers started together have all joined, so they
 # share the shards. With 2 s the first worker takes them all, and on one machine (no CPU figures
-# per worker) variance balancing never moves them (docs/decisions.md).
+# per worker) variance balancing never moves them (docs/decisions.md, record 26).
 LOCAL_PROPERTIES: Mapping[str, str] = {
     "metricsLevel": "NONE",
     "shardSyncIntervalMillis": "1000",

@@ -15,6 +15,14 @@ settings.register_profile("shelfstream", deadline=None, suppress_health_check=[H
 settings.load_profile("shelfstream")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `serial` run one at a time, on one pytest-xdist worker (`--dist loadgroup`, as the
+    Makefile runs it), beside the parallel rest; without xdist the group changes nothing."""
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_aws_env() -> Iterator[None]:
     """Drop every AWS/shelfstream setting inherited from the shell; tests that need AWS set their own.

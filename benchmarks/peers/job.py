@@ -1,6 +1,6 @@
 """What every engine in the peer benchmark computes, and the plain-Python validation the peers share.
 
-The job: decode JSON lines; validate (the contract's rules, CONTRACT.md section 1); drop repeated
+The job: decode JSON lines; validate (the contract's rules, docs/contract.md section 1); drop repeated
 (store_id, event_id) pairs; per store, 15-minute tumbling windows of event time with 2 minutes of
 allowed lateness, summing sales (sale events), units sold, revenue, refunds (refund events) and the
 refunded amount; stock per store and product in stream order (sale minus, refund and restock plus,

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 KINESIS_TARGET_PREFIX = "Kinesis_20131202."
+DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -40,16 +41,21 @@ class SerializerStats:
 
 
 class KinesisSerializer:
-    """WSGI middleware serving Kinesis requests strictly one at a time, other services concurrently.
+    """WSGI middleware serving Kinesis requests strictly one at a time, and DynamoDB's one at a time
+    (apart from Kinesis'), other services concurrently.
 
     moto's Kinesis mutates shard state without locks; with 8 concurrent producers it lost ~1-2% of
-    records. The lock covers the whole request, including draining the response body, because a
-    lazily produced body could otherwise still touch the backend after the lock is released.
+    records. Its DynamoDB checks a condition and then writes, unlocked: eight dispatchers claiming one
+    restock request at once were all told "claimed" now and then on a loaded machine, where real
+    DynamoDB's conditional write lets exactly one win. The lock covers the whole request, including
+    draining the response body, because a lazily produced body could otherwise still touch the
+    backend after the lock is released.
     """
 
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self._dynamodb_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._requests = 0
         self._contended = 0
@@ -61,6 +67,9 @@ class KinesisSerializer:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if target.startswith(DYNAMODB_TARGET_PREFIX):
+            with self._dynamodb_lock:
+                return self._drained(environ, start_response)
         if not target.startswith(KINESIS_TARGET_PREFIX):
             return self._app(environ, start_response)
         if not self._lock.acquire(blocking=False):
@@ -70,16 +79,19 @@ class KinesisSerializer:
         try:
             with self._stats_lock:
                 self._requests += 1
-            result = self._app(environ, start_response)
-            try:
-                body = b"".join(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+            return self._drained(environ, start_response)
         finally:
             self._lock.release()
-        return [body]
+
+    def _drained(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        """The app's whole answer, read before the caller's lock is released."""
+        result = self._app(environ, start_response)
+        try:
+            return [b"".join(result)]
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
 
 
 def _request_handler() -> type[Any]:

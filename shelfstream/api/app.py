@@ -1,4 +1,4 @@
-"""The ASGI app: the /v1 API, the live stream and the dashboard page (CONTRACT.md section 5).
+"""The ASGI app: the /v1 API, the live stream and the dashboard page (docs/contract.md section 5).
 
 Every /v1 call needs ``Authorization: Bearer <token>``; errors are ``{"error": "..."}`` and never carry
 a stack trace (those go to the log). The app only reads the :class:`DashboardState` its feed keeps

@@ -60,7 +60,15 @@ class DemoDashboard:
         app = create_app(self.state, self.tokens, sink, self.settings)
         self._tasks = [
             asyncio.create_task(
-                serve_app(app, self.sock, self.state, self._stop, self.settings.api_trusted_proxies)
+                serve_app(
+                    app,
+                    self.sock,
+                    self.state,
+                    self._stop,
+                    self.settings.api_trusted_proxies,
+                    body_timeout_s=self.settings.api_body_timeout_s,
+                    max_body_bytes=self.settings.api_max_body_bytes,
+                )
             ),
             asyncio.create_task(self.feed.run(self._stop)),
         ]

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from config import Settings
 from foundation.errors import UsageError
 from shelfstream.api.app import create_app
 from shelfstream.api.auth import TokenStore
+from shelfstream.api.body_deadline import BodyDeadline
 from shelfstream.api.feeds import AwsFeed
 from shelfstream.api.ingest import KinesisEventSink
 from shelfstream.api.state import DashboardState
@@ -24,6 +26,8 @@ from shelfstream.bootstrap import Wiring
 log = logging.getLogger(__name__)
 
 GRACE_S = 3
+BODY_TIMEOUT_S: float = Settings.model_fields["api_body_timeout_s"].default
+MAX_BODY_BYTES: int = Settings.model_fields["api_max_body_bytes"].default
 
 
 class _Server(uvicorn.Server):
@@ -56,12 +60,20 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def uvicorn_config(app: FastAPI, trusted_proxies: str = "") -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI,
+    trusted_proxies: str = "",
+    *,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> uvicorn.Config:
     """uvicorn as the API runs it. Proxy headers are read only from `trusted_proxies`: uvicorn's own
-    default trusts X-Forwarded-For from 127.0.0.1, where any local client could then name itself."""
+    default trusts X-Forwarded-For from 127.0.0.1, where any local client could then name itself.
+    A declared body must arrive within `body_timeout_s` (else 408): uvicorn bounds idle connections,
+    not a body trickling in (shelfstream/api/body_deadline.py)."""
     trusted = trusted_proxies.strip()
     return uvicorn.Config(
-        app,
+        BodyDeadline(app, body_timeout_s, max_body_bytes),
         log_config=None,
         access_log=False,  # our own request log leaves the query string out
         lifespan="off",
@@ -78,9 +90,14 @@ async def serve_app(
     state: DashboardState,
     stop: asyncio.Event,
     trusted_proxies: str = "",
+    *,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> None:
     """Serve `app` on the bound `sock` until `stop`; then end the live streams and shut down."""
-    server = _Server(uvicorn_config(app, trusted_proxies))
+    server = _Server(
+        uvicorn_config(app, trusted_proxies, body_timeout_s=body_timeout_s, max_body_bytes=max_body_bytes)
+    )
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     try:
@@ -106,7 +123,15 @@ async def run_standalone(wiring: Wiring, tokens: TokenStore, sock: socket.socket
         feeding = asyncio.create_task(feed.run(stop))
         log.info("serving", extra={"url": url_of(sock), "tokens": len(tokens)})
         try:
-            await serve_app(app, sock, state, stop, settings.api_trusted_proxies)
+            await serve_app(
+                app,
+                sock,
+                state,
+                stop,
+                settings.api_trusted_proxies,
+                body_timeout_s=settings.api_body_timeout_s,
+                max_body_bytes=settings.api_max_body_bytes,
+            )
         finally:
             stop.set()
             await feeding

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from foundation.console import make_console
 from foundation.errors import UsageError
 
 
 def out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return make_console(highlight=False, soft_wrap=True)
 
 
 def require_input(path: str) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from rich.console import Console
 from rich.table import Table
 
+from foundation.console import make_console
 from foundation.errors import UsageError
 from producers.ingest import IngestReport
 from producers.kinesis_writer import KinesisWriter
@@ -38,7 +38,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     wiring = bootstrap()
     settings = wiring.settings
     wiring.resources()
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
 
     async def go() -> tuple[ReplayStats, int]:
         async with wiring.aio("kinesis") as clients:
@@ -138,13 +138,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from producers.deliveries import watch_deliveries
     from producers.kinesis_writer import KinesisWriter
     from producers.replay import SimulationStats, run_simulation
-    from producers.zoned import ZonedSimulator
+    from producers.zoned import live_simulator
 
     wiring = bootstrap()
     settings = wiring.settings
     wiring.resources()
-    console = Console(stderr=True)
-    simulator = ZonedSimulator(args.seed, args.stores, args.products, int(time.time() * 1000))
+    console = make_console(stderr=True)
+    # Live, a store in its night sells nothing: unless told, the stores are where it is trading time now.
+    simulator = live_simulator(
+        args.seed,
+        args.stores,
+        args.products,
+        int(time.time() * 1000),
+        baskets_per_hour=args.baskets_per_hour,
+        zones=args.zones,
+    )
 
     async def go() -> tuple[SimulationStats, int]:
         async with wiring.aio("kinesis") as clients:
@@ -184,14 +192,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             return stats, writer.stats.failed
 
     stats, failed = asyncio.run(go())
-    out().print(f"simulated {args.stores} stores: {stats.records_put:,} records put, {failed} dead-lettered")
+    sales = simulator.stats.by_type["sale"]
+    used = sorted({simulator.zone_of(store) for store in simulator.store_ids})
+    out().print(
+        f"simulated {args.stores} stores ({', '.join(used)}): {stats.records_put:,} records put"
+        f" ({sales:,} sales), {failed} dead-lettered"
+    )
     return 1 if failed else 0
 
 
 def print_reports(reports: Sequence[IngestReport]) -> None:
-    from rich.console import Console
-
-    console = Console(highlight=False, soft_wrap=True)
+    console = make_console(highlight=False, soft_wrap=True)
     table = Table("file", "type", "processed", "succeeded", "rejected", "errored", title="ingest")
     for r in reports:
         table.add_row(
@@ -292,7 +303,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     stream = args.stream or (
         f"shelfstream-loadtest-{uuid.uuid4().hex[:8]}" if args.embedded else settings.stream_name
     )
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
 
     async def go(bar: Callable[[float, int], None]) -> Any:
         async with wiring.aio("kinesis") as clients:

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 import orjson
-from rich.console import Console
 from rich.table import Table
 
+from foundation.console import make_console
 from foundation.contract import alert_kind, encode
 from foundation.errors import UsageError
 from shelfstream.bootstrap import bootstrap
@@ -34,7 +34,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     except (ClientError, BotoCoreError):
         shards = None  # then a store held by two shards is still reported, with the view taken
     result = merge_inventories([(c.shard_id, c.core.inventory()) for c in checkpoints], shards)
-    warn = Console(stderr=True, highlight=False, soft_wrap=True)
+    warn = make_console(stderr=True, highlight=False, soft_wrap=True)
     for warning in result.warnings():
         warn.print(f"[yellow]warning: {warning}[/yellow]")
     merged = result.stock
@@ -84,7 +84,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     detector = getattr(args, "detector", None)
     settings = bootstrap(aws=False, **({"detector": detector} if detector else {})).settings
     config = core_config(settings, archive=False)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
     ) as bar:

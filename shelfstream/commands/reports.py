@@ -8,9 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
+from foundation.console import make_console
 from foundation.errors import ShelfstreamError
 from history.archive import ArchiveFilter, S3Archive, TableSource, open_archive, open_source
 from history.query import filter_from_args, plan_query, run_query, write_csv, write_json, write_table
@@ -39,7 +39,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     source, note = open_source(
         settings, args.archive, lambda: wiring.client("s3"), getattr(args, "source", "auto")
     )
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = make_console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
     result = run_query(source, args.sql, keep)
@@ -60,7 +60,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     source, note = open_source(
         settings, args.archive, lambda: wiring.client("s3"), getattr(args, "source", "auto")
     )
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = make_console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
     keep = ArchiveFilter(
@@ -108,6 +108,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         table.add_row(key, pct(value) if key == "refund_ratio" else str(value))
     for path in written:
         table.add_row("written", path)
-    Console(highlight=False, soft_wrap=True).print(table)
+    make_console(highlight=False, soft_wrap=True).print(table)
     log.info("report written", extra={"week": week, "files": written})
     return 0

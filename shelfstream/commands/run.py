@@ -13,6 +13,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from foundation.console import make_console
 from shelfstream.bootstrap import bootstrap
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         history_days=max(0, args.history_days),
         incident=not args.no_incident,
     )
-    console = Console()
+    console = Console()  # the live view: sized to the terminal (its panel spans the width)
     limits = bootstrap(aws=False).settings.embedded_kinesis_limits
     with EmbeddedAws(kinesis_limits=limits) as aws:
         point_at(aws.endpoint)
@@ -146,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for key, value in result.items():
         if key != "inventory_mismatches" or value:
             table.add_row(key, orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value))
-    console.print(table)
+    make_console().print(table)  # whole cells into a pipe too
     if args.summary:
         Path(args.summary).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
     return 0 if result["inventory_reconciled"] else 1

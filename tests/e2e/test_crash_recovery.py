@@ -31,7 +31,7 @@ from processors.core import ShardCore
 from processors.stream_processor import core_config
 from producers.ledger import Ledger
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.daemon, pytest.mark.timeout(900)]
 
 CLI = [sys.executable, "-m", "shelfstream.cli"]
 KILLS = 3

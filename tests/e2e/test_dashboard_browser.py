@@ -25,7 +25,7 @@ from shelfstream.api.ingest import RejectedEntry, ValidEntry
 from shelfstream.api.server import bind, serve_app, url_of
 from shelfstream.api.state import DashboardState, ProductStock, StoreStock
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.chromium]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

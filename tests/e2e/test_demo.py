@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.daemon, pytest.mark.timeout(600)]
 
 
 def test_a_short_demo_reconciles_with_trucks_delivering(

@@ -231,6 +231,7 @@ def _next_line(lines: queue.Queue[str], log: Path, timeout: float) -> str:
     return line
 
 
+@pytest.mark.daemon
 def test_shelfstream_serve_runs_standalone_and_stops_cleanly_on_sigterm(
     provisioned: tuple[Settings, Resources], local_aws: EmbeddedAws, tmp_path: Path
 ) -> None:

@@ -93,6 +93,7 @@ async def test_a_stores_order_leaves_on_one_truck_and_capacity_splits_it(
     assert _queue_empty(resources.restock_queue_url)
 
 
+@pytest.mark.slow
 async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
     provisioned: tuple[Settings, Resources],
 ) -> None:

@@ -25,7 +25,7 @@ from foundation.aws.provision import Resources
 from foundation.contract import decode_alert, format_ts
 from processors.checkpoints import Checkpoint, S3Checkpoints, decode_checkpoint
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.daemon]
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARD = "shardId-000000000001"

@@ -65,6 +65,7 @@ def test_put_records_over_the_quota_fails_entries_as_kinesis_does(kinesis: tuple
     assert len(stored) == 1500 - failed
 
 
+@pytest.mark.slow
 def test_put_record_over_the_quota_raises(kinesis: tuple[object, str]) -> None:
     client, stream = kinesis
     entries = [{"Data": b"x", "PartitionKey": "s"} for _ in range(500)]
@@ -75,6 +76,7 @@ def test_put_record_over_the_quota_raises(kinesis: tuple[object, str]) -> None:
     assert caught.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
 
 
+@pytest.mark.slow
 def test_get_records_is_limited_to_five_calls_a_second(
     kinesis: tuple[object, str], clock: FrozenClock
 ) -> None:

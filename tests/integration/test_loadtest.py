@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 LIMIT = 200
 
 
+@pytest.mark.slow
 async def test_saturating_loadtest_loses_nothing_and_keeps_each_shard_under_its_limit(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -230,6 +230,7 @@ def test_serve_off_main_thread_without_stop_event_is_refused(settings: Settings)
     assert "stop event" in str(errors[0])
 
 
+@pytest.mark.daemon
 def test_local_aws_process_serves_other_processes_and_stops_on_sigterm() -> None:
     """What `shelfstream local-aws` does: serve until SIGTERM, usable from another process."""
     code = (

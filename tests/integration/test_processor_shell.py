@@ -156,6 +156,7 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
     assert all(c is not None and c.sequence_number for c in checkpoints)
 
 
+@pytest.mark.slow
 async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
     provisioned: tuple[Settings, Resources],
 ) -> None:
@@ -253,6 +254,7 @@ def _minutes(stores: tuple[str, ...], minutes: range) -> list[tuple[bytes, str]]
     ]
 
 
+@pytest.mark.slow
 async def test_an_idle_shard_follows_the_other_shards_event_time(
     make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -298,6 +300,7 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
 
 
 @pytest.mark.parametrize("patience_s", [0.0, 120.0])
+@pytest.mark.slow
 async def test_a_shard_whose_writer_is_behind_is_not_a_silent_store(
     make_settings: Callable[..., Settings], patience_s: float
 ) -> None:

@@ -19,6 +19,7 @@ from shelfstream.cli import main
 ReadStream = Callable[[Any, str], Awaitable[dict[str, list[dict[str, Any]]]]]
 
 
+@pytest.mark.slow
 def test_replay_keeps_the_order_of_the_file_across_stores_in_a_shard(
     make_settings: Callable[..., Settings],
     read_stream: ReadStream,

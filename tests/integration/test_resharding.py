@@ -21,7 +21,7 @@ from processors.checkpoints import load_all_sync
 from processors.stream_processor import StreamProcessor
 from tests.integration.kinesis_local import kinesis_local
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.npm, pytest.mark.daemon]
 
 T0 = 1_785_571_200_000
 STORES = [f"store-{i:02d}" for i in range(16)]

@@ -1,4 +1,4 @@
-"""The HTTP API's rules (CONTRACT.md section 5), over an in-memory view and a fake event sink."""
+"""The HTTP API's rules (docs/contract.md section 5), over an in-memory view and a fake event sink."""
 
 from __future__ import annotations
 

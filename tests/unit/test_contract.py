@@ -1,4 +1,4 @@
-"""The event contract: what is accepted, what is refused and why (CONTRACT.md section 1)."""
+"""The event contract: what is accepted, what is refused and why (docs/contract.md section 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from foundation.contract import (
     MAX_RECORD_BYTES,
+    MAX_REF_CHARS,
+    MAX_TEXT_CHARS,
     Count,
     Product,
     Rejection,
@@ -107,3 +109,53 @@ def test_encoded_events_decode_to_the_same_event(quantity: int, price: float) ->
         unit_price=price,
     )
     assert decode_event(encode(event)) == event
+
+
+# --- free text and references are bounded ------------------------------------------------------------
+
+BASE = {"event_id": "e1", "store_id": "Berlin-1", "ts": "2026-08-01T10:15:30.123Z"}
+ITEM = {"product_id": "sku-1", "quantity": 1}
+BOUNDED = [
+    ("product", {"product_id": "sku-1"}, "name", MAX_TEXT_CHARS),
+    ("product", {"product_id": "sku-1"}, "category", MAX_TEXT_CHARS),
+    ("store", {"timezone": "Europe/Berlin"}, "name", MAX_TEXT_CHARS),
+    ("refund", {**ITEM, "unit_price": 1.0}, "reason", MAX_TEXT_CHARS),
+    ("sale", {**ITEM, "unit_price": 1.0}, "transaction_id", MAX_REF_CHARS),
+    ("refund", {**ITEM, "unit_price": 1.0}, "transaction_id", MAX_REF_CHARS),
+    ("restock", ITEM, "delivery_id", MAX_REF_CHARS),
+    ("restock", ITEM, "truck_id", MAX_REF_CHARS),
+]
+
+
+@pytest.mark.parametrize(("kind", "fields", "name", "limit"), BOUNDED)
+def test_free_text_and_references_are_bounded_with_a_reason_naming_the_field(
+    kind: str, fields: dict[str, object], name: str, limit: int
+) -> None:
+    import orjson
+
+    def record(value: str) -> bytes:
+        return orjson.dumps({"type": kind, **BASE, **fields, name: value})
+
+    assert (MAX_TEXT_CHARS, MAX_REF_CHARS) == (200, 128)  # docs/contract.md says so
+    at_limit = decode_event(record("é" * limit))  # characters, not bytes: 2 bytes each here
+    assert not isinstance(at_limit, Rejection)
+    assert getattr(at_limit, name) == "é" * limit
+    over = decode_event(record("x" * (limit + 1)))
+    assert isinstance(over, Rejection)
+    assert over.reason == f"invalid event: Expected `str` of length <= {limit} - at `$.{name}`"
+    assert not isinstance(decode_event(record("")), Rejection)  # empty stays allowed, as before
+
+
+def test_a_long_name_sent_to_the_api_is_that_entry_rejected_and_the_rest_accepted() -> None:
+    import orjson
+
+    from shelfstream.api.auth import Principal
+    from shelfstream.api.ingest import parse_batch
+
+    good = {"type": "product", **BASE, "product_id": "sku-1", "name": "Milk 1 l"}
+    long = {**good, "event_id": "e2", "name": "M" * 201}
+    batch = parse_batch(orjson.dumps([good, long]), Principal("hq", None, "test"), 500)
+    assert [e.index for e in batch.valid] == [0]
+    assert [(r.index, r.reason) for r in batch.rejected] == [
+        (1, "invalid event: Expected `str` of length <= 200 - at `$.name`")
+    ]

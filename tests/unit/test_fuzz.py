@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import atheris  # noqa: F401  installed by `make test` (dev extra): missing, this fails, not skips
+import pytest
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 
 
+@pytest.mark.slow
 def test_the_fuzz_target_finds_no_crash_in_a_short_run(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(FUZZ / "corpus", corpus)

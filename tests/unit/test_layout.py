@@ -24,7 +24,15 @@ FLOORS: dict[str, int] = {
 }
 LOOP = {"producers", "processors", "consumers"}
 # What the pure core may import besides the standard library's pure parts and itself.
-CORE_ALLOWED = {"msgspec", "river", "numpy", "scipy", "foundation.contract", "processors.core"}
+CORE_ALLOWED = {
+    "msgspec",
+    "river",
+    "numpy",
+    "scipy",
+    "foundation.contract",
+    "foundation.errors",  # the one error root: exceptions only, no I/O
+    "processors.core",
+}
 CORE_FORBIDDEN_STDLIB = {"asyncio", "socket", "threading", "subprocess", "time", "os"}
 
 

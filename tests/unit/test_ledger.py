@@ -1,4 +1,4 @@
-"""The producers' independent stock ledger follows the contract's semantics (CONTRACT.md section 1)."""
+"""The producers' independent stock ledger follows the contract's semantics (docs/contract.md section 1)."""
 
 from __future__ import annotations
 

@@ -314,3 +314,34 @@ def test_query_mistakes_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_table_into_a_pipe_keeps_every_column_whole(
+    moto_layout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a terminal (a pipe, a file, capsys): rich sized tables to 80 columns and cut or folded them."""
+    sql = (
+        "SELECT store_id, event_id, ts, type, product_id, quantity, unit_price, "
+        "repeat('x', 120) AS long_note FROM events ORDER BY event_id"
+    )
+    assert main(["query", sql, "--archive", str(moto_layout), "--format", "table"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "e1" in line)
+    assert "x" * 120 in row
+    for cell in ("Berlin", "2026-08-03", "sale", "long_note"):
+        assert cell in out
+    assert all(len(line) > 160 for line in out.splitlines() if "e1" in line or "e2" in line)
+
+
+def test_a_console_is_full_width_only_where_no_terminal_reads_it() -> None:
+    import io
+
+    from foundation.console import PIPE_WIDTH, make_console
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert make_console(file=io.StringIO()).width == PIPE_WIDTH
+    assert make_console(file=Tty(), width=100).width == 100
+    assert make_console(file=Tty()).width < PIPE_WIDTH

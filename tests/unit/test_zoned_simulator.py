@@ -8,7 +8,14 @@ import pytest
 
 from foundation.contract import Sale, Store, decode_event
 from producers.simulator import DAY_MS, HOUR_MS
-from producers.zoned import ZonedSimulator, renamed, zone_offset_ms
+from producers.zoned import (
+    LIVE_BASKETS_PER_HOUR,
+    ZonedSimulator,
+    live_simulator,
+    renamed,
+    zone_offset_ms,
+    zones_trading_at,
+)
 from shelfstream.demo import DemoOptions, demo_incident, trading_day_start_ms
 
 MONDAY = 1_772_409_600_000  # 2026-03-02T00:00:00Z
@@ -85,3 +92,59 @@ def test_the_demo_day_has_two_weekdays_of_history_before_it(offset_days: int) ->
     assert incident is not None
     assert incident.start_ms > start
     assert demo_incident(DemoOptions(history_days=0), start) is None
+
+
+# --- `simulate` run live: its stores trade now, whatever the hour -------------------------------------
+
+START_DATES = ("2026-12-07", "2026-03-29", "2026-06-21", "2026-10-25")  # winter, two DST changes, summer
+
+
+def _starts() -> list[int]:
+    import datetime as dt
+
+    out = []
+    for date in START_DATES:
+        midnight = int(dt.datetime.fromisoformat(f"{date}T00:00:00+00:00").timestamp() * 1000)
+        out.extend(midnight + hour * HOUR_MS + 30 * 60_000 for hour in range(24))
+    return out
+
+
+def _sales(sim: ZonedSimulator, start_ms: int, seconds: int) -> int:
+    events = sim.events_until(start_ms + seconds * 1000)
+    return sum(1 for e in events if isinstance(decode_event(e.data), Sale))
+
+
+def test_live_stores_are_put_in_zones_where_it_is_trading_time() -> None:
+    for start in _starts():
+        for count in (1, 3, 10):
+            zones = zones_trading_at(start, count)
+            assert len(zones) == count
+            for zone in zones:
+                local_hour = ((start + zone_offset_ms(zone, start)) % DAY_MS) / HOUR_MS
+                assert 8 <= local_hour <= 20, (start, zone, local_hour)
+
+
+@pytest.mark.parametrize(("stores", "seconds"), [(3, 20), (10, 60)])
+def test_the_first_live_run_of_the_readme_sells_at_any_hour(stores: int, seconds: int) -> None:
+    """`shelfstream simulate --stores 3 --duration 20` at speed 1 in the evening used to put only the
+    stores' catalogs and stock takes: every store was in its night, and alerts and the report had nothing
+    to show. Now its stores trade, at any hour of the year."""
+    for start in _starts():
+        assert _sales(live_simulator(7, stores, 20, start), start, seconds) >= 5, start
+
+
+def test_named_zones_are_kept_for_a_live_run() -> None:
+    sim = live_simulator(7, 2, 4, MONDAY, zones=("Asia/Tokyo",))
+    assert {sim.zone_of(s) for s in sim.store_ids} == {"Asia/Tokyo"}
+
+
+def test_simulate_takes_zones_and_rejects_unknown_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    from shelfstream.cli import build_parser
+
+    args = build_parser().parse_args(["simulate", "--zones", "Asia/Tokyo, Europe/Berlin"])
+    assert args.zones == ("Asia/Tokyo", "Europe/Berlin")
+    assert args.baskets_per_hour == LIVE_BASKETS_PER_HOUR
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["simulate", "--zones", "Mars/Base"])
+    assert exit_.value.code == 2
+    assert "'Mars/Base' is not an IANA time zone" in capsys.readouterr().err
