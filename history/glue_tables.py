@@ -25,10 +25,12 @@ RESOURCE = {
     "kpis_store_daily": "KpisStoreDailyTable",
 }
 DESCRIPTION = {
-    "events": "Every valid event (docs/contract.md section 1), Iceberg v2, partitioned by dt (UTC date of ts).",
+    "events": "Every valid event (docs/contract.md section 1), Iceberg v2, partitioned by dt (UTC date "
+    "of ts).",
     "windows": "Closed event-time windows per store (latest revision counts), partitioned by dt of "
     "window_start.",
-    "alerts": "Every alert, restock request and stock note (docs/contract.md section 2), partitioned by dt of ts.",
+    "alerts": "Every alert, restock request and stock note (docs/contract.md section 2), partitioned by "
+    "dt of ts.",
     "rejected": "Records the processor or ingest refused, with the reason, partitioned by dt (when kept).",
     "kpis_daily": "Daily inventory KPIs per store, product and local day (docs/history.md), partitioned "
     "by day.",

@@ -97,7 +97,7 @@ EVENT_COLUMNS: Final = (
     ("verdict", S),
     ("note", S),
     ("by", S),
-    ("extra", JSON),  # unknown fields, kept (CONTRACT.md section 1)
+    ("extra", JSON),  # unknown fields, kept (docs/contract.md section 1)
     ("dt", DATE),
 )
 WINDOW_COLUMNS: Final = (

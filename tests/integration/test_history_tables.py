@@ -21,7 +21,7 @@ from processors.core.processor import decode_record
 from tests.integration.test_history import run_cli, use, workload
 from tests.integration.test_processor_shell import process_until_caught_up, produce
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
