@@ -564,6 +564,7 @@ def test_athena_has_kpi_queries_and_table_maintenance() -> None:
         if v["Type"] == "AWS::Athena::NamedQuery"
     }
     assert "FROM kpis_store_daily" in queries["daily-kpis-per-store"]
+    assert "at_timezone" in queries["kpi-sales-from-events"]  # the store's local day, from events
     assert "REWRITE DATA USING BIN_PACK" in queries["optimize-events"]
     assert "VACUUM events" in queries["vacuum-events"]
     history = _containers(load_template(MAIN))["HistoryTaskDefinition/history"]

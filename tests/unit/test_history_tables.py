@@ -309,3 +309,49 @@ def test_kpis_without_tables_is_one_line_and_exit_2(
     assert len(err.strip().splitlines()) == 1
     code, _, err = run(["kpis", "--from", "2026-08-02", "--to", "2026-08-01"], capsys)
     assert code == 2
+
+
+def test_the_additive_kpis_are_sql_over_the_events_table(settings: Settings, tmp_path: Path) -> None:
+    """The stack's `kpi-sales-from-events` Athena query, in DuckDB's dialect (`timezone()` for Trino's
+    `at_timezone`), gives the KPI table's units, revenue, refunds and deliveries (rows with events)."""
+    events = list(generate(3, 4, START, seed=11))
+    archive(tmp_path / "bucket", events)
+    tables = Tables(settings)
+    ingest(tables, dir_lister(tmp_path / "bucket"), dir_reader(tmp_path / "bucket"))
+    compute_days(tables)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("events", tables.scan("events"))
+    sql = """
+        WITH once AS (
+          SELECT *, row_number() OVER (PARTITION BY store_id, event_id ORDER BY ts) AS nth FROM events
+        ), zones AS (
+          SELECT store_id, max_by(timezone, ts) AS zone FROM events
+          WHERE type = 'store' AND timezone IS NOT NULL GROUP BY store_id
+        )
+        SELECT e.store_id, e.product_id,
+               CAST(timezone(coalesce(z.zone, 'UTC'), e.ts) AS date) AS day,
+               sum(CASE WHEN e.type = 'sale' THEN e.quantity ELSE 0 END) AS units_sold,
+               sum(CASE WHEN e.type = 'sale' THEN e.quantity * e.unit_price ELSE 0 END) AS revenue,
+               sum(CASE WHEN e.type = 'refund' THEN e.quantity ELSE 0 END) AS refund_units,
+               sum(CASE WHEN e.type = 'restock' THEN e.quantity ELSE 0 END) AS units_delivered
+        FROM once e LEFT JOIN zones z ON e.store_id = z.store_id
+        WHERE e.nth = 1 AND e.product_id IS NOT NULL AND e.type <> 'store'
+        GROUP BY 1, 2, 3
+    """
+    by_sql = {
+        (store, product, day.isoformat()): (int(sold), round(float(revenue), 2), int(refunds), int(delivered))
+        for store, product, day, sold, revenue, refunds, delivered in con.execute(sql).fetchall()
+    }
+    by_kpis = {
+        (r["store_id"], r["product_id"], r["day"]): (
+            r["units_sold"],
+            round(r["revenue"], 2),
+            r["refund_units"],
+            r["units_delivered"],
+        )
+        for r in read_kpis(tables)
+        if r["events"] > 0
+    }
+    assert by_sql == by_kpis
+    assert len(by_sql) > 50
