@@ -355,3 +355,51 @@ def test_the_additive_kpis_are_sql_over_the_events_table(settings: Settings, tmp
     }
     assert by_sql == by_kpis
     assert len(by_sql) > 50
+
+
+def test_history_daily_stats_and_maintain_from_the_command_line(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = list(generate(2, 3, START))
+    archive(tmp_path / "bucket", events, per_object=100)
+    code, out, _ = run(
+        [
+            "history",
+            "daily",
+            str(tmp_path / "bucket"),
+            "--today",
+            "2026-08-05",
+            "--min-age-minutes",
+            "0",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0
+    daily = json.loads(out)
+    assert daily["ingest"]["rows"]["events"] == len(events)
+    assert daily["kpis"]["product_rows"] > 0
+    assert daily["maintain"]["keep_since"] == "2026-07-06"  # 30 days by default
+    code, out, _ = run(["history", "stats", "--json"], capsys)
+    stats = json.loads(out)
+    assert stats["tables"]["events"]["rows"] == len(events)
+    assert stats["tables"]["events"]["files_per_partition"] == 1
+    assert all(p["files"] >= 1 and p["mean_file_bytes"] > 0 for p in stats["partitions"])
+    code, out, _ = run(
+        [
+            "history",
+            "maintain",
+            "--today",
+            "2026-08-05",
+            "--retention-days",
+            "2",
+            "--min-age-minutes",
+            "0",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert json.loads(out)["keep_since"] == "2026-08-03"
+    days = {r["day"] for r in json.loads(run(["kpis", "--format", "json"], capsys)[1])}
+    assert min(days) >= "2026-08-03"
