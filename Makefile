@@ -118,7 +118,12 @@ bench-soak: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.soak --docs docs/benchmarks.md --plot docs/soak.png --json .cache/soak.json
 
-.PHONY: bench-detect bench-core bench-soak fuzz
+# History tables: 30 days of 100 stores through the local path (write throughput, files per partition,
+# storage against JSON lines, the weekly report's and a KPI query's time) into docs/benchmarks.md.
+bench-history: $(STAMP)
+	$(BIN)/python -m benchmarks.history_tables --docs docs/benchmarks.md
+
+.PHONY: bench-detect bench-core bench-soak bench-history fuzz
 
 # Coverage-guided fuzzing of the core, KPL de-aggregation and the API's parser (atheris); the suite
 # runs the same target for 5 s. FUZZ_SECONDS=3600 make fuzz for a longer hunt; crashes land in .cache/fuzz.

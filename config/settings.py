@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     # --- history: query, report, file ingest -----------------------------------------------------
     archive_mirror: str = ".shelfstream/archive"  # the demo's copy of the archive, queried with no AWS
     archive_cache: str = ".shelfstream/cache"  # objects downloaded from S3 by query and report
+    # The history tables (Apache Iceberg, history/tables.py): locally a pyiceberg SQL catalog on SQLite
+    # and a warehouse on disk (or s3://bucket/prefix on the embedded or a real S3).
+    tables_catalog: str = ".shelfstream/tables/catalog.db"  # or "glue" (AWS Glue Data Catalog)
+    tables_namespace: str = "shelfstream"  # the namespace (Glue: the database) of the tables
+    tables_warehouse: str = ".shelfstream/tables/warehouse"
+    retention_days: int = Field(default=30, ge=1)  # partitions older than this are dropped
     ingest_max_line_bytes: int = Field(default=64 * 1024, ge=256)
     ingest_wait_s: int = Field(default=20, ge=0, le=20)  # SQS long poll of `ingest --watch`
 

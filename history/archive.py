@@ -60,9 +60,10 @@ class Table:
     # Of the rows of one identity, the one with the highest value here is the row (windows: the
     # latest revision, a window emitted again with late sales added); None: any (repeats are equal)
     latest: str | None = None
+    tables_only: bool = False  # only in the Iceberg tables (an archive of JSON objects has none)
 
     def prefix(self, settings: Settings) -> str:
-        return str(getattr(settings, self.prefix_setting))
+        return str(getattr(settings, self.prefix_setting)) if self.prefix_setting else ""
 
 
 TABLES: Final[dict[str, Table]] = {
@@ -89,6 +90,13 @@ TABLES: Final[dict[str, Table]] = {
             "price": "DOUBLE",
             "restock_threshold": "BIGINT",
             "target_stock": "BIGINT",
+            "timezone": "VARCHAR",
+            "alert_id": "VARCHAR",
+            "window_start": "TIMESTAMP",
+            "window_end": "TIMESTAMP",
+            "verdict": "VARCHAR",
+            "note": "VARCHAR",
+            "by": "VARCHAR",
         },
     ),
     "windows": Table(
@@ -144,7 +152,83 @@ TABLES: Final[dict[str, Table]] = {
             "explanation": "VARCHAR",
             "withdrawn_alert_id": "VARCHAR",
             "changes": "JSON",
+            "reason": "VARCHAR",
+            "contributors": "JSON",
         },
+    ),
+    "rejected": Table(
+        "rejected",
+        "rejected_prefix",
+        "kept_at",
+        ("object_key", "line", "sequence_number", "reason", "record_b64"),
+        {
+            "source": "VARCHAR",
+            "object_key": "VARCHAR",
+            "shard_id": "VARCHAR",
+            "sequence_number": "VARCHAR",
+            "line": "BIGINT",
+            "reason": "VARCHAR",
+            "error": "VARCHAR",
+            "record": "VARCHAR",
+            "record_b64": "VARCHAR",
+            "kept_at": "TIMESTAMP",
+        },
+        tables_only=True,
+    ),
+    "kpis_daily": Table(
+        "kpis_daily",
+        "",
+        "day",
+        ("store_id", "product_id", "day"),
+        {
+            "store_id": "VARCHAR",
+            "product_id": "VARCHAR",
+            "day": "DATE",
+            "timezone": "VARCHAR",
+            "events": "BIGINT",
+            "units_sold": "BIGINT",
+            "revenue": "DOUBLE",
+            "refund_units": "BIGINT",
+            "refund_amount": "DOUBLE",
+            "units_delivered": "BIGINT",
+            "start_stock": "BIGINT",
+            "end_stock": "BIGINT",
+            "price": "DOUBLE",
+            "open_minutes": "DOUBLE",
+            "minutes_out_of_stock": "DOUBLE",
+            "availability": "DOUBLE",
+            "lost_units": "DOUBLE",
+            "lost_value": "DOUBLE",
+            "days_of_cover": "DOUBLE",
+            "sell_through": "DOUBLE",
+        },
+        tables_only=True,
+    ),
+    "kpis_store_daily": Table(
+        "kpis_store_daily",
+        "",
+        "day",
+        ("store_id", "day"),
+        {
+            "store_id": "VARCHAR",
+            "day": "DATE",
+            "timezone": "VARCHAR",
+            "products": "BIGINT",
+            "units_sold": "BIGINT",
+            "revenue": "DOUBLE",
+            "refund_units": "BIGINT",
+            "refund_amount": "DOUBLE",
+            "units_delivered": "BIGINT",
+            "end_stock": "BIGINT",
+            "open_minutes": "DOUBLE",
+            "products_out_of_stock": "BIGINT",
+            "minutes_out_of_stock": "DOUBLE",
+            "availability": "DOUBLE",
+            "lost_units": "DOUBLE",
+            "lost_value": "DOUBLE",
+            "sell_through": "DOUBLE",
+        },
+        tables_only=True,
     ),
 }
 
@@ -226,6 +310,7 @@ class Selection:
     files: tuple[Path, ...]
     listed: int
     pruned: int
+    note: str | None = None  # what was read, when it was not files (an Iceberg scan)
 
 
 class ArchiveSource(Protocol):
@@ -252,6 +337,8 @@ class LocalArchive:
         return f"local archive {self.root}"
 
     def select(self, table: Table, keep: ArchiveFilter) -> Selection:
+        if table.tables_only:
+            return Selection(table.name, (), 0, 0)
         base = self.root / table.prefix(self._settings)
         files: list[Path] = []
         listed = 0
@@ -278,6 +365,8 @@ class S3Archive:
         return f"s3://{self.bucket}"
 
     def select(self, table: Table, keep: ArchiveFilter) -> Selection:
+        if table.tables_only:
+            return Selection(table.name, (), 0, 0)
         prefix = table.prefix(self._settings)
         try:
             objects = list(list_objects(self._s3, self.bucket, prefix, keep))
@@ -330,6 +419,29 @@ def _write_atomically(path: Path, body: bytes) -> None:
     tmp.replace(path)
 
 
+class TableSource:
+    """The Iceberg history tables (history/tables.py): scanned by pyiceberg into Arrow, which DuckDB
+    queries in place (no DuckDB extension: none can be downloaded here)."""
+
+    def __init__(self, tables: Any) -> None:
+        self.tables = tables
+
+    def describe(self) -> str:
+        return f"history tables (Iceberg, catalog {self.tables.settings.tables_catalog})"
+
+    def select(self, table: Table, keep: ArchiveFilter) -> Selection:
+        return Selection(table.name, (), 0, 0)
+
+    def arrow(self, table: Table, keep: ArchiveFilter) -> tuple[Any, str]:
+        """The table's rows for ``keep`` (partitions outside its dates are pruned by the scan); the
+        dates widen by a day, as a local day or a window may start on the UTC date before."""
+        since = keep.since - dt.timedelta(days=1) if keep.since else None
+        until = keep.until + dt.timedelta(days=1) if keep.until else None
+        stores = keep.stores if "store_id" in table.columns else None
+        data = self.tables.scan(table.name, since=since, until=until, stores=stores)
+        return data, f"{data.num_rows:,} rows scanned"
+
+
 def aws_configured() -> bool:
     try:
         require_aws()
@@ -339,9 +451,11 @@ def aws_configured() -> bool:
 
 
 def open_source(
-    settings: Settings, archive_dir: str | None, s3_client: Callable[[], Any]
+    settings: Settings, archive_dir: str | None, s3_client: Callable[[], Any], source: str = "auto"
 ) -> tuple[ArchiveSource, str | None]:
-    """Where to read the archive: ``archive_dir`` if given; S3 when AWS is configured; else the mirror.
+    """Where to read the history: ``archive_dir`` (JSON or Parquet objects) if given; else the Iceberg
+    tables when they exist (``source`` "auto" or "tables"); else S3 when AWS is configured; else the
+    demo's mirror.
 
     Returns the source and a note for the user when a fallback was taken.
     """
@@ -349,6 +463,16 @@ def open_source(
         if not Path(archive_dir).is_dir():
             raise UsageError(f"archive directory {archive_dir} does not exist")
         return LocalArchive(archive_dir, settings), None
+    if source != "archive":
+        from history.tables import Tables
+
+        if Tables.exists(settings):
+            return TableSource(Tables(settings)), None
+        if source == "tables":
+            raise UsageError(
+                f"no history tables in {settings.tables_catalog}: run `make demo`, `shelfstream history "
+                "ingest` or `shelfstream history convert DIR`"
+            )
     mirror = Path(settings.archive_mirror)
     if not aws_configured():
         if mirror.is_dir():
@@ -391,6 +515,9 @@ class Archive:
     def describe(self) -> str:
         parts = []
         for sel in self.selections.values():
+            if sel.note is not None:
+                parts.append(f"{sel.table}: {sel.note}")
+                continue
             text = f"{sel.table}: {len(sel.files)} of {sel.listed} objects"
             parts.append(f"{text}, {sel.pruned} pruned" if sel.pruned else text)
         return f"{self.source} ({'; '.join(parts)})" if parts else self.source
@@ -463,9 +590,16 @@ def _open(
         for name in names:
             table = TABLES[name]
             narrowed = keep.narrowed((prune or {}).get(name, ArchiveFilter()))
+            kind = "TABLE" if materialize else "VIEW"
+            if isinstance(source, TableSource):
+                data, note = source.arrow(table, narrowed)
+                archive.con.register(_ident_raw("_iceberg_" + name), data)
+                archive.selections[name] = Selection(name, (), 0, 0, note)
+                union = _arrow_select(table, "_iceberg_" + name, data.column_names)
+                archive.con.execute(f"CREATE {kind} {name} AS {_filtered_sql(table, union, keep)}")
+                continue
             selection = source.select(table, narrowed)
             archive.selections[name] = selection
-            kind = "TABLE" if materialize else "VIEW"
             if tolerant:
                 # Every line once, unreadable ones as all-NULL rows: counted here, left out below.
                 lines = _union_sql(archive.con, table, selection.files, tolerant=True)
@@ -530,6 +664,24 @@ def _filtered_sql(table: Table, union: str, keep: ArchiveFilter) -> str:
         # windows, its latest revision).
         f" QUALIFY row_number() OVER (PARTITION BY {partition}{order}) = 1"
     )
+
+
+def _arrow_select(table: Table, relation: str, present: Sequence[str]) -> str:
+    """The table's typed columns over a registered Arrow table (times as naive UTC, JSON as JSON), and
+    ``extra`` (the unknown fields, as JSON) when it is there."""
+    columns = []
+    for col, kind in table.columns.items():
+        value = _ident(col) if col in present else "NULL"
+        if kind.endswith("[]") and col in present:
+            value = f"CAST({value} AS JSON)"  # a JSON array held as text in the tables
+        columns.append(f"CAST({value} AS {kind}) AS {_ident(col)}")
+    if "extra" in present:
+        columns.append('CAST("extra" AS JSON) AS "extra"')
+    return f"SELECT {', '.join(columns)} FROM {_ident(relation)}"
+
+
+def _ident_raw(name: str) -> str:
+    return name
 
 
 def _format_of(path: Path) -> str:

@@ -49,7 +49,14 @@ _USER_ERRORS: Final = (
     duckdb.PermissionException,
     duckdb.OutOfRangeException,
 )
-_TIME_COLUMNS: Final = {"events": ("ts", "dt"), "windows": ("window_start", "dt"), "alerts": ("ts", "dt")}
+_TIME_COLUMNS: Final = {
+    "events": ("ts", "dt"),
+    "windows": ("window_start", "dt"),
+    "alerts": ("ts", "dt"),
+    "rejected": ("kept_at", "dt"),
+    "kpis_daily": ("day", "dt"),
+    "kpis_store_daily": ("day", "dt"),
+}
 _FLIP: Final = {
     "COMPARE_GREATERTHAN": "COMPARE_LESSTHAN",
     "COMPARE_GREATERTHANOREQUALTO": "COMPARE_LESSTHANOREQUALTO",

@@ -243,6 +243,14 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
         s.stock_out_hours_total = round(s.stock_out_hours_total + hours, 2)
         s.stock_out_hours_max = max(s.stock_out_hours_max, round(hours, 2))
     _shelf_figures(stores, outs, rows(_OPEN_HOURS_SQL), rows(_PRODUCT_SALES_SQL), start, end, as_of)
+    if "kpis_store_daily" in archive.selections:
+        # The daily KPI table, where there is one (processors/core/kpis.py): the same definitions as
+        # `shelfstream kpis`, over the stores' local days of the week.
+        for store_id, oos, product_minutes, lost_units, lost_value in rows(_KPI_SQL):
+            s = store(store_id)
+            s.availability = round(1 - float(oos) / float(product_minutes), 4) if product_minutes else None
+            s.lost_sales_units = round(float(lost_units or 0), 1)
+            s.lost_sales_value = round(float(lost_value or 0), 2)
     for store_id, count, severity, metrics in rows(_ANOMALIES_SQL):
         s = store(store_id)
         s.anomalies, s.anomaly_max_severity, s.anomaly_metrics = int(count), severity, metrics or ""
@@ -257,6 +265,14 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
         stores=[stores[k] for k in sorted(stores)],
         longest_stock_outs=longest,
     )
+
+
+_KPI_SQL: Final = """
+SELECT store_id, sum(minutes_out_of_stock), sum(open_minutes * products), sum(lost_units), sum(lost_value)
+FROM kpis_store_daily
+WHERE day >= CAST($start AS DATE) AND day < CAST($end AS DATE)
+GROUP BY 1
+"""
 
 
 def _shelf_figures(

@@ -37,7 +37,7 @@ from typing import IO, Final
 import msgspec
 import orjson
 
-from foundation.contract import Refund, Sale, alert_kind, encode, format_ts
+from foundation.contract import Refund, Rejection, Sale, alert_kind, encode, format_ts
 from foundation.errors import ShelfstreamError, UsageError
 from foundation.rejects import kept_line
 from processors.core import CoreConfig, CoreStats, ShardCore
@@ -113,6 +113,12 @@ def run_backtest(
     started = time.perf_counter()
     cpu_started = time.process_time()
     source = open_input(path)
+    spooled: Path | None = None
+    if path == "-":
+        # Standard input is read twice (the core, then the KPIs): keep a copy.
+        spooled, _ = _readable_path(source, out)
+        spooled = spooled.rename(out / ".kpi-input.jsonl")
+        source = spooled.open("rb")
     try:
         if workers == 1:
             part = _single(source, config, out / ".part-0", progress, fleet_prior)
@@ -127,7 +133,40 @@ def run_backtest(
         for name in _PART_FILES:
             (part.folder / name).unlink(missing_ok=True)
         part.folder.rmdir()
+    kpi_rows = write_kpis(spooled or Path(path), out)
+    result.summary["kpi_rows"] = kpi_rows
+    (out / "summary.json").write_bytes(encode(result.summary) + b"\n")
+    if spooled is not None:
+        spooled.unlink(missing_ok=True)
     return result
+
+
+def write_kpis(path: Path, out: Path) -> int:
+    """``kpis.jsonl``: the daily inventory KPIs of the input's valid events (processors/core/kpis.py, the same
+    implementation as `shelfstream kpis`), one object per store, product and local day. A repeated
+    (store_id, event_id) counts once, as the processor's dedup has it."""
+    from processors.core.kpis import PRODUCT_FIELDS, compute, kpi_event
+
+    seen: set[tuple[str, str]] = set()
+    events = []
+    with path.open("rb") as source:
+        for lines in _chunks(source):
+            for raw in lines:
+                if not raw.strip():
+                    continue
+                ev = decode_record(raw.rstrip(b"\r"))
+                if isinstance(ev, Rejection):
+                    continue
+                key = (ev.store_id, ev.event_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+                events.append(kpi_event(ev))
+    rows, _, _ = compute(events)
+    with (out / "kpis.jsonl").open("wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps({f: row[f] for f in PRODUCT_FIELDS}) + b"\n")
+    return len(rows)
 
 
 _PART_FILES = ("alerts.jsonl", "rejected.jsonl", "windows.jsonl")

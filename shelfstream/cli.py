@@ -210,10 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", metavar="DIR", help="for the rendered properties (default: a new temp dir)")
     p.set_defaults(handler=_lazy("run", "cmd_kcl_worker"))
 
-    p = sub.add_parser("query", help="SQL over the archive (tables events, windows, alerts)")
+    p = sub.add_parser(
+        "query",
+        help="SQL over the history (tables events, windows, alerts, rejected, kpis_daily, kpis_store_daily)",
+    )
     p.add_argument("sql", metavar="SQL", help='one SELECT, e.g. "SELECT count(*) FROM events"')
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
     p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
+    p.add_argument(
+        "--source",
+        choices=("auto", "tables", "archive"),
+        default="auto",
+        help="tables: the Iceberg history tables; archive: the JSON objects; auto (default): tables when "
+        "they exist",
+    )
     p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
     p.add_argument("--since", metavar="YYYY-MM-DD", help="only rows on or after this UTC date")
     p.add_argument("--until", metavar="YYYY-MM-DD", help="only rows on or before this UTC date")
@@ -229,7 +239,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
     p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
+    p.add_argument(
+        "--source", choices=("auto", "tables", "archive"), default="auto", help="as for query (default: auto)"
+    )
     p.set_defaults(handler=_lazy("reports", "cmd_report"))
+
+    p = sub.add_parser(
+        "kpis", help="daily inventory KPIs per store and product (or per store), from the tables"
+    )
+    p.add_argument("--store", action="append", metavar="S", help="only this store (repeatable)")
+    p.add_argument("--from", dest="since", metavar="YYYY-MM-DD", help="first local day")
+    p.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="last local day")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
+    p.add_argument("--per-store", action="store_true", help="the store x day roll-up")
+    p.add_argument(
+        "--refresh", action="store_true", help="recompute from --from (or the start) to the end first"
+    )
+    p.set_defaults(handler=_lazy("history_cmds", "cmd_kpis"))
+
+    p = sub.add_parser("history", help="the Iceberg history tables: ingest, convert, kpis, maintain, stats")
+    p.add_argument(
+        "action",
+        choices=("ingest", "convert", "kpis", "maintain", "stats", "daily"),
+        help="ingest: delivered JSON objects in S3 (or DIR) -> table appends, once each; convert DIR: an "
+        "archive of JSON/Parquet objects written before -> tables; kpis: (re)compute days; maintain: "
+        "retention, compaction, snapshot expiry, file sweep; stats: files per partition, mean file size; "
+        "daily: ingest, the last days' KPIs, maintain (the scheduled job)",
+    )
+    p.add_argument(
+        "dir", metavar="DIR", nargs="?", help="a directory with the bucket's layout (ingest, convert)"
+    )
+    p.add_argument("--from", dest="since", metavar="YYYY-MM-DD", help="kpis: first local day (default: all)")
+    p.add_argument("--to", dest="until", metavar="YYYY-MM-DD", help="kpis: last local day (default: the end)")
+    p.add_argument(
+        "--retention-days", type=_positive_int, default=None, help="maintain: default the setting (30)"
+    )
+    p.add_argument("--today", metavar="YYYY-MM-DD", help="maintain: the day retention counts back from")
+    p.add_argument(
+        "--min-age-minutes", type=float, default=60.0, help="maintain: snapshots and stray files younger stay"
+    )
+    p.add_argument(
+        "--landing", action="store_true", help="maintain: also delete delivered objects past retention"
+    )
+    p.add_argument(
+        "--table",
+        action="append",
+        choices=("events", "windows", "alerts", "rejected"),
+        help="ingest: only these tables (on AWS, Firehose fills events, windows and alerts itself)",
+    )
+    p.add_argument("--partitions", action="store_true", help="stats: every partition too")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_lazy("history_cmds", "cmd_history"))
 
     p = sub.add_parser("ingest", help="a CSV stock list or JSON-lines inventory file into the stream")
     p.add_argument("file", metavar="FILE", nargs="?", help="a local file or s3://bucket/key")

@@ -439,3 +439,36 @@ def mirror_archive_copy(wiring: Wiring, resources: Resources, console: Console) 
         '`shelfstream query "SELECT type, count(*) FROM events GROUP BY 1"` '
         "or `shelfstream report --week current`"
     )
+
+
+def archive_to_tables(wiring: Wiring, resources: Resources, console: Console) -> None:
+    """Turn what the demo's Firehose delivered into the Iceberg history tables on disk (what Firehose's
+    Iceberg destination does on AWS; history/tables.py), and compute the daily KPIs, so `query`,
+    `kpis`, DuckDB and Polars read tables after the embedded AWS is gone. A demo's tables replace the
+    previous demo's (as its mirror does)."""
+    import shutil
+    from pathlib import Path
+
+    from foundation.errors import ShelfstreamError
+    from history.kpi_tables import compute_days
+    from history.tables import Tables, ingest, s3_lister, s3_reader
+
+    settings = wiring.settings
+    try:
+        for path in (Path(settings.tables_catalog), Path(settings.tables_warehouse)):
+            if path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+        tables = Tables(settings)
+        s3 = wiring.client("s3")
+        stats = ingest(tables, s3_lister(s3, resources.bucket), s3_reader(s3, resources.bucket))
+        run = compute_days(tables)
+    except (OSError, ShelfstreamError, ValueError) as exc:
+        console.print(f"[yellow]history tables not written: {exc}[/yellow]")
+        return
+    rows = ", ".join(f"{name} {n:,}" for name, n in stats.rows.items())
+    console.print(
+        f"history tables (Iceberg) in {settings.tables_warehouse}: {rows} rows; KPIs {run.product_rows:,} "
+        'rows: try `shelfstream kpis --per-store` or `shelfstream query "SELECT * FROM kpis_store_daily"`'
+    )

@@ -40,19 +40,21 @@ class FirehoseArchive:
 
     async def archive(self, records: Sequence[bytes]) -> None:
         """Accepted events, each as one compact line (the core checked they are UTF-8 JSON)."""
-        lines = [compact(record) for record in records]
+        lines = [with_dt(compact(record), b"ts") for record in records]
         # Awaited first, then added: `stats.archived += await ...` reads the count before the await,
         # and shards sending at the same time then overwrite each other's additions.
         sent = await self._put(self._resources.archive_firehose, lines, "firehose-archive")
         self._stats.archived += sent
 
     async def archive_windows(self, records: Sequence[bytes]) -> None:
-        sent = await self._put(self._resources.windows_firehose, records, "firehose-windows")
+        lines = [with_dt(record, b"window_start") for record in records]
+        sent = await self._put(self._resources.windows_firehose, lines, "firehose-windows")
         self._stats.windows_archived += sent
 
     async def archive_alerts(self, records: Sequence[bytes]) -> None:
         """Every alert, request and stock note (encoded) also goes to the archive, for reports and SQL."""
-        sent = await self._put(self._resources.alerts_firehose, records, "firehose-alerts")
+        lines = [with_dt(record, b"ts") for record in records]
+        sent = await self._put(self._resources.alerts_firehose, lines, "firehose-alerts")
         self._stats.alerts_archived += sent
 
     async def _put(self, stream: str, records: Sequence[bytes], dead_name: str) -> int:
@@ -75,6 +77,21 @@ class FirehoseArchive:
             sent += sum(count for _, count in chunk) - sum(lines[id(e)] for e, _ in failed)
             await self._dead.keep(dead_name, [(e["Data"], r) for e, r in failed])
         return sent
+
+
+def with_dt(line: bytes, field: bytes) -> bytes:
+    """The line with ``"dt":"YYYY-MM-DD"`` (the UTC date of ``field``) added, the column the history
+    tables are partitioned by: Firehose's Iceberg destination partitions by a field of the record
+    (identity transform) and cannot derive one. A line that has ``dt`` already, or no such time, is
+    left as it is."""
+    body = line.rstrip(b"\n")
+    start = body.find(b'"' + field + b'":"')
+    if start < 0 or not body.endswith(b"}") or b'"dt":' in body:
+        return line
+    day = body[start + len(field) + 4 : start + len(field) + 14]
+    if len(day) != 10 or day[4:5] != b"-" or day[7:8] != b"-" or not (day[:4] + day[5:7] + day[8:]).isdigit():
+        return line
+    return body[:-1] + b',"dt":"' + day + b'"}' + line[len(body) :]
 
 
 def pack_lines(records: Sequence[bytes]) -> list[tuple[bytes, int]]:

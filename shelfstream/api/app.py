@@ -7,6 +7,7 @@ current and writes events through an :class:`EventSink`: no AWS in here, so test
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -26,6 +27,7 @@ from config import Settings
 from foundation.contract import ALERT_KINDS, parse_ts
 from shelfstream import __version__
 from shelfstream.api import feedback
+from shelfstream.api import kpis as kpi_api
 from shelfstream.api.auth import Principal, TokenStore, bearer_token
 from shelfstream.api.hub import sse_stream
 from shelfstream.api.ingest import EventSink, IngestError, ValidEntry, new_request_id, parse_batch
@@ -350,6 +352,27 @@ def create_app(
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )
+
+    @app.get("/v1/kpis")
+    async def kpis(
+        who: Who,
+        store_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        per: str = "store",
+        limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    ) -> dict[str, Any]:
+        """Daily inventory KPIs from the history tables (per store, or per product with per=product)."""
+        store_scope(who, store_id)
+        if who.role == "store":
+            store_id = who.store_id
+        if per not in ("store", "product"):
+            raise ApiError(400, "per must be store or product")
+        try:
+            first, last = kpi_api.parse_day(since), kpi_api.parse_day(until)
+        except ValueError:
+            raise ApiError(400, "since and until must be days, YYYY-MM-DD") from None
+        return await asyncio.to_thread(kpi_api.read, settings, store_id, first, last, per == "store", limit)
 
     install_openapi(app, settings)
     return app

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from foundation.console import make_console
 from foundation.errors import ShelfstreamError
-from history.archive import ArchiveFilter, S3Archive, open_archive, open_source
+from history.archive import ArchiveFilter, S3Archive, TableSource, open_archive, open_source
 from history.query import filter_from_args, plan_query, run_query, write_csv, write_json, write_table
 from history.report import (
     LOOKAROUND,
@@ -36,7 +36,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     settings = wiring.settings
     keep = filter_from_args(args)
     plan_query(args.sql)  # bad SQL fails before anything is downloaded
-    source, note = open_source(settings, args.archive, lambda: wiring.client("s3"))
+    source, note = open_source(
+        settings, args.archive, lambda: wiring.client("s3"), getattr(args, "source", "auto")
+    )
     err = make_console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
@@ -55,7 +57,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     wiring = bootstrap(aws=False)
     settings = wiring.settings
     week, start, end = parse_week(args.week, dt.datetime.now(dt.UTC).date())
-    source, note = open_source(settings, args.archive, lambda: wiring.client("s3"))
+    source, note = open_source(
+        settings, args.archive, lambda: wiring.client("s3"), getattr(args, "source", "auto")
+    )
     err = make_console(stderr=True, highlight=False, soft_wrap=True)
     if note:
         err.print(f"[yellow]{note}[/yellow]")
@@ -64,7 +68,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         (start - LOOKAROUND).date(),
         (end + LOOKAROUND).date(),
     )
-    with open_archive(source, ("events", "alerts"), keep, materialize=True) as archive:
+    tables = (
+        ("events", "alerts", "kpis_store_daily") if isinstance(source, TableSource) else ("events", "alerts")
+    )
+    with open_archive(source, tables, keep, materialize=True) as archive:
         err.print(f"source: {archive.describe()}")
         if archive.skipped_note():
             err.print(f"[yellow]{archive.skipped_note()}[/yellow]")
@@ -73,16 +80,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     written: list[str] = []
     if args.out:
         written.extend(str(p) for p in write_local(files, Path(args.out) / week))
-    if isinstance(source, S3Archive):
+    bucket = source.bucket if isinstance(source, S3Archive) else None
+    if isinstance(source, TableSource) and source.tables.glue:
+        bucket = settings.bucket  # on AWS, reading the stack's tables: the report goes to its bucket
+    if bucket is not None:
         s3 = wiring.client("s3")
         prefix = f"{settings.reports_prefix}{week}/"
         try:
-            keys = write_s3(s3, source.bucket, prefix, files)
-            written.extend(f"s3://{source.bucket}/{key}" for key in keys)
+            keys = write_s3(s3, bucket, prefix, files)
+            written.extend(f"s3://{bucket}/{key}" for key in keys)
             publish(
                 wiring.client("sns"),
                 topic_arn(settings, wiring.client("sts")),
-                notification(report, source.bucket, keys),
+                notification(report, bucket, keys),
             )
         except (ClientError, BotoCoreError) as exc:
             raise ShelfstreamError(

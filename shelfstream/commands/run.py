@@ -107,7 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from foundation.aws.clients import point_at
     from foundation.aws.embedded import EmbeddedAws
     from foundation.aws.provision import provision
-    from shelfstream.demo import DemoOptions, mirror_archive_copy, with_dashboard
+    from shelfstream.demo import DemoOptions, archive_to_tables, mirror_archive_copy, with_dashboard
 
     options = DemoOptions(
         duration_s=args.duration,
@@ -142,6 +142,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         resources = provision(wiring.settings)
         result = asyncio.run(with_dashboard(args, options, wiring, resources, console))
         mirror_archive_copy(wiring, resources, console)
+        archive_to_tables(wiring, resources, console)
     table = Table("figure", "value", title="demo summary")
     for key, value in result.items():
         if key != "inventory_mismatches" or value:

@@ -13,7 +13,9 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.daemon, pytest.mark.timeout(600)]
 
 
-def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
+def test_a_short_demo_reconciles_with_trucks_delivering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     summary_file = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHELFSTREAM_"))}
     result = subprocess.run(
@@ -35,6 +37,7 @@ def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
         timeout=240,
         env=env,
         check=False,
+        cwd=tmp_path,  # the demo leaves its mirror and history tables under ./.shelfstream/
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(summary_file.read_text())
@@ -56,3 +59,43 @@ def test_a_short_demo_reconciles_with_trucks_delivering(tmp_path: Path) -> None:
     for key in ("events_produced", "alerts", "seconds"):
         assert key in summary
     assert "inventory_reconciled" in result.stdout  # the summary table is printed
+
+    # ... and leaves Iceberg history tables that `query`, DuckDB and Polars read
+    import duckdb
+    import polars as pl
+
+    from config import Settings
+    from history.tables import Tables
+
+    settings = Settings(
+        tables_catalog=str(tmp_path / ".shelfstream/tables/catalog.db"),
+        tables_warehouse=str(tmp_path / ".shelfstream/tables/warehouse"),
+    )
+    assert Tables.exists(settings)
+    monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # (Polars' hint about its optional planner)
+    tables = Tables(settings)
+    events = tables.table("events")
+    assert pl.scan_iceberg(events).select(pl.len()).collect().item() == summary["archived"]
+    con = duckdb.connect()
+    con.register("events", events.scan().to_arrow())
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (summary["archived"],)
+    assert tables.scan("kpis_store_daily").num_rows >= 4  # every store traded
+    query = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shelfstream.cli",
+            "query",
+            "SELECT count(*) AS n FROM rejected",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert query.returncode == 0, query.stderr[-2000:]
+    assert json.loads(query.stdout) == [{"n": summary["events_rejected"] + summary["dead_lettered"]}]

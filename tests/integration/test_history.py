@@ -90,6 +90,9 @@ def history(
             "incoming_queue": base.restock_queue.replace("-restock", "-incoming"),
             "archive_cache": str(tmp_path / "cache"),
             "archive_mirror": str(tmp_path / "mirror"),
+            # so that tables a `make demo` left in the working directory are not read instead
+            "tables_catalog": str(tmp_path / "tables" / "catalog.db"),
+            "tables_warehouse": str(tmp_path / "tables" / "warehouse"),
         }
     )
     resources = provision(settings)

@@ -354,6 +354,7 @@ def test_each_service_has_its_own_task_role_and_one_execution_role() -> None:
         "ProducerTaskDefinition",
         "IngestTaskDefinition",
         "ReportTaskDefinition",
+        "HistoryTaskDefinition",
     }
     task_roles = [props["TaskRoleArn"]["Fn::GetAtt"][0] for props in task_defs.values()]
     assert len(set(task_roles)) == len(task_roles)
@@ -417,9 +418,9 @@ def test_prefixes_match_settings_firehose_and_iam() -> None:
             if var.endswith("_PREFIX"):
                 assert value == getattr(defaults, var.removeprefix("SHELFSTREAM_").lower()), f"{name}: {var}"
     resources = template["Resources"]
-    archive = resources["ArchiveFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
-    windows = resources["WindowsFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
-    alerts = resources["AlertsFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    archive = resources["ArchiveFirehose"]["Properties"]["IcebergDestinationConfiguration"]["S3Configuration"]
+    windows = resources["WindowsFirehose"]["Properties"]["IcebergDestinationConfiguration"]["S3Configuration"]
+    alerts = resources["AlertsFirehose"]["Properties"]["IcebergDestinationConfiguration"]["S3Configuration"]
     assert archive["Prefix"].startswith(defaults.events_prefix)
     assert windows["Prefix"].startswith(defaults.windows_prefix)
     assert alerts["Prefix"].startswith(defaults.alerts_prefix)
@@ -429,7 +430,8 @@ def test_prefixes_match_settings_firehose_and_iam() -> None:
 
 
 def _glue_type(annotation: Any) -> str:
-    """The Glue column type a field's JSON value converts to (ints as "int": bigint is as good)."""
+    """The Iceberg column type a field's JSON value lands in: scalars as themselves, times as
+    timestamptz, anything nested (lists, maps, structs) as its JSON text in a string column."""
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -437,85 +439,139 @@ def _glue_type(annotation: Any) -> str:
         return _glue_type(type(args[0]))
     if origin in (typing.Union, types.UnionType):
         kinds = {_glue_type(a) for a in args if a is not type(None)}
-        return kinds.pop() if len(kinds) == 1 else "string"  # mixed scalars: Firehose writes their text
-    if origin is tuple:
-        (element,) = {_glue_type(a) for a in args if a is not Ellipsis}
-        return f"array<{element}>"
-    if origin is dict:
-        return f"map<{_glue_type(args[0])},{_glue_type(args[1])}>"
-    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
-        fields = ",".join(f"{f.name}:{_glue_type(f.type)}" for f in msgspec.structs.fields(annotation))
-        return f"struct<{fields}>"
-    return {str: "string", int: "int", float: "double", bool: "boolean", dt.datetime: "string"}[annotation]
+        return kinds.pop() if len(kinds) == 1 else "string"  # mixed scalars: their text
+    if origin in (tuple, list, dict) or (
+        isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+    ):
+        return "string"
+    return {str: "string", int: "long", float: "double", dt.datetime: "timestamptz"}[annotation]
+
+
+def _iceberg(table_logical_id: str) -> dict[str, Any]:
+    props = load_template(MAIN)["Resources"][table_logical_id]["Properties"]
+    iceberg = props["OpenTableFormatInput"]["IcebergInput"]
+    assert iceberg["MetadataOperation"] == "CREATE"
+    assert iceberg["Version"] == "2"
+    return dict(iceberg["IcebergTableInput"])
 
 
 def _columns(table_logical_id: str) -> dict[str, str]:
-    table = load_template(MAIN)["Resources"][table_logical_id]["Properties"]["TableInput"]
-    assert [k["Name"] for k in table["PartitionKeys"]] == ["dt"]
-    return {c["Name"]: c["Type"].replace("bigint", "int") for c in table["StorageDescriptor"]["Columns"]}
+    return {f["Name"]: f["Type"] for f in _iceberg(table_logical_id)["Schema"]["Fields"]}
 
 
-def _assert_columns_cover(columns: dict[str, str], structs: tuple[Any, ...]) -> None:
+# a string field of the contract that the tables keep as a time (RFC 3339 UTC, parsed on the way in)
+_TIMES = {"ts", "expected_stockout_at", "window_start", "window_end"}
+
+
+def _assert_columns_cover(
+    columns: dict[str, str], structs: tuple[Any, ...], besides: frozenset[str] = frozenset()
+) -> None:
     for struct in structs:
         for field in msgspec.structs.fields(struct):
-            assert columns.get(field.name) == _glue_type(field.type), f"{struct.__name__}.{field.name}"
+            if field.name in besides:
+                continue
+            want = _glue_type(field.type)
+            if field.name in _TIMES and want == "string":
+                want = "timestamptz"
+            assert columns.get(field.name) == want, f"{struct.__name__}.{field.name}"
 
 
 def test_events_table_has_a_column_for_every_contract_field() -> None:
     columns = _columns("EventsTable")
     assert columns["type"] == "string"
+    assert columns["ts"] == "timestamptz"
     _assert_columns_cover(columns, typing.get_args(contract.Event))
+    # feedback events (in flight elsewhere) have their columns already
+    assert {"alert_id", "window_start", "window_end", "verdict", "note", "by"} <= set(columns)
 
 
 def test_alerts_table_has_a_column_for_every_alert_and_request_field() -> None:
     columns = _columns("AlertsTable")
     assert columns["kind"] == "string"
     _assert_columns_cover(columns, (*typing.get_args(contract.Alert), contract.RestockRequest))
+    assert columns["withdrawn_alert_id"] == "string"  # anomaly_withdrawn
 
 
 def test_windows_table_matches_the_processors_window_record() -> None:
     from processors.core.monitor import WindowRecord
 
     columns = _columns("WindowsTable")
-    _assert_columns_cover(columns, (WindowRecord,))
-    assert set(columns) == {f.name for f in msgspec.structs.fields(WindowRecord)}
+    # `partial` marks windows after a backtest input's end: never archived by the live processor
+    # (which has no end), so the table keeps it, if ever, in `extra`.
+    _assert_columns_cover(columns, (WindowRecord,), besides=frozenset({"partial"}))
+    assert set(columns) - {f.name for f in msgspec.structs.fields(WindowRecord)} == {"extra", "dt"}
 
 
 def test_glue_type_mapping() -> None:
-    assert _glue_type(tuple[float, float]) == "array<double>"
-    assert _glue_type(dict[str, tuple[str | float | None, str | float | None]]) == "map<string,array<string>>"
-    assert _glue_type(typing.Annotated[int, msgspec.Meta(ge=1)] | None) == "int"
+    assert _glue_type(tuple[float, float]) == "string"
+    assert _glue_type(dict[str, tuple[str | float | None, str | float | None]]) == "string"
+    assert _glue_type(typing.Annotated[int, msgspec.Meta(ge=1)] | None) == "long"
 
 
-def test_firehose_partitions_by_date_and_store_and_converts_to_parquet() -> None:
+def test_the_stacks_iceberg_tables_are_the_local_tables() -> None:
+    """One schema: the Glue tables are history/tables.py's (what pyiceberg creates locally), format v2,
+    identity partition on their date column, written sorted by store."""
+    from history.glue_tables import ICEBERG_TYPES, RESOURCE
+    from history.tables import TABLES
+
+    for name, table in TABLES.items():
+        iceberg = _iceberg(RESOURCE[name])
+        fields = iceberg["Schema"]["Fields"]
+        assert [(f["Name"], f["Type"]) for f in fields] == [(c, ICEBERG_TYPES[k]) for c, k in table.columns]
+        assert [f["Id"] for f in fields] == list(range(1, len(fields) + 1))
+        ids = {f["Name"]: f["Id"] for f in fields}
+        (part,) = iceberg["PartitionSpec"]["Fields"]
+        assert part["Transform"] == "identity"
+        assert part["SourceId"] == ids[table.partition]
+        assert dict(fields[ids[table.partition] - 1])["Type"] == "date"
+        (order,) = iceberg["WriteOrder"]["Fields"]
+        assert order["SourceId"] == ids[table.sort]
+        assert iceberg["Location"] == {"Fn::Sub": f"s3://${{ArchiveBucket}}/tables/{name}"}
+
+
+def test_firehose_appends_to_the_iceberg_tables_by_date() -> None:
     resources = load_template(MAIN)["Resources"]
     streams = (
-        ("ArchiveFirehose", "EventsTable"),
-        ("WindowsFirehose", "WindowsTable"),
-        ("AlertsFirehose", "AlertsTable"),
+        ("ArchiveFirehose", "EventsTable", "events/"),
+        ("WindowsFirehose", "WindowsTable", "windows/"),
+        ("AlertsFirehose", "AlertsTable", "alerts/"),
     )
-    for logical_id, table in streams:
-        dest = resources[logical_id]["Properties"]["ExtendedS3DestinationConfiguration"]
-        assert dest["DynamicPartitioningConfiguration"]["Enabled"] is True
-        assert "!{partitionKeyFromQuery:dt}" in dest["Prefix"]
-        assert "!{partitionKeyFromQuery:store_id}" in dest["Prefix"]
-        assert dest["ErrorOutputPrefix"].startswith("firehose-errors/")
-        processors = {p["Type"]: p for p in dest["ProcessingConfiguration"]["Processors"]}
-        params = {
-            p["ParameterName"]: p["ParameterValue"] for p in processors["MetadataExtraction"]["Parameters"]
+    for logical_id, table, prefix in streams:
+        dest = resources[logical_id]["Properties"]["IcebergDestinationConfiguration"]
+        assert dest["AppendOnly"] is True
+        assert dest["CatalogConfiguration"]["CatalogArn"] == {
+            "Fn::Sub": "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:catalog"
         }
-        # Packed records (several JSON events per Firehose record) are split before partitioning.
+        (target,) = dest["DestinationTableConfigurationList"]
+        assert target["DestinationTableName"] == {"Ref": table}
+        assert target["DestinationDatabaseName"] == {"Ref": "GlueDatabase"}
+        assert target["PartitionSpec"] == {"Identity": [{"SourceName": "dt"}]}
+        assert target["S3ErrorOutputPrefix"].startswith("firehose-errors/")
+        assert "UniqueKeys" not in target  # append-only: no equality deletes
+        assert dest["TableCreationConfiguration"]["Enabled"] is False  # the stack made them (v2)
+        processors = {p["Type"]: p for p in dest["ProcessingConfiguration"]["Processors"]}
+        # Packed records (several JSON lines per Firehose record) are split before they become rows.
         assert next(iter(processors)) == "RecordDeAggregation"
         assert processors["RecordDeAggregation"]["Parameters"][0]["ParameterValue"] == "JSON"
-        assert params["JsonParsingEngine"] == "JQ-1.6"
-        assert "store_id: .store_id" in params["MetadataExtractionQuery"]
-        conversion = dest["DataFormatConversionConfiguration"]
-        assert conversion["Enabled"] is True
-        assert "ParquetSerDe" in conversion["OutputFormatConfiguration"]["Serializer"]
-        assert conversion["SchemaConfiguration"]["TableName"] == {"Ref": table}
-        assert dest["BufferingHints"]["SizeInMBs"] >= 64  # the minimum with dynamic partitioning
-    archive = resources["ArchiveFirehose"]["Properties"]["ExtendedS3DestinationConfiguration"]
-    assert archive["S3BackupMode"] == "Enabled"  # the raw JSON, unknown fields included
+        # the JSON lines too (the dashboard tails them; `history convert` rebuilds a table from them)
+        assert dest["s3BackupMode"] == "AllData"
+        assert dest["S3Configuration"]["Prefix"].startswith(prefix)
+
+
+def test_athena_has_kpi_queries_and_table_maintenance() -> None:
+    resources = load_template(MAIN)["Resources"]
+    queries = {
+        v["Properties"]["Name"]: v["Properties"]["QueryString"]
+        for v in resources.values()
+        if v["Type"] == "AWS::Athena::NamedQuery"
+    }
+    assert "FROM kpis_store_daily" in queries["daily-kpis-per-store"]
+    assert "at_timezone" in queries["kpi-sales-from-events"]  # the store's local day, from events
+    assert "REWRITE DATA USING BIN_PACK" in queries["optimize-events"]
+    assert "VACUUM events" in queries["vacuum-events"]
+    history = _containers(load_template(MAIN))["HistoryTaskDefinition/history"]
+    assert history["Command"] == ["history", "daily"]
+    assert _env(history)["SHELFSTREAM_TABLES_CATALOG"] == "glue"
 
 
 def _properties(path: Path) -> dict[str, str]:
@@ -588,7 +644,7 @@ def test_services_commands_and_counts() -> None:
 def test_log_groups_keep_logs_for_a_set_time() -> None:
     resources = load_template(MAIN)["Resources"]
     groups = {k: v for k, v in resources.items() if v["Type"] == "AWS::Logs::LogGroup"}
-    assert len(groups) == 6
+    assert len(groups) == 7
     for name, group in groups.items():
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
 
@@ -600,7 +656,9 @@ def test_weekly_report_is_an_eventbridge_scheduler_ecs_task() -> None:
     assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["Cluster", "Arn"]}
     run_task = resources["SchedulerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]
     assert run_task["Action"] == "ecs:RunTask"
-    assert run_task["Resource"] == {"Ref": "ReportTaskDefinition"}
+    assert run_task["Resource"] == [{"Ref": "ReportTaskDefinition"}, {"Ref": "HistoryTaskDefinition"}]
+    daily = resources["DailyHistorySchedule"]["Properties"]
+    assert daily["Target"]["EcsParameters"]["TaskDefinitionArn"] == {"Ref": "HistoryTaskDefinition"}
 
 
 def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -728,6 +786,12 @@ def test_each_task_role_allows_what_its_command_calls() -> None:
             ("s3:PutObject", "${ArchiveBucket.Arn}/reports/*"),
             ("sns:Publish", "AlertsTopic"),
             ("kms:GenerateDataKey", "Key.Arn"),
+        },
+        "HistoryTaskRole": {
+            ("s3:ListBucket", "ArchiveBucket.Arn"),
+            ("s3:GetObject", "${ArchiveBucket.Arn}/rejected/*"),
+            ("s3:PutObject", "${ArchiveBucket.Arn}/tables/*"),
+            ("s3:DeleteObject", "${ArchiveBucket.Arn}/tables/*"),
         },
         "IngestTaskRole": {
             ("sqs:GetQueueUrl", "IncomingQueue.Arn"),

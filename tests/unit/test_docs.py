@@ -117,6 +117,7 @@ MARKERS = {
     "benchmarks.detect": "bench-detect",
     "benchmarks.detect_fleet": "bench-fleet",
     "benchmarks.detect_scale": "bench-scale",
+    "benchmarks.history_tables": "history-tables",
     "benchmarks.profile_core": "profile-core",
     "benchmarks.restock": "bench-restock",
     "benchmarks.soak": "bench-soak",
