@@ -118,8 +118,10 @@ class DetectorConfig:
     cooldown_ms: int = 45 * MINUTE_MS  # one alert per incident: repeats within this are the same one
     # Operator feedback (processors/core/feedback.py, docs/detection.md "Feedback"): a mark holds for
     # this many weeks over the same local hours of the week, widened by this many slots each side
+    # (4 weeks and 2 slots: the fewest false alerts after the marks with recall kept on the tuning
+    # seeds 1-12 of the promotions fleet, `detect_fleet --feedback --feedback-tune`)
     feedback_weeks: int = 4
-    feedback_slack_slots: int = 1
+    feedback_slack_slots: int = 2
     # a `not_anomaly` mark excuses the same deviation up to this much bigger (observed / expected)
     feedback_margin: float = 0.25
     feedback_alerts_kept: int = 256  # anomaly alerts remembered per store (and at most 8 weeks)
