@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     store_idle_s: int = Field(default=300, ge=0)
     # A late sale or refund up to this far behind its store's closing point revises its closed windows
     # (and may withdraw an alert they raised); 0: every late event is only counted
-    late_bound_s: int = Field(default=7200, ge=0)
+    late_bound_s: int = Field(default=14400, ge=0)
     # A shard that has read everything while other shards' event time moves on follows them this far
     # behind, so the windows of a store that went silent (tills down) still close and are judged;
     # events of that shard arriving later than this are late. 0: only a shard's own events move it.

@@ -75,7 +75,7 @@ class CoreConfig:
     store_idle_ms: int = 5 * _MINUTE_MS
     # A sale or refund up to this far behind its store's closing point is added to its closed windows,
     # which are emitted again as revisions (0: every late event is only counted)
-    late_bound_ms: int = 2 * 3600 * 1000
+    late_bound_ms: int = 4 * 3600 * 1000
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
         if self.window_ms <= 0:
