@@ -527,3 +527,60 @@ def test_an_anomaly_alert_is_marked_not_an_anomaly_and_the_feedback_reaches_the_
     expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
     expect(page.locator("#store-alerts li", has_text=explanation)).to_contain_text("Marked: not an anomaly")
     page.close()
+
+
+def test_the_store_page_shows_its_daily_kpis_with_unknowns_as_dashes(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """The daily KPIs come from `GET /v1/kpis` (the history tables; tested in test_api_kpis.py): here its
+    answer is given, to check what the page makes of it: newest day first, availability as a share,
+    a figure the tables do not know (no deliveries: no sell-through) as a dash, never 0."""
+    answer = {
+        "kpis": [
+            {
+                "store_id": "store-001",
+                "day": "2026-08-02",
+                "products": 3,
+                "units_sold": 120,
+                "revenue": 360.5,
+                "availability": 0.875,
+                "products_out_of_stock": 1,
+                "lost_units": 6.5,
+                "lost_value": 19.5,
+                "sell_through": None,
+            },
+            {
+                "store_id": "store-001",
+                "day": "2026-08-01",
+                "products": 3,
+                "units_sold": 98,
+                "revenue": 294.0,
+                "availability": 1.0,
+                "products_out_of_stock": 0,
+                "lost_units": 0.0,
+                "lost_value": 0.0,
+                "sell_through": 0.8,
+            },
+        ]
+    }
+    asked: list[str] = []
+
+    def fulfil(route: Any) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="application/json", body=orjson.dumps(answer))
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.route("**/v1/kpis*", fulfil)
+    _sign_in(page, live_server.url, HQ_TOKEN)
+    page.locator("#stores-body").get_by_role("link", name="store-001").click()
+    expect(page.get_by_role("heading", name="Store store-001")).to_be_visible()
+    rows = page.locator("#kpis-body tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("2026-08-02")
+    expect(rows.nth(0)).to_contain_text("87.5%")
+    expect(rows.nth(0)).to_contain_text("1 of 3")
+    expect(rows.nth(0).locator("td").last).to_have_text("–")
+    expect(rows.nth(1)).to_contain_text("80.0%")
+    expect(page.locator("#kpis-empty")).to_be_hidden()
+    assert any("store_id=store-001" in url and "per=store" in url for url in asked)
+    page.close()

@@ -19,6 +19,7 @@
     alerts: [], // newest first, every store this token sees
     inventory: new Map(), // store_id -> inventory answer
     windows: new Map(), // store_id -> windows, oldest first
+    kpis: new Map(), // store_id -> daily KPIs answer (newest day first)
     deliveries: [], // newest first
     trucks: [],
     view: { name: "sign-in", store: null },
@@ -164,15 +165,21 @@
 
   async function loadStore(storeId) {
     const id = encodeURIComponent(storeId);
-    const [inventory, windows] = await Promise.all([
+    const [inventory, windows, kpis] = await Promise.all([
       api("/v1/stores/" + id + "/inventory").catch((error) => {
         if (error instanceof AuthError) throw error;
         return { store_id: storeId, products: [], missing: error.message };
       }),
       api("/v1/stores/" + id + "/windows?limit=400"),
+      // The history tables' daily KPIs: optional (none before the first `history ingest`)
+      api("/v1/kpis?per=store&limit=14&store_id=" + id).catch((error) => {
+        if (error instanceof AuthError) throw error;
+        return { kpis: [], note: error.message };
+      }),
     ]);
     app.inventory.set(storeId, inventory);
     app.windows.set(storeId, windows.windows);
+    app.kpis.set(storeId, kpis);
   }
 
   // --- the live stream (server-sent events over fetch) --------------------------------------------
@@ -408,6 +415,7 @@
       document.title = "Store " + id + " · shelfstream";
       renderCards();
       renderStock();
+      renderKpis();
       renderChart();
       renderFeed($("store-alerts"), app.alerts.filter((a) => a.store_id === id), false);
       renderAtRisk();
@@ -562,6 +570,39 @@
     const empty = $("stock-empty");
     empty.hidden = inventory.products.length > 0;
     empty.textContent = inventory.missing ? inventory.missing : "No stock known for this store yet.";
+  }
+
+  function pct(value) {
+    return value === null || value === undefined ? "–" : (100 * value).toFixed(1) + "%";
+  }
+
+  function maybe(value, digits) {
+    // Missing data is not zero: an unknown figure shows as a dash
+    return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
+  }
+
+  function renderKpis() {
+    const found = app.kpis.get(app.view.store) || { kpis: [] };
+    const rows = found.kpis.filter((r) => r.store_id === app.view.store);
+    $("kpis-body").replaceChildren(
+      ...rows.map((r) =>
+        el(
+          "tr",
+          {},
+          el("th", { scope: "row", text: r.day }),
+          el("td", { class: "num", text: fmt(r.units_sold) }),
+          el("td", { class: "num", text: maybe(r.revenue, 2) }),
+          el("td", { class: r.availability !== null && r.availability < 0.92 ? "num bad" : "num", text: pct(r.availability) }),
+          el("td", { class: "num", text: fmt(r.products_out_of_stock) + " of " + fmt(r.products) }),
+          el("td", { class: "num", text: maybe(r.lost_units, 1) }),
+          el("td", { class: "num", text: maybe(r.lost_value, 2) }),
+          el("td", { class: "num", text: pct(r.sell_through) }),
+        ),
+      ),
+    );
+    const empty = $("kpis-empty");
+    empty.hidden = rows.length > 0;
+    empty.textContent = found.note ? "No daily KPIs yet: " + found.note : "No daily KPIs for this store yet.";
   }
 
   function tripText(t) {
