@@ -157,6 +157,7 @@ def test_backtest_detects_the_labelled_incidents(scenario: Path, tmp_path: Path)
     assert all(parse_ts(q["window_end"]) - parse_ts(q["window_start"]) == 15 * MIN_MS for q in quarters)
 
 
+@pytest.mark.slow  # seconds each: in `make test`, not the fast lane
 def test_the_baselines_run_through_backtest_too(scenario: Path, tmp_path: Path) -> None:
     for kind in ("threshold", "hst"):
         out = tmp_path / kind

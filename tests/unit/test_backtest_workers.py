@@ -106,6 +106,7 @@ def _minus(ts: str, ms: int) -> str:
     return format_ts(parse_ts(ts) - ms)
 
 
+@pytest.mark.slow  # seconds each: in `make test`, not the fast lane
 def test_n_workers_write_the_files_one_worker_writes(events: Path, tmp_path: Path) -> None:
     meta = orjson.loads((events.parent / "meta.json").read_bytes())
     first_week = int(meta["start_ms"]) + 7 * 86_400_000
@@ -162,6 +163,7 @@ def test_rejected_lines_keep_their_line_numbers(events: Path, tmp_path: Path) ->
         assert lines[r["line"] - 1].decode() == r["record"]
 
 
+@pytest.mark.slow  # seconds each: in `make test`, not the fast lane
 def test_workers_read_standard_input(events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers each read the file: standard input is kept in a file first, and that file is gone after."""
     import io

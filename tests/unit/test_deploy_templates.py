@@ -306,6 +306,7 @@ def test_there_are_templates() -> None:
     assert CFN_DIR / "ecr.yaml" in TEMPLATES
 
 
+@pytest.mark.slow  # seconds each: in `make test`, not the fast lane
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
 def test_cfn_lint_finds_nothing(path: Path) -> None:
     """No errors, no warnings, and no informational findings either (none are waived)."""
@@ -315,6 +316,7 @@ def test_cfn_lint_finds_nothing(path: Path) -> None:
     assert [str(m) for m in matches] == []
 
 
+@pytest.mark.slow  # seconds each: in `make test`, not the fast lane
 def test_cfn_lint_is_not_vacuous(tmp_path: Path) -> None:
     from cfnlint.api import ManualArgs, lint_file
 
