@@ -468,34 +468,7 @@ class AnomalyMonitor:
             self._commit_mix(w, "sales" in flagged)
             if self.late_bound_ms and w.end_ms - w.start_ms == self.slot_ms and w.spec.kind == "tumbling":
                 self._count_slot(w)
-        # The record (as `_record`, inlined: once per window)
-        spec = w.spec
-        ratio = w.refund_ratio
-        basket = w.avg_basket
-        out.windows.append(
-            _encoder.encode(
-                WindowRecord(
-                    w.store_id,
-                    spec.name,
-                    spec.kind,
-                    start,
-                    end,
-                    w.sales,
-                    w.lines,
-                    w.units,
-                    round(w.revenue, 2),
-                    w.refunds,
-                    w.refund_lines,
-                    w.refund_units,
-                    round(w.refund_amount, 2),
-                    None if ratio is None else round(ratio, 4),
-                    None if basket is None else round(basket, 2),
-                    verdict.expected,
-                    tuple(flagged),
-                    self._record_zone(w),
-                )
-            )
-        )
+        self._record(out, w, verdict.expected, tuple(flagged), start, end)
         if len(self.open_until) > 4096:
             horizon = w.end_ms - WEEK_MS
             self.open_until = {k: v for k, v in self.open_until.items() if v >= horizon}
