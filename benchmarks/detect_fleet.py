@@ -56,7 +56,7 @@ from foundation.contract import (
     format_ts,
     parse_ts,
 )
-from processors.backtest import run_backtest
+from processors.backtest import read_fleet_prior, run_backtest
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig
 from processors.core.effects import Effects
@@ -396,9 +396,11 @@ def run_seed(
     offline: bool = False,
     late_bound_ms: int | None = None,
     upload_ms: tuple[int, int] | None = None,
+    fleet_prior: Path | None = None,
 ) -> dict[str, Result]:
     """Backtest each detector over the seed's fleet (offline=True: with OFFLINE_STORES stores' tills
-    offline for spells, uploaded late) and score it."""
+    offline for spells, uploaded late; fleet_prior: with that fleet.json as the fleet's prior) and
+    score it."""
     fleet = FleetConfig(seed=seed, offline_stores=OFFLINE_STORES if offline else 0)
     if upload_ms is not None:
         fleet = dataclasses.replace(fleet, offline_upload_ms=upload_ms)
@@ -418,9 +420,12 @@ def run_seed(
         if late_bound_ms is not None:
             core = dataclasses.replace(core, late_bound_ms=late_bound_ms)
         out = fleet_dir / (f"out-{name}" + ("" if late_bound_ms is None else f"-bound-{late_bound_ms}"))
+        prior = None if fleet_prior is None else read_fleet_prior(str(fleet_prior))
+        if prior is not None:
+            out = out.with_name(out.name + "-prior")
         emitted: dict[str, int] = {}
         with emissions(emitted):
-            summary = run_backtest(str(fleet_dir / "events.jsonl"), str(out), core).summary
+            summary = run_backtest(str(fleet_dir / "events.jsonl"), str(out), core, fleet_prior=prior).summary
         alerts = read_alerts(out / "alerts.jsonl", emitted)
         withdrawn = read_alerts(out / "alerts.jsonl", emitted, withdrawn=True)
         results[name] = score(alerts, incidents, meta, core.allowed_lateness_ms, last, withdrawn)
@@ -585,12 +590,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("LOW", "HIGH"),
         help="with --offline: a spell's sales are uploaded this many minutes after it ends (drawn between)",
     )
+    parser.add_argument(
+        "--prior-seed",
+        type=int,
+        metavar="SEED",
+        help="only ours, on each seed's fleet without and with the fleet shape another fleet (SEED's) "
+        "taught as its prior (backtest --fleet-prior)",
+    )
     args = parser.parse_args(argv)
     if args.feedback:
         return feedback_main(args)
     if args.offline:
         low, high = args.upload_minutes
         return _offline(args.seeds, args.work, args.docs, (low * MIN_MS, high * MIN_MS))
+    if args.prior_seed is not None:
+        return _prior(args.seeds, args.prior_seed, args.work)
     overrides: dict[str, Any] = {
         k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)
     }
@@ -972,6 +986,34 @@ def feedback_main(args: argparse.Namespace) -> int:
     print("\n" + "\n".join(lines))
     if args.docs:
         write_docs(args.docs, lines, marker="bench-feedback")
+
+
+def _prior(seeds: list[int], prior_seed: int, work_dir: Path | None) -> int:
+    """Ours with and without a fleet prior taught by another generated fleet (what a shard's stores
+    could borrow from outside their shard), printed per seed and over all."""
+    with tempfile.TemporaryDirectory(prefix="shelfstream-fleet-") as tmp:
+        work = work_dir or Path(tmp)
+        run_seed(prior_seed, ("seasonal",), work)
+        prior = work / f"fleet-{prior_seed}" / "out-seasonal" / "fleet.json"
+        totals = (Result(), Result())
+        for seed in seeds:
+            got = (
+                run_seed(seed, ("seasonal",), work)["seasonal"],
+                run_seed(seed, ("seasonal",), work, fleet_prior=prior)["seasonal"],
+            )
+            for total, r in zip(totals, got, strict=True):
+                total.add(r)
+            print(
+                f"seed {seed}: "
+                + "; ".join(
+                    f"{label} F1 {r.total.f1:.3f}, {r.total.detected}/{r.total.incidents}, "
+                    f"{r.total.false_per_100:.2f} false/100d"
+                    for label, r in zip(("without", f"prior of fleet {prior_seed}"), got, strict=True)
+                ),
+                flush=True,
+            )
+    print(f"all: F1 {totals[0].total.f1:.3f} without, {totals[1].total.f1:.3f} with the prior")
+    return 0
 
 
 def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None, upload_ms: tuple[int, int]) -> int:
