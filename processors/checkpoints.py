@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import pickle
 import secrets
 import sys
 import time
@@ -30,6 +29,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 from botocore.exceptions import ClientError
 
 from config import Settings
@@ -38,8 +38,9 @@ from foundation.errors import ShelfstreamError
 from processors.core import ShardCore
 from processors.core.dedup import Run
 from processors.core.processor import PIECE_PREFIX
+from processors.core.state_codec import StateFormatError
 
-FORMAT: Final = 2  # 1: the whole core in the object (still read)
+FORMAT: Final = 3  # 1 and 2 were pickles, no longer read (docs/checkpoints.md)
 PARALLEL: Final = 16  # run objects read or written at once
 DELETE_BATCH: Final = 1000  # DeleteObjects takes up to 1,000 keys
 
@@ -96,63 +97,106 @@ class SaveReport:
     seconds: float
 
 
+MAGIC: Final = f"shelfstream-checkpoint {FORMAT}\n".encode()
+_encoder: Final = msgspec.msgpack.Encoder()
+
+
+class CheckpointRefused(ShelfstreamError):
+    """A stored checkpoint that fails validation: the shard does not start from it, nor from nothing."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(
+            f"checkpoint {key} refused: {reason}. The shard is not started from it nor from an empty "
+            "state; restore a good copy, or rebuild it from history (`shelfstream warm-start --force`)"
+        )
+        self.key = key
+
+
 def encode_head(
     shard_id: str, sequence_number: str | None, head: bytes, runs: Iterable[str], ended: bool
 ) -> bytes:
-    return pickle.dumps(
-        {
-            "format": FORMAT,
-            "shard_id": shard_id,
-            "sequence_number": sequence_number,
-            "shard_ended": ended,
-            "core_head": head,
-            "runs": sorted(runs),
-        },
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
+    body = {
+        "shard_id": shard_id,
+        "sequence_number": sequence_number,
+        "shard_ended": ended,
+        "core_head": head,
+        "runs": sorted(runs),
+    }
+    return MAGIC + _encoder.encode(body)
 
 
 def encode_checkpoint(
     shard_id: str, sequence_number: str | None, core: ShardCore, shard_ended: bool
 ) -> bytes:
-    """A whole checkpoint in one object (format 1): for tests and small tools."""
-    return pickle.dumps(
-        {
-            "format": 1,
-            "shard_id": shard_id,
-            "sequence_number": sequence_number,
-            "shard_ended": shard_ended,
-            "core": core.snapshot(),
-        },
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
+    """A whole checkpoint in one object (the core's runs and pieces inside): for tests and tools."""
+    body = {
+        "shard_id": shard_id,
+        "sequence_number": sequence_number,
+        "shard_ended": shard_ended,
+        "core": core.snapshot(),
+    }
+    return MAGIC + _encoder.encode(body)
+
+
+_HEAD_FIELDS: Final = {"shard_id", "sequence_number", "shard_ended", "core_head", "runs"}
+_WHOLE_FIELDS: Final = {"shard_id", "sequence_number", "shard_ended", "core"}
+
+
+def checkpoint_fields(blob: bytes) -> dict[str, Any]:
+    """The checkpoint object's fields, checked; StateFormatError when it is not one of ours."""
+    if not blob.startswith(MAGIC):
+        if blob[:1] == b"\x80":
+            raise StateFormatError(
+                "a Python pickle (the checkpoint format before this release): loading a pickle runs code"
+            )
+        if blob.startswith(b"shelfstream-checkpoint "):
+            raise StateFormatError(
+                f"checkpoint format {blob.split(b' ', 1)[1][:8]!r}, this release reads {FORMAT}"
+            )
+        raise StateFormatError(f"not a shelfstream checkpoint (it starts {blob[:24]!r})")
+    try:
+        data = msgspec.msgpack.decode(blob[len(MAGIC) :])
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise StateFormatError(f"unreadable ({exc})") from None
+    if type(data) is not dict or data.keys() not in (_HEAD_FIELDS, _WHOLE_FIELDS):
+        raise StateFormatError("not a checkpoint's fields")
+    if type(data["shard_id"]) is not str or type(data["shard_ended"]) is not bool:
+        raise StateFormatError("shard_id or shard_ended of the wrong type")
+    if data["sequence_number"] is not None and type(data["sequence_number"]) is not str:
+        raise StateFormatError("sequence_number of the wrong type")
+    if "runs" in data and (
+        type(data["runs"]) is not list or any(type(n) is not str or "/" in n or not n for n in data["runs"])
+    ):
+        raise StateFormatError("runs are not a list of names")
+    return data
 
 
 def head_runs(blob: bytes) -> list[str]:
-    data = pickle.loads(blob)
-    return list(data.get("runs", [])) if data.get("format") == FORMAT else []
+    return list(checkpoint_fields(blob).get("runs", []))
 
 
 def decode_checkpoint(
     blob: bytes, runs: dict[str, Run] | None = None, pieces: dict[str, bytes] | None = None
 ) -> Checkpoint:
     """A checkpoint from its head (and its runs and pieces). Without them, the dedup memory and the
-    detectors are left empty: enough for readers of stock, never for a core that goes on processing."""
-    data = pickle.loads(blob)
-    version = data.get("format")
-    if version == 1:
+    detectors are left empty: enough for readers of stock, never for a core that goes on processing.
+    StateFormatError when any of it fails validation."""
+    data = checkpoint_fields(blob)
+    if "core" in data:
+        if type(data["core"]) is not bytes:
+            raise StateFormatError("core is not bytes")
         core = ShardCore.restore(data["core"])
         names: tuple[str, ...] = ()
-    elif version == FORMAT:
+    else:
+        if type(data["core_head"]) is not bytes:
+            raise StateFormatError("core_head is not bytes")
         names = tuple(data["runs"])
         core = ShardCore.from_parts(data["core_head"], runs or {}, pieces or {}, keys=runs is not None)
-    else:
-        raise ValueError(f"checkpoint format {version} is not {FORMAT}")
     return Checkpoint(
         shard_id=data["shard_id"],
         sequence_number=data["sequence_number"],
         core=core,
-        shard_ended=bool(data.get("shard_ended", False)),
+        shard_ended=data["shard_ended"],
         runs=names,
     )
 
@@ -291,16 +335,23 @@ class S3Checkpoints:
                 return None
             raise
         self._heads[shard_id] = etag
-        names = head_runs(blob)
-        bodies = await _bounded(self._get(self.run_key(shard_id, name)) for name in names)
-        runs: dict[str, Run] = {}
-        pieces: dict[str, bytes] = {}
-        for name, body in zip(names, bodies, strict=True):
-            if name.startswith(PIECE_PREFIX):
-                pieces[name] = body
-            else:
-                runs[name] = Run.from_bytes(name, body)
-        checkpoint = decode_checkpoint(blob, runs, pieces)
+        key = self.key(shard_id)
+        try:
+            names = head_runs(blob)
+            bodies = await _bounded(self._get(self.run_key(shard_id, name)) for name in names)
+            runs: dict[str, Run] = {}
+            pieces: dict[str, bytes] = {}
+            for name, body in zip(names, bodies, strict=True):
+                if name.startswith(PIECE_PREFIX):
+                    pieces[name] = body
+                else:
+                    runs[name] = Run.from_bytes(name, body)
+            checkpoint = decode_checkpoint(blob, runs, pieces)
+        except (StateFormatError, ValueError) as exc:
+            # Nothing is swept or overwritten: the objects stay for whoever looks into them.
+            raise CheckpointRefused(key, str(exc)) from None
+        if checkpoint.shard_id != shard_id:
+            raise CheckpointRefused(key, f"it is shard {checkpoint.shard_id[:64]!r}'s checkpoint")
         checkpoint.core.state.dedup.tag_runs(self._run_tag)  # its runs are stored; new ones are ours
         self._stored[shard_id] = set(names)
         await self.sweep(shard_id, set(names))
@@ -333,7 +384,10 @@ def load_all_sync(s3: Any, bucket: str, settings: Settings, include_ended: bool 
             if not obj["Key"].endswith(".ckpt"):
                 continue
             blob = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            checkpoint = decode_checkpoint(blob)
+            try:
+                checkpoint = decode_checkpoint(blob)
+            except StateFormatError as exc:
+                raise CheckpointRefused(obj["Key"], str(exc)) from None
             if include_ended or not checkpoint.shard_ended:
                 result.append(checkpoint)
     return result

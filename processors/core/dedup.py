@@ -469,18 +469,6 @@ class Dedup:
                 dedup._ahead[idx] = len(dedup._buckets[idx])
         return dedup
 
-    def __getstate__(self) -> tuple[Manifest, dict[str, Run]]:
-        self.cut()
-        return self.manifest(), self.runs()
-
-    def __setstate__(self, state: object) -> None:
-        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], Manifest):
-            restored = Dedup.from_manifest(state[0], state[1])
-        else:  # an older format (event ids without their store): the memory starts empty
-            restored = Dedup(DEFAULT_HORIZON_MS)
-        for name in Dedup.__slots__:
-            setattr(self, name, getattr(restored, name))
-
     def renamed(self) -> Dedup:
         """A copy whose runs have fresh names of its own (the runs' keys are shared, immutable)."""
         self.cut()

@@ -171,21 +171,6 @@ class AnomalyMonitor:
         self.slot_counts: dict[str, deque[tuple[int, int, int]]] = {}
         self.judged: dict[str, list[Judged]] = {}
 
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state["_ts"] = {}
-        state["_offsets"] = {}  # derived from the zone database
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        state.setdefault("zone_history", {})  # a checkpoint from before zones had a history
-        state.setdefault("late_bound_ms", 0)  # ... before late sales revised windows
-        state.setdefault("slot_counts", {})
-        state.setdefault("judged", {})
-        self.__dict__.update(state)
-        if "feedback" not in state:  # a checkpoint from before operator feedback
-            self.feedback = FeedbackBook(self.config, self.slot_ms)
-
     # --- operator feedback -----------------------------------------------------------------------
 
     def apply_feedback(self, ev: Feedback) -> str:

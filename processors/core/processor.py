@@ -10,12 +10,10 @@ window is judged by the store's detector (processors/core/detectors/, monitor.py
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import pickle
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -34,7 +32,7 @@ from foundation.contract import (
     decode_strict,
     is_utf8,
 )
-from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Manifest, Run
+from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Run
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
 from processors.core.detectors.fleet_shape import FleetShape
@@ -43,7 +41,6 @@ from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
 
-SNAPSHOT_VERSION: Final = 3
 _MINUTE_MS: Final = 60_000
 _DAY_MS: Final = 24 * 3600 * 1000
 _SWEEP_EVERY_MS: Final = 3600 * 1000  # how often (in event time) silent stores are looked for
@@ -68,8 +65,6 @@ class CoreConfig:
     max_window_gap_ms: int = 7 * 24 * 3600 * 1000
     detection: DetectorConfig = field(default_factory=DetectorConfig)
     restock: RestockConfig = field(default_factory=RestockConfig)
-    # (New fields go last: a checkpoint's config is pickled by position, and `_upgraded` fills in
-    # the ones an older checkpoint lacks.)
     # A store's windows close by its own event time; a store silent for this long (by the shard's
     # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
     store_idle_ms: int = 5 * _MINUTE_MS
@@ -110,7 +105,7 @@ class CoreStats:
 
 @dataclass(slots=True)
 class CoreState:
-    """Everything the core knows; pickled whole into a checkpoint."""
+    """Everything the core knows; a checkpoint stores it as data (processors/core/state_schema.py)."""
 
     inventory: Inventory
     dedup: Dedup
@@ -139,22 +134,6 @@ class CheckpointParts:
 
 
 PIECE_PREFIX: Final = "d-"
-
-
-def _upgraded(config: CoreConfig, state: CoreState) -> CoreConfig:
-    """A checkpoint's config and state brought up to this code (one from before the forecast policy
-    has no restock config)."""
-    if not all(hasattr(config, f.name) for f in fields(CoreConfig)):
-        known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
-        config = CoreConfig(**known)
-        state.inventory.restock_config = config.restock
-    state.inventory.ensure_demand()
-    if state.windows is not None:
-        state.windows.guard(config.dedup_max_ahead_ms)  # one from before the windows' clock was guarded
-        state.windows.settings(config.store_idle_ms, config.late_bound_ms)
-    if state.monitor is not None:
-        state.monitor.late_bound_ms = config.late_bound_ms
-    return config
 
 
 def _dedup(config: CoreConfig) -> Dedup:
@@ -243,7 +222,7 @@ class ShardCore:
         )
         self.out = Effects()
         self._archive = self.config.archive
-        # Each store's detector as last pickled for a checkpoint, until one of its windows closes.
+        # Each store's detector as last encoded for a checkpoint, until one of its windows closes.
         self._pieces: dict[str, tuple[object, str, bytes]] = {}
 
     # --- the hot path ---------------------------------------------------------------------------
@@ -398,7 +377,7 @@ class ShardCore:
         catalog = self.state.inventory.catalog
         for window in windows:
             monitor.window_closed(window, out, alerts, catalog)
-            pieces.pop(window.store_id, None)  # its detector learned: pickle it again
+            pieces.pop(window.store_id, None)  # its detector learned: encode it again
 
     def drain(self) -> Effects:
         """Hand the collected effects to the shell and start a fresh collection."""
@@ -441,17 +420,22 @@ class ShardCore:
     # --- checkpoints ----------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The whole state as bytes. Effects not yet drained are not part of it: drain and send first."""
-        return pickle.dumps((SNAPSHOT_VERSION, self.config, self.state), protocol=pickle.HIGHEST_PROTOCOL)
+        """The whole state as one object (head, runs and pieces together): for copies and tests.
+        Effects not yet drained are not part of it: drain and send first."""
+        from processors.core import state_format
+
+        return state_format.whole(self.checkpoint_parts())
 
     def checkpoint_parts(self) -> CheckpointParts:
-        """The state as a head, named immutable dedup runs and detector pieces (see CheckpointParts)."""
+        """The state as a head, named immutable dedup runs and detector pieces (see CheckpointParts),
+        each in the documented format (processors/core/state_format.py, docs/checkpoints.md)."""
+        from processors.core import state_format
+
         dedup = self.state.dedup
         dedup.cut()
         monitor = self.state.monitor
         pieces: dict[str, bytes] = {}
         detectors: dict[str, str] = {}
-        head_monitor = monitor
         if monitor is not None:
             cache = self._pieces
             for store_id, detector in monitor.detectors.items():
@@ -459,72 +443,38 @@ class ShardCore:
                 if cached is not None and cached[0] is detector:
                     _, name, blob = cached
                 else:
-                    blob = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+                    blob = state_format.encode_piece(detector)
                     name = PIECE_PREFIX + hashlib.blake2b(blob, digest_size=16).hexdigest()
                     cache[store_id] = (detector, name, blob)
                 pieces[name] = blob
                 detectors[store_id] = name
             for gone in cache.keys() - monitor.detectors.keys():
                 del cache[gone]
-            head_monitor = copy.copy(monitor)
-            head_monitor.detectors = {}
-            head_monitor._ts = {}  # a cache of formatted times: not state
-        # The keys go in runs (named by the manifest), the detectors in pieces.
-        head_state = replace(self.state, dedup=Dedup(1), monitor=head_monitor)
-        head = pickle.dumps(
-            (SNAPSHOT_VERSION, self.config, head_state, dedup.manifest(), detectors),
-            protocol=pickle.HIGHEST_PROTOCOL,
-        )
+        head = state_format.encode_head(self.config, self.state, dedup.manifest(), detectors)
         return CheckpointParts(head, dedup.runs(), pieces)
 
     @staticmethod
     def head_names(head: bytes) -> list[str]:
         """The names of the runs and pieces a head needs."""
-        _, _, _, manifest, detectors = pickle.loads(head)
-        runs = [name for _, names, _ in manifest.buckets for name in names]
-        return sorted({*runs, *detectors.values()})
+        from processors.core import state_format
+
+        return state_format.head_names(head)
 
     @classmethod
     def from_parts(
         cls, head: bytes, runs: Mapping[str, Run], pieces: Mapping[str, bytes], keys: bool = True
     ) -> ShardCore:
-        """The core of a head, its runs and pieces. keys=False: a reader of stock only, given no
-        runs and maybe no pieces; the dedup memory is left empty and missing detectors out."""
-        version, config, state, manifest, detectors = pickle.loads(head)
-        if version != SNAPSHOT_VERSION or not isinstance(manifest, Manifest):
-            raise ValueError(f"checkpoint head format {version} is not {SNAPSHOT_VERSION}")
-        if not keys:
-            manifest = replace(manifest, buckets=())
-        core = cls(_upgraded(config, state))
-        state.dedup = Dedup.from_manifest(manifest, runs)
-        if state.monitor is not None:
-            state.monitor.detectors = {
-                store_id: pickle.loads(pieces[name])
-                for store_id, name in detectors.items()
-                if keys or name in pieces
-            }
-        core.state = state
-        return core
+        """The core of a head, its runs and pieces; `StateFormatError` when any of them is not in a
+        format this release knows. keys=False: a reader of stock only, given no runs and maybe no
+        pieces; the dedup memory is left empty and missing detectors out."""
+        from processors.core import state_format
+
+        return state_format.restore(cls, head, runs, pieces, keys)
 
     @classmethod
     def restore(cls, blob: bytes) -> ShardCore:
-        version, config, state = pickle.loads(blob)
-        if version in (1, 2):
-            # Older formats: the dedup memory was a dict of event ids (not per store), and windows and
-            # detectors were in UTC before local time and the detector registry: keep the stock state,
-            # start the dedup memory, windows and detectors afresh.
-            known = {f.name: getattr(config, f.name) for f in fields(CoreConfig) if hasattr(config, f.name)}
-            known["dedup_horizon_ms"] = min(known.get("dedup_horizon_ms", _DAY_MS), _DAY_MS)
-            core = cls(CoreConfig(**known))
-            core.state.inventory = state.inventory
-            for f in fields(CoreStats):
-                if hasattr(state.stats, f.name):
-                    setattr(core.state.stats, f.name, getattr(state.stats, f.name))
-            core.state.inventory.restock_config = core.config.restock
-            core.state.inventory.ensure_demand()
-            return core
-        if version != SNAPSHOT_VERSION:
-            raise ValueError(f"checkpoint format {version} is not {SNAPSHOT_VERSION}")
-        core = cls(_upgraded(config, state))
-        core.state = state
-        return core
+        """The core of a `snapshot`."""
+        from processors.core import state_format
+
+        head, runs, pieces = state_format.split_whole(blob)
+        return cls.from_parts(head, runs, pieces)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
@@ -116,20 +116,6 @@ class Pane:
         self.items: list[str] = []  # product id of every sale line
         self.refund_items: list[str] = []  # ... and of every refund line
 
-    def __getstate__(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in Pane.__slots__)
-
-    def __setstate__(self, state: tuple[object, ...]) -> None:
-        names = Pane.__slots__ if len(state) == len(Pane.__slots__) else _PANE_V2_SLOTS
-        self.items = []
-        self.refund_items = []
-        for name, value in zip(names, state, strict=True):
-            setattr(self, name, value)
-
-
-# A pane as checkpointed before it kept its products (snapshot format 2)
-_PANE_V2_SLOTS: Final = tuple(n for n in Pane.__slots__ if n not in ("items", "refund_items"))
-
 
 # A closed pane reduced to numbers (its id sets counted), kept for the hopping windows:
 # (sales, lines, units, revenue, refunds, refund_lines, refund_units, refund_amount)
@@ -212,26 +198,6 @@ class StoreWindows:
     kept: dict[int, Pane] = field(default_factory=dict)
     # (spec index, end pane) -> the last revision emitted of that window
     revisions: dict[tuple[int, int], int] = field(default_factory=dict)
-
-    def __setstate__(self, state: list[object] | tuple[object, ...]) -> None:
-        # A checkpoint from before stores kept their own progress has only the first four fields:
-        # the others start empty (`WindowEngine.__setstate__` sets `closed` from the shard's).
-        defaults: dict[str, object] = {
-            "panes": {},
-            "recent": deque(),
-            "resume_idx": 0,
-            "closed": _NEVER,
-            "newest_ms": _NEVER,
-            "kept": {},
-            "revisions": {},
-        }
-        names = [f.name for f in fields(StoreWindows)]
-        if len(state) == 2 and state[0] is None and isinstance(state[1], dict):
-            values = dict(state[1])  # pickle's form of an object with slots: (None, {slot: value})
-        else:
-            values = dict(zip(names, state, strict=False))
-        for name in names:
-            object.__setattr__(self, name, values[name] if name in values else defaults[name])
 
 
 class AheadRun:
@@ -334,27 +300,6 @@ class WindowEngine:
     def guard(self, max_ahead_ms: int) -> None:
         """Guard the clock against events more than this far ahead (0 or less: no guard)."""
         self.max_ahead_ms = max_ahead_ms if max_ahead_ms > 0 else _NO_AHEAD
-
-    def __setstate__(self, state: tuple[object, ...]) -> None:
-        _, slots = state
-        assert isinstance(slots, dict)
-        # A checkpoint from before the clock was guarded: no guard until the core sets it (_upgraded);
-        # from before stores kept their own progress: every store closed where the shard was, no late
-        # bound, and a silent store judged with the shard (until the core sets them: `settings`)
-        defaults = {
-            "max_ahead_ms": _NO_AHEAD,
-            "ahead_run": AheadRun(),
-            "dirty": set(),
-            "late_panes": 0,
-            "_keep_panes": 0,
-        }
-        for name, value in {**defaults, **slots}.items():
-            object.__setattr__(self, name, value)
-        if "idle_ms" not in slots:
-            object.__setattr__(self, "idle_ms", self.lateness_ms)
-        for store in self.stores.values():
-            if store.closed == _NEVER and self.started:
-                store.closed = self.closed_idx
 
     def settings(self, idle_ms: int, late_bound_ms: int) -> None:
         """Set the idle bound and late bound (a checkpoint from before they existed gets the config's)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from processors.core.detectors import DetectorConfig, SeasonalDetector
 from processors.core.detectors.base import DAY_MS, Finding, Fleet
 from processors.core.detectors.seasonal import _Window
 from processors.core.windows import WindowResult, WindowSpec
+from tests.unit import stored
 
 SLOT = 15 * 60_000
 SHORT = WindowSpec(SLOT, SLOT)
@@ -127,7 +127,7 @@ def test_a_first_weekend_guess_follows_the_stores_own_day_so_far() -> None:
     guess = det._guess(1, 44)
     assert guess is not None
     assert guess[0] == 10.0 * (100.0 + 30.0 * 2.0) / (100.0 + 30.0)  # from 2x towards 1x
-    assert pickle.loads(pickle.dumps(det)).guess_day == (100.0, 100.0)
+    assert stored.detector(det).guess_day == (100.0, 100.0)
 
 
 def _first_sunday(prior: float, spike: int) -> list[int]:
@@ -221,7 +221,7 @@ def test_today_waits_while_the_evidence_of_a_drop_builds() -> None:
 def test_the_new_state_survives_a_checkpoint() -> None:
     det = detector()
     feed_evidence(det, [0, 0, 0], 5.0)
-    copy = pickle.loads(pickle.dumps(det))
+    copy = stored.detector(det)
     assert list(copy.evidence) == list(det.evidence)
     w = window(T0 + 3 * SLOT, 0)
     det.recent.append(_Window(w, None, None, None))

@@ -4,8 +4,6 @@ day does not loosen every later day, and a first weekend day is judged for drops
 from __future__ import annotations
 
 import dataclasses
-import pickle
-from collections import deque
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ from processors.core.detectors import DetectorConfig, SeasonalDetector
 from processors.core.detectors.base import DAY_MS, Fleet, Spread
 from processors.core.detectors.seasonal import _DayLevel
 from processors.core.windows import WindowResult, WindowSpec
+from tests.unit import stored
 
 SLOT = 15 * 60_000
 SHORT = WindowSpec(SLOT, SLOT)
@@ -105,17 +104,6 @@ def test_a_first_saturday_that_closes_early_is_not_an_outage() -> None:
     assert _first_saturday({slot: 0 for slot in range(52, CLOSE)}) == []
 
 
-def test_a_checkpoint_from_before_drops_followed_the_day_since_opening_restores() -> None:
-    det = _detector()
-    state = det.__getstate__()
-    state["guess_recent"] = deque([(3.0, 10.0), (4.0, 10.0)])  # the old two-field entries
-    del state["open_day"]
-    restored = pickle.loads(pickle.dumps(det))
-    restored.__setstate__(state)
-    assert list(restored.guess_recent) == [(3.0, 10.0, True), (4.0, 10.0, True)]
-    assert restored.open_day == (0.0, 0.0)
-
-
 def test_a_first_saturday_survives_a_checkpoint_mid_day() -> None:
     det, fleet = _detector(), _peers()
     for day in range(5):
@@ -124,7 +112,7 @@ def test_a_first_saturday_survives_a_checkpoint_mid_day() -> None:
     saturday = MONDAY + 5 * DAY_MS
     for slot in range(52):
         det.observe(window(saturday + slot * SLOT, 20 * (slot >= OPEN)), 0, fleet)
-    copy = pickle.loads(pickle.dumps(det))
+    copy = stored.detector(det)
     assert det.open_day[1] > 0.0  # the day since opening is kept
     assert copy.open_day == det.open_day
     assert list(copy.guess_recent) == list(det.guess_recent)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import pickle
 from collections import Counter
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from processors.core.effects import Effects
 from processors.core.explain import explain
 from processors.core.monitor import AnomalyMonitor, detector_slots
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
+from tests.unit import stored
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -243,11 +243,11 @@ def test_window_records_carry_the_expected_ranges_once_it_has_learned() -> None:
 # --- state -----------------------------------------------------------------------------------------
 
 
-def test_detector_state_pickles_and_restores_to_identical_scores() -> None:
+def test_detector_state_is_stored_and_restores_to_identical_scores() -> None:
     windows = simulate(21, seed=11, incidents=INCIDENTS)
     cut = next(i for i, w in enumerate(windows) if w.start_ms >= MONDAY + 15 * DAY + 10 * HOUR)
     monitor, _ = watch(windows[:cut])
-    restored = pickle.loads(pickle.dumps(monitor, protocol=pickle.HIGHEST_PROTOCOL))
+    restored = stored.monitor(monitor)
     a_out, b_out = Effects(), Effects()
     a_counts: Counter[str] = Counter()
     b_counts: Counter[str] = Counter()
@@ -260,10 +260,10 @@ def test_detector_state_pickles_and_restores_to_identical_scores() -> None:
 
 
 @pytest.mark.parametrize("kind", ["threshold", "hst"])
-def test_baselines_pickle_and_restore_too(kind: str) -> None:
+def test_baselines_are_stored_and_restore_too(kind: str) -> None:
     windows = simulate(9, seed=6)
     monitor, _ = watch(windows[: len(windows) // 2], DetectorConfig(kind=kind))
-    restored = pickle.loads(pickle.dumps(monitor))
+    restored = stored.monitor(monitor)
     a_out, b_out = Effects(), Effects()
     for w in windows[len(windows) // 2 :]:
         monitor.window_closed(w, a_out, Counter())

@@ -4,7 +4,6 @@ for how long and where, and that it survives checkpoints and replays."""
 
 from __future__ import annotations
 
-import pickle
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -16,10 +15,11 @@ from processors.backtest import run_backtest
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig, Finding, SeasonalDetector
 from processors.core.effects import Effects
-from processors.core.feedback import FeedbackBook, overlaps, week_position
+from processors.core.feedback import FeedbackBook, Raised, Rule, overlaps, week_position
 from processors.core.monitor import AnomalyMonitor
 from processors.core.partition import merge, split
 from processors.core.windows import WindowResult
+from tests.unit.stored import encoded
 from tests.unit.test_detector import DAY, MIN, MONDAY, SPECS, Incident, simulate
 
 HOUR = 60 * MIN
@@ -232,10 +232,10 @@ def test_missed_without_the_hours_kept_lowers_every_direction() -> None:
 def test_an_unknown_alert_changes_nothing_and_is_counted() -> None:
     windows = simulate(17, seed=5, incidents=(SPIKE,))
     monitor, _ = watch_marked(windows, [])
-    before = pickle.dumps(monitor.feedback.rules)
+    before = encoded(monitor.feedback.rules, dict[str, dict[str, Rule]])
     assert monitor.apply_feedback(_event(verdict="not_anomaly", alert_id="ano-not-ours")) == "unknown_alert"
     assert monitor.apply_feedback(_event("s9", verdict="not_anomaly", alert_id="ano-x")) == "no_detector"
-    assert pickle.dumps(monitor.feedback.rules) == before
+    assert encoded(monitor.feedback.rules, dict[str, dict[str, Rule]]) == before
     assert monitor.feedback.counts == {"unknown_alert": 1, "no_detector": 1}
 
 
@@ -244,9 +244,10 @@ def test_the_same_feedback_twice_changes_nothing_the_second_time() -> None:
     monitor, alerts = watch_marked(windows, [])
     mark = _event(verdict="not_anomaly", alert_id=alerts[0].alert_id)
     monitor.apply_feedback(mark)
-    once = pickle.dumps((monitor.feedback.rules, monitor.feedback.raised))
+    marks = tuple[dict[str, dict[str, Rule]], dict[str, dict[str, Raised]]]
+    once = encoded((monitor.feedback.rules, monitor.feedback.raised), marks)
     monitor.apply_feedback(mark)  # a replay past the dedup's horizon
-    assert pickle.dumps((monitor.feedback.rules, monitor.feedback.raised)) == once
+    assert encoded((monitor.feedback.rules, monitor.feedback.raised), marks) == once
 
 
 def test_alerts_are_remembered_for_a_bounded_time_and_number() -> None:

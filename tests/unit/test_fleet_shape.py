@@ -22,6 +22,8 @@ from processors.core.detectors.fleet_shape import (
     encode_shape,
     merge_shapes,
 )
+from processors.core.state_codec import Context
+from processors.core.state_schema import CODEC
 
 SLOTS = 96
 
@@ -155,15 +157,11 @@ def test_a_prior_of_another_slot_length_or_empty_is_ignored() -> None:
     assert fleet.revision == 1
 
 
-def test_a_fleet_checkpointed_before_it_had_a_prior_restores_without_one() -> None:
+def test_a_fleet_and_its_prior_survive_the_checkpoint_format() -> None:
     fleet = taught(4)
-    old = Fleet.__new__(Fleet)
-    old.__setstate__((None, {"days": fleet.days, "shares": fleet.shares, "squares": fleet.squares}))
-    assert old.prior is None
-    assert old.revision == 0
-    assert old.share(0, 40) == fleet.share(0, 40)
     fleet.set_prior(taught(5, kind=1).shape())
-    back = pickle.loads(pickle.dumps(fleet))
+    back = CODEC.decode(CODEC.encode(fleet, Fleet), Fleet, Context(), "fleet", CODEC.versions())
+    assert back.share(0, 40) == fleet.share(0, 40)
     assert back.prior == fleet.prior
     assert back.share(1, 40) == fleet.share(1, 40)
 

@@ -8,7 +8,6 @@ contributors are all exercised as the processor runs them.
 from __future__ import annotations
 
 import datetime as dt
-import pickle
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from foundation.contract import Anomaly, Rejection, Store, decode_event, format_
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig, SeasonalDetector
 from processors.core.monitor import AnomalyMonitor
+from tests.unit import stored
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -436,4 +436,4 @@ def test_a_window_is_judged_in_the_zone_of_its_own_time() -> None:
     assert monitor is not None
     assert monitor.offset_ms("mv-1", parse_ts("2026-03-02T08:30:00Z")) == 0
     assert monitor.offset_ms("mv-1", parse_ts("2026-03-02T08:45:00Z")) == 9 * HOUR
-    assert pickle.loads(pickle.dumps(monitor)).zone("mv-1", parse_ts("2026-03-02T08:00:00Z")) == "UTC"
+    assert stored.monitor(monitor).zone("mv-1", parse_ts("2026-03-02T08:00:00Z")) == "UTC"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import pickle
 from typing import Any
 
 import orjson
@@ -13,9 +12,10 @@ from hypothesis import strategies as st
 from consumers.dispatcher import restock_event
 from foundation.contract import RestockRequest, encode, format_ts
 from processors.core import CoreConfig, ShardCore
-from processors.core.demand import HOUR_MS, RestockConfig
+from processors.core.demand import HOUR_MS, Demand, RestockConfig
 from producers.ledger import Ledger
 from producers.simulator import StoreSimulator
+from tests.unit.stored import encoded
 
 MONDAY = int(dt.datetime(2026, 8, 3, tzinfo=dt.UTC).timestamp() * 1000)
 STORE = "store-001"
@@ -182,7 +182,7 @@ def test_the_learned_state_stays_bounded() -> None:
     assert len(store.week) == 168
     assert len(store.day) == 24
     assert sum(len(items) for items in demand.items.values()) == 2
-    assert len(pickle.dumps(demand)) < 20_000
+    assert len(encoded(demand, Demand)) < 20_000
 
 
 @settings(max_examples=10, deadline=None)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -283,27 +281,6 @@ def test_the_end_of_input_does_not_fill_the_time_up_to_a_wrong_clock() -> None:
     assert sum(r["lines"] for r in rows if r["kind"] == "tumbling") == 11
 
 
-def test_a_checkpoint_from_before_the_guard_restores_without_it() -> None:
-    eng = engine()
-    sell(eng, T0 + MIN)
-    _, slots = eng.__getstate__()  # type: ignore[misc]
-    old = {k: v for k, v in slots.items() if k not in ("max_ahead_ms", "ahead_run")}
-    restored = WindowEngine.__new__(WindowEngine)
-    restored.__setstate__((None, old))
-    assert restored.ahead_run.count == 0
-    assert [w.lines for w in tumbling(restored.advance(T0 + 20 * MIN))] == [1]
-    assert restored.advance(T0 + 90 * DAY)  # no guard: the old behaviour, a jump
-    # Through the core, the checkpoint's config sets the guard again
-    core = ShardCore(CoreConfig(detection=DetectorConfig(kind="off")))
-    core.apply(_store_sale("s1", "a", T0 + MIN))
-    windows = core.state.windows
-    assert windows is not None
-    del windows.max_ahead_ms, windows.ahead_run  # as a checkpoint of the version before
-    again = ShardCore.restore(core.snapshot()).state.windows
-    assert again is not None
-    assert again.max_ahead_ms == CoreConfig().dedup_max_ahead_ms
-
-
 def test_window_records_carry_the_metrics() -> None:
     core = ShardCore(CoreConfig(allowed_lateness_ms=0))
     core.apply(_event("sale", "a", T0 + MIN, quantity=2, unit_price=1.25, transaction_id="t1"))
@@ -367,17 +344,6 @@ def test_window_state_survives_a_checkpoint_mid_window() -> None:
         resumed.apply(raw)
     resumed.finish()
     assert before + resumed.drain().windows == expected
-
-
-def test_a_version_1_checkpoint_restores_its_stock_and_starts_windows_fresh() -> None:
-    old = ShardCore(CoreConfig(window_ms=0))
-    old.apply(_event("count", "c", T0, count=7))
-    blob = pickle.dumps((1, old.config, old.state), protocol=pickle.HIGHEST_PROTOCOL)
-    restored = ShardCore.restore(blob)
-    assert restored.inventory() == {"s1": {"p1": 7}}
-    assert restored.state.windows is None  # its config had windows off
-    with pytest.raises(ValueError, match="checkpoint format 9"):
-        ShardCore.restore(pickle.dumps((9, old.config, old.state)))
 
 
 # --- properties -----------------------------------------------------------------------------------

@@ -166,6 +166,26 @@ class Running:
         return self.mean
 
 
+class FadingMean:
+    """An exponentially weighted mean that starts from its first value: `river.stats.EWMean`'s
+    arithmetic (the same floats, operation for operation), held as plain fields so that a
+    checkpoint stores it as data (river's keeps its state inside a compiled object)."""
+
+    __slots__ = ("fading", "mean", "n")
+
+    def __init__(self, fading: float) -> None:
+        self.fading = fading
+        self.n = 0
+        self.mean = 0.0
+
+    def update(self, x: float) -> None:
+        self.mean = float(x) if self.n == 0 else self.fading * x + (1.0 - self.fading) * self.mean
+        self.n += 1
+
+    def get(self) -> float:
+        return self.mean
+
+
 class Finding(msgspec.Struct, frozen=True):
     """One anomalous metric of one window, with what was expected and how bad it is."""
 
@@ -341,13 +361,6 @@ class Fleet:
         self.days = [0, 0, 0]  # store-days learned here, per kind of day
         self.prior: FleetShape | None = None  # the rest of the fleet's shape
         self.revision = 0  # moves when the prior changes (what detectors cache from the fleet)
-
-    def __setstate__(self, state: tuple[object, dict[str, object]] | dict[str, object]) -> None:
-        slots = state[1] if isinstance(state, tuple) else state
-        self.prior = None  # a checkpoint from before the fleet had a prior
-        self.revision = 0
-        for name, value in slots.items():
-            object.__setattr__(self, name, value)
 
     @property
     def slots_per_day(self) -> int:

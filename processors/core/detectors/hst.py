@@ -26,6 +26,8 @@ compose = LazyModule("river.compose")
 preprocessing = LazyModule("river.preprocessing")
 
 _HST_FEATURES: Final = ("sales", "units", "revenue", "refunds", "refund_amount")
+# Every feature the model sees: the window's and the local time of week on two circles
+FEATURES: Final = (*_HST_FEATURES, "day_sin", "day_cos", "week_sin", "week_cos")
 
 
 class HSTDetector:

@@ -4,7 +4,7 @@ Each window is compared with what is normal for *that store at that local time*,
 ramp-up and the lunch peak are expected, not alarming. Normal comes from up to three estimates of a
 slot's sales (15 minutes of the store's local day), each one kept in checkpointed state:
 
-* **week**: the same slot of the local week (`river.stats.EWMean` per slot, smoothed with its
+* **week**: the same slot of the local week (an exponentially weighted mean per slot, smoothed with its
   neighbours except across an opening or closing edge); the newest week weighs `season_fading`.
 * **day**: the same slot of the store's own days of the same kind (weekday, Saturday, Sunday),
   learned day by day (`profile_fading` for the newest).
@@ -47,7 +47,6 @@ from collections import deque
 from typing import Final
 
 import msgspec
-from river import stats
 
 from processors.core import tails
 from processors.core.detectors.base import (
@@ -55,6 +54,7 @@ from processors.core.detectors.base import (
     QUIET,
     WEEK_MS,
     DetectorConfig,
+    FadingMean,
     Finding,
     Fleet,
     Running,
@@ -179,7 +179,7 @@ class SeasonalDetector:
         self.long_slots = long_slots  # slots in the long (hopping) window
         self.per_day = DAY_MS // slot_ms
         n = WEEK_MS // slot_ms
-        self.week = [stats.EWMean(config.season_fading) for _ in range(n)]
+        self.week = [FadingMean(config.season_fading) for _ in range(n)]
         self.weeks_seen = bytearray(n)  # updates per slot of the local week (Monday first), capped at 255
         self._inv_neff = inverse_neff(config.season_fading)
         # Per kind of day (weekday, Saturday, Sunday) and slot of the local day
@@ -222,23 +222,6 @@ class SeasonalDetector:
         self.evidence: deque[tuple[int, float, float, float, float, float]] = deque(
             maxlen=max(config.cusum_windows, 1)
         )
-
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        del state["_inv_neff"]  # derived from the config
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        state.setdefault("suspicion", 0.0)
-        state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint from before the day so far counted
-        # a checkpoint from before drops followed the day since opening: its waiting windows count
-        waiting = state.get("guess_recent")
-        state["guess_recent"] = deque(
-            e if len(e) == 3 else (*e, True) for e in (waiting if isinstance(waiting, deque) else ())
-        )
-        state.setdefault("open_day", (0.0, 0.0))
-        self.__dict__.update(state)
-        self._inv_neff = inverse_neff(self.config.season_fading)
 
     # --- the estimates -------------------------------------------------------------------------
 
