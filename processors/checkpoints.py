@@ -337,7 +337,10 @@ class S3Checkpoints:
         self._heads[shard_id] = etag
         key = self.key(shard_id)
         try:
-            names = head_runs(blob)
+            fields = checkpoint_fields(blob)
+            if fields["shard_id"] != shard_id:
+                raise StateFormatError(f"it is shard {fields['shard_id'][:64]!r}'s checkpoint")
+            names = list(fields.get("runs", []))
             bodies = await _bounded(self._get(self.run_key(shard_id, name)) for name in names)
             runs: dict[str, Run] = {}
             pieces: dict[str, bytes] = {}
@@ -350,8 +353,10 @@ class S3Checkpoints:
         except (StateFormatError, ValueError) as exc:
             # Nothing is swept or overwritten: the objects stay for whoever looks into them.
             raise CheckpointRefused(key, str(exc)) from None
-        if checkpoint.shard_id != shard_id:
-            raise CheckpointRefused(key, f"it is shard {checkpoint.shard_id[:64]!r}'s checkpoint")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
+                raise
+            raise CheckpointRefused(key, "an object it names is missing") from None
         checkpoint.core.state.dedup.tag_runs(self._run_tag)  # its runs are stored; new ones are ours
         self._stored[shard_id] = set(names)
         await self.sweep(shard_id, set(names))

@@ -514,7 +514,6 @@ def _parts() -> list[Part]:
             "naive_detector",
             1,
             {
-                "first_ms": (int | None, "the store's first window"),
                 "slot_ids": (list[int], "which local slot each ring entry holds"),
                 "sales": (list[int], "sales per ring entry"),
                 "refunds": (list[int], "refunds per ring entry"),
@@ -664,13 +663,17 @@ def _type_text(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _cell(tp: Any) -> str:
+    return _type_text(tp).replace("|", "\\|")  # a table cell's pipe
+
+
 def reference() -> str:
     """The format's reference page (docs/checkpoints.md's generated section)."""
     lines: list[str] = []
     for part in sorted(CODEC.by_name.values(), key=lambda p: p.name):
         lines += ["", f"### `{part.name}` (version {part.version})", "", part.doc, ""]
         lines += ["| field | type | holds |", "|---|---|---|"]
-        lines += [f"| `{n}` | `{_type_text(t)}` | {d} |" for n, (t, d) in part.fields.items()]
+        lines += [f"| `{n}` | `{_cell(t)}` | {d} |" for n, (t, d) in part.fields.items()]
         if part.derived:
             lines += [
                 "",

@@ -229,3 +229,49 @@ async def test_a_save_whose_answer_was_lost_is_not_taken_for_another_owner(
         store._heads[SHARD] = before
         with pytest.raises(ShardTakenOver):
             await store._put_head(SHARD, b"another head")
+
+
+class _Payload:
+    """What an attacker with write access to the prefix would store: a pickle that runs a command."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+async def test_a_crafted_or_foreign_checkpoint_runs_nothing_is_refused_and_stays(
+    provisioned: tuple[Settings, Resources], tmp_path: Any
+) -> None:
+    import pickle
+
+    from processors.checkpoints import CheckpointRefused
+
+    settings, resources = provisioned
+    s3 = boto3.client("s3")
+    core = ShardCore(CONFIG)
+    feed(core, 0, 50)
+    marker = tmp_path / "ran"
+    async with AioClients(settings, "s3") as clients:
+        store = S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0)
+        await store.save(SHARD, "50", core)
+        runs_before = run_keys(s3, resources.bucket, settings)
+        good = s3.get_object(Bucket=resources.bucket, Key=store.key(SHARD))["Body"].read()
+        for bad in (pickle.dumps({"format": 2, "core": _Payload(str(marker))}), good[: len(good) // 2], b"{}"):
+            s3.put_object(Bucket=resources.bucket, Key=store.key(SHARD), Body=bad)
+            with pytest.raises(CheckpointRefused, match="refused") as refused:
+                await S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0).load(SHARD)
+            assert "\n" not in str(refused.value)  # one line for the operator
+            assert not marker.exists()
+            # Nothing swept, nothing overwritten: the runs and the refused head stay for inspection
+            assert run_keys(s3, resources.bucket, settings) == runs_before
+            assert s3.get_object(Bucket=resources.bucket, Key=store.key(SHARD))["Body"].read() == bad
+        # Another shard's checkpoint copied under this key is refused too
+        s3.put_object(Bucket=resources.bucket, Key=store.key("shardId-000000000009"), Body=good)
+        with pytest.raises(CheckpointRefused, match="shard 'shardId-000000000000'"):
+            await S3Checkpoints(clients["s3"], resources.bucket, settings).load("shardId-000000000009")
+        with pytest.raises(CheckpointRefused):
+            load_all_sync(s3, resources.bucket, settings)
