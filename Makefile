@@ -8,7 +8,7 @@ KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
 KCL_JARS = .cache/kcl-jars/.checked
 
-.PHONY: demo check test lint typecheck unit integration e2e bench bench-restock clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
+.PHONY: demo check test lint typecheck unit integration e2e bench bench-restock bench-checkpoint clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
 
 # Tests run in parallel (pytest-xdist, one worker per core); `serial` tests share one worker, one at a
 # time (tests/conftest.py). `make check` leaves out what needs more than Python (pyproject.toml markers).
@@ -117,6 +117,10 @@ bench-core: $(BENCH_STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.soak --docs docs/benchmarks.md --plot docs/soak.png --json .cache/soak.json
+
+# Checkpoint state: size and CPU time to write and restore one shard of 100 stores (docs/benchmarks.md).
+bench-checkpoint: $(STAMP)
+	$(BIN)/python -m benchmarks.checkpoint_state --docs docs/benchmarks.md
 
 # History tables: 30 days of 100 stores through the local path (write throughput, files per partition,
 # storage against JSON lines, the weekly report's and a KPI query's time) into docs/benchmarks.md.

@@ -260,10 +260,16 @@ async def test_a_crafted_or_foreign_checkpoint_runs_nothing_is_refused_and_stays
         await store.save(SHARD, "50", core)
         runs_before = run_keys(s3, resources.bucket, settings)
         good = s3.get_object(Bucket=resources.bucket, Key=store.key(SHARD))["Body"].read()
-        for bad in (pickle.dumps({"format": 2, "core": _Payload(str(marker))}), good[: len(good) // 2], b"{}"):
+        for bad in (
+            pickle.dumps({"format": 2, "core": _Payload(str(marker))}),
+            good[: len(good) // 2],
+            b"{}",
+        ):
             s3.put_object(Bucket=resources.bucket, Key=store.key(SHARD), Body=bad)
             with pytest.raises(CheckpointRefused, match="refused") as refused:
-                await S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0).load(SHARD)
+                await S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0).load(
+                    SHARD
+                )
             assert "\n" not in str(refused.value)  # one line for the operator
             assert not marker.exists()
             # Nothing swept, nothing overwritten: the runs and the refused head stay for inspection

@@ -451,3 +451,29 @@ async def test_a_whole_quiet_stream_is_said_once_and_alerts_no_store(
     said = [r.getMessage() for r in caplog.records]
     assert sum("the whole stream is quiet" in m for m in said) == 1
     assert processor.alert_counts["anomaly"] == 0
+
+
+async def test_a_refused_checkpoint_stops_the_processor_and_is_left_as_it_was(
+    provisioned: tuple[Settings, Resources],
+) -> None:
+    """A shard never starts from a checkpoint that fails validation, nor from an empty state instead."""
+    import pickle
+
+    from processors.checkpoints import CheckpointRefused
+
+    settings, resources = provisioned
+    records, expected = workload()
+    await produce(settings, records)
+    processor = await process_until_caught_up(settings, resources)
+    assert processor.inventory() == expected
+    s3 = boto3.client("s3")
+    async with AioClients(settings, "s3") as clients:
+        key = S3Checkpoints(clients["s3"], resources.bucket, settings).key(next(iter(processor.workers)))
+    bad = pickle.dumps({"format": 2})
+    s3.put_object(Bucket=resources.bucket, Key=key, Body=bad)
+    async with AioClients(settings, *SERVICES) as clients:
+        again = StreamProcessor(settings, clients, resources)
+        with pytest.raises(CheckpointRefused, match="pickle"):
+            await asyncio.wait_for(again.run(asyncio.Event()), 30)
+        assert again.records_read() == 0
+    assert s3.get_object(Bucket=resources.bucket, Key=key)["Body"].read() == bad

@@ -114,6 +114,7 @@ def test_the_index_of_decisions_lists_every_record_with_its_status() -> None:
 # --- benchmark writers find their markers -------------------------------------------------------------
 
 MARKERS = {
+    "benchmarks.checkpoint_state": "checkpoint-state",
     "benchmarks.detect": "bench-detect",
     "benchmarks.detect_fleet": "bench-fleet",
     "benchmarks.detect_scale": "bench-scale",
