@@ -11,9 +11,8 @@ window is judged by the store's detector (processors/core/detectors/, monitor.py
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
@@ -32,89 +31,18 @@ from foundation.contract import (
     decode_strict,
     is_utf8,
 )
-from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup, Run
-from processors.core.demand import RestockConfig
-from processors.core.detectors import DetectorConfig
+from processors.core import state_format
+from processors.core.dedup import Dedup, Run
 from processors.core.detectors.fleet_shape import FleetShape
 from processors.core.effects import Effects, RejectedRecord
 from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
-from processors.core.windows import WindowEngine, WindowResult, WindowSpec
+from processors.core.state import CoreConfig, CoreState, CoreStats
+from processors.core.windows import WindowEngine, WindowResult
 
-_MINUTE_MS: Final = 60_000
-_DAY_MS: Final = 24 * 3600 * 1000
+__all__ = ["CheckpointParts", "CoreConfig", "CoreState", "CoreStats", "ShardCore", "decode_record"]
+
 _SWEEP_EVERY_MS: Final = 3600 * 1000  # how often (in event time) silent stores are looked for
-
-
-@dataclass(frozen=True, slots=True)
-class CoreConfig:
-    default_restock_threshold: int = 5
-    default_target_stock: int = 40
-    dedup_horizon_ms: int = _DAY_MS
-    dedup_bucket_ms: int = DEFAULT_BUCKET_MS
-    dedup_max_ahead_ms: int = 3600 * 1000
-    # A store that has sent nothing for this long (event time) is forgotten: stock, catalog, open
-    # requests, windows and detector go (0 keeps every store for ever).
-    store_retention_ms: int = 35 * _DAY_MS
-    archive: bool = True
-    # Event-time windows per store (0 turns windows, and so detection, off).
-    window_ms: int = 15 * _MINUTE_MS
-    hopping_window_ms: int = 60 * _MINUTE_MS  # 0: no hopping window
-    hopping_hop_ms: int = 15 * _MINUTE_MS
-    allowed_lateness_ms: int = 2 * _MINUTE_MS
-    max_window_gap_ms: int = 7 * 24 * 3600 * 1000
-    detection: DetectorConfig = field(default_factory=DetectorConfig)
-    restock: RestockConfig = field(default_factory=RestockConfig)
-    # A store's windows close by its own event time; a store silent for this long (by the shard's
-    # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
-    store_idle_ms: int = 5 * _MINUTE_MS
-    # A sale or refund up to this far behind its store's closing point is added to its closed windows,
-    # which are emitted again as revisions (0: every late event is only counted)
-    late_bound_ms: int = 4 * 3600 * 1000
-
-    def window_specs(self) -> tuple[WindowSpec, ...]:
-        if self.window_ms <= 0:
-            return ()
-        specs = [WindowSpec(self.window_ms, self.window_ms)]
-        if self.hopping_window_ms > 0:
-            specs.append(WindowSpec(self.hopping_window_ms, self.hopping_hop_ms))
-        return tuple(specs)
-
-
-@dataclass(slots=True)
-class CoreStats:
-    events_valid: int = 0
-    events_rejected: int = 0
-    duplicates_ignored: int = 0
-    late_events: int = 0
-    stores_forgotten: int = 0
-    alerts: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def events_read(self) -> int:
-        return self.events_valid + self.events_rejected
-
-    def add(self, other: CoreStats) -> None:
-        self.events_valid += other.events_valid
-        self.events_rejected += other.events_rejected
-        self.duplicates_ignored += other.duplicates_ignored
-        self.late_events += other.late_events
-        self.stores_forgotten += other.stores_forgotten
-        self.alerts.update(other.alerts)
-
-
-@dataclass(slots=True)
-class CoreState:
-    """Everything the core knows; a checkpoint stores it as data (processors/core/state_schema.py)."""
-
-    inventory: Inventory
-    dedup: Dedup
-    stats: CoreStats
-    windows: WindowEngine | None = None
-    monitor: AnomalyMonitor | None = None
-    # The newest event time of each store, for forgetting stores that went silent for good.
-    last_seen: dict[str, int] = field(default_factory=dict)
-    next_sweep_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,15 +350,11 @@ class ShardCore:
     def snapshot(self) -> bytes:
         """The whole state as one object (head, runs and pieces together): for copies and tests.
         Effects not yet drained are not part of it: drain and send first."""
-        from processors.core import state_format
-
         return state_format.whole(self.checkpoint_parts())
 
     def checkpoint_parts(self) -> CheckpointParts:
         """The state as a head, named immutable dedup runs and detector pieces (see CheckpointParts),
         each in the documented format (processors/core/state_format.py, docs/checkpoints.md)."""
-        from processors.core import state_format
-
         dedup = self.state.dedup
         dedup.cut()
         monitor = self.state.monitor
@@ -456,8 +380,6 @@ class ShardCore:
     @staticmethod
     def head_names(head: bytes) -> list[str]:
         """The names of the runs and pieces a head needs."""
-        from processors.core import state_format
-
         return state_format.head_names(head)
 
     @classmethod
@@ -467,14 +389,10 @@ class ShardCore:
         """The core of a head, its runs and pieces; `StateFormatError` when any of them is not in a
         format this release knows. keys=False: a reader of stock only, given no runs and maybe no
         pieces; the dedup memory is left empty and missing detectors out."""
-        from processors.core import state_format
-
         return state_format.restore(cls, head, runs, pieces, keys)
 
     @classmethod
     def restore(cls, blob: bytes) -> ShardCore:
         """The core of a `snapshot`."""
-        from processors.core import state_format
-
         head, runs, pieces = state_format.split_whole(blob)
         return cls.from_parts(head, runs, pieces)

@@ -16,17 +16,18 @@ truncated object, another program's object or a field of the wrong type is refus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 
 from processors.core.dedup import Dedup, Manifest, Run
+from processors.core.inventory import Inventory
+from processors.core.monitor import AnomalyMonitor
+from processors.core.state import CoreConfig, CoreState, CoreStats
 from processors.core.state_codec import Context, StateFormatError
 from processors.core.state_schema import CODEC
-
-if TYPE_CHECKING:
-    from processors.core.processor import CoreConfig, CoreState, ShardCore
+from processors.core.windows import WindowEngine
 
 HEAD_MAGIC: Final = b"shelfstream-core-head 1\n"
 PIECE_MAGIC: Final = b"shelfstream-detector 1\n"
@@ -48,7 +49,12 @@ _HEAD_KEYS: Final = frozenset(
     }
 )
 
-Core = TypeVar("Core", bound="ShardCore")
+
+class _Core(Protocol):
+    state: CoreState
+
+
+Core = TypeVar("Core", bound=_Core)
 
 
 def _open(blob: bytes, magic: bytes, what: str) -> dict[str, Any]:
@@ -90,11 +96,6 @@ def encode_piece(detector: object) -> bytes:
 def encode_head(
     config: CoreConfig, state: CoreState, manifest: Manifest, detectors: Mapping[str, str]
 ) -> bytes:
-    from processors.core.inventory import Inventory
-    from processors.core.monitor import AnomalyMonitor
-    from processors.core.processor import CoreConfig, CoreStats
-    from processors.core.windows import WindowEngine
-
     body = {
         "parts": CODEC.versions(),
         "config": CODEC.encode(config, CoreConfig),
@@ -129,17 +130,16 @@ def head_names(blob: bytes) -> list[str]:
 
 
 def restore(
-    cls: type[Core], blob: bytes, runs: Mapping[str, Run], pieces: Mapping[str, bytes], keys: bool = True
+    make: Callable[[CoreConfig], Core],
+    blob: bytes,
+    runs: Mapping[str, Run],
+    pieces: Mapping[str, bytes],
+    keys: bool = True,
 ) -> Core:
     """A core from its head, runs and pieces (ShardCore.from_parts)."""
-    from processors.core.inventory import Inventory
-    from processors.core.monitor import AnomalyMonitor
-    from processors.core.processor import CoreConfig, CoreStats
-    from processors.core.windows import WindowEngine
-
     data, versions = _head(blob)
     config = CODEC.decode(data["config"], CoreConfig, Context(), "head.config", versions)
-    core = cls(config)  # a fresh core: what the stored fields are restored onto
+    core = make(config)  # a fresh core: what the stored fields are restored onto
     state = core.state
     ctx = Context({"config": config, "detection": config.detection, "late_bound_ms": config.late_bound_ms})
     ctx.values["inventory"] = state.inventory

@@ -27,7 +27,7 @@ from processors.core.detectors.threshold import ThresholdDetector
 from processors.core.feedback import FeedbackBook, Hour, Raised, Rule
 from processors.core.inventory import CatalogEntry, Inventory, Key
 from processors.core.monitor import AnomalyMonitor, Judged
-from processors.core.processor import CoreConfig, CoreStats
+from processors.core.state import CoreConfig, CoreStats
 from processors.core.state_codec import Bounded, Codec, Context, Custom, Part, StateFormatError
 from processors.core.windows import (
     AheadRun,
