@@ -32,7 +32,7 @@ from rich.progress import Progress
 
 from config import Settings
 from consumers.dispatcher import restock_event, travel_of
-from consumers.fleet import Fleet, Truck
+from consumers.fleet import Truck, TruckFleet
 from consumers.trips import Trip, plan_trip
 from foundation.contract import RestockRequest, encode
 from processors.core import CoreConfig, ShardCore
@@ -115,7 +115,7 @@ def run(sc: Scenario, policy: RestockPolicy, seed: int) -> Result:
         initial_stock=(30, 60),
     )
     core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock_config(settings)))
-    fleet = Fleet.of(settings.trucks, settings.truck_capacity)
+    fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
     pending: dict[str, RestockRequest] = {}
     delivered: set[str] = set()  # the delivery log: each request delivered at most once
     arrivals: list[_Arrival] = []

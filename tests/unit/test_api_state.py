@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from consumers.fleet import Fleet
+from consumers.fleet import TruckFleet
 from consumers.trips import Travel, plan_trip
 from foundation.contract import Restock, decode_alert, parse_ts, to_datetime
 from processors.core import ShardCore
@@ -60,7 +60,7 @@ def test_the_processor_feed_passes_on_alerts_requests_windows_and_stock() -> Non
     assert windows[0]["sales"] == 5
     assert windows[0]["window_end"] == "2026-08-01T10:15:00.000Z"
 
-    fleet = Fleet.of(2, 100)
+    fleet = TruckFleet.of(2, 100)
     request = next(a for a in state.alerts(_hq()) if a["kind"] == "restock_request")
     trip = plan_trip([decode_alert(orjson.dumps(request))], 100, Travel(1.0, 1.0), 3, 0.0)  # type: ignore[list-item]
     assert trip is not None
