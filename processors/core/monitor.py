@@ -40,7 +40,7 @@ from processors.core.detectors import (
     Detector,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     SeasonalDetector,
     Verdict,
     make_detector,
@@ -155,7 +155,7 @@ class AnomalyMonitor:
         # store -> its earlier zones, (until when, zone), oldest first: a window is judged in the zone
         # of its own time, also when it closes after a `store` event changed the zone
         self.zone_history: dict[str, list[tuple[int, str]]] = {}
-        self.fleet = Fleet(DAY_MS // self.slot_ms if self.slot_ms else 1)
+        self.fleet = PeerDayShape(DAY_MS // self.slot_ms if self.slot_ms else 1)
         self.mix: dict[str, dict[str, float]] = {}  # store -> sale lines per product (decaying)
         self.mix_total: dict[str, float] = {}
         # store -> the last short windows' lines per product: (start, end, sales, refunds)

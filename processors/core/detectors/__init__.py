@@ -8,7 +8,7 @@ from processors.core.detectors.base import (
     Detector,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     Verdict,
 )
 from processors.core.detectors.hst import HSTDetector
@@ -27,9 +27,9 @@ __all__ = [
     "Detector",
     "DetectorConfig",
     "Finding",
-    "Fleet",
     "HSTDetector",
     "NaiveDetector",
+    "PeerDayShape",
     "SeasonalDetector",
     "ThresholdDetector",
     "Verdict",

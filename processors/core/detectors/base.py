@@ -195,7 +195,7 @@ class Detector(Protocol):
     """One store's detector. `offset_ms` is the store's UTC offset at the window's start (its local
     time is `start_ms + offset_ms`); `fleet` is what the shard's stores have in common."""
 
-    def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict: ...
+    def observe(self, window: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict: ...
 
 
 def within_marked(
@@ -316,7 +316,7 @@ def merge(parts: list[WindowResult], spec: WindowSpec) -> WindowResult:
     )
 
 
-class Fleet:
+class PeerDayShape:
     """The shape of a day shared by a store's peers, for a store too new to have its own.
 
     Per kind of day (weekday, Saturday, Sunday) and slot of the local day: the share of a store's
@@ -430,3 +430,11 @@ class Fleet:
             ],
             stores,
         )
+
+
+def __getattr__(name: str) -> type[PeerDayShape]:
+    """Checkpoints are pickled, and a pickle names a class by module and name: the ones written
+    while `PeerDayShape` was called `Fleet` look that name up here, so they still load."""
+    if name == "Fleet":
+        return PeerDayShape
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ from processors.core.detectors.base import (
     WEEK_MS,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     Verdict,
     severity,
 )
@@ -36,7 +36,7 @@ class NaiveDetector:
         i = slot % self.ring
         return (self.sales[i], self.refunds[i]) if self.slot_ids[i] == slot else None
 
-    def observe(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if w.spec.kind != "tumbling" or w.end_ms - w.start_ms != self.slot_ms:
             return QUIET
         cfg = self.config

@@ -9,7 +9,7 @@ slot's sales (15 minutes of the store's local day), each one kept in checkpointe
 * **day**: the same slot of the store's own days of the same kind (weekday, Saturday, Sunday),
   learned day by day (`profile_fading` for the newest).
 * **fleet**: the share of a weekday's sales the shard's stores make in that slot on that kind of day
-  (`Fleet`), times this store's own weekday total: its peers' shape, scaled to its level.
+  (`PeerDayShape`), times this store's own weekday total: its peers' shape, scaled to its level.
 
 From its second day a store is judged on what it has. While its history is short, the estimates
 disagree, so a window must be anomalous against all of them: a jump is judged against the highest,
@@ -56,7 +56,7 @@ from processors.core.detectors.base import (
     WEEK_MS,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     Running,
     Spread,
     Verdict,
@@ -298,7 +298,7 @@ class SeasonalDetector:
         found = self._week(weekday(day) * self.per_day + slot) or self._profile(day_type(day), slot)
         return None if found is None else found[0]
 
-    def _fleet(self, fleet: Fleet, kind: int, slot: int) -> tuple[Estimate, bool] | None:
+    def _fleet(self, fleet: PeerDayShape, kind: int, slot: int) -> tuple[Estimate, bool] | None:
         """The peers' estimate, and whether they agree enough (within half the share) to judge by."""
         if not self.totals_seen:
             return None
@@ -312,7 +312,7 @@ class SeasonalDetector:
         var = max(mean, 0.1) + max(share_var * total * total, (self.config.fleet_spread * mean) ** 2)
         return (mean, var), share > 0 and share_var <= _AGREE * share * share
 
-    def _scale(self, fleet: Fleet) -> float:
+    def _scale(self, fleet: PeerDayShape) -> float:
         """The store's weekday total, to scale the peers' shape by: the median over the fleet's busy
         slots of the store's own weekday profile against the fleet's share (one odd hour, even an
         outage of a whole morning, does not move a median), or the plain total when that cannot be
@@ -338,7 +338,7 @@ class SeasonalDetector:
 
     # --- days ----------------------------------------------------------------------------------
 
-    def _new_day(self, day: int, fleet: Fleet) -> None:
+    def _new_day(self, day: int, fleet: PeerDayShape) -> None:
         """The store's local day changed: learn from the day that ended."""
         if self.day >= 0:
             self.today.end_day()
@@ -369,7 +369,7 @@ class SeasonalDetector:
 
     # --- per window ----------------------------------------------------------------------------
 
-    def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, window: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if self.first_ms is None:
             self.first_ms = window.start_ms
         duration = window.end_ms - window.start_ms
@@ -379,7 +379,7 @@ class SeasonalDetector:
             return self._long(window)
         return QUIET
 
-    def _short(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def _short(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         cfg = self.config
         local = w.start_ms + offset_ms
         day = local // DAY_MS

@@ -10,7 +10,7 @@ from processors.core.detectors.base import (
     QUIET,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     Verdict,
     severity,
 )
@@ -34,7 +34,7 @@ class ThresholdDetector:
         self.day = -1
         self.sold_today = 0
 
-    def observe(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if w.spec.kind != "tumbling" or w.end_ms - w.start_ms != self.slot_ms:
             return QUIET
         cfg = self.config
