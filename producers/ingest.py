@@ -517,7 +517,7 @@ def emit_metrics(report: IngestReport) -> None:
 # --- the async shell --------------------------------------------------------------------------------
 
 
-class DeadLetters:
+class UnsentRecords:
     """Collects what the writer could not send, so the rows behind it count as errored."""
 
     def __init__(self) -> None:
@@ -559,7 +559,7 @@ class IngestTarget:
     """Where an ingested file goes: valid rows to the stream through the writer, rejected rows to S3."""
 
     writer: KinesisWriter
-    dead: DeadLetters
+    dead: UnsentRecords
     s3: Any
     bucket: str
     settings: Settings

@@ -220,7 +220,7 @@ def print_reports(reports: Sequence[IngestReport]) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from producers.ingest import DeadLetters, IngestTarget, check_local, ingest_source
+    from producers.ingest import IngestTarget, UnsentRecords, check_local, ingest_source
 
     if args.watch:
         if args.file:
@@ -235,7 +235,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     resources = wiring.resources()
 
     async def go() -> IngestReport:
-        dead = DeadLetters()
+        dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3") as clients:
             writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings, args.format)
@@ -251,7 +251,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from foundation.lifecycle import stop_on_signals
-    from producers.ingest import DeadLetters, IngestTarget
+    from producers.ingest import IngestTarget, UnsentRecords
     from producers.ingest_watch import IngestWatcher, WatchStats
 
     wiring = bootstrap()
@@ -260,7 +260,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     async def go() -> WatchStats:
         stop = stop_on_signals()
-        dead = DeadLetters()
+        dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3", "sqs") as clients:
             writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)
