@@ -114,7 +114,7 @@ class FleetStore:
 
 
 @dataclass
-class Fleet:
+class SimulatedFleet:
     config: FleetConfig
     stores: list[FleetStore]
     incidents: list[Incident] = field(default_factory=list)
@@ -157,7 +157,7 @@ class Fleet:
         }
 
 
-def _rates(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> dict[int, np.ndarray]:
+def _rates(rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore) -> dict[int, np.ndarray]:
     """Expected sales per local minute of each trading day, with day and within-day noise drawn."""
     shape = store.shape
     rates: dict[int, np.ndarray] = {}
@@ -175,7 +175,9 @@ def _rates(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> dict[in
     return rates
 
 
-def _incident(rng: np.random.Generator, fleet: Fleet, store: FleetStore, day: int) -> Incident | None:
+def _incident(
+    rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore, day: int
+) -> Incident | None:
     hours = store.shape.hours[fleet.weekday(day)]
     if hours is None:
         return None
@@ -199,7 +201,7 @@ def _incident(rng: np.random.Generator, fleet: Fleet, store: FleetStore, day: in
 
 
 def _promote(
-    cfg: FleetConfig, fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], index: int
+    cfg: FleetConfig, fleet: SimulatedFleet, store: FleetStore, rates: dict[int, np.ndarray], index: int
 ) -> None:
     """A weekly promotion of some stores (FleetConfig.promotions), from a generator of its own."""
     rng = np.random.default_rng((cfg.seed, 7919, index))
@@ -221,7 +223,7 @@ def _promote(
             rate[start : start + 60] *= factor
 
 
-def _plan(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> list[Incident]:
+def _plan(rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore) -> list[Incident]:
     cfg = fleet.config
     days = [d for d in range(store.first_day + 1, cfg.days) if store.shape.hours[fleet.weekday(d)]]
     count = int(rng.poisson(cfg.incidents_per_store_week * len(days) / 7.0))
@@ -241,7 +243,7 @@ def _plan(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> list[Inc
     return planned
 
 
-def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
+def generate(cfg: FleetConfig) -> tuple[SimulatedFleet, list[str]]:
     rng = np.random.default_rng(cfg.seed)
     stores = []
     for i in range(cfg.stores):
@@ -249,7 +251,7 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
         zone = ZONES[i % len(ZONES)] if i < len(ZONES) else str(rng.choice(ZONES))
         first = cfg.late_store_day if i == cfg.stores - 1 else 0
         stores.append(FleetStore(shape, zone, first))
-    fleet = Fleet(cfg, stores)
+    fleet = SimulatedFleet(cfg, stores)
     from benchmarks.scenario import ScenarioConfig  # the writer's settings (delays, duplicates)
 
     out = _Writer(
@@ -272,7 +274,7 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
 
 
 def _spells(
-    rng: np.random.Generator, fleet: Fleet, store: FleetStore, incidents: list[Incident]
+    rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore, incidents: list[Incident]
 ) -> list[tuple[str, int, int, int]]:
     """Offline spells of a store's tills: in opening hours, from its second day, on days without an
     incident (so a spell never hides or fakes one), one a day at most."""
@@ -301,7 +303,7 @@ def _spells(
     return spells
 
 
-def _day_of(fleet: Fleet, store: FleetStore, ts_ms: int) -> int:
+def _day_of(fleet: SimulatedFleet, store: FleetStore, ts_ms: int) -> int:
     """The store's local day (number) an instant falls in; incidents lie within the generated days."""
     for day in range(store.first_day, fleet.config.days):
         start = fleet.day_start_ms(store, day)
@@ -311,7 +313,7 @@ def _day_of(fleet: Fleet, store: FleetStore, ts_ms: int) -> int:
 
 
 def _measured(
-    fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], incidents: list[Incident]
+    fleet: SimulatedFleet, store: FleetStore, rates: dict[int, np.ndarray], incidents: list[Incident]
 ) -> list[Incident]:
     """Each incident with its impact (sales lost or gained, extra refunds) and its visibility: the best
     -log10 p of a 15, 30 or 60-minute window over it for a detector that knew the day's true rate
@@ -337,7 +339,7 @@ def _measured(
 
 def _events(
     rng: np.random.Generator,
-    fleet: Fleet,
+    fleet: SimulatedFleet,
     store: FleetStore,
     rates: dict[int, np.ndarray],
     incidents: list[Incident],
@@ -397,7 +399,7 @@ def _events(
         )
 
 
-def write(cfg: FleetConfig, out_dir: Path) -> Fleet:
+def write(cfg: FleetConfig, out_dir: Path) -> SimulatedFleet:
     """events.jsonl (arrival order), labels.jsonl and meta.json into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fleet, lines = generate(cfg)
