@@ -31,9 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.scenario import (
-    DAY_MS,
     KINDS,
-    MIN_MS,
     Incident,
     StoreShape,
     _visibility,
@@ -42,6 +40,7 @@ from benchmarks.scenario import (
     make_shape,
     trade_day,
 )
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
 
 ZONES = (
     "Europe/Berlin",
@@ -74,7 +73,7 @@ class FleetConfig:
     first_week_share: float = 0.5  # stores that get an extra incident in their first week (days 2-7)
     duplicate_rate: float = 0.001
     late_rate: float = 0.0002
-    late_after_ms: int = 7 * MIN_MS
+    late_after_ms: int = 7 * MINUTE_MS
     # Share of the stores that run a weekly promotion from their second week (one local hour of one
     # weekday at 2-3 times the sales, unlabelled: the store's own rhythm, which a detector first takes
     # for a spike). 0 keeps the fleet exactly as before (its numbers come from a generator of their own).
@@ -85,8 +84,8 @@ class FleetConfig:
     # stream of their own, so the fleet's events and incidents are the same with and without them.
     offline_stores: int = 0
     offline_spells: int = 3
-    offline_ms: int = 90 * MIN_MS
-    offline_upload_ms: tuple[int, int] = (45 * MIN_MS, 120 * MIN_MS)
+    offline_ms: int = 90 * MINUTE_MS
+    offline_upload_ms: tuple[int, int] = (45 * MINUTE_MS, 120 * MINUTE_MS)
 
     @property
     def start(self) -> str:
@@ -193,8 +192,8 @@ def _incident(
     return Incident(
         store_id=store.shape.store_id,
         kind=kind,
-        start_ms=base + start * MIN_MS,
-        end_ms=base + (start + duration) * MIN_MS,
+        start_ms=base + start * MINUTE_MS,
+        end_ms=base + (start + duration) * MINUTE_MS,
         magnitude=round(magnitude, 3),
         impact=0.0,
     )
@@ -286,7 +285,7 @@ def _spells(
         if (
             hours is not None
             and day not in busy
-            and (hours[1] - hours[0]) * 3_600_000 >= cfg.offline_ms + 3_600_000
+            and (hours[1] - hours[0]) * HOUR_MS >= cfg.offline_ms + HOUR_MS
         ):
             days.append(day)
     chosen = sorted(rng.choice(len(days), size=min(cfg.offline_spells, len(days)), replace=False))
@@ -294,9 +293,9 @@ def _spells(
     for i in chosen:
         day = days[int(i)]
         opening, closing = store.shape.hours[fleet.weekday(day)]  # type: ignore[misc]
-        room = (closing - opening) * 3_600_000 - cfg.offline_ms - 1_800_000
-        start = fleet.day_start_ms(store, day) + int(opening * 3_600_000) + int(rng.integers(0, max(room, 1)))
-        start -= start % MIN_MS
+        room = (closing - opening) * HOUR_MS - cfg.offline_ms - 30 * MINUTE_MS
+        start = fleet.day_start_ms(store, day) + int(opening * HOUR_MS) + int(rng.integers(0, max(room, 1)))
+        start -= start % MINUTE_MS
         low, high = cfg.offline_upload_ms
         upload = start + cfg.offline_ms + int(rng.integers(low, high + 1))
         spells.append((store.shape.store_id, start, start + cfg.offline_ms, upload))
@@ -324,7 +323,7 @@ def _measured(
         day = _day_of(fleet, store, inc.start_ms)
         start = fleet.day_start_ms(store, day)
         base = rates[day]
-        a, b = (inc.start_ms - start) // MIN_MS, (inc.end_ms - start) // MIN_MS
+        a, b = (inc.start_ms - start) // MINUTE_MS, (inc.end_ms - start) // MINUTE_MS
         effect = np.zeros_like(base)
         if inc.kind == "sales_collapse":
             effect[a:b] = base[a:b] * (1.0 - inc.magnitude)
@@ -358,7 +357,7 @@ def _events(
         line = f'{{"event_id":"{sid}-{counter:08d}","store_id":"{sid}","ts":"{out.ts(ts_ms)}",{body}}}'
         delay = int(rng.exponential(1500.0))
         if rng.random() < cfg.late_rate:
-            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MIN_MS))
+            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MINUTE_MS))
         for _, start, end, upload in spells:
             if start <= ts_ms < end:
                 delay = upload - ts_ms  # held by the till, uploaded with the spell's other events
@@ -366,7 +365,7 @@ def _events(
         if rng.random() < cfg.duplicate_rate:
             out.add(ts_ms, line, delay + int(rng.integers(1000, 120_000)))
 
-    t0 = fleet.day_start_ms(store, store.first_day) + 5 * 3_600_000
+    t0 = fleet.day_start_ms(store, store.first_day) + 5 * HOUR_MS
     emit(t0 - 1000, f'"type":"store","timezone":"{store.zone}","name":"Store {sid}"')
     categories = ("grocery", "household", "tech", "clothing", "toys")
     for p in range(len(shape.prices)):

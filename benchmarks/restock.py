@@ -35,15 +35,16 @@ from consumers.dispatcher import restock_event, travel_of
 from consumers.fleet import Truck, TruckFleet
 from consumers.trips import Trip, plan_trip
 from foundation.contract import RestockRequest, encode
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import CoreConfig, ShardCore
 from processors.core.demand import RestockPolicy
 from processors.stream_processor import restock_config
-from producers.simulator import DAY_MS, StoreSimulator
+from producers.simulator import StoreSimulator
 
 TUNING_SEEDS = (1, 2, 3)
 EVAL_SEEDS = (11, 12, 13, 14, 15)
 POLICIES: tuple[RestockPolicy, ...] = ("threshold", "forecast")
-STEP_MS = 60_000
+STEP_MS = MINUTE_MS
 START_MS = 1_785_628_800_000  # Monday 2026-08-03 00:00 UTC
 
 

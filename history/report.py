@@ -34,6 +34,7 @@ import orjson
 
 from config import Settings
 from foundation.errors import UsageError
+from foundation.timeunits import HOUR_S
 from history.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
     outs: list[StockOut] = []
     for store_id, product_id, started, ended in rows(_STOCK_OUTS_SQL):
         until = ended if ended is not None else (as_of or started)
-        hours = max(0.0, (until - started).total_seconds() / 3600)
+        hours = max(0.0, (until - started).total_seconds() / HOUR_S)
         outs.append(StockOut(store_id, product_id, started, ended, round(hours, 2)))
         s = store(store_id)
         s.stock_outs += 1
@@ -297,7 +298,7 @@ def _shelf_figures(
         began = max(o.started, start)
         until = min(o.ended or as_of or o.started, end)
         overlap = sum(
-            max(0.0, (min(until, h + hour) - max(began, h)).total_seconds() / 3600)
+            max(0.0, (min(until, h + hour) - max(began, h)).total_seconds() / HOUR_S)
             for h in open_hours.get(o.store_id, ())
         )
         key = (o.store_id, o.product_id)

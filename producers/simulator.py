@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from foundation.contract import encode, format_ts
+from foundation.timeunits import DAY_MS, HOUR_MS
 
-DAY_MS: Final = 86_400_000
-HOUR_MS: Final = 3_600_000
 OPEN_HOUR: Final = 7.0
 CLOSE_HOUR: Final = 22.0
 WEEKEND_FACTOR: Final = 1.35

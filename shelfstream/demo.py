@@ -29,13 +29,14 @@ from foundation.aws.provision import Resources
 from foundation.clock import ScaledClock
 from foundation.contract import Restock, RestockRequest, alert_kind, encode, format_ts, parse_ts
 from foundation.metrics import PrometheusServer, Registry
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import ShardCore
 from processors.metrics import processor_source
 from processors.stream_processor import StreamProcessor, core_config
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import run_simulation
-from producers.simulator import DAY_MS, StoreSimulator
+from producers.simulator import StoreSimulator
 from producers.zoned import ZonedSimulator, renamed
 from shelfstream.api.embedded import DemoDashboard
 from shelfstream.bootstrap import DEMO_SERVICES, Wiring
@@ -211,7 +212,7 @@ def demo_incident(options: DemoOptions, start_ms: int) -> DemoIncident | None:
     15-minute window after it closes shows it (about 15 s into a demo at the default speed)."""
     if not options.incident or options.history_days < 2:
         return None  # a detector judges a store from its second day: without history, nothing to see
-    return DemoIncident("store-001", start_ms + 5 * 60_000, start_ms + 50 * 60_000)
+    return DemoIncident("store-001", start_ms + 5 * MINUTE_MS, start_ms + 50 * MINUTE_MS)
 
 
 def load_history(
@@ -240,10 +241,10 @@ def load_history(
     # demo's trip, in store time), onto the simulated shelf and into the core and the ledger. Without
     # them the shelves of the first day ran dry and the second day taught the detector a store that
     # sells nothing.
-    trip_ms = max(60_000, int(settings.travel_seconds * options.speed * 1000))
+    trip_ms = max(MINUTE_MS, int(settings.travel_seconds * options.speed * 1000))
     pending: list[tuple[int, RestockRequest]] = []
     events = 0
-    step = 5 * 60_000
+    step = 5 * MINUTE_MS
     for until in range(past.start_ms + step, start_ms + step, step):
         until = min(until, start_ms - 1)
         last = until == start_ms - 1  # what the past asked for arrives in the past

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from processors.core.detectors.base import DAY_MS, HOUR_MS, WEEK_MS, DetectorConfig, Finding, within_marked
+from foundation.timeunits import DAY_MS, HOUR_MS, WEEK_MS
+from processors.core.detectors.base import DetectorConfig, Finding, within_marked
 
 _DEFAULTS: Final = DetectorConfig()
 

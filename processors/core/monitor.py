@@ -30,13 +30,10 @@ from typing import Final, Protocol
 import msgspec
 
 from foundation.contract import Anomaly, AnomalyWithdrawn, Contributor, Feedback, alert_id, format_ts
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS
 from processors.core import tails
 from processors.core.detectors import (
-    DAY_MS,
     DETECTOR_KINDS,
-    HOUR_MS,
-    MINUTE_MS,
-    WEEK_MS,
     Detector,
     DetectorConfig,
     Finding,

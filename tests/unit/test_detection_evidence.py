@@ -13,10 +13,11 @@ from typing import Any
 from benchmarks.detect_fleet import Feed, read_alerts, recording, replay, score
 from benchmarks.local_scenario import FleetConfig, write
 from benchmarks.scenario import read_labels
+from foundation.timeunits import DAY_MS
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig, SeasonalDetector
-from processors.core.detectors.base import DAY_MS, Finding, PeerDayShape
+from processors.core.detectors.base import Finding, PeerDayShape
 from processors.core.detectors.seasonal import _Window
 from processors.core.windows import WindowResult, WindowSpec
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from foundation.timeunits import DAY_MS
 from processors.core.detectors import DetectorConfig, SeasonalDetector
-from processors.core.detectors.base import DAY_MS, PeerDayShape, Spread
+from processors.core.detectors.base import PeerDayShape, Spread
 from processors.core.detectors.seasonal import _DayLevel
 from processors.core.windows import WindowResult, WindowSpec
 

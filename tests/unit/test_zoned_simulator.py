@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from foundation.contract import Sale, Store, decode_event
-from producers.simulator import DAY_MS, HOUR_MS
+from foundation.timeunits import DAY_MS, HOUR_MS
 from producers.zoned import (
     LIVE_BASKETS_PER_HOUR,
     ZonedSimulator,

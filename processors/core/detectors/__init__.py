@@ -1,10 +1,6 @@
 """Anomaly detectors, one per module, chosen by the `kind` setting (registry.py)."""
 
 from processors.core.detectors.base import (
-    DAY_MS,
-    HOUR_MS,
-    MINUTE_MS,
-    WEEK_MS,
     Detector,
     DetectorConfig,
     Finding,
@@ -18,12 +14,8 @@ from processors.core.detectors.seasonal import SeasonalDetector
 from processors.core.detectors.threshold import ThresholdDetector
 
 __all__ = [
-    "DAY_MS",
     "DETECTORS",
     "DETECTOR_KINDS",
-    "HOUR_MS",
-    "MINUTE_MS",
-    "WEEK_MS",
     "Detector",
     "DetectorConfig",
     "Finding",

@@ -13,6 +13,7 @@ from typing import Final, Protocol
 
 import msgspec
 
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core.detectors.fleet_shape import (
     MAX_DAYS_WEIGHT,
     SHAPE_VERSION,
@@ -21,10 +22,6 @@ from processors.core.detectors.fleet_shape import (
 )
 from processors.core.windows import WindowResult, WindowSpec
 
-MINUTE_MS: Final = 60_000
-HOUR_MS: Final = 60 * MINUTE_MS
-DAY_MS: Final = 24 * HOUR_MS
-WEEK_MS: Final = 7 * DAY_MS
 _WINSOR_2SD: Final = 0.92  # E[min(z^2, 4)] for a standard normal z
 PRIOR_WINDOWS: Final = 24  # windows' worth of weight the spread's prior keeps
 # 1970-01-01 was a Thursday: weekday (Monday = 0) of local day number d is (d + 3) % 7.

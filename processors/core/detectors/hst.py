@@ -7,8 +7,8 @@ from typing import Final
 
 from river import stats
 
+from foundation.timeunits import DAY_MS
 from processors.core.detectors.base import (
-    DAY_MS,
     QUIET,
     DetectorConfig,
     Finding,

@@ -7,17 +7,9 @@ of the two it has seen); a window is anomalous when a Poisson test puts it past 
 
 from __future__ import annotations
 
+from foundation.timeunits import DAY_MS, WEEK_MS
 from processors.core import tails
-from processors.core.detectors.base import (
-    DAY_MS,
-    QUIET,
-    WEEK_MS,
-    DetectorConfig,
-    Finding,
-    PeerDayShape,
-    Verdict,
-    severity,
-)
+from processors.core.detectors.base import QUIET, DetectorConfig, Finding, PeerDayShape, Verdict, severity
 from processors.core.windows import WindowResult
 
 

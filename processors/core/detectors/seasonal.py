@@ -49,11 +49,10 @@ from typing import Final
 import msgspec
 from river import stats
 
+from foundation.timeunits import DAY_MS, WEEK_MS
 from processors.core import tails
 from processors.core.detectors.base import (
-    DAY_MS,
     QUIET,
-    WEEK_MS,
     DetectorConfig,
     Finding,
     PeerDayShape,

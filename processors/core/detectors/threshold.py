@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from river import stats
 
-from processors.core.detectors.base import (
-    DAY_MS,
-    HOUR_MS,
-    QUIET,
-    DetectorConfig,
-    Finding,
-    PeerDayShape,
-    Verdict,
-    severity,
-)
+from foundation.timeunits import DAY_MS, HOUR_MS
+from processors.core.detectors.base import QUIET, DetectorConfig, Finding, PeerDayShape, Verdict, severity
 from processors.core.windows import WindowResult
 
 
