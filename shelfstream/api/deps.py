@@ -87,7 +87,7 @@ def check_store(who: Principal, store_id: str) -> None:
     if not _STORE_ID.fullmatch(store_id):
         raise ApiError(400, "store_id must be 1-64 characters [A-Za-z0-9._-]")
     if not who.can_see(store_id):
-        raise ApiError(403, f"this token may not see store {store_id!r}")
+        raise ApiError(403, f"this token is for store {who.store_id!r}; it may not see store {store_id!r}")
 
 
 def _store_in_path(store_id: str, who: Who) -> str:

@@ -442,6 +442,16 @@ def test_a_store_token_sees_only_its_store_and_a_bad_token_is_refused(
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Store store-002")).to_be_visible()
     expect(page.locator("#stock-body")).to_contain_text("milk")
+
+    # Another store's page, opened by its address: the API's refusal, not an empty store page.
+    page.goto(live_server.url + "#/store/store-001")
+    expect(page.get_by_role("heading", name="Store store-001 is not yours to see")).to_be_visible()
+    expect(page.locator("#refused-reason")).to_contain_text(
+        "this token is for store 'store-002'; it may not see store 'store-001'"
+    )
+    expect(page.locator("#store")).to_be_hidden()
+    page.get_by_role("link", name="Your store").click()
+    expect(page.locator("#stores-body").get_by_role("link", name="store-002")).to_be_visible()
     page.close()
 
 

@@ -51,6 +51,8 @@
   const storeHref = (id) => "#/store/" + encodeURIComponent(id);
 
   class AuthError extends Error {}
+  // 403: the token is valid but this store is not its own; the page says so instead of showing nothing.
+  class RefusedError extends Error {}
 
   async function api(path) {
     const response = await fetch(path, { headers: { Authorization: "Bearer " + app.token } });
@@ -62,7 +64,7 @@
       } catch (_) {
         /* not JSON: keep the status line */
       }
-      throw new Error(message);
+      throw response.status === 403 ? new RefusedError(message) : new Error(message);
     }
     return response.json();
   }
@@ -167,13 +169,13 @@
     const id = encodeURIComponent(storeId);
     const [inventory, windows, kpis] = await Promise.all([
       api("/v1/stores/" + id + "/inventory").catch((error) => {
-        if (error instanceof AuthError) throw error;
+        if (error instanceof AuthError || error instanceof RefusedError) throw error;
         return { store_id: storeId, products: [], missing: error.message };
       }),
       api("/v1/stores/" + id + "/windows?limit=400"),
       // The history tables' daily KPIs: optional (none before the first `history ingest`)
       api("/v1/kpis?per=store&limit=14&store_id=" + id).catch((error) => {
-        if (error instanceof AuthError) throw error;
+        if (error instanceof AuthError || error instanceof RefusedError) throw error;
         return { kpis: [], note: error.message };
       }),
     ]);
@@ -370,7 +372,7 @@
   // --- views --------------------------------------------------------------------------------------
 
   function show(name) {
-    for (const section of ["sign-in", "overview", "store"]) $(section).hidden = section !== name;
+    for (const section of ["sign-in", "overview", "store", "refused"]) $(section).hidden = section !== name;
   }
 
   async function route() {
@@ -388,6 +390,12 @@
       } catch (error) {
         if (error instanceof AuthError) {
           signOut(error.message);
+          return;
+        }
+        if (error instanceof RefusedError) {
+          app.view = { name: "refused", store: storeId, reason: error.message };
+          renderRefused();
+          $("refused-title").focus({ preventScroll: false });
           return;
         }
         app.inventory.set(storeId, { store_id: storeId, products: [], missing: error.message });
@@ -421,7 +429,17 @@
       renderAtRisk();
       renderTrucks();
       renderDeliveries();
+    } else if (app.view.name === "refused") {
+      renderRefused();
     }
+  }
+
+  function renderRefused() {
+    show("refused");
+    const id = app.view.store;
+    document.title = "Not your store · shelfstream";
+    $("refused-title").textContent = "Store " + id + " is not yours to see";
+    $("refused-reason").textContent = "The API refused: " + app.view.reason + ".";
   }
 
   function renderStores() {
