@@ -192,3 +192,17 @@ def test_a_window_revision_replaces_the_window_it_revises() -> None:
     assert state.add_window(window | {"sales": 40, "revision": 2}) is True
     assert state.add_window(window | {"sales": 30, "revision": 1}) is False  # older, after a newer one
     assert [(w["sales"], w.get("revision")) for w in state.windows("store-001")] == [(40, 2)]
+
+
+def test_a_stores_zone_is_its_latest_windows_and_utc_until_one_gave_it() -> None:
+    from shelfstream.api.auth import Principal
+
+    state = DashboardState()
+    hq = Principal("hq", None, "k")
+    state.set_stock("store-a", StoreStock({"p": ProductStock(1, 5)}))
+    assert [s["timezone"] for s in state.summaries(hq)] == ["UTC"]
+    base = {"store_id": "store-a", "window": "15m", "kind": "tumbling"}
+    state.add_window(base | {"window_end": "2026-08-01T10:15:00.000Z", "timezone": "Europe/Berlin"})
+    assert [s["timezone"] for s in state.summaries(hq)] == ["Europe/Berlin"]
+    state.add_window(base | {"window_end": "2026-08-01T10:30:00.000Z"})  # a record without one keeps it
+    assert [s["timezone"] for s in state.summaries(hq)] == ["Europe/Berlin"]
