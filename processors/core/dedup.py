@@ -478,7 +478,7 @@ class Dedup:
     def __setstate__(self, state: object) -> None:
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], Manifest):
             restored = Dedup.from_manifest(state[0], state[1])
-        else:  # an older format (event ids without their store): the memory starts empty
+        else:  # a format of event ids without their store: they cannot be keyed, so the memory starts empty
             restored = Dedup(DEFAULT_HORIZON_MS)
         for name in Dedup.__slots__:
             setattr(self, name, getattr(restored, name))

@@ -175,12 +175,14 @@ class AnomalyMonitor:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        state.setdefault("zone_history", {})  # a checkpoint from before zones had a history
-        state.setdefault("late_bound_ms", 0)  # ... before late sales revised windows
+        # A checkpoint may lack these (its monitor kept no zone history, revised no window for late
+        # sales, held no feedback): they start empty, off, or new.
+        state.setdefault("zone_history", {})
+        state.setdefault("late_bound_ms", 0)
         state.setdefault("slot_counts", {})
         state.setdefault("judged", {})
         self.__dict__.update(state)
-        if "feedback" not in state:  # a checkpoint from before operator feedback
+        if "feedback" not in state:
             self.feedback = FeedbackBook(self.config, self.slot_ms)
 
     # --- operator feedback -----------------------------------------------------------------------

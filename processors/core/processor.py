@@ -68,7 +68,7 @@ class CoreConfig:
     detection: DetectorConfig = field(default_factory=DetectorConfig)
     restock: RestockConfig = field(default_factory=RestockConfig)
     # (New fields go last: a checkpoint's config is pickled by position, and `_upgraded` fills in
-    # the ones an older checkpoint lacks.)
+    # the ones a checkpoint lacks.)
     # A store's windows close by its own event time; a store silent for this long (by the shard's
     # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
     store_idle_ms: int = 5 * MINUTE_MS
@@ -149,7 +149,7 @@ def _upgraded(config: CoreConfig, state: CoreState) -> CoreConfig:
         state.inventory.restock_config = config.restock
     state.inventory.ensure_demand()
     if state.windows is not None:
-        state.windows.guard(config.dedup_max_ahead_ms)  # one from before the windows' clock was guarded
+        state.windows.guard(config.dedup_max_ahead_ms)  # a checkpoint may lack the clock's guard
         state.windows.settings(config.store_idle_ms, config.late_bound_ms)
     if state.monitor is not None:
         state.monitor.late_bound_ms = config.late_bound_ms

@@ -215,7 +215,7 @@ class StoreWindows:
     revisions: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def __setstate__(self, state: list[object] | tuple[object, ...]) -> None:
-        # A checkpoint from before stores kept their own progress has only the first four fields:
+        # A checkpoint whose stores kept no progress of their own has only the first four fields:
         # the others start empty (`WindowEngine.__setstate__` sets `closed` from the shard's).
         defaults: dict[str, object] = {
             "panes": {},
@@ -339,9 +339,9 @@ class WindowEngine:
     def __setstate__(self, state: tuple[object, ...]) -> None:
         _, slots = state
         assert isinstance(slots, dict)
-        # A checkpoint from before the clock was guarded: no guard until the core sets it (_upgraded);
-        # from before stores kept their own progress: every store closed where the shard was, no late
-        # bound, and a silent store judged with the shard (until the core sets them: `settings`)
+        # A checkpoint may lack the clock's guard (none until the core sets it: _upgraded) and the
+        # stores' own progress (every store closed where the shard was, no late bound, and a silent
+        # store judged with the shard, until the core sets them: `settings`)
         defaults = {
             "max_ahead_ms": _NO_AHEAD,
             "ahead_run": AheadRun(),

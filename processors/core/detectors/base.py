@@ -52,9 +52,10 @@ class DetectorConfig:
     warmup_days: int = 1  # no alert before a store has this much history of its own
     # -log10 p a window must reach: 4.5 is one chance in 30,000 that an ordinary window gets there.
     threshold: float = 4.5
-    # ... for a drop of sales (0: the same as a jump's): a little lower, since the level no longer
-    # follows a drop that builds (level_hold), and a drop's bound is the store's own (F1 0.871 ->
-    # 0.878 on the tuning seeds 1-12; 4.0 and 3.8 paged more for the same catch)
+    # ... for a drop of sales (0: the same as a jump's): a little lower, since today's level waits
+    # while a drop builds (level_hold) and a drop's bound is the store's own, so a lower bar catches
+    # more drops without more pages; lower still pages more for the same catch (the tuning seeds'
+    # figures are in benchmarks/detection-experiments.md)
     drop_threshold: float = 4.2
     refund_threshold: float = 4.0  # refunds are rarer and their tail is discrete: a bit lower
     season_fading: float = 0.35  # weight of the newest week in a slot's baseline
@@ -131,8 +132,8 @@ class DetectorConfig:
     static_sales_high: float = 3.0  # static rule: sales above this many times the store's average
     static_sales_low: float = 0.2  # ... or below this share of it, in business hours
     static_hours: tuple[int, int] = (10, 18)  # the static rule's business hours (local time)
-    naive_threshold: float = 8.0  # seasonal-naive: -log10 p (best of 4, 6, 8 on the tuning seeds)
-    hst_threshold: float = 0.99  # HST scores busy windows high; this was its best F1 on the tuning seeds
+    naive_threshold: float = 8.0  # seasonal-naive: -log10 p (the best of 4, 6, 8 on the tuning seeds)
+    hst_threshold: float = 0.99  # HST scores busy windows high: its best F1 on the tuning seeds is here
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -341,7 +342,7 @@ class PeerDayShape:
 
     def __setstate__(self, state: tuple[object, dict[str, object]] | dict[str, object]) -> None:
         slots = state[1] if isinstance(state, tuple) else state
-        self.prior = None  # a checkpoint from before the fleet had a prior
+        self.prior = None  # a checkpoint may hold no prior at all: its stores start with none
         self.revision = 0
         for name, value in slots.items():
             object.__setattr__(self, name, value)

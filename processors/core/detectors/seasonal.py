@@ -238,8 +238,8 @@ class SeasonalDetector:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("suspicion", 0.0)
-        state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint from before the day so far counted
-        # a checkpoint from before drops followed the day since opening: its waiting windows count
+        state.setdefault("guess_day", (0.0, 0.0))  # a checkpoint may lack the day so far
+        # and its waiting windows may lack their third field (whether they count): they count
         waiting = state.get("guess_recent")
         state["guess_recent"] = deque(
             e if len(e) == 3 else (*e, True) for e in (waiting if isinstance(waiting, deque) else ())
