@@ -31,16 +31,16 @@ from typing import Any
 
 import orjson
 
-from benchmarks.scenario import DAY_MS, MIN_MS, Incident, ScenarioConfig, read_labels, write
+from benchmarks.scenario import Incident, ScenarioConfig, read_labels, write
 from foundation.contract import parse_ts
+from foundation.timeunits import MINUTE_MS, WEEK_MS
 from processors.backtest import route_of, run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig
 
 EVAL_SEEDS = (1001, 1002, 1003, 1004, 1005)
 DETECTORS = ("seasonal", "threshold", "hst")
-GROUP_GAP_MS = 60 * MIN_MS
-WEEK_MS = 7 * DAY_MS
+GROUP_GAP_MS = 60 * MINUTE_MS
 
 
 @dataclass
@@ -174,7 +174,7 @@ def evaluate(
             out.detected += 1
             acc[0] += 1
             first = min(alerts[i].end_ms for i in hits) + lateness_ms
-            out.delays_min.append(max(0.0, (first - inc.start_ms) / MIN_MS))
+            out.delays_min.append(max(0.0, (first - inc.start_ms) / MINUTE_MS))
     last_end: dict[str, int] = {}
     for i, a in sorted(enumerate(alerts), key=lambda ia: (ia[1].store_id, ia[1].start_ms)):
         if i in matched:

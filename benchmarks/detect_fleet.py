@@ -46,7 +46,7 @@ import orjson
 
 from benchmarks.detect import Outcome, last_events, write_docs
 from benchmarks.local_scenario import FleetConfig, write
-from benchmarks.scenario import MIN_MS, MIN_VISIBILITY, Incident, read_labels
+from benchmarks.scenario import MIN_VISIBILITY, Incident, read_labels
 from foundation.contract import (
     Anomaly,
     AnomalyWithdrawn,
@@ -56,6 +56,7 @@ from foundation.contract import (
     format_ts,
     parse_ts,
 )
+from foundation.timeunits import HOUR_MS, MINUTE_MS
 from processors.backtest import read_fleet_prior, run_backtest
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig
@@ -84,7 +85,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     ],
     "hst": [{"hst_threshold": t} for t in (0.98, 0.99, 0.995)],
 }
-GROUP_GAP_MS = 60 * MIN_MS
+GROUP_GAP_MS = 60 * MINUTE_MS
 FEEDBACK_TUNE_SEEDS = tuple(range(1, 13))
 PROMOTIONS = 0.5  # the share of stores running a weekly promotion in the second fleet of --feedback
 FEEDBACK_FLEETS = (
@@ -92,7 +93,7 @@ FEEDBACK_FLEETS = (
     (PROMOTIONS, f"The same fleets, {PROMOTIONS:.0%} of the stores running a weekly promotion (unlabelled)"),
 )
 MARKS_PER_STORE = 3
-FEEDBACK_DELAY_MS = 60 * MIN_MS  # the operator marks an alert an hour after its window ends
+FEEDBACK_DELAY_MS = 60 * MINUTE_MS  # the operator marks an alert an hour after its window ends
 # The feedback settings tried on the tuning seeds (--feedback-tune): weeks a mark holds, and how much
 # bigger than the marked one a deviation may be and still be ordinary
 # (the margin, 0.25 or 0.5, made no difference on those seeds; slack 4 is the hourly window's length)
@@ -275,7 +276,7 @@ def score(
                     judged[i].end_ms + lateness_ms if judged[i].emitted_ms is None else judged[i].emitted_ms
                     for i in hits
                 )
-                t.delays_min.append(max(0.0, (first - inc.start_ms) / MIN_MS))
+                t.delays_min.append(max(0.0, (first - inc.start_ms) / MINUTE_MS))
     last_end: dict[str, int] = {}
     for i, a in sorted(enumerate(judged), key=lambda ia: (ia[1].store_id, ia[1].start_ms)):
         if i in matched:
@@ -406,7 +407,7 @@ def run_seed(
         fleet = dataclasses.replace(fleet, offline_upload_ms=upload_ms)
     name = f"fleet-{seed}-offline" if offline else f"fleet-{seed}"
     if offline and fleet.offline_upload_ms != FleetConfig(seed=seed).offline_upload_ms:
-        name += "-upload-{}-{}".format(*(ms // MIN_MS for ms in fleet.offline_upload_ms))
+        name += "-upload-{}-{}".format(*(ms // MINUTE_MS for ms in fleet.offline_upload_ms))
     fleet_dir = work / name
     if not (fleet_dir / "meta.json").exists():
         write(fleet, fleet_dir)
@@ -513,10 +514,10 @@ def offline_table(
     """Ours on the same fleets without and with offline tills (OFFLINE_STORES stores, spells uploaded
     late): what the late uploads cost."""
     cfg = FleetConfig(seed=0)
-    low, high = (ms // MIN_MS for ms in (upload_ms or cfg.offline_upload_ms))
+    low, high = (ms // MINUTE_MS for ms in (upload_ms or cfg.offline_upload_ms))
     lines = [
         f"Offline tills (seeds {', '.join(map(str, seeds))}): {OFFLINE_STORES} of {cfg.stores} stores each "
-        f"have {cfg.offline_spells} spells of {cfg.offline_ms // MIN_MS} minutes in opening hours, their "
+        f"have {cfg.offline_spells} spells of {cfg.offline_ms // MINUTE_MS} minutes in opening hours, their "
         f"sales uploaded {low}-{high} minutes after the spell ends (event times kept; the file in "
         "arrival order).",
         "",
@@ -586,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         "--upload-minutes",
         type=int,
         nargs=2,
-        default=[ms // MIN_MS for ms in FleetConfig(seed=0).offline_upload_ms],
+        default=[ms // MINUTE_MS for ms in FleetConfig(seed=0).offline_upload_ms],
         metavar=("LOW", "HIGH"),
         help="with --offline: a spell's sales are uploaded this many minutes after it ends (drawn between)",
     )
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         return feedback_main(args)
     if args.offline:
         low, high = args.upload_minutes
-        return _offline(args.seeds, args.work, args.docs, (low * MIN_MS, high * MIN_MS))
+        return _offline(args.seeds, args.work, args.docs, (low * MINUTE_MS, high * MINUTE_MS))
     if args.prior_seed is not None:
         return _prior(args.seeds, args.prior_seed, args.work)
     overrides: dict[str, Any] = {
@@ -1018,11 +1019,11 @@ def _prior(seeds: list[int], prior_seed: int, work_dir: Path | None) -> int:
 
 def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None, upload_ms: tuple[int, int]) -> int:
     bound = CoreConfig().late_bound_ms  # 4 h: a 90-minute spell uploaded up to 2 hours after it ends
-    narrow = 2 * 3600 * 1000  # the narrower bound, for comparison: the spells' first minutes fall outside it
+    narrow = 2 * HOUR_MS  # the narrower bound, for comparison: the spells' first minutes fall outside it
     rows = [
         ("no spells", Result()),
-        (f"offline spells, late bound {bound // 3_600_000} h (default)", Result()),
-        (f"offline spells, late bound {narrow // 3_600_000} h", Result()),
+        (f"offline spells, late bound {bound // HOUR_MS} h (default)", Result()),
+        (f"offline spells, late bound {narrow // HOUR_MS} h", Result()),
     ]
     with tempfile.TemporaryDirectory(prefix="shelfstream-fleet-") as tmp:
         work = work_dir or Path(tmp)
@@ -1036,7 +1037,7 @@ def _offline(seeds: list[int], work_dir: Path | None, docs: Path | None, upload_
                 total.add(r)
             print(
                 f"seed {seed}: F1 {got[0].total.f1:.3f}, with spells {got[1].total.f1:.3f} "
-                f"({got[2].total.f1:.3f} with a {narrow // 3_600_000} h bound)",
+                f"({got[2].total.f1:.3f} with a {narrow // HOUR_MS} h bound)",
                 flush=True,
             )
     lines = offline_table(rows, seeds, upload_ms)

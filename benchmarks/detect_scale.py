@@ -23,15 +23,14 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.detect import write_docs
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig
 from processors.core.effects import Effects
 from processors.core.monitor import AnomalyMonitor
 from processors.core.windows import WindowResult
 
-MIN_MS = 60_000
-SLOT_MS = 15 * MIN_MS
-DAY_MS = 24 * 60 * MIN_MS
+SLOT_MS = 15 * MINUTE_MS
 T0 = 1_785_715_200_000  # 2026-08-03T00:00:00Z, a Monday
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 TARGET = 1.5
@@ -82,8 +81,8 @@ def measure(stores: int, days: int, seed: int) -> tuple[float, int, int]:
         start = T0 + slot * SLOT_MS
         batch: list[WindowResult] = []
         for store in ids:
-            local = start + offsets[store] * 3_600_000
-            hour = (local % DAY_MS) / 3_600_000
+            local = start + offsets[store] * HOUR_MS
+            hour = (local % DAY_MS) / HOUR_MS
             weekday = ((local // DAY_MS) + 3) % 7
             sales = _poisson(rng, size[store] * _shape(hour, weekday))
             revenue = sales * 12.5

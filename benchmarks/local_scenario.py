@@ -31,9 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.scenario import (
-    DAY_MS,
     KINDS,
-    MIN_MS,
     Incident,
     StoreShape,
     _visibility,
@@ -42,6 +40,7 @@ from benchmarks.scenario import (
     make_shape,
     trade_day,
 )
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
 
 ZONES = (
     "Europe/Berlin",
@@ -74,7 +73,7 @@ class FleetConfig:
     first_week_share: float = 0.5  # stores that get an extra incident in their first week (days 2-7)
     duplicate_rate: float = 0.001
     late_rate: float = 0.0002
-    late_after_ms: int = 7 * MIN_MS
+    late_after_ms: int = 7 * MINUTE_MS
     # Share of the stores that run a weekly promotion from their second week (one local hour of one
     # weekday at 2-3 times the sales, unlabelled: the store's own rhythm, which a detector first takes
     # for a spike). 0 keeps the fleet exactly as before (its numbers come from a generator of their own).
@@ -85,8 +84,8 @@ class FleetConfig:
     # stream of their own, so the fleet's events and incidents are the same with and without them.
     offline_stores: int = 0
     offline_spells: int = 3
-    offline_ms: int = 90 * MIN_MS
-    offline_upload_ms: tuple[int, int] = (45 * MIN_MS, 120 * MIN_MS)
+    offline_ms: int = 90 * MINUTE_MS
+    offline_upload_ms: tuple[int, int] = (45 * MINUTE_MS, 120 * MINUTE_MS)
 
     @property
     def start(self) -> str:
@@ -114,7 +113,7 @@ class FleetStore:
 
 
 @dataclass
-class Fleet:
+class SimulatedFleet:
     config: FleetConfig
     stores: list[FleetStore]
     incidents: list[Incident] = field(default_factory=list)
@@ -157,7 +156,7 @@ class Fleet:
         }
 
 
-def _rates(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> dict[int, np.ndarray]:
+def _rates(rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore) -> dict[int, np.ndarray]:
     """Expected sales per local minute of each trading day, with day and within-day noise drawn."""
     shape = store.shape
     rates: dict[int, np.ndarray] = {}
@@ -175,7 +174,9 @@ def _rates(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> dict[in
     return rates
 
 
-def _incident(rng: np.random.Generator, fleet: Fleet, store: FleetStore, day: int) -> Incident | None:
+def _incident(
+    rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore, day: int
+) -> Incident | None:
     hours = store.shape.hours[fleet.weekday(day)]
     if hours is None:
         return None
@@ -191,15 +192,15 @@ def _incident(rng: np.random.Generator, fleet: Fleet, store: FleetStore, day: in
     return Incident(
         store_id=store.shape.store_id,
         kind=kind,
-        start_ms=base + start * MIN_MS,
-        end_ms=base + (start + duration) * MIN_MS,
+        start_ms=base + start * MINUTE_MS,
+        end_ms=base + (start + duration) * MINUTE_MS,
         magnitude=round(magnitude, 3),
         impact=0.0,
     )
 
 
 def _promote(
-    cfg: FleetConfig, fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], index: int
+    cfg: FleetConfig, fleet: SimulatedFleet, store: FleetStore, rates: dict[int, np.ndarray], index: int
 ) -> None:
     """A weekly promotion of some stores (FleetConfig.promotions), from a generator of its own."""
     rng = np.random.default_rng((cfg.seed, 7919, index))
@@ -221,7 +222,7 @@ def _promote(
             rate[start : start + 60] *= factor
 
 
-def _plan(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> list[Incident]:
+def _plan(rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore) -> list[Incident]:
     cfg = fleet.config
     days = [d for d in range(store.first_day + 1, cfg.days) if store.shape.hours[fleet.weekday(d)]]
     count = int(rng.poisson(cfg.incidents_per_store_week * len(days) / 7.0))
@@ -241,7 +242,7 @@ def _plan(rng: np.random.Generator, fleet: Fleet, store: FleetStore) -> list[Inc
     return planned
 
 
-def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
+def generate(cfg: FleetConfig) -> tuple[SimulatedFleet, list[str]]:
     rng = np.random.default_rng(cfg.seed)
     stores = []
     for i in range(cfg.stores):
@@ -249,7 +250,7 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
         zone = ZONES[i % len(ZONES)] if i < len(ZONES) else str(rng.choice(ZONES))
         first = cfg.late_store_day if i == cfg.stores - 1 else 0
         stores.append(FleetStore(shape, zone, first))
-    fleet = Fleet(cfg, stores)
+    fleet = SimulatedFleet(cfg, stores)
     from benchmarks.scenario import ScenarioConfig  # the writer's settings (delays, duplicates)
 
     out = _Writer(
@@ -272,7 +273,7 @@ def generate(cfg: FleetConfig) -> tuple[Fleet, list[str]]:
 
 
 def _spells(
-    rng: np.random.Generator, fleet: Fleet, store: FleetStore, incidents: list[Incident]
+    rng: np.random.Generator, fleet: SimulatedFleet, store: FleetStore, incidents: list[Incident]
 ) -> list[tuple[str, int, int, int]]:
     """Offline spells of a store's tills: in opening hours, from its second day, on days without an
     incident (so a spell never hides or fakes one), one a day at most."""
@@ -284,7 +285,7 @@ def _spells(
         if (
             hours is not None
             and day not in busy
-            and (hours[1] - hours[0]) * 3_600_000 >= cfg.offline_ms + 3_600_000
+            and (hours[1] - hours[0]) * HOUR_MS >= cfg.offline_ms + HOUR_MS
         ):
             days.append(day)
     chosen = sorted(rng.choice(len(days), size=min(cfg.offline_spells, len(days)), replace=False))
@@ -292,16 +293,16 @@ def _spells(
     for i in chosen:
         day = days[int(i)]
         opening, closing = store.shape.hours[fleet.weekday(day)]  # type: ignore[misc]
-        room = (closing - opening) * 3_600_000 - cfg.offline_ms - 1_800_000
-        start = fleet.day_start_ms(store, day) + int(opening * 3_600_000) + int(rng.integers(0, max(room, 1)))
-        start -= start % MIN_MS
+        room = (closing - opening) * HOUR_MS - cfg.offline_ms - 30 * MINUTE_MS
+        start = fleet.day_start_ms(store, day) + int(opening * HOUR_MS) + int(rng.integers(0, max(room, 1)))
+        start -= start % MINUTE_MS
         low, high = cfg.offline_upload_ms
         upload = start + cfg.offline_ms + int(rng.integers(low, high + 1))
         spells.append((store.shape.store_id, start, start + cfg.offline_ms, upload))
     return spells
 
 
-def _day_of(fleet: Fleet, store: FleetStore, ts_ms: int) -> int:
+def _day_of(fleet: SimulatedFleet, store: FleetStore, ts_ms: int) -> int:
     """The store's local day (number) an instant falls in; incidents lie within the generated days."""
     for day in range(store.first_day, fleet.config.days):
         start = fleet.day_start_ms(store, day)
@@ -311,7 +312,7 @@ def _day_of(fleet: Fleet, store: FleetStore, ts_ms: int) -> int:
 
 
 def _measured(
-    fleet: Fleet, store: FleetStore, rates: dict[int, np.ndarray], incidents: list[Incident]
+    fleet: SimulatedFleet, store: FleetStore, rates: dict[int, np.ndarray], incidents: list[Incident]
 ) -> list[Incident]:
     """Each incident with its impact (sales lost or gained, extra refunds) and its visibility: the best
     -log10 p of a 15, 30 or 60-minute window over it for a detector that knew the day's true rate
@@ -322,7 +323,7 @@ def _measured(
         day = _day_of(fleet, store, inc.start_ms)
         start = fleet.day_start_ms(store, day)
         base = rates[day]
-        a, b = (inc.start_ms - start) // MIN_MS, (inc.end_ms - start) // MIN_MS
+        a, b = (inc.start_ms - start) // MINUTE_MS, (inc.end_ms - start) // MINUTE_MS
         effect = np.zeros_like(base)
         if inc.kind == "sales_collapse":
             effect[a:b] = base[a:b] * (1.0 - inc.magnitude)
@@ -337,7 +338,7 @@ def _measured(
 
 def _events(
     rng: np.random.Generator,
-    fleet: Fleet,
+    fleet: SimulatedFleet,
     store: FleetStore,
     rates: dict[int, np.ndarray],
     incidents: list[Incident],
@@ -356,7 +357,7 @@ def _events(
         line = f'{{"event_id":"{sid}-{counter:08d}","store_id":"{sid}","ts":"{out.ts(ts_ms)}",{body}}}'
         delay = int(rng.exponential(1500.0))
         if rng.random() < cfg.late_rate:
-            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MIN_MS))
+            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MINUTE_MS))
         for _, start, end, upload in spells:
             if start <= ts_ms < end:
                 delay = upload - ts_ms  # held by the till, uploaded with the spell's other events
@@ -364,7 +365,7 @@ def _events(
         if rng.random() < cfg.duplicate_rate:
             out.add(ts_ms, line, delay + int(rng.integers(1000, 120_000)))
 
-    t0 = fleet.day_start_ms(store, store.first_day) + 5 * 3_600_000
+    t0 = fleet.day_start_ms(store, store.first_day) + 5 * HOUR_MS
     emit(t0 - 1000, f'"type":"store","timezone":"{store.zone}","name":"Store {sid}"')
     categories = ("grocery", "household", "tech", "clothing", "toys")
     for p in range(len(shape.prices)):
@@ -397,7 +398,7 @@ def _events(
         )
 
 
-def write(cfg: FleetConfig, out_dir: Path) -> Fleet:
+def write(cfg: FleetConfig, out_dir: Path) -> SimulatedFleet:
     """events.jsonl (arrival order), labels.jsonl and meta.json into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fleet, lines = generate(cfg)

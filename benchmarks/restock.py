@@ -32,18 +32,19 @@ from rich.progress import Progress
 
 from config import Settings
 from consumers.dispatcher import restock_event, travel_of
-from consumers.fleet import Fleet, Truck
+from consumers.fleet import Truck, TruckFleet
 from consumers.trips import Trip, plan_trip
 from foundation.contract import RestockRequest, encode
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import CoreConfig, ShardCore
 from processors.core.demand import RestockPolicy
 from processors.stream_processor import restock_config
-from producers.simulator import DAY_MS, StoreSimulator
+from producers.simulator import StoreSimulator
 
 TUNING_SEEDS = (1, 2, 3)
 EVAL_SEEDS = (11, 12, 13, 14, 15)
 POLICIES: tuple[RestockPolicy, ...] = ("threshold", "forecast")
-STEP_MS = 60_000
+STEP_MS = MINUTE_MS
 START_MS = 1_785_628_800_000  # Monday 2026-08-03 00:00 UTC
 
 
@@ -115,7 +116,7 @@ def run(sc: Scenario, policy: RestockPolicy, seed: int) -> Result:
         initial_stock=(30, 60),
     )
     core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock_config(settings)))
-    fleet = Fleet.of(settings.trucks, settings.truck_capacity)
+    fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
     pending: dict[str, RestockRequest] = {}
     delivered: set[str] = set()  # the delivery log: each request delivered at most once
     arrivals: list[_Arrival] = []

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from scipy import special
 
-DAY_MS = 86_400_000
-MIN_MS = 60_000
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
+
 KINDS = ("refund_burst", "sales_collapse", "sales_spike")
 # The least impact that makes an incident worth a manager's attention (expected counts over the incident).
 MIN_LOST_SALES = 15.0
@@ -49,7 +49,7 @@ class ScenarioConfig:
     incidents_per_store_week: float = 1.0
     duplicate_rate: float = 0.001
     late_rate: float = 0.0002
-    late_after_ms: int = 7 * MIN_MS  # beyond the allowed lateness (2 minutes by default)
+    late_after_ms: int = 7 * MINUTE_MS  # beyond the allowed lateness (2 minutes by default)
     size_scale: float = 1.0  # multiplies every store's traffic (the speed benchmark uses busy stores)
 
 
@@ -259,8 +259,8 @@ def _try_incident(
     return Incident(
         store_id=shape.store_id,
         kind=kind,
-        start_ms=day_start + start * MIN_MS,
-        end_ms=day_start + end * MIN_MS,
+        start_ms=day_start + start * MINUTE_MS,
+        end_ms=day_start + end * MINUTE_MS,
         magnitude=round(magnitude, 3),
         impact=round(impact, 1),
         visibility=round(visibility, 1),
@@ -326,8 +326,8 @@ class _Writer:
         if prefix is None:
             prefix = self._ts_cache[day] = _iso(day)[:11]
         rest = ts_ms - day
-        h, rest = divmod(rest, 3_600_000)
-        m, rest = divmod(rest, 60_000)
+        h, rest = divmod(rest, HOUR_MS)
+        m, rest = divmod(rest, MINUTE_MS)
         s, ms = divmod(rest, 1000)
         return f"{prefix}{h:02d}:{m:02d}:{s:02d}.{ms:03d}Z"
 
@@ -377,8 +377,8 @@ def day_rates(
     burst_rate = np.zeros(1440)
     bad_product, bad_price, burst_product = -1, 0.0, -1
     for inc in incidents:
-        a = (inc.start_ms - day_start) // MIN_MS
-        b = (inc.end_ms - day_start) // MIN_MS
+        a = (inc.start_ms - day_start) // MINUTE_MS
+        b = (inc.end_ms - day_start) // MINUTE_MS
         if inc.kind == "sales_collapse":
             rate[a:b] *= inc.magnitude
         elif inc.kind == "sales_spike":
@@ -413,13 +413,13 @@ def _store_events(
         line = f'{{"event_id":"{eid}","store_id":"{sid}","ts":"{out.ts(ts_ms)}",{body}}}'
         delay = int(rng.exponential(1500.0))
         if rng.random() < late_rate:
-            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MIN_MS))
+            delay += cfg.late_after_ms + int(rng.integers(0, 30 * MINUTE_MS))
         out.add(ts_ms, line, delay)
         if rng.random() < dup_rate:
             out.add(ts_ms, line, delay + int(rng.integers(1000, 120_000)))
 
     # Catalog and an opening stock take, before the first day opens.
-    t0 = scn.start_ms + 5 * 3_600_000
+    t0 = scn.start_ms + 5 * HOUR_MS
     for p in range(n_products):
         emit(
             t0,
@@ -440,7 +440,7 @@ def _store_events(
         # Morning delivery: yesterday's sales back on the shelf.
         for restocked in np.nonzero(sold)[0].tolist():
             emit(
-                day_start + int((hours[0] - 1.0) * 3_600_000) + restocked * 1000,
+                day_start + int((hours[0] - 1.0) * HOUR_MS) + restocked * 1000,
                 f'"type":"restock","product_id":"p-{restocked:03d}","quantity":{int(sold[restocked])},'
                 f'"delivery_id":"d-{sid}-{day}"',
             )
@@ -483,7 +483,7 @@ def trade_day(
         n_tx = int(per_minute.sum())
         if n_tx == 0:
             continue
-        tx_ts = day_start + np.repeat(minutes, per_minute) * MIN_MS + rng.integers(0, MIN_MS, n_tx)
+        tx_ts = day_start + np.repeat(minutes, per_minute) * MINUTE_MS + rng.integers(0, MINUTE_MS, n_tx)
         sale = kind in ("sale", "spike")
         n_lines = rng.geometric(0.45, n_tx) if sale else np.where(rng.random(n_tx) < 0.8, 1, 2)
         total = int(n_lines.sum())

@@ -48,13 +48,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from config import Settings
 from foundation.aws.clients import AioClients
 from foundation.contract import format_ts
+from foundation.timeunits import DAY_MS, DAY_S
 from processors.checkpoints import S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import ShardCore
 from processors.core.dedup import Dedup
 from processors.stream_processor import core_config
 
 T0 = 1_785_542_400_000  # 2026-08-01T00:00:00Z
-DAY_MS = 86_400_000
 SHARD = "shardId-000000000000"
 MARK = "bench-soak"
 
@@ -233,7 +233,7 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
     }
     os.environ.update(env)
     uid = uuid.uuid4().hex[:8]
-    settings = Settings(stream_name=f"soak-{uid}", bucket=f"soak-{uid}", store_retention_s=7 * 86_400)
+    settings = Settings(stream_name=f"soak-{uid}", bucket=f"soak-{uid}", store_retention_s=7 * DAY_S)
     try:
         import boto3
 

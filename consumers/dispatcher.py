@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from config import Settings
-from consumers.fleet import Fleet, Truck
+from consumers.fleet import Truck, TruckFleet
 from consumers.trips import Stop, Travel, Trip, plan_trip, retime
 from foundation.clock import ScaledClock
 from foundation.contract import (
@@ -169,7 +169,7 @@ class Dispatcher:
         self._on_delivery = on_delivery
         self._wait_seconds = wait_seconds
         self._travel = travel_of(settings)
-        self.fleet = Fleet.of(settings.trucks, settings.truck_capacity)
+        self.fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
         self.stats = DispatchStats()
         self.recent: deque[Delivery] = deque(maxlen=50)
         self.recent_trips: deque[tuple[str, Trip]] = deque(maxlen=20)  # (truck, trip), newest last

@@ -20,11 +20,13 @@ class Truck:
 
 
 @dataclass
-class Fleet:
+class TruckFleet:
+    """The dispatcher's trucks (not the fleet of stores whose shape of a day the detectors share)."""
+
     trucks: list[Truck] = field(default_factory=list)
 
     @classmethod
-    def of(cls, count: int, capacity: int) -> Fleet:
+    def of(cls, count: int, capacity: int) -> TruckFleet:
         return cls([Truck(f"truck-{i + 1:02d}", capacity) for i in range(count)])
 
     def free(self) -> int:

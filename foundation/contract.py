@@ -14,6 +14,8 @@ from typing import Annotated, Final, Literal, TypeAlias
 
 import msgspec
 
+from foundation.timeunits import DAY_MS
+
 MAX_RECORD_BYTES: Final = 64 * 1024
 # Bounds that keep every archived number inside the archive's column types (BIGINT, DOUBLE): a
 # quantity of 10**20 would decode here but make every later query of the archive fail.
@@ -153,7 +155,7 @@ class Store(_Event, tag="store", frozen=True, kw_only=True):
         check_timezone(self.timezone)
 
 
-MAX_FEEDBACK_SPAN_MS: Final = 24 * 3600 * 1000  # a `missed` period: at most a day
+MAX_FEEDBACK_SPAN_MS: Final = DAY_MS  # a `missed` period: at most a day
 MAX_NOTE_CHARS: Final = 1000
 FeedbackVerdict: TypeAlias = Literal["not_anomaly", "missed"]
 FEEDBACK_VERDICTS: Final = ("not_anomaly", "missed")

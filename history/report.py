@@ -34,6 +34,7 @@ import orjson
 
 from config import Settings
 from foundation.errors import UsageError
+from foundation.timeunits import HOUR_S
 from history.archive import Archive
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def compute_report(archive: Archive, week: str, start: dt.datetime, end: dt.date
     outs: list[StockOut] = []
     for store_id, product_id, started, ended in rows(_STOCK_OUTS_SQL):
         until = ended if ended is not None else (as_of or started)
-        hours = max(0.0, (until - started).total_seconds() / 3600)
+        hours = max(0.0, (until - started).total_seconds() / HOUR_S)
         outs.append(StockOut(store_id, product_id, started, ended, round(hours, 2)))
         s = store(store_id)
         s.stock_outs += 1
@@ -297,7 +298,7 @@ def _shelf_figures(
         began = max(o.started, start)
         until = min(o.ended or as_of or o.started, end)
         overlap = sum(
-            max(0.0, (min(until, h + hour) - max(began, h)).total_seconds() / 3600)
+            max(0.0, (min(until, h + hour) - max(began, h)).total_seconds() / HOUR_S)
             for h in open_hours.get(o.store_id, ())
         )
         key = (o.store_id, o.product_id)
@@ -518,10 +519,29 @@ def line_chart(chart_id: str, title: str, series: list[tuple[str, list[float]]])
 
 
 def render_html(report: WeeklyReport) -> bytes:
-    totals = report.totals()
+    """The report as one HTML page: the headline figures, then a section per subject, each a chart
+    with its numbers as a table (history/report.html is the page around them)."""
     last_day = (report.end - dt.timedelta(days=1)).date()
     period = f"{report.start.date():%a %d %b %Y} to {last_day:%a %d %b %Y} (UTC)"
-    headline = (
+    parts = [_headline(report)]
+    if not report.stores:
+        parts.append('<p class="note">No events or alerts in the archive for this week.</p>')
+    for section in (_per_store, _sales, _refunds, _stock_outs, _anomalies, _deliveries):
+        parts.extend(section(report))
+    template = Template(resources.files("history").joinpath("report.html").read_text(encoding="utf-8"))
+    page = template.substitute(
+        title=_e(f"shelfstream weekly report {report.week}"),
+        period=_e(period),
+        generated=_e(f"{report.generated_at:%Y-%m-%d %H:%M} UTC"),
+        source=_e(report.source),
+        body="\n".join(parts),
+    )
+    return page.encode()
+
+
+def _headline(report: WeeklyReport) -> str:
+    totals = report.totals()
+    return (
         '<ul class="headline" aria-label="headline figures">'
         f"<li>revenue<strong>{_money(totals['revenue'])}</strong></li>"
         f"<li>sales<strong>{totals['sales']:,}</strong></li>"
@@ -532,10 +552,12 @@ def render_html(report: WeeklyReport) -> bytes:
         f"<li>lost sales (est.)<strong>{_money(totals['lost_sales_value'])}</strong></li>"
         "</ul>"
     )
+
+
+def _per_store(report: WeeklyReport) -> list[str]:
+    """Every store's figures, one row each."""
     stores = report.stores
-    parts = [headline]
-    if not stores:
-        parts.append('<p class="note">No events or alerts in the archive for this week.</p>')
+    parts: list[str] = []
     parts.append("<h2>Per store</h2>")
     parts.append(
         _table(
@@ -579,6 +601,13 @@ def render_html(report: WeeklyReport) -> bytes:
             set(range(1, 14)),
         )
     )
+    return parts
+
+
+def _sales(report: WeeklyReport) -> list[str]:
+    """Revenue per store, and per day of the week."""
+    stores = report.stores
+    parts: list[str] = []
     parts.append("<h2>Sales</h2>")
     parts.append(
         bar_chart("revenue", "Revenue per store", [(s.store_id, s.revenue) for s in stores], _money, "")
@@ -586,6 +615,13 @@ def render_html(report: WeeklyReport) -> bytes:
     parts.append(
         line_chart("daily", "Revenue per day of the week", [(s.store_id, s.daily_revenue) for s in stores])
     )
+    return parts
+
+
+def _refunds(report: WeeklyReport) -> list[str]:
+    """Refunds as a share of revenue."""
+    stores = report.stores
+    parts: list[str] = []
     parts.append("<h2>Refunds</h2>")
     parts.append(
         bar_chart(
@@ -596,6 +632,13 @@ def render_html(report: WeeklyReport) -> bytes:
             "",
         )
     )
+    return parts
+
+
+def _stock_outs(report: WeeklyReport) -> list[str]:
+    """Hours out of stock per store, and the longest stock-outs."""
+    stores = report.stores
+    parts: list[str] = []
     parts.append("<h2>Stock-outs</h2>")
     parts.append(
         bar_chart(
@@ -624,6 +667,13 @@ def render_html(report: WeeklyReport) -> bytes:
                 {4},
             )
         )
+    return parts
+
+
+def _anomalies(report: WeeklyReport) -> list[str]:
+    """Anomaly alerts per store (or that there were none)."""
+    stores = report.stores
+    parts: list[str] = []
     parts.append("<h2>Anomalies</h2>")
     anomalous = [s for s in stores if s.anomalies]
     if anomalous:
@@ -640,6 +690,13 @@ def render_html(report: WeeklyReport) -> bytes:
         )
     else:
         parts.append("<p>No anomaly alerts this week.</p>")
+    return parts
+
+
+def _deliveries(report: WeeklyReport) -> list[str]:
+    """Delivery lead times and counts per store."""
+    stores = report.stores
+    parts: list[str] = []
     parts.append("<h2>Deliveries</h2>")
     parts.append(
         bar_chart(
@@ -667,15 +724,7 @@ def render_html(report: WeeklyReport) -> bytes:
             {1, 2, 3, 4},
         )
     )
-    template = Template(resources.files("history").joinpath("report.html").read_text(encoding="utf-8"))
-    page = template.substitute(
-        title=_e(f"shelfstream weekly report {report.week}"),
-        period=_e(period),
-        generated=_e(f"{report.generated_at:%Y-%m-%d %H:%M} UTC"),
-        source=_e(report.source),
-        body="\n".join(parts),
-    )
-    return page.encode()
+    return parts
 
 
 # --- writing and announcing -------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import logging
 import time
 from typing import Any, Final, Protocol
 
-EXPIRE_AFTER_S: Final = 7 * 24 * 3600
+from foundation.timeunits import DAY_S
+
+EXPIRE_AFTER_S: Final = 7 * DAY_S
 
 
 def middle(times: list[int]) -> int | None:

@@ -20,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-_MAX_SPAN_MS: Final = 2 * 3600 * 1000  # the expectation looks at most this far (bounded work)
+from foundation.timeunits import HOUR_MS
+
+_MAX_SPAN_MS: Final = 2 * HOUR_MS  # the expectation looks at most this far (bounded work)
 
 
 @dataclass(frozen=True, slots=True)

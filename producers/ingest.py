@@ -41,6 +41,7 @@ from foundation.contract import Count, Product, Rejection, decode_event, encode,
 from foundation.errors import ShelfstreamError, UsageError
 from foundation.metrics import Registry, Sample, emit_emf
 from foundation.rejects import RejectedStore, kept_line, safe_name
+from foundation.timeunits import DAY_S
 from producers.kinesis_writer import KinesisWriter, OutRecord
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ JSONL_FIELDS: Final = (
 MAX_ITEM_CHARS: Final = 128
 MAX_COUNT: Final = 2**31 - 1  # the archive's Glue/Parquet column is a 32-bit int
 EARLIEST_EPOCH_S: Final = 946_684_800  # 2000-01-01: anything earlier is a unit or clock mistake
-FUTURE_SLACK_S: Final = 86_400
+FUTURE_SLACK_S: Final = DAY_S
 PREVIEW_CHARS: Final = 1024
 HASH_CHARS: Final = 20
 SNIFF_BYTES: Final = 8192
@@ -517,7 +518,7 @@ def emit_metrics(report: IngestReport) -> None:
 # --- the async shell --------------------------------------------------------------------------------
 
 
-class DeadLetters:
+class UnsentRecords:
     """Collects what the writer could not send, so the rows behind it count as errored."""
 
     def __init__(self) -> None:
@@ -559,7 +560,7 @@ class IngestTarget:
     """Where an ingested file goes: valid rows to the stream through the writer, rejected rows to S3."""
 
     writer: KinesisWriter
-    dead: DeadLetters
+    dead: UnsentRecords
     s3: Any
     bucket: str
     settings: Settings

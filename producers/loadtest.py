@@ -184,47 +184,12 @@ async def run_loadtest(
         raise UsageError("loadtest: --rate must be greater than 0")
     shard_map = await shard_map_of(kinesis, stream)
     hook = RateLimitHook(shard_map, ShardLimiter(shard_records_per_s, shard_bytes_per_s))
-    max_records, max_bytes = hook.max_batch()
-    # A quarter of a shard's second per batch: several batches share a window, so a batch that is
-    # mostly one shard does not leave the rest of that shard's second unused.
-    batch_records = max(1, min(500, max_records // 4))
     if max_attempts is not None:
         settings = settings.model_copy(update={"put_max_attempts": max_attempts})
-    writer = KinesisWriter(
-        kinesis,
-        stream,
-        settings,
-        before_send=hook if limiter else None,
-        max_batch_records=batch_records,
-        max_batch_bytes=max(1024 * 1024, min(5 * 1024 * 1024, max_bytes)),
-        # About half a second of the shards' quota buffered: enough to keep every lane busy, and the
-        # final flush stays short.
-        max_buffered_records=max(2 * batch_records, len(shard_map.shard_ids) * shard_records_per_s // 2),
-    )
+    quota_rps = len(shard_map.shard_ids) * shard_records_per_s
+    writer = _writer(kinesis, stream, settings, hook, limiter, quota_rps)
     maker = EventMaker(uuid.uuid4().hex[:10], stores, shard_map)
-    loop = asyncio.get_running_loop()
-    cpu_start = time.thread_time()
-    start = loop.time()
-    wall_ms = int(time.time() * 1000)
-    put = 0
-    try:
-        while (now := loop.time()) - start < duration_s:
-            due = duration_s if rate is None else min(duration_s, now - start + _TICK_S) * rate
-            batch_end = now + _TICK_S
-            # Saturating: keep putting (the writer's full buffer makes put wait) until the tick is over.
-            while (rate is None and loop.time() < batch_end) or (rate is not None and put < int(due)):
-                data, key = maker.next(wall_ms + int((loop.time() - start) * 1000))
-                if await writer.put(data, key):
-                    put += 1
-            if progress is not None:
-                progress(loop.time() - start, writer.stats.records_sent)
-            if rate is not None:
-                await asyncio.sleep(max(0.0, batch_end - loop.time()))
-        await writer.flush()
-    finally:
-        await writer.close()
-    seconds = loop.time() - start
-    cpu = time.thread_time() - cpu_start
+    put, seconds, cpu = await _put_for(writer, maker, rate, duration_s, progress)
     stats = writer.stats
     if progress is not None:
         progress(seconds, stats.records_sent)
@@ -271,6 +236,61 @@ async def run_loadtest(
         read_back_duplicates=duplicates,
         lost=lost,
     )
+
+
+def _writer(
+    kinesis: Any, stream: str, settings: Settings, hook: RateLimitHook, limiter: bool, quota_rps: int
+) -> KinesisWriter:
+    """The writer under test, its batches and buffer sized to the shards' quota (`quota_rps` records/s
+    over all shards); `limiter` False: no client-side limit, Kinesis throttles."""
+    max_records, max_bytes = hook.max_batch()
+    # A quarter of a shard's second per batch: several batches share a window, so a batch that is
+    # mostly one shard does not leave the rest of that shard's second unused.
+    batch_records = max(1, min(500, max_records // 4))
+    return KinesisWriter(
+        kinesis,
+        stream,
+        settings,
+        before_send=hook if limiter else None,
+        max_batch_records=batch_records,
+        max_batch_bytes=max(1024 * 1024, min(5 * 1024 * 1024, max_bytes)),
+        # About half a second of the shards' quota buffered: enough to keep every lane busy, and the
+        # final flush stays short.
+        max_buffered_records=max(2 * batch_records, quota_rps // 2),
+    )
+
+
+async def _put_for(
+    writer: KinesisWriter,
+    maker: EventMaker,
+    rate: float | None,
+    duration_s: float,
+    progress: Callable[[float, int], None] | None,
+) -> tuple[int, float, float]:
+    """Put for `duration_s` at `rate` records/s (None: as fast as the writer takes them), flush and
+    close; (records put, seconds taken, CPU seconds of this thread)."""
+    loop = asyncio.get_running_loop()
+    cpu_start = time.thread_time()
+    start = loop.time()
+    wall_ms = int(time.time() * 1000)
+    put = 0
+    try:
+        while (now := loop.time()) - start < duration_s:
+            due = duration_s if rate is None else min(duration_s, now - start + _TICK_S) * rate
+            batch_end = now + _TICK_S
+            # Saturating: keep putting (the writer's full buffer makes put wait) until the tick is over.
+            while (rate is None and loop.time() < batch_end) or (rate is not None and put < int(due)):
+                data, key = maker.next(wall_ms + int((loop.time() - start) * 1000))
+                if await writer.put(data, key):
+                    put += 1
+            if progress is not None:
+                progress(loop.time() - start, writer.stats.records_sent)
+            if rate is not None:
+                await asyncio.sleep(max(0.0, batch_end - loop.time()))
+        await writer.flush()
+    finally:
+        await writer.close()
+    return put, loop.time() - start, time.thread_time() - cpu_start
 
 
 def describe(result: LoadtestResult) -> list[str]:

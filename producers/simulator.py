@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from foundation.contract import encode, format_ts
+from foundation.timeunits import DAY_MS, HOUR_MS
 
-DAY_MS: Final = 86_400_000
-HOUR_MS: Final = 3_600_000
 OPEN_HOUR: Final = 7.0
 CLOSE_HOUR: Final = 22.0
 WEEKEND_FACTOR: Final = 1.35
@@ -279,6 +278,54 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+def _check_options(
+    stores: int,
+    products: int,
+    baskets_per_hour: float,
+    price_changes_per_day: float,
+    fractions: dict[str, float],
+    initial_stock: tuple[int, int],
+    shelf_scale: float,
+) -> None:
+    """ValueError for a simulation that cannot run: no store or product, rates or shares out of range."""
+    if stores < 1 or products < 1:
+        raise ValueError("a simulation needs at least one store and one product")
+    if baskets_per_hour <= 0 or price_changes_per_day < 0:
+        raise ValueError("rates must be positive")
+    for name, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be within 0-1, got {value}")
+    if not 0 <= initial_stock[0] <= initial_stock[1]:
+        raise ValueError(f"initial_stock must be a range (low, high) of units, got {initial_stock}")
+    if shelf_scale <= 0:
+        raise ValueError(f"shelf_scale must be positive, got {shelf_scale}")
+
+
+def _popularity(
+    catalog: list[CatalogItem], seed: int
+) -> tuple[list[CatalogItem], dict[tuple[bool, int], list[float]]]:
+    """The catalog from the most to the least popular (Zipf-like: a few products sell much more than
+    the rest), and the cumulative weights of a draw per (weekend, hour of the day): popularity times
+    the product's category's hours."""
+    order = list(range(len(catalog)))
+    random.Random(f"{seed}:popularity").shuffle(order)
+    by_popularity = [catalog[i] for i in order]
+    popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(len(catalog))]
+    cumulative = {
+        (weekend, hour): list(
+            _accumulate(
+                [
+                    weight * _category_factor(item.category, hour, weekend)
+                    for weight, item in zip(popularity, by_popularity, strict=True)
+                ]
+            )
+        )
+        for weekend in (False, True)
+        for hour in range(24)
+    }
+    return by_popularity, cumulative
+
+
 class StoreSimulator:
     """Stores selling a shared catalog; ``events_until`` yields their records in event-time order."""
 
@@ -304,22 +351,19 @@ class StoreSimulator:
         The catalog's shelves (restock threshold, target stock, starting stock) are sized for about 90
         baskets an hour; `shelf_scale` makes them that much larger for busier stores (the draws stay
         the same, so the catalog is otherwise unchanged)."""
-        if stores < 1 or products < 1:
-            raise ValueError("a simulation needs at least one store and one product")
-        if baskets_per_hour <= 0 or price_changes_per_day < 0:
-            raise ValueError("rates must be positive")
-        fractions = {
-            "refund_rate": refund_rate,
-            "bad_fraction": bad_fraction,
-            "duplicate_fraction": duplicate_fraction,
-        }
-        for name, value in fractions.items():
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be within 0-1, got {value}")
-        if not 0 <= initial_stock[0] <= initial_stock[1]:
-            raise ValueError(f"initial_stock must be a range (low, high) of units, got {initial_stock}")
-        if shelf_scale <= 0:
-            raise ValueError(f"shelf_scale must be positive, got {shelf_scale}")
+        _check_options(
+            stores,
+            products,
+            baskets_per_hour,
+            price_changes_per_day,
+            {
+                "refund_rate": refund_rate,
+                "bad_fraction": bad_fraction,
+                "duplicate_fraction": duplicate_fraction,
+            },
+            initial_stock,
+            shelf_scale,
+        )
         initial_stock = (round(initial_stock[0] * shelf_scale), round(initial_stock[1] * shelf_scale))
         self.seed = seed
         self.run_id = run_id if run_id is not None else new_run_id()
@@ -334,42 +378,29 @@ class StoreSimulator:
         self.stats = SimulatorStats()
         self._last_ts: tuple[int, str] = (-1, format_ts(0))
         self.catalog = _make_catalog(random.Random(f"{seed}:catalog"), products, shelf_scale)
-        # Zipf-like popularity: a few products sell much more than the rest.
-        popularity_order = list(range(products))
-        random.Random(f"{seed}:popularity").shuffle(popularity_order)
-        self._by_popularity = [self.catalog[i] for i in popularity_order]
-        popularity = [1.0 / (rank + 1) ** 0.8 for rank in range(products)]
-        # Cumulative weights per (weekend, hour of the day): popularity times the category's hours.
-        self._cum_by_hour = {
-            (weekend, hour): list(
-                _accumulate(
-                    [
-                        weight * _category_factor(item.category, hour, weekend)
-                        for weight, item in zip(popularity, self._by_popularity, strict=True)
-                    ]
-                )
-            )
-            for weekend in (False, True)
-            for hour in range(24)
-        }
+        self._by_popularity, self._cum_by_hour = _popularity(self.catalog, seed)
         self.initial_stock: dict[str, dict[str, int]] = {}
         self._stores: list[_Store] = []
         self._initial: list[list[SimEvent]] = []
         for index in range(1, stores + 1):
-            store_id = f"store-{index:03d}"
-            rng = random.Random(f"{seed}:{store_id}")
-            store = _Store(
-                store_id=store_id,
-                rng=rng,
-                noise=random.Random(f"{seed}:{store_id}:noise"),
-                refunds=random.Random(f"{seed}:{store_id}:refunds"),
-                baskets_per_ms=baskets_per_hour * rng.uniform(0.6, 1.4) / HOUR_MS,
-                prices={item.product_id: item.price for item in self.catalog},
-            )
-            self._stores.append(store)
-            self._initial.append(self._opening_events(store, start_ms))
-            store.next_basket_ms = self._next_basket(store, float(start_ms))
-            store.next_price_ms = self._next_price_change(store, float(start_ms))
+            self._open_store(f"store-{index:03d}", baskets_per_hour, start_ms)
+
+    def _open_store(self, store_id: str, baskets_per_hour: float, start_ms: int) -> None:
+        """A store of the simulation: its own random streams (from the seed and its id, so adding a
+        store changes no other), its rate of baskets, its opening events and first draws."""
+        rng = random.Random(f"{self.seed}:{store_id}")
+        store = _Store(
+            store_id=store_id,
+            rng=rng,
+            noise=random.Random(f"{self.seed}:{store_id}:noise"),
+            refunds=random.Random(f"{self.seed}:{store_id}:refunds"),
+            baskets_per_ms=baskets_per_hour * rng.uniform(0.6, 1.4) / HOUR_MS,
+            prices={item.product_id: item.price for item in self.catalog},
+        )
+        self._stores.append(store)
+        self._initial.append(self._opening_events(store, start_ms))
+        store.next_basket_ms = self._next_basket(store, float(start_ms))
+        store.next_price_ms = self._next_price_change(store, float(start_ms))
 
     @property
     def store_ids(self) -> list[str]:

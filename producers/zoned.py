@@ -16,7 +16,8 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from producers.simulator import CLOSE_HOUR, DAY_MS, HOUR_MS, OPEN_HOUR, SimEvent, StoreSimulator, _Store
+from foundation.timeunits import DAY_MS, HOUR_MS
+from producers.simulator import CLOSE_HOUR, OPEN_HOUR, SimEvent, StoreSimulator, _Store
 
 # Zones where a late-morning UTC start finds most stores open (the demo starts at 10:00 UTC).
 DEMO_ZONES: Final = (

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn, TypeAlias
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from pydantic import ValidationError
@@ -18,6 +18,7 @@ from foundation.errors import ShelfstreamError, UsageError
 from shelfstream import __version__
 
 Handler = Callable[[argparse.Namespace], int]
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +71,7 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each command's arguments are added by its own function below."""
     parser = _Parser(prog="shelfstream", description="Real-time retail inventory and sales analytics on AWS.")
     parser.add_argument("--version", action="version", version=f"shelfstream {__version__}")
     parser.add_argument(
@@ -77,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    for add in _COMMANDS:  # in the order `--help` lists them
+        add(sub)
+    return parser
 
+
+def _demo_command(sub: _Commands) -> None:
     p = sub.add_parser("demo", help="the whole loop in one process on the embedded local AWS")
     p.add_argument("--duration", type=_positive_float, default=60.0, help="seconds of simulated trading")
     p.add_argument("--stores", type=_positive_int, default=6, help="number of simulated stores")
@@ -100,13 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-incident", action="store_true", help="do not take a store's tills down mid-demo")
     p.set_defaults(handler=_lazy("run", "cmd_demo"))
 
+
+def _local_aws_command(sub: _Commands) -> None:
     p = sub.add_parser("local-aws", help="serve the embedded local AWS on 127.0.0.1 until stopped")
     p.add_argument("--port", type=_port, default=4566, help="port (0 picks a free one)")
     p.set_defaults(handler=_lazy("setup", "cmd_local_aws"))
 
+
+def _provision_command(sub: _Commands) -> None:
     p = sub.add_parser("provision", help="create every stream, bucket, topic and queue (safe to repeat)")
     p.set_defaults(handler=_lazy("setup", "cmd_provision"))
 
+
+def _simulate_command(sub: _Commands) -> None:
     p = sub.add_parser("simulate", help="simulated stores produce events to Kinesis")
     p.add_argument("--stores", type=_positive_int, default=10)
     p.add_argument("--products", type=_positive_int, default=20)
@@ -129,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_lazy("produce", "cmd_simulate"))
 
+
+def _replay_command(sub: _Commands) -> None:
     p = sub.add_parser(
         "replay", help="produce the events of a JSON-lines file to Kinesis, or kept rejected records again"
     )
@@ -151,22 +166,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_lazy("produce", "cmd_replay"))
 
+
+def _process_command(sub: _Commands) -> None:
     p = sub.add_parser("process", help="the stream processor; runs until SIGTERM/SIGINT")
     p.set_defaults(handler=_lazy("run", "cmd_process"))
 
+
+def _dispatch_command(sub: _Commands) -> None:
     p = sub.add_parser("dispatch", help="the truck dispatch worker; runs until SIGTERM/SIGINT")
     p.set_defaults(handler=_lazy("run", "cmd_dispatch"))
 
+
+def _inventory_command(sub: _Commands) -> None:
     p = sub.add_parser("inventory", help="on-hand stock as the processor last checkpointed it")
     p.add_argument("--store", help="only this store")
     p.add_argument("--json", action="store_true", help="print JSON (the shape of backtest's inventory.json)")
     p.set_defaults(handler=_lazy("read", "cmd_inventory"))
 
+
+def _alerts_command(sub: _Commands) -> None:
     p = sub.add_parser("alerts", help="alerts received on the alerts topic")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for alerts")
     p.set_defaults(handler=_lazy("read", "cmd_alerts"))
 
+
+def _backtest_command(sub: _Commands) -> None:
     p = sub.add_parser("backtest", help="the processor's logic over a JSON-lines file, no AWS at all")
     p.add_argument("file", metavar="FILE", help="JSON-lines file, or - for stdin")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the results")
@@ -190,15 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_lazy("read", "cmd_backtest"))
 
+
+def _serve_command(sub: _Commands) -> None:
     p = sub.add_parser("serve", help="the HTTP API and live dashboard (see docs/api.md)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--tokens", metavar="FILE", help="JSON tokens file (default: one new HQ token, printed)")
     p.set_defaults(handler=_lazy("run", "cmd_serve"))
 
+
+def _kcl_processor_command(sub: _Commands) -> None:
     p = sub.add_parser("kcl-processor", help="KCL record processor for one shard, run by the MultiLangDaemon")
     p.set_defaults(handler=_lazy("run", "cmd_kcl_processor"))
 
+
+def _kcl_worker_command(sub: _Commands) -> None:
     p = sub.add_parser(
         "kcl-worker", help="one KCL worker: the Java MultiLangDaemon running kcl-processor per shard"
     )
@@ -210,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", metavar="DIR", help="for the rendered properties (default: a new temp dir)")
     p.set_defaults(handler=_lazy("run", "cmd_kcl_worker"))
 
+
+def _query_command(sub: _Commands) -> None:
     p = sub.add_parser(
         "query",
         help="SQL over the history (tables events, windows, alerts, rejected, kpis_daily, kpis_store_daily)",
@@ -229,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", metavar="YYYY-MM-DD", help="only rows on or before this UTC date")
     p.set_defaults(handler=_lazy("reports", "cmd_query"))
 
+
+def _report_command(sub: _Commands) -> None:
     p = sub.add_parser("report", help="weekly per-store report: HTML + CSV to S3 reports/, SNS notice")
     p.add_argument("--week", default="last", help="YYYY-Www (ISO week), last (default) or current")
     p.add_argument(
@@ -244,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_lazy("reports", "cmd_report"))
 
+
+def _kpis_command(sub: _Commands) -> None:
     p = sub.add_parser(
         "kpis", help="daily inventory KPIs per store and product (or per store), from the tables"
     )
@@ -257,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_lazy("history_cmds", "cmd_kpis"))
 
+
+def _history_command(sub: _Commands) -> None:
     p = sub.add_parser("history", help="the Iceberg history tables: ingest, convert, kpis, maintain, stats")
     p.add_argument(
         "action",
@@ -291,12 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_lazy("history_cmds", "cmd_history"))
 
+
+def _ingest_command(sub: _Commands) -> None:
     p = sub.add_parser("ingest", help="a CSV stock list or JSON-lines inventory file into the stream")
     p.add_argument("file", metavar="FILE", nargs="?", help="a local file or s3://bucket/key")
     p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto", help="default: by name")
     p.add_argument("--watch", action="store_true", help="ingest every upload to incoming/ until stopped")
     p.set_defaults(handler=_lazy("produce", "cmd_ingest"))
 
+
+def _loadtest_command(sub: _Commands) -> None:
     p = sub.add_parser("loadtest", help="producer load test: throughput, latency, zero lost records")
     p.add_argument("--stores", type=_positive_int, default=10, help="number of store partition keys")
     p.add_argument("--rate", type=_positive_float, default=None, help="records/s (default: saturate)")
@@ -314,7 +357,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(handler=_lazy("produce", "cmd_loadtest"))
-    return parser
+
+
+_COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
+    _demo_command,
+    _local_aws_command,
+    _provision_command,
+    _simulate_command,
+    _replay_command,
+    _process_command,
+    _dispatch_command,
+    _inventory_command,
+    _alerts_command,
+    _backtest_command,
+    _serve_command,
+    _kcl_processor_command,
+    _kcl_worker_command,
+    _query_command,
+    _report_command,
+    _kpis_command,
+    _history_command,
+    _ingest_command,
+    _loadtest_command,
+)
 
 
 def _lazy(group: str, name: str) -> Handler:

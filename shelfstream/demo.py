@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +30,14 @@ from foundation.aws.provision import Resources
 from foundation.clock import ScaledClock
 from foundation.contract import Restock, RestockRequest, alert_kind, encode, format_ts, parse_ts
 from foundation.metrics import PrometheusServer, Registry
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import ShardCore
 from processors.metrics import processor_source
 from processors.stream_processor import StreamProcessor, core_config
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import run_simulation
-from producers.simulator import DAY_MS, StoreSimulator
+from producers.simulator import StoreSimulator
 from producers.zoned import ZonedSimulator, renamed
 from shelfstream.api.embedded import DemoDashboard
 from shelfstream.bootstrap import DEMO_SERVICES, Wiring
@@ -102,17 +104,7 @@ async def run_demo(
     history = load_history(options, settings, start_ms, ledger, console)
     clock = ScaledClock(start_ms, options.speed)  # store time starts now, after the history is in
     incident = demo_incident(options, start_ms)
-    simulator = ZonedSimulator(
-        options.seed,
-        options.stores,
-        options.products,
-        start_ms,
-        baskets_per_hour=options.baskets_per_hour,
-        shelf_scale=shelf_scale(options),
-        bad_fraction=0.002,
-        duplicate_fraction=0.005,
-        outages={incident.store_id: (incident.start_ms, incident.end_ms)} if incident else None,
-    )
+    simulator = _simulator(options, start_ms, incident)
     stop_processor = asyncio.Event()
     stop_dispatcher = asyncio.Event()
     async with Wiring(settings).aio(*DEMO_SERVICES) as clients:
@@ -129,25 +121,9 @@ async def run_demo(
             if dashboard is not None:
                 dashboard.on_delivery(event)
 
-        dispatcher = Dispatcher(
-            settings,
-            clients["sqs"],
-            resources.restock_queue_url,
-            truck_writer,
-            clock,
-            delivery_log=DynamoDeliveryLog(
-                clients["dynamodb"], resources.deliveries_table, lease_s=lease_seconds(settings)
-            ),
-            on_delivery=delivered,
-            wait_seconds=1,
-        )
+        dispatcher = _dispatcher(settings, clients, resources, truck_writer, clock, delivered)
         run = DemoRun(settings, clock, simulator, writer, truck_writer, processor, dispatcher, ledger)
-        metrics = None
-        if settings.metrics_port:
-            sources = [processor_source(processor), dispatcher_source(dispatcher, truck_writer)]
-            registry = Registry({"Service": "demo", "Stream": settings.stream_name}, sources)
-            metrics = await PrometheusServer(registry, settings.metrics_port).start()
-            console.print(f"[b]metrics[/b] at http://127.0.0.1:{metrics.port}/metrics")
+        metrics = await _metrics(run, console)
         if dashboard is not None:
             dashboard.start(processor, dispatcher, clients, resources.bucket, on_written=ledger.record)
         processing = asyncio.create_task(processor.run(stop_processor))
@@ -164,17 +140,9 @@ async def run_demo(
                 ledger=ledger,
                 clock=time.monotonic,
             )
-            run.phase = "closing: trucks finish their trips"
-            await writer.flush()
-            stop_dispatcher.set()
-            await dispatching
-            await truck_writer.flush()
-            run.phase = "closing: processor catches up"
-            caught_up = await processor.wait_caught_up(timeout=60)
-            stop_processor.set()
-            await processing
-            if dashboard is not None:
-                await dashboard.stop()
+            caught_up = await _close(
+                run, (stop_dispatcher, dispatching), (stop_processor, processing), dashboard
+            )
             run.phase = "done"
             if viewer is not None:
                 viewer.cancel()
@@ -185,6 +153,79 @@ async def run_demo(
         await writer.close()
         await truck_writer.close()
         return summary(run, seconds, caught_up) | anomaly_summary(run, incident)
+
+
+async def _close(
+    run: DemoRun,
+    trucks: tuple[asyncio.Event, asyncio.Task[None]],
+    processing: tuple[asyncio.Event, asyncio.Task[None]],
+    dashboard: DemoDashboard | None,
+) -> bool:
+    """Trading is over: the trucks finish their trips and their restocks go out, then the processor
+    catches up with the stream and stops; whether it caught up."""
+    run.phase = "closing: trucks finish their trips"
+    await run.writer.flush()
+    trucks[0].set()
+    await trucks[1]
+    await run.truck_writer.flush()
+    run.phase = "closing: processor catches up"
+    caught_up = await run.processor.wait_caught_up(timeout=60)
+    processing[0].set()
+    await processing[1]
+    if dashboard is not None:
+        await dashboard.stop()
+    return caught_up
+
+
+def _simulator(options: DemoOptions, start_ms: int, incident: DemoIncident | None) -> ZonedSimulator:
+    """The demo's stores: a few bad and duplicate records among their events (the processor must
+    cope), and the incident's store offline for its span."""
+    return ZonedSimulator(
+        options.seed,
+        options.stores,
+        options.products,
+        start_ms,
+        baskets_per_hour=options.baskets_per_hour,
+        shelf_scale=shelf_scale(options),
+        bad_fraction=0.002,
+        duplicate_fraction=0.005,
+        outages={incident.store_id: (incident.start_ms, incident.end_ms)} if incident else None,
+    )
+
+
+def _dispatcher(
+    settings: Settings,
+    clients: Any,
+    resources: Resources,
+    truck_writer: KinesisWriter,
+    clock: ScaledClock,
+    on_delivery: Callable[[Restock], None],
+) -> Dispatcher:
+    """The trucks, on the demo's clock, logging deliveries in the shared DynamoDB table."""
+    return Dispatcher(
+        settings,
+        clients["sqs"],
+        resources.restock_queue_url,
+        truck_writer,
+        clock,
+        delivery_log=DynamoDeliveryLog(
+            clients["dynamodb"], resources.deliveries_table, lease_s=lease_seconds(settings)
+        ),
+        on_delivery=on_delivery,
+        wait_seconds=1,
+    )
+
+
+async def _metrics(run: DemoRun, console: Console) -> PrometheusServer | None:
+    """The processor's and the trucks' figures at /metrics, when a port is set."""
+    settings = run.settings
+    if not settings.metrics_port:
+        return None
+    sources = [processor_source(run.processor), dispatcher_source(run.dispatcher, run.truck_writer)]
+    registry = Registry({"Service": "demo", "Stream": settings.stream_name}, sources)
+    metrics = await PrometheusServer(registry, settings.metrics_port).start()
+    console.print(f"[b]metrics[/b] at http://127.0.0.1:{metrics.port}/metrics")
+    return metrics
 
 
 def trading_day_start_ms(start_ms: int) -> int:
@@ -211,7 +252,7 @@ def demo_incident(options: DemoOptions, start_ms: int) -> DemoIncident | None:
     15-minute window after it closes shows it (about 15 s into a demo at the default speed)."""
     if not options.incident or options.history_days < 2:
         return None  # a detector judges a store from its second day: without history, nothing to see
-    return DemoIncident("store-001", start_ms + 5 * 60_000, start_ms + 50 * 60_000)
+    return DemoIncident("store-001", start_ms + 5 * MINUTE_MS, start_ms + 50 * MINUTE_MS)
 
 
 def load_history(
@@ -240,10 +281,10 @@ def load_history(
     # demo's trip, in store time), onto the simulated shelf and into the core and the ledger. Without
     # them the shelves of the first day ran dry and the second day taught the detector a store that
     # sells nothing.
-    trip_ms = max(60_000, int(settings.travel_seconds * options.speed * 1000))
+    trip_ms = max(MINUTE_MS, int(settings.travel_seconds * options.speed * 1000))
     pending: list[tuple[int, RestockRequest]] = []
     events = 0
-    step = 5 * 60_000
+    step = 5 * MINUTE_MS
     for until in range(past.start_ms + step, start_ms + step, step):
         until = min(until, start_ms - 1)
         last = until == start_ms - 1  # what the past asked for arrives in the past

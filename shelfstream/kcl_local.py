@@ -329,6 +329,45 @@ class KclWorker:
         return ""
 
 
+def _local_aws(
+    stack: contextlib.ExitStack,
+    settings: Settings,
+    application: str,
+    workdir: Path,
+    announce: Callable[[str], None],
+) -> dict[str, str]:
+    """The embedded AWS and kinesis-local, started on `stack`, with the stack provisioned in them; the
+    endpoints and test credentials (also set in this process), announced for other shells."""
+    from foundation.aws.embedded import EmbeddedAws, env_lines
+    from foundation.aws.provision import provision
+
+    aws = stack.enter_context(EmbeddedAws())
+    kinesis = stack.enter_context(kinesis_local(workdir / "kinesis-local"))
+    env = {
+        "AWS_ENDPOINT_URL": aws.endpoint,
+        "AWS_ENDPOINT_URL_KINESIS": kinesis,
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        "AWS_REGION": settings.region,
+        "AWS_DEFAULT_REGION": settings.region,
+    }
+    os.environ.update(env)
+    provision(settings)
+    lines = [*env_lines(aws.endpoint, settings), f"export AWS_ENDPOINT_URL_KINESIS={kinesis}"]
+    announce(
+        "\n".join(
+            [
+                f"KCL worker for stream {settings.stream_name}, application {application};",
+                "Kinesis: kinesis-local, DynamoDB and the rest: the embedded AWS. In another shell:",
+                *(f"  {line}" for line in lines),
+                "  shelfstream simulate --stores 6      # events in",
+                f"  shelfstream kcl-worker --application {application}   # a second worker",
+            ]
+        )
+    )
+    return env
+
+
 def run_worker(
     settings: Settings,
     local: bool,
@@ -346,35 +385,7 @@ def run_worker(
     """
     check_jars(jar_dir)
     with contextlib.ExitStack() as stack:
-        env = {}
-        if local:
-            from foundation.aws.embedded import EmbeddedAws, env_lines
-            from foundation.aws.provision import provision
-
-            aws = stack.enter_context(EmbeddedAws())
-            kinesis = stack.enter_context(kinesis_local(workdir / "kinesis-local"))
-            env = {
-                "AWS_ENDPOINT_URL": aws.endpoint,
-                "AWS_ENDPOINT_URL_KINESIS": kinesis,
-                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-                "AWS_REGION": settings.region,
-                "AWS_DEFAULT_REGION": settings.region,
-            }
-            os.environ.update(env)
-            provision(settings)
-            lines = [*env_lines(aws.endpoint, settings), f"export AWS_ENDPOINT_URL_KINESIS={kinesis}"]
-            announce(
-                "\n".join(
-                    [
-                        f"KCL worker for stream {settings.stream_name}, application {application};",
-                        "Kinesis: kinesis-local, DynamoDB and the rest: the embedded AWS. In another shell:",
-                        *(f"  {line}" for line in lines),
-                        "  shelfstream simulate --stores 6      # events in",
-                        f"  shelfstream kcl-worker --application {application}   # a second worker",
-                    ]
-                )
-            )
+        env = _local_aws(stack, settings, application, workdir, announce) if local else {}
         kinesis_endpoint = os.environ.get("AWS_ENDPOINT_URL_KINESIS") or os.environ.get("AWS_ENDPOINT_URL")
         dynamodb_endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ.get("AWS_ENDPOINT_URL")
         worker = KclWorker(

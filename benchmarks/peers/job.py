@@ -17,8 +17,10 @@ import datetime as dt
 import re
 from typing import Any, Final
 
-WINDOW_MS: Final = 15 * 60_000
-LATENESS_MS: Final = 2 * 60_000
+from foundation.timeunits import DAY_MS, MINUTE_MS, SECOND_MS
+
+WINDOW_MS: Final = 15 * MINUTE_MS
+LATENESS_MS: Final = 2 * MINUTE_MS
 MAX_RECORD_BYTES: Final = 64 * 1024
 _STORE_ID: Final = re.compile(r"^[A-Za-z0-9._-]+$")
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -66,4 +68,4 @@ def valid(ev: Any) -> int | None:
     elif kind == "count" and not _is_int(ev.get("count"), 0):
         return None
     since = when - _EPOCH
-    return since.days * 86_400_000 + since.seconds * 1000 + since.microseconds // 1000
+    return since.days * DAY_MS + since.seconds * SECOND_MS + since.microseconds // 1000

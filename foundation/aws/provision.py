@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from config import Settings
 from foundation.aws.clients import require_aws, sync_client
 from foundation.errors import AwsError, ShelfstreamError
+from foundation.timeunits import DAY_S
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_FIREHOSE_ROLE_NAME = "shelfstream-firehose"
 RAW_RETENTION_DAYS = 30
 RESTOCK_VISIBILITY_TIMEOUT_S = 60
-DLQ_RETENTION_S = 14 * 24 * 3600  # the maximum: a dead letter is kept as long as SQS allows
+DLQ_RETENTION_S = 14 * DAY_S  # the maximum: a dead letter is kept as long as SQS allows
 FIREHOSE_BUFFER_S = 60
 FIREHOSE_BUFFER_MB = 5
 STREAM_WAIT_S = 300

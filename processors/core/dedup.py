@@ -40,9 +40,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-DEFAULT_HORIZON_MS: Final = 24 * 3600 * 1000
-DEFAULT_BUCKET_MS: Final = 15 * 60_000
-DEFAULT_MAX_AHEAD_MS: Final = 3_600_000
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS
+
+DEFAULT_HORIZON_MS: Final = DAY_MS
+DEFAULT_BUCKET_MS: Final = 15 * MINUTE_MS
+DEFAULT_MAX_AHEAD_MS: Final = HOUR_MS
 DEFAULT_AHEAD_QUORUM: Final = 1_000
 FRESH_MAX: Final = 65_536  # keys waiting for a cut, per bucket, before one is made anyway
 HOT_RUNS_MAX: Final = 256  # runs of a hot bucket before they are merged (short checkpoint periods)

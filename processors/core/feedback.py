@@ -30,16 +30,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from processors.core.detectors.base import DAY_MS, HOUR_MS, WEEK_MS, DetectorConfig, Finding, within_marked
-
-_DEFAULTS: Final = DetectorConfig()
-
-
-def setting(config: DetectorConfig, name: str) -> float:
-    """A feedback setting of a config, or its default when the config was pickled before it existed."""
-    value: float = getattr(config, name, getattr(_DEFAULTS, name))
-    return value
-
+from foundation.timeunits import DAY_MS, HOUR_MS, WEEK_MS
+from processors.core.detectors.base import DetectorConfig, Finding, within_marked
 
 # An anomaly alert as remembered for its feedback: (metric, direction, start_ms, end_ms, UTC offset
 # at start in ms, observed, expected mean, observed per ms) of its incident's biggest finding
@@ -78,11 +70,11 @@ class FeedbackBook:
     hours for SEEN_HOURS."""
 
     def __init__(self, config: DetectorConfig, slot_ms: int) -> None:
-        self.weeks = int(setting(config, "feedback_weeks"))
-        self.margin = setting(config, "feedback_margin")
-        self.slack_ms = int(setting(config, "feedback_slack_slots")) * slot_ms
-        self.kept = int(setting(config, "feedback_alerts_kept"))
-        self.relief = (setting(config, "missed_relief"), setting(config, "missed_ease"))
+        self.weeks = config.feedback_weeks
+        self.margin = config.feedback_margin
+        self.slack_ms = config.feedback_slack_slots * slot_ms
+        self.kept = config.feedback_alerts_kept
+        self.relief = (config.missed_relief, config.missed_ease)
         self.raised: dict[str, dict[str, Raised]] = {}
         self.rules: dict[str, dict[str, Rule]] = {}
         self.hours: dict[str, list[Hour]] = {}

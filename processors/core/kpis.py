@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from foundation.timeunits import HOUR_MS, MINUTE_MS
+
 TRAILING_DAYS: Final = 7  # the day and up to 6 earlier days with a row: demand rate, days of cover
-_MS_PER_MIN: Final = 60_000
-_HOUR_MS: Final = 3_600_000
 
 PRODUCT_FIELDS: Final = (
     "store_id",
@@ -226,7 +226,7 @@ def _day(
     tz = zone(zone_name)
     start, end = day_bounds(day, tz)
     open_hours = sorted({hour_start(e.ts_ms, tz) for e in events if e.type == "sale"})
-    open_spans = [(max(h, start), min(h + _HOUR_MS, end)) for h in open_hours]
+    open_spans = [(max(h, start), min(h + HOUR_MS, end)) for h in open_hours]
     by_product: dict[str, list[KpiEvent]] = {}
     for ev in events:
         if ev.product_id is not None and ev.type != "store":
@@ -239,7 +239,7 @@ def _day(
             continue  # nothing observed about it today (missing, not zero)
         product = store.products.setdefault(product_id, ProductState())
         rows.append(_product_day(store_id, product_id, zone_name, day, product, mine, open_spans))
-    return rows, round(sum(b - a for a, b in open_spans) / _MS_PER_MIN, 3)
+    return rows, round(sum(b - a for a, b in open_spans) / MINUTE_MS, 3)
 
 
 def _product_day(
@@ -277,8 +277,8 @@ def _product_day(
     oos_ms = out_of_stock_ms(start_stock, changes, open_spans)
     open_ms = sum(b - a for a, b in open_spans)
     # rounded as stored, so a state rebuilt from stored rows is the state kept in memory
-    open_min = round(open_ms / _MS_PER_MIN, 3)
-    oos_min = round(oos_ms / _MS_PER_MIN, 3)
+    open_min = round(open_ms / MINUTE_MS, 3)
+    oos_min = round(oos_ms / MINUTE_MS, 3)
     in_stock_min = open_min - oos_min
     if sold:
         product.price = round(revenue / sold, 4)

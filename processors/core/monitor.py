@@ -8,7 +8,7 @@ metric of a store has alerted, further anomalous windows of the same metric and 
 overlapping hopping windows, the rest of a long outage) extend the incident instead of paging again,
 until the metric has been normal for `cooldown_ms`. Operators' `feedback` events become rules of
 their store (processors/core/feedback.py): a deviation a `not_anomaly` mark covers raises no alert,
-and a `missed` mark lowers the bar in its hours. All of it is state, pickled with the core, so a
+and a `missed` mark lowers the bar in its hours. All of it is state, stored with the checkpoint, so a
 replay from a checkpoint makes the same decisions and the same alert ids.
 
 Revised windows (sales that arrived late, within the late bound: windows.py) and partial ones (after
@@ -30,17 +30,14 @@ from typing import Final, Protocol
 import msgspec
 
 from foundation.contract import Anomaly, AnomalyWithdrawn, Contributor, Feedback, alert_id, format_ts
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS
 from processors.core import tails
 from processors.core.detectors import (
-    DAY_MS,
     DETECTOR_KINDS,
-    HOUR_MS,
-    MINUTE_MS,
-    WEEK_MS,
     Detector,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     SeasonalDetector,
     Verdict,
     make_detector,
@@ -155,7 +152,7 @@ class AnomalyMonitor:
         # store -> its earlier zones, (until when, zone), oldest first: a window is judged in the zone
         # of its own time, also when it closes after a `store` event changed the zone
         self.zone_history: dict[str, list[tuple[int, str]]] = {}
-        self.fleet = Fleet(DAY_MS // self.slot_ms if self.slot_ms else 1)
+        self.fleet = PeerDayShape(DAY_MS // self.slot_ms if self.slot_ms else 1)
         self.mix: dict[str, dict[str, float]] = {}  # store -> sale lines per product (decaying)
         self.mix_total: dict[str, float] = {}
         # store -> the last short windows' lines per product: (start, end, sales, refunds)
@@ -206,7 +203,7 @@ class AnomalyMonitor:
         try:
             return det.observe(w, offset, self.fleet)
         finally:
-            # back to the class's empty defaults: nothing of it is pickled with the detector
+            # back to the class's empty defaults: nothing of it is stored with the detector
             for transient in ("excused", "keen", "hits"):
                 vars(det).pop(transient, None)
 

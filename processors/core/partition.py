@@ -23,8 +23,8 @@ V = TypeVar("V")
 
 
 def _copy(core: ShardCore) -> ShardCore:
-    # The dedup memory is not pickled: the copy shares its immutable runs (up to ~1 GB) under names
-    # of its own, and gets its own buckets and pre-check sets.
+    # The dedup memory is not copied through the format: the copy shares its immutable runs (up to
+    # ~1 GB) under names of its own, and gets its own buckets and pre-check sets.
     dedup = core.state.dedup
     core.state.dedup = Dedup(1)
     try:

@@ -31,6 +31,7 @@ from foundation.contract import (
     decode_strict,
     is_utf8,
 )
+from foundation.timeunits import HOUR_MS
 from processors.core import state_format
 from processors.core.dedup import Dedup, Run
 from processors.core.detectors.fleet_shape import FleetShape
@@ -42,7 +43,7 @@ from processors.core.windows import WindowEngine, WindowResult
 
 __all__ = ["CheckpointParts", "CoreConfig", "CoreState", "CoreStats", "ShardCore", "decode_record"]
 
-_SWEEP_EVERY_MS: Final = 3600 * 1000  # how often (in event time) silent stores are looked for
+_SWEEP_EVERY_MS: Final = HOUR_MS  # how often (in event time) silent stores are looked for
 
 
 @dataclass(frozen=True, slots=True)

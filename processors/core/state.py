@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Final
 
+from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS
 from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
@@ -14,35 +14,32 @@ from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
 from processors.core.windows import WindowEngine, WindowSpec
 
-_MINUTE_MS: Final = 60_000
-_DAY_MS: Final = 24 * 3600 * 1000
-
 
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
     default_restock_threshold: int = 5
     default_target_stock: int = 40
-    dedup_horizon_ms: int = _DAY_MS
+    dedup_horizon_ms: int = DAY_MS
     dedup_bucket_ms: int = DEFAULT_BUCKET_MS
-    dedup_max_ahead_ms: int = 3600 * 1000
+    dedup_max_ahead_ms: int = HOUR_MS
     # A store that has sent nothing for this long (event time) is forgotten: stock, catalog, open
     # requests, windows and detector go (0 keeps every store for ever).
-    store_retention_ms: int = 35 * _DAY_MS
+    store_retention_ms: int = 35 * DAY_MS
     archive: bool = True
     # Event-time windows per store (0 turns windows, and so detection, off).
-    window_ms: int = 15 * _MINUTE_MS
-    hopping_window_ms: int = 60 * _MINUTE_MS  # 0: no hopping window
-    hopping_hop_ms: int = 15 * _MINUTE_MS
-    allowed_lateness_ms: int = 2 * _MINUTE_MS
-    max_window_gap_ms: int = 7 * 24 * 3600 * 1000
+    window_ms: int = 15 * MINUTE_MS
+    hopping_window_ms: int = 60 * MINUTE_MS  # 0: no hopping window
+    hopping_hop_ms: int = 15 * MINUTE_MS
+    allowed_lateness_ms: int = 2 * MINUTE_MS
+    max_window_gap_ms: int = WEEK_MS
     detection: DetectorConfig = field(default_factory=DetectorConfig)
     restock: RestockConfig = field(default_factory=RestockConfig)
     # A store's windows close by its own event time; a store silent for this long (by the shard's
     # clock) has its windows closed anyway, so an outage is judged (docs/detection.md)
-    store_idle_ms: int = 5 * _MINUTE_MS
+    store_idle_ms: int = 5 * MINUTE_MS
     # A sale or refund up to this far behind its store's closing point is added to its closed windows,
     # which are emitted again as revisions (0: every late event is only counted)
-    late_bound_ms: int = 4 * 3600 * 1000
+    late_bound_ms: int = 4 * HOUR_MS
 
     def window_specs(self) -> tuple[WindowSpec, ...]:
         if self.window_ms <= 0:

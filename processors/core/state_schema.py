@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hi
 
 from processors.core.dedup import Manifest
 from processors.core.demand import Demand, ItemDemand, RestockConfig, StoreDemand
-from processors.core.detectors.base import DetectorConfig, FadingMean, Fleet, Running, Spread
+from processors.core.detectors.base import DetectorConfig, FadingMean, PeerDayShape, Running, Spread
 from processors.core.detectors.fleet_shape import FleetShape, KindShape
 from processors.core.detectors.hst import HSTDetector
 from processors.core.detectors.naive import NaiveDetector
@@ -424,8 +424,8 @@ def _parts() -> list[Part]:
             doc="The shape of a day the rest of the fleet published.",
         ),
         Part(
-            Fleet,
-            "fleet",
+            PeerDayShape,
+            "peer_day_shape",
             1,
             {
                 "shares": (list[list[Running]], "per kind of day and slot: share of a weekday's sales"),
@@ -595,7 +595,7 @@ def _parts() -> list[Part]:
                 ),
                 "zones": (dict[str, str], "store -> IANA zone"),
                 "zone_history": (dict[str, list[tuple[int, str]]], "store -> earlier zones (until, zone)"),
-                "fleet": (Fleet, "the shape of a day of the shard's stores"),
+                "fleet": (PeerDayShape, "the shape of a day of the shard's stores"),
                 "mix": (dict[str, dict[str, float]], "store -> decaying sale lines per product"),
                 "mix_total": (dict[str, float], "store -> their total"),
                 "recent_mix": (_per_store(_RECENT_MIX), "store -> last short windows' lines per product"),

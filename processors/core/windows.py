@@ -36,7 +36,8 @@ from typing import Final
 
 import msgspec
 
-MINUTE_MS: Final = 60_000
+from foundation.timeunits import HOUR_MS, MINUTE_MS
+
 _NEVER: Final = -(2**62)
 _NO_LIMIT: Final = 2**62
 _NO_AHEAD: Final = 2**62  # no guard: any newer event moves the clock
@@ -74,8 +75,8 @@ class WindowSpec:
 
 
 def _duration(ms: int) -> str:
-    if ms % 3_600_000 == 0:
-        return f"{ms // 3_600_000}h"
+    if ms % HOUR_MS == 0:
+        return f"{ms // HOUR_MS}h"
     if ms % MINUTE_MS == 0:
         return f"{ms // MINUTE_MS}m"
     if ms % 1000 == 0:

@@ -17,7 +17,7 @@ from config import Settings
 from foundation.contract import Alert, RestockRequest
 from foundation.rejects import RejectedStore
 from processors.core import Effects, RejectedRecord
-from processors.sinks.base import DeadLetters, Sink, SinkStats
+from processors.sinks.base import Sink, SinkDeadLetters, SinkStats
 from processors.sinks.firehose import FirehoseArchive
 from processors.sinks.rejected import RejectedRecords
 from processors.sinks.sns import AlertTopic, message_attributes
@@ -33,7 +33,7 @@ class Sinks:
         self.stats = SinkStats()
         base_s = settings.put_base_backoff_s
         store = RejectedStore(clients["s3"], resources.bucket, settings.rejected_prefix)
-        dead = DeadLetters(store, self.stats)
+        dead = SinkDeadLetters(store, self.stats)
         self.queue = RestockQueue(clients["sqs"], resources.restock_queue_url, self.stats, dead, base_s)
         self.topic = AlertTopic(clients["sns"], resources.topic_arn, self.stats, dead, base_s)
         self.firehose = FirehoseArchive(clients["firehose"], resources, self.stats, dead, base_s)

@@ -64,7 +64,7 @@ async def retry_entries(
     return last
 
 
-class DeadLetters:
+class SinkDeadLetters:
     """Entries a sink gave up on, kept byte-exact under ``dead-letter/<sink>/`` with their reason."""
 
     def __init__(self, store: RejectedStore, stats: SinkStats) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from foundation.contract import compact, encode
 from processors.core import Effects
-from processors.sinks.base import DeadLetters, SinkStats, retry_entries
+from processors.sinks.base import SinkDeadLetters, SinkStats, retry_entries
 
 FIREHOSE_BATCH = 500
 FIREHOSE_BATCH_BYTES = 4 * 1024 * 1024
@@ -20,7 +20,7 @@ FIREHOSE_RECORD_BYTES = 1000 * 1024
 
 class FirehoseArchive:
     def __init__(
-        self, firehose: Any, resources: Any, stats: SinkStats, dead: DeadLetters, base_s: float
+        self, firehose: Any, resources: Any, stats: SinkStats, dead: SinkDeadLetters, base_s: float
     ) -> None:
         self._firehose = firehose
         self._resources = resources

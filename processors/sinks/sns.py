@@ -7,7 +7,7 @@ from typing import Any
 
 from foundation.contract import Alert, Anomaly, alert_kind, encode
 from processors.core import Effects
-from processors.sinks.base import DeadLetters, SinkStats, retry_entries
+from processors.sinks.base import SinkDeadLetters, SinkStats, retry_entries
 
 SNS_BATCH = 10
 
@@ -24,7 +24,9 @@ def message_attributes(alert: Alert) -> dict[str, dict[str, str]]:
 
 
 class AlertTopic:
-    def __init__(self, sns: Any, topic_arn: str, stats: SinkStats, dead: DeadLetters, base_s: float) -> None:
+    def __init__(
+        self, sns: Any, topic_arn: str, stats: SinkStats, dead: SinkDeadLetters, base_s: float
+    ) -> None:
         self._sns = sns
         self._topic_arn = topic_arn
         self._stats = stats

@@ -7,13 +7,15 @@ from typing import Any
 
 from foundation.contract import RestockRequest, encode
 from processors.core import Effects
-from processors.sinks.base import DeadLetters, SinkStats, retry_entries
+from processors.sinks.base import SinkDeadLetters, SinkStats, retry_entries
 
 SQS_BATCH = 10
 
 
 class RestockQueue:
-    def __init__(self, sqs: Any, queue_url: str, stats: SinkStats, dead: DeadLetters, base_s: float) -> None:
+    def __init__(
+        self, sqs: Any, queue_url: str, stats: SinkStats, dead: SinkDeadLetters, base_s: float
+    ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._stats = stats

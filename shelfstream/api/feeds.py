@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config import Settings
 from foundation.contract import Restock, decode_alert, decode_event, format_ts
+from foundation.timeunits import HOUR_S
 from processors.checkpoints import decode_checkpoint
 from processors.core import Effects, ShardCore
 from shelfstream.api.state import DashboardState, stock_from_cores
@@ -327,4 +328,4 @@ def ensure_dashboard_queue(settings: Settings, topic_arn: str) -> str:
     from foundation.aws.provision import ensure_topic_queue
 
     name = settings.dashboard_queue or f"{settings.alerts_queue}-dashboard"
-    return ensure_topic_queue(settings, name, topic_arn, {"MessageRetentionPeriod": "3600"})
+    return ensure_topic_queue(settings, name, topic_arn, {"MessageRetentionPeriod": str(HOUR_S)})

@@ -73,47 +73,7 @@ def _operation(path: str, method: str, op: dict[str, Any], settings: Settings) -
     if path == "/v1/stores/{store_id}/inventory":
         responses["404"] = _answer("no such store in the processor's state")
     if path == "/v1/events" and method == "post":
-        op["requestBody"] = {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"$ref": "#/components/schemas/Event"},
-                            {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/Event"},
-                                "minItems": 1,
-                                "maxItems": settings.api_max_events,
-                            },
-                        ]
-                    }
-                }
-            },
-        }
-        answer = {
-            "type": "object",
-            "required": ["accepted", "rejected", "request_id"],
-            "properties": {
-                "accepted": {"type": "integer"},
-                "rejected": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
-                    },
-                },
-                "request_id": {"type": "string"},
-            },
-        }
-        responses["202"] = {
-            "description": "valid entries are in the stream; each refused entry is listed with its reason",
-            "content": {"application/json": {"schema": answer}},
-        }
-        responses["413"] = _answer(
-            f"over {settings.api_max_body_bytes} bytes or {settings.api_max_events} events"
-        )
-        responses["503"] = _answer("the stream took none of the valid events; send them again")
+        _events(op, responses, settings)
     if path.endswith("/feedback") and method == "post":
         _feedback(path, op, responses)
     if path == "/v1/stream":
@@ -124,6 +84,51 @@ def _operation(path: str, method: str, op: dict[str, Any], settings: Settings) -
         op.setdefault("parameters", []).append(
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
         )
+
+
+def _events(op: dict[str, Any], responses: dict[str, Any], settings: Settings) -> None:
+    """`POST /v1/events`: the body (one event of the contract, or an array of them) and its answers."""
+    op["requestBody"] = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Event"},
+                            "minItems": 1,
+                            "maxItems": settings.api_max_events,
+                        },
+                    ]
+                }
+            }
+        },
+    }
+    answer = {
+        "type": "object",
+        "required": ["accepted", "rejected", "request_id"],
+        "properties": {
+            "accepted": {"type": "integer"},
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
+                },
+            },
+            "request_id": {"type": "string"},
+        },
+    }
+    responses["202"] = {
+        "description": "valid entries are in the stream; each refused entry is listed with its reason",
+        "content": {"application/json": {"schema": answer}},
+    }
+    responses["413"] = _answer(
+        f"over {settings.api_max_body_bytes} bytes or {settings.api_max_events} events"
+    )
+    responses["503"] = _answer("the stream took none of the valid events; send them again")
 
 
 def _feedback(path: str, op: dict[str, Any], responses: dict[str, Any]) -> None:

@@ -119,6 +119,9 @@ class DashboardState:
         self.trucks: list[dict[str, Any]] = []
         # Per store, the products a restock request expects to run out (until their delivery comes).
         self.at_risk: dict[str, dict[str, dict[str, Any]]] = {}
+        # Per store, its local time zone as its latest window record gave it: the dashboard shows every
+        # time of the store (alerts, deliveries, items at risk) in it, so they read on one clock.
+        self.zones: dict[str, str] = {}
 
     # --- feeding ------------------------------------------------------------------------------------
 
@@ -217,6 +220,9 @@ class DashboardState:
             for w in same:
                 kept.remove(w)
         kept.append(data)
+        zone = data.get("timezone")
+        if isinstance(zone, str) and zone:
+            self.zones[store_id] = zone
         self.hub.publish("window", store_id, data)
         return True
 
@@ -259,6 +265,7 @@ class DashboardState:
             result.append(
                 {
                     "store_id": store_id,
+                    "timezone": self.zones.get(store_id, "UTC"),
                     "products": len(stock.products),
                     "on_hand_total": stock.on_hand_total,
                     "stock_outs": stock.stock_outs,

@@ -7,7 +7,7 @@ import csv
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 from foundation.errors import UsageError
 from history.query import parse_date
 from shelfstream.bootstrap import bootstrap
+
+if TYPE_CHECKING:
+    from history.tables import Tables
 
 
 def _err() -> Console:
@@ -107,21 +110,12 @@ def _objects(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, str, An
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from history.kpi_tables import compute_days
-    from history.tables import ARCHIVED, Tables, ingest, maintain, partition_stats, s3_landing_cleaner
+    from history.tables import Tables
 
     settings = bootstrap(aws=False).settings
     action = args.action
     if action in ("ingest", "convert"):
-        if action == "convert" and not args.dir:
-            raise UsageError("history convert needs a directory: shelfstream history convert DIR")
-        listing, read, where, _ = _objects(args, settings)
-        tables = Tables(settings)
-        stats = ingest(tables, listing, read, tuple(args.table or ARCHIVED))
-        run = compute_days(tables, min(stats.days) - dt.timedelta(days=1)) if stats.days else None
-        result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
-        _print_result(args, result, f"{action}: {where} -> {settings.tables_catalog}")
-        return 0
+        return _ingest(args, settings)
     if action == "daily":
         return _daily(args, settings)
     if not Tables.exists(settings):
@@ -130,30 +124,62 @@ def cmd_history(args: argparse.Namespace) -> int:
         )
     tables = Tables(settings)
     if action == "kpis":
+        from history.kpi_tables import compute_days
+
         since, until = _range(args)
         run = compute_days(tables, since, until)
         _print_result(args, run.as_dict(), "KPIs (re)computed")
         return 0
     if action == "maintain":
-        today = parse_date(args.today, "--today") or dt.datetime.now(dt.UTC).date()
-        cleaner = None
-        if getattr(args, "landing", False):
-            _, _, _, s3 = _objects(args, settings)
-            cleaner = s3_landing_cleaner(s3, settings.bucket, settings)
-        report = maintain(
-            tables,
-            today,
-            args.retention_days or settings.retention_days,
-            snapshot_min_age=dt.timedelta(minutes=args.min_age_minutes),
-            delete_landing=cleaner,
-        )
-        _print_result(
-            args,
-            report.as_dict(),
-            f"maintenance (retention {args.retention_days or settings.retention_days} days)",
-        )
-        return 0
-    # stats
+        return _maintain(args, settings, tables)
+    return _stats(args, tables)
+
+
+def _ingest(args: argparse.Namespace, settings: Any) -> int:
+    """`history ingest` (delivered objects, once each) or `history convert DIR`, then the KPIs of
+    the days they touched."""
+    from history.kpi_tables import compute_days
+    from history.tables import ARCHIVED, Tables, ingest
+
+    if args.action == "convert" and not args.dir:
+        raise UsageError("history convert needs a directory: shelfstream history convert DIR")
+    listing, read, where, _ = _objects(args, settings)
+    tables = Tables(settings)
+    stats = ingest(tables, listing, read, tuple(args.table or ARCHIVED))
+    run = compute_days(tables, min(stats.days) - dt.timedelta(days=1)) if stats.days else None
+    result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
+    _print_result(args, result, f"{args.action}: {where} -> {settings.tables_catalog}")
+    return 0
+
+
+def _maintain(args: argparse.Namespace, settings: Any, tables: Tables) -> int:
+    """`history maintain`: retention, compaction, snapshot expiry and the sweep of stray files."""
+    from history.tables import maintain, s3_landing_cleaner
+
+    today = parse_date(args.today, "--today") or dt.datetime.now(dt.UTC).date()
+    cleaner = None
+    if getattr(args, "landing", False):
+        _, _, _, s3 = _objects(args, settings)
+        cleaner = s3_landing_cleaner(s3, settings.bucket, settings)
+    report = maintain(
+        tables,
+        today,
+        args.retention_days or settings.retention_days,
+        snapshot_min_age=dt.timedelta(minutes=args.min_age_minutes),
+        delete_landing=cleaner,
+    )
+    _print_result(
+        args,
+        report.as_dict(),
+        f"maintenance (retention {args.retention_days or settings.retention_days} days)",
+    )
+    return 0
+
+
+def _stats(args: argparse.Namespace, tables: Tables) -> int:
+    """`history stats`: files per partition and the mean file size, per table (and per partition)."""
+    from history.tables import partition_stats
+
     parts = partition_stats(tables)
     summary: dict[str, dict[str, Any]] = {}
     for p in parts:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.table import Table
@@ -18,8 +18,12 @@ from foundation.console import make_console
 from foundation.errors import UsageError
 from producers.ingest import IngestReport
 from producers.kinesis_writer import KinesisWriter
-from shelfstream.bootstrap import bootstrap
+from shelfstream.bootstrap import Wiring, bootstrap
 from shelfstream.commands.common import dead_letter_path, out, require_input
+
+if TYPE_CHECKING:
+    from producers.replay import SimulationStats
+    from producers.zoned import ZonedSimulator
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +137,10 @@ def _replay_rejected(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import time
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from producers.deliveries import watch_deliveries
-    from producers.kinesis_writer import KinesisWriter
-    from producers.replay import SimulationStats, run_simulation
     from producers.zoned import live_simulator
 
     wiring = bootstrap()
-    settings = wiring.settings
     wiring.resources()
-    console = make_console(stderr=True)
     # Live, a store in its night sells nothing: unless told, the stores are where it is trading time now.
     simulator = live_simulator(
         args.seed,
@@ -153,45 +150,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         baskets_per_hour=args.baskets_per_hour,
         zones=args.zones,
     )
-
-    async def go() -> tuple[SimulationStats, int]:
-        async with wiring.aio("kinesis") as clients:
-            writer = KinesisWriter(
-                clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
-            )
-            # Shelves are finite: the trucks' deliveries (read back from the stream) refill them.
-            stop_watching = asyncio.Event()
-            watcher = asyncio.create_task(
-                watch_deliveries(clients["kinesis"], settings.stream_name, simulator, stop_watching)
-            )
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
-            ) as bar:
-                task = bar.add_task("simulate: 0 records", total=args.duration)
-                started = time.monotonic()
-
-                def progress(s: SimulationStats) -> None:
-                    bar.update(
-                        task,
-                        completed=time.monotonic() - started,
-                        description=f"simulate: {s.records_put:,} records",
-                    )
-
-                stats = await run_simulation(
-                    writer,
-                    simulator,
-                    rate=args.rate,
-                    duration_s=args.duration,
-                    speed=args.speed,
-                    ledger=None,
-                    progress=progress,
-                )
-            stop_watching.set()
-            await watcher
-            await writer.close()
-            return stats, writer.stats.failed
-
-    stats, failed = asyncio.run(go())
+    stats, failed = asyncio.run(_simulate(wiring, simulator, args))
     sales = simulator.stats.by_type["sale"]
     used = sorted({simulator.zone_of(store) for store in simulator.store_ids})
     out().print(
@@ -199,6 +158,58 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f" ({sales:,} sales), {failed} dead-lettered"
     )
     return 1 if failed else 0
+
+
+async def _simulate(
+    wiring: Wiring, simulator: ZonedSimulator, args: argparse.Namespace
+) -> tuple[SimulationStats, int]:
+    """Run the simulated stores into the stream with a progress bar, refilling their shelves from the
+    trucks' deliveries read back from the stream; (what was put, records dead-lettered)."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from producers.deliveries import watch_deliveries
+    from producers.kinesis_writer import KinesisWriter
+    from producers.replay import run_simulation
+
+    settings = wiring.settings
+    console = make_console(stderr=True)
+    async with wiring.aio("kinesis") as clients:
+        writer = KinesisWriter(
+            clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
+        )
+        # Shelves are finite: the trucks' deliveries (read back from the stream) refill them.
+        stop_watching = asyncio.Event()
+        watcher = asyncio.create_task(
+            watch_deliveries(clients["kinesis"], settings.stream_name, simulator, stop_watching)
+        )
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
+        ) as bar:
+            task = bar.add_task("simulate: 0 records", total=args.duration)
+            started = time.monotonic()
+
+            def progress(s: SimulationStats) -> None:
+                bar.update(
+                    task,
+                    completed=time.monotonic() - started,
+                    description=f"simulate: {s.records_put:,} records",
+                )
+
+            stats = await run_simulation(
+                writer,
+                simulator,
+                rate=args.rate,
+                duration_s=args.duration,
+                speed=args.speed,
+                ledger=None,
+                progress=progress,
+            )
+        stop_watching.set()
+        await watcher
+        await writer.close()
+        return stats, writer.stats.failed
 
 
 def print_reports(reports: Sequence[IngestReport]) -> None:
@@ -220,7 +231,7 @@ def print_reports(reports: Sequence[IngestReport]) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from producers.ingest import DeadLetters, IngestTarget, check_local, ingest_source
+    from producers.ingest import IngestTarget, UnsentRecords, check_local, ingest_source
 
     if args.watch:
         if args.file:
@@ -235,7 +246,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     resources = wiring.resources()
 
     async def go() -> IngestReport:
-        dead = DeadLetters()
+        dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3") as clients:
             writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings, args.format)
@@ -251,7 +262,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from foundation.lifecycle import stop_on_signals
-    from producers.ingest import DeadLetters, IngestTarget
+    from producers.ingest import IngestTarget, UnsentRecords
     from producers.ingest_watch import IngestWatcher, WatchStats
 
     wiring = bootstrap()
@@ -260,7 +271,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     async def go() -> WatchStats:
         stop = stop_on_signals()
-        dead = DeadLetters()
+        dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3", "sqs") as clients:
             writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)

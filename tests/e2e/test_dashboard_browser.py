@@ -442,6 +442,16 @@ def test_a_store_token_sees_only_its_store_and_a_bad_token_is_refused(
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Store store-002")).to_be_visible()
     expect(page.locator("#stock-body")).to_contain_text("milk")
+
+    # Another store's page, opened by its address: the API's refusal, not an empty store page.
+    page.goto(live_server.url + "#/store/store-001")
+    expect(page.get_by_role("heading", name="Store store-001 is not yours to see")).to_be_visible()
+    expect(page.locator("#refused-reason")).to_contain_text(
+        "this token is for store 'store-002'; it may not see store 'store-001'"
+    )
+    expect(page.locator("#store")).to_be_hidden()
+    page.get_by_role("link", name="Your store").click()
+    expect(page.locator("#stores-body").get_by_role("link", name="store-002")).to_be_visible()
     page.close()
 
 
@@ -480,6 +490,94 @@ def test_a_store_in_another_zone_is_charted_in_its_local_time(
     expect(page.locator("#chart-table")).to_contain_text("2026-08-01 14:00–14:15")
     expect(page.locator("#chart .uplot canvas").first).to_be_visible()
     page.close()
+
+
+def test_alerts_and_deliveries_are_shown_on_one_stated_clock_the_stores_local_time(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """An alert (an event time) and a delivery (the dispatcher's time) of a store in Berlin both read in
+    Berlin time with the zone's abbreviation, and the columns say which clock they are on."""
+    window = _window("store-berlin", "2026-08-01T12:00:00.000Z", 7, 0) | {"timezone": "Europe/Berlin"}
+    live_server.call(live_server.state.add_window, window)
+    live_server.call(
+        live_server.state.add_alert,
+        {
+            "kind": "out_of_stock",
+            "alert_id": "out-berlin",
+            "store_id": "store-berlin",
+            "ts": "2026-08-01T12:05:00.000Z",
+            "product_id": "pretzels",
+            "on_hand": 0,
+        },
+    )
+    live_server.call(
+        live_server.state.add_delivery,
+        {
+            "delivery_id": "dlv-berlin",
+            "truck_id": "truck-02",
+            "store_id": "store-berlin",
+            "product_id": "pretzels",
+            "quantity": 12,
+            "ts": "2026-08-01T12:20:00.000Z",
+        },
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    _sign_in(page, live_server.url, HQ_TOKEN)
+    # The overview's feed: each alert in its own store's time, labelled (UTC for a store with no zone).
+    feed = page.locator("#overview-alerts")
+    expect(feed).to_contain_text("2026-08-01 14:05 CEST")
+    expect(feed).to_contain_text("2026-08-01 11:02 UTC")
+    page.locator("#stores-body").get_by_role("link", name="store-berlin").click()
+    expect(page.get_by_role("heading", name="Store store-berlin")).to_be_visible()
+    expect(page.locator("#store-alerts time").first).to_have_text("2026-08-01 14:05 CEST")
+    expect(page.locator("#deliveries-body time").first).to_have_text("2026-08-01 14:20 CEST")
+    header = page.locator("#deliveries-body").locator("xpath=../thead/tr/th").first
+    expect(header).to_have_text("Delivered (store's local time, Europe/Berlin)")
+    page.close()
+
+
+def test_a_200_character_product_name_does_not_push_the_stock_numbers_off_the_page(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    name = "Organic stone-ground wholemeal sourdough loaf " * 4 + "X" * 16
+    name = name[:200]
+    long_word = "Z" * 200  # no space to break at: the hardest case
+    live_server.call(
+        live_server.state.set_stock,
+        "store-long",
+        StoreStock(
+            {
+                "long-name": ProductStock(on_hand=41, threshold=5, name=name),
+                "long-word": ProductStock(on_hand=42, threshold=5, name=long_word),
+            }
+        ),
+    )
+    for width in (375, 1280):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        _sign_in(page, live_server.url, HQ_TOKEN)
+        page.locator("#stores-body").get_by_role("link", name="store-long").click()
+        expect(page.get_by_role("heading", name="Store store-long")).to_be_visible()
+        rows = page.locator("#stock-body tr")
+        expect(rows).to_have_count(2)
+        for i, (full, on_hand) in enumerate(
+            [(f"long-name · {name}", "41"), (f"long-word · {long_word}", "42")]
+        ):
+            cell = rows.nth(i).locator("th")
+            expect(cell).to_have_attribute("title", full)
+            number = rows.nth(i).locator("td").first
+            expect(number).to_have_text(on_hand)
+            box = number.bounding_box()
+            assert box is not None
+            assert box["x"] + box["width"] <= width, f"the on-hand column is off a {width}px page"
+            status = rows.nth(i).locator("td").nth(1).bounding_box()
+            assert status is not None
+            assert status["x"] + status["width"] <= width
+        # The table fits its panel: nothing to scroll sideways.
+        assert page.evaluate(
+            "(() => { const t = document.getElementById('stock-table');"
+            " return t.scrollWidth <= t.parentElement.clientWidth; })()"
+        )
+        page.close()
 
 
 def test_an_anomaly_alert_is_marked_not_an_anomaly_and_the_feedback_reaches_the_api(

@@ -14,7 +14,7 @@ from config import Settings
 from foundation.aws.clients import AioClients
 from foundation.aws.provision import Resources
 from processors.core import CoreConfig, ShardCore
-from processors.core.detectors import Fleet
+from processors.core.detectors import PeerDayShape
 from processors.fleet_shapes import FleetExchange, S3FleetShapes
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,7 @@ async def test_a_corrupt_or_foreign_object_is_refused_loudly_and_the_rest_used(
     async with AioClients(settings, "s3") as clients:
         shapes = S3FleetShapes(clients["s3"], resources.bucket, settings)
         await shapes.publish("A", core_with(5, peak=20).state.monitor.fleet.shape())  # type: ignore[union-attr]
-        s3.put_object(Bucket=resources.bucket, Key=shapes.key("X"), Body=pickle.dumps(Fleet(SLOTS)))
+        s3.put_object(Bucket=resources.bucket, Key=shapes.key("X"), Body=pickle.dumps(PeerDayShape(SLOTS)))
         s3.put_object(Bucket=resources.bucket, Key=shapes.key("Y"), Body=b'{"version": 1, "slots_')
         core = ShardCore(CoreConfig(archive=False))
         with caplog.at_level(logging.ERROR, logger="processors.fleet_shapes"):

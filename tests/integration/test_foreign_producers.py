@@ -1,5 +1,6 @@
 """Producers shelfstream did not write: plain boto3 puts and KPL aggregates (aws-kinesis-agg), with the
-records that used to stop a shard, lose events or break the archive. Over the wire, embedded AWS."""
+records that could stop a shard, lose events or break the archive if handled naively. Over the wire,
+embedded AWS."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from foundation.aws.provision import Resources, provision
 from foundation.contract import alert_id, format_ts
 from history.archive import ArchiveFilter, S3Archive, mirror_archive
 from history.query import run_query
-from producers.ingest import DeadLetters, IngestReport, IngestTarget
+from producers.ingest import IngestReport, IngestTarget, UnsentRecords
 from producers.ingest_watch import IngestWatcher
 from producers.kinesis_writer import KinesisWriter
 from shelfstream.cli import main
@@ -282,7 +282,7 @@ async def test_watch_picks_up_uploads_to_incoming(
     reports: list[IngestReport] = []
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis", "s3", "sqs") as clients:
-        dead = DeadLetters()
+        dead = UnsentRecords()
         writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
         target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)
         watcher = IngestWatcher(

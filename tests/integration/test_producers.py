@@ -20,10 +20,11 @@ from botocore.exceptions import ClientError
 from config import Settings
 from foundation.aws.clients import aio_client
 from foundation.errors import UsageError
+from foundation.timeunits import HOUR_MS
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import ReplayStats, replay_file, run_simulation
-from producers.simulator import HOUR_MS, StoreSimulator
+from producers.simulator import StoreSimulator
 
 pytestmark = pytest.mark.integration
 

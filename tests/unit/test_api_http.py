@@ -236,9 +236,55 @@ async def test_a_store_token_asking_about_another_store_gets_403(api: Any, path:
     _seed(state)
     resp = await client.get(path, headers=auth(STORE1))
     assert resp.status_code == 403
-    assert resp.json() == {"error": "this token may not see store 'store-002'"}
+    assert resp.json() == {"error": "this token is for store 'store-001'; it may not see store 'store-002'"}
     if "/stream" not in path:  # (the stream's 200 never ends; tests/unit/test_api_stream.py reads it)
         assert (await client.get(path, headers=auth(STORE2))).status_code == 200
+
+
+def _store_scoped_calls() -> list[tuple[str, str]]:
+    """Every route of the app that names a store (in its path or its query), from its own OpenAPI
+    document, so a route added later is held to the same rule without this list being edited."""
+    app, _, _, _ = make_api()
+    calls = []
+    for path, item in app.openapi()["paths"].items():
+        for method, op in item.items():
+            places = {p["in"] for p in op.get("parameters", []) if p["name"] == "store_id"}
+            if "path" in places:
+                calls.append((method, path.replace("{store_id}", "store-002")))
+            elif "query" in places:
+                calls.append((method, path + "?store_id=store-002"))
+    return sorted(calls)
+
+
+STORE_SCOPED = _store_scoped_calls()
+
+
+def test_the_store_scoped_routes_are_found() -> None:
+    assert {path.split("?")[0] for _, path in STORE_SCOPED} >= {
+        "/v1/stores/store-002/inventory",
+        "/v1/stores/store-002/windows",
+        "/v1/stores/store-002/feedback",
+        "/v1/alerts",
+        "/v1/deliveries",
+        "/v1/trucks",
+        "/v1/stream",
+        "/v1/kpis",
+    }
+
+
+@pytest.mark.parametrize(("method", "path"), STORE_SCOPED)
+async def test_every_store_scoped_route_refuses_another_stores_token_with_a_clear_403(
+    api: Any, method: str, path: str
+) -> None:
+    client, state, sink, _ = api
+    _seed(state)
+    body = {"verdict": "missed", "window_start": "2026-08-01T10:00:00Z", "window_end": "2026-08-01T11:00:00Z"}
+    resp = await client.request(
+        method.upper(), path, headers=auth(STORE1), json=body if method == "post" else None
+    )
+    assert resp.status_code == 403
+    assert resp.json() == {"error": "this token is for store 'store-001'; it may not see store 'store-002'"}
+    assert sink.written == []
 
 
 async def test_alerts_are_filtered_to_the_tokens_stores_and_by_kind_and_time(api: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from consumers.fleet import Fleet
+from consumers.fleet import TruckFleet
 from consumers.trips import Travel, plan_trip
 from foundation.contract import Restock, decode_alert, parse_ts, to_datetime
 from processors.core import ShardCore
@@ -60,7 +60,7 @@ def test_the_processor_feed_passes_on_alerts_requests_windows_and_stock() -> Non
     assert windows[0]["sales"] == 5
     assert windows[0]["window_end"] == "2026-08-01T10:15:00.000Z"
 
-    fleet = Fleet.of(2, 100)
+    fleet = TruckFleet.of(2, 100)
     request = next(a for a in state.alerts(_hq()) if a["kind"] == "restock_request")
     trip = plan_trip([decode_alert(orjson.dumps(request))], 100, Travel(1.0, 1.0), 3, 0.0)  # type: ignore[list-item]
     assert trip is not None
@@ -192,3 +192,17 @@ def test_a_window_revision_replaces_the_window_it_revises() -> None:
     assert state.add_window(window | {"sales": 40, "revision": 2}) is True
     assert state.add_window(window | {"sales": 30, "revision": 1}) is False  # older, after a newer one
     assert [(w["sales"], w.get("revision")) for w in state.windows("store-001")] == [(40, 2)]
+
+
+def test_a_stores_zone_is_its_latest_windows_and_utc_until_one_gave_it() -> None:
+    from shelfstream.api.auth import Principal
+
+    state = DashboardState()
+    hq = Principal("hq", None, "k")
+    state.set_stock("store-a", StoreStock({"p": ProductStock(1, 5)}))
+    assert [s["timezone"] for s in state.summaries(hq)] == ["UTC"]
+    base = {"store_id": "store-a", "window": "15m", "kind": "tumbling"}
+    state.add_window(base | {"window_end": "2026-08-01T10:15:00.000Z", "timezone": "Europe/Berlin"})
+    assert [s["timezone"] for s in state.summaries(hq)] == ["Europe/Berlin"]
+    state.add_window(base | {"window_end": "2026-08-01T10:30:00.000Z"})  # a record without one keeps it
+    assert [s["timezone"] for s in state.summaries(hq)] == ["Europe/Berlin"]

@@ -1,5 +1,5 @@
-"""One event can no longer make the archive unreadable: accepted events are archived as one compact
-UTF-8 line each, and `query`/`report` skip (and count) a line they cannot read instead of failing."""
+"""No one event can make the archive unreadable: accepted events are archived as one compact UTF-8
+line each, and `query`/`report` skip (and count) a line they cannot read instead of failing."""
 
 from __future__ import annotations
 

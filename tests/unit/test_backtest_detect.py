@@ -9,17 +9,9 @@ import orjson
 import pytest
 
 from benchmarks.detect import AlertWindow, Outcome, evaluate, read_anomalies
-from benchmarks.scenario import (
-    DAY_MS,
-    MIN_MS,
-    MIN_VISIBILITY,
-    Incident,
-    ScenarioConfig,
-    generate,
-    read_labels,
-    write,
-)
+from benchmarks.scenario import MIN_VISIBILITY, Incident, ScenarioConfig, generate, read_labels, write
 from foundation.contract import Rejection, decode_event, parse_ts
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig
@@ -31,11 +23,11 @@ T0 = 1_773_043_200_000  # 2026-03-09T08:00:00Z
 
 
 def _inc(store: str, start_min: int, end_min: int, kind: str = "sales_collapse") -> Incident:
-    return Incident(store, kind, T0 + start_min * MIN_MS, T0 + end_min * MIN_MS, 0.1, 30.0, 9.0)
+    return Incident(store, kind, T0 + start_min * MINUTE_MS, T0 + end_min * MINUTE_MS, 0.1, 30.0, 9.0)
 
 
 def _alert(store: str, start_min: int, end_min: int) -> AlertWindow:
-    return AlertWindow(store, T0 + start_min * MIN_MS, T0 + end_min * MIN_MS, "sales")
+    return AlertWindow(store, T0 + start_min * MINUTE_MS, T0 + end_min * MINUTE_MS, "sales")
 
 
 def test_incidents_are_scored_by_overlap_delay_and_false_groups() -> None:
@@ -48,7 +40,7 @@ def test_incidents_are_scored_by_overlap_delay_and_false_groups() -> None:
         _alert("b", 400, 415),  # a second false incident
         _alert("c", 30, 45),  # starts when c ends: no overlap, false
     ]
-    out = evaluate(alerts, incidents, eval_start_ms=T0, store_days=50, lateness_ms=2 * MIN_MS)
+    out = evaluate(alerts, incidents, eval_start_ms=T0, store_days=50, lateness_ms=2 * MINUTE_MS)
     assert (out.incidents, out.detected, out.false_incidents) == (3, 1, 3)
     assert out.delays_min == [22.0]
     assert out.recall == pytest.approx(1 / 3)
@@ -61,7 +53,7 @@ def test_incidents_are_scored_by_overlap_delay_and_false_groups() -> None:
 def test_incidents_and_alerts_before_the_evaluation_are_left_out() -> None:
     incidents = [_inc("a", 10, 70)]
     alerts = [_alert("a", 0, 15), _alert("z", -60, -45)]
-    out = evaluate(alerts, incidents, eval_start_ms=T0 + 80 * MIN_MS, store_days=10, lateness_ms=0)
+    out = evaluate(alerts, incidents, eval_start_ms=T0 + 80 * MINUTE_MS, store_days=10, lateness_ms=0)
     assert (out.incidents, out.detected, out.false_incidents, out.alerts) == (0, 0, 0, 0)
     assert out.f1 == 0.0
 
@@ -105,9 +97,9 @@ def test_labels_are_visible_incidents_in_opening_hours_after_the_warm_up(scenari
     for inc in incidents:
         assert inc.start_ms >= meta["eval_start_ms"]
         assert inc.visibility >= MIN_VISIBILITY
-        assert 0 < inc.end_ms - inc.start_ms <= 4 * 60 * MIN_MS
+        assert 0 < inc.end_ms - inc.start_ms <= 4 * 60 * MINUTE_MS
         hours = meta["stores"][inc.store_id]["hours"][((inc.start_ms - meta["start_ms"]) // DAY_MS) % 7]
-        minute = (inc.start_ms % DAY_MS) / MIN_MS
+        minute = (inc.start_ms % DAY_MS) / MINUTE_MS
         assert hours is not None
         assert hours[0] * 60 <= minute < hours[1] * 60
     assert meta["eval_store_days"] <= SMALL.stores * (SMALL.days - SMALL.warmup_days)
@@ -123,7 +115,7 @@ def test_events_come_in_arrival_order_with_duplicates_and_late_ones(scenario: Pa
     newest = 0
     late = 0
     for ts in times:
-        if ts < newest - 2 * MIN_MS:
+        if ts < newest - 2 * MINUTE_MS:
             late += 1
         newest = max(newest, ts)
     assert late > 0  # a few arrive beyond the allowed lateness
@@ -138,7 +130,7 @@ def test_backtest_detects_the_labelled_incidents(scenario: Path, tmp_path: Path)
     meta = json.loads((scenario / "meta.json").read_text())
     incidents = read_labels(scenario / "labels.jsonl")
     alerts = read_anomalies(tmp_path / "alerts.jsonl")
-    outcome = evaluate(alerts, incidents, meta["eval_start_ms"], meta["eval_store_days"], 2 * MIN_MS)
+    outcome = evaluate(alerts, incidents, meta["eval_start_ms"], meta["eval_store_days"], 2 * MINUTE_MS)
     assert outcome.recall >= 0.6, outcome.row()  # 3 of 5 here (docs/detection.md: the loss on this benchmark)
     assert outcome.false_incidents <= 1, outcome.row()
     assert isinstance(result.summary["late_events"], int)
@@ -154,7 +146,7 @@ def test_backtest_detects_the_labelled_incidents(scenario: Path, tmp_path: Path)
     assert len(quarters) >= SMALL.stores * (SMALL.days - 1) * 96
     starts = {(q["store_id"], q["window_start"]) for q in quarters}
     assert len(starts) == len(quarters)
-    assert all(parse_ts(q["window_end"]) - parse_ts(q["window_start"]) == 15 * MIN_MS for q in quarters)
+    assert all(parse_ts(q["window_end"]) - parse_ts(q["window_start"]) == 15 * MINUTE_MS for q in quarters)
 
 
 @pytest.mark.slow  # seconds each: in `make test`, not the fast lane

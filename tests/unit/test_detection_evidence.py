@@ -12,10 +12,11 @@ from typing import Any
 from benchmarks.detect_fleet import Feed, read_alerts, recording, replay, score
 from benchmarks.local_scenario import FleetConfig, write
 from benchmarks.scenario import read_labels
+from foundation.timeunits import DAY_MS
 from processors.backtest import run_backtest
 from processors.core import CoreConfig
 from processors.core.detectors import DetectorConfig, SeasonalDetector
-from processors.core.detectors.base import DAY_MS, Finding, Fleet
+from processors.core.detectors.base import Finding, PeerDayShape
 from processors.core.detectors.seasonal import _Window
 from processors.core.windows import WindowResult, WindowSpec
 from tests.unit import stored
@@ -133,7 +134,7 @@ def test_a_first_weekend_guess_follows_the_stores_own_day_so_far() -> None:
 def _first_sunday(prior: float, spike: int) -> list[int]:
     """A Friday and a Saturday at 10 sales a window from 08:00 to 20:00, then a Sunday morning at the same
     rate until 11:00, then `spike` a window: the slots flagged."""
-    det, fleet = detector(guess_prior=prior), Fleet(96)
+    det, fleet = detector(guess_prior=prior), PeerDayShape(96)
     for day in range(2):
         for slot in range(96):
             det.observe(window(T0 + day * DAY_MS + slot * SLOT, 10 if 32 <= slot < 80 else 0), 0, fleet)
@@ -155,7 +156,10 @@ def test_a_jump_on_a_first_sunday_is_judged_against_the_days_own_level() -> None
 
 
 def _days(
-    det: SeasonalDetector, fleet: Fleet, days: int, change: Callable[[int, int], int | None] | None = None
+    det: SeasonalDetector,
+    fleet: PeerDayShape,
+    days: int,
+    change: Callable[[int, int], int | None] | None = None,
 ) -> list[tuple[int, int, str]]:
     """Feed `days` days from T0 (a Friday) of 10 sales a window from 08:00 to 20:00;
     `change(day, slot)` may give another count. The findings, as (day, slot, direction)."""
@@ -173,7 +177,7 @@ def _days(
 
 def test_a_spike_on_a_first_saturday_does_not_make_the_next_an_outage() -> None:
     det = detector()
-    spike = _days(det, Fleet(96), 9, lambda day, slot: 50 if day == 1 and 44 <= slot < 48 else None)
+    spike = _days(det, PeerDayShape(96), 9, lambda day, slot: 50 if day == 1 and 44 <= slot < 48 else None)
     # What the first Saturday taught its slots is capped over the guess, not the spike's 50
     assert max(det.profile[1][44:48]) < 30.0
     assert [f for f in spike if f[0] == 8] == []  # the second Saturday, ordinary trade: no alert
@@ -181,7 +185,7 @@ def test_a_spike_on_a_first_saturday_does_not_make_the_next_an_outage() -> None:
 
 def test_peers_do_not_raise_the_bar_of_a_drop_above_the_stores_own_history() -> None:
     # The peers trade on Sundays until 20:00; this store closes at 17:00 (slot 68).
-    fleet = Fleet(96)
+    fleet = PeerDayShape(96)
     shape = [1.0 if 32 <= i < 80 else 0.0 for i in range(96)]
     for _ in range(3):
         for kind in (0, 1, 2):
@@ -205,7 +209,7 @@ def test_peers_do_not_raise_the_bar_of_a_drop_above_the_stores_own_history() -> 
 
 def test_today_waits_while_the_evidence_of_a_drop_builds() -> None:
     def level(hold: float) -> float:
-        det, fleet = detector(level_hold=hold), Fleet(96)
+        det, fleet = detector(level_hold=hold), PeerDayShape(96)
         _days(det, fleet, 4)
         day = T0 + 4 * DAY_MS
         for slot in range(52):

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from foundation.timeunits import DAY_MS
 from processors.core.detectors import DetectorConfig, SeasonalDetector
-from processors.core.detectors.base import DAY_MS, Fleet, Spread
+from processors.core.detectors.base import PeerDayShape, Spread
 from processors.core.detectors.seasonal import _DayLevel
 from processors.core.windows import WindowResult, WindowSpec
 from tests.unit import stored
@@ -54,9 +55,9 @@ def _detector(**settings: Any) -> SeasonalDetector:
     return det
 
 
-def _peers() -> Fleet:
+def _peers() -> PeerDayShape:
     """Peers that all trade 08:00 to 20:00 on every kind of day."""
-    fleet = Fleet(96)
+    fleet = PeerDayShape(96)
     shape = [1.0 if OPEN <= i < CLOSE else 0.0 for i in range(96)]
     for _ in range(3):
         for kind in (0, 1, 2):
@@ -146,7 +147,7 @@ def test_a_first_sunday_against_peers_that_open_later_judges_refunds_by_the_sale
     """Peers that trade Sundays from 12:00 only say nothing about a store selling at 10:00 on its
     first Sunday: four refunds on ten sales there are ordinary for a store refunding one sale in
     ten, not "4 against 0-0 expected"; twelve are still a burst."""
-    fleet = Fleet(96)
+    fleet = PeerDayShape(96)
     sunday = [0.0] * 96
     weekday = [0.0] * 96
     for slot in range(48, 64):

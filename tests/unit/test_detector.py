@@ -17,8 +17,8 @@ from processors.core import tails
 from processors.core.detectors import (
     DetectorConfig,
     Finding,
-    Fleet,
     HSTDetector,
+    PeerDayShape,
     SeasonalDetector,
     ThresholdDetector,
 )
@@ -289,7 +289,7 @@ def test_the_static_rule_counts_refunds_but_knows_no_rhythm() -> None:
 
 def test_hst_baseline_scores_in_zero_one_and_names_a_metric() -> None:
     det = HSTDetector(DetectorConfig(kind="hst", warmup_days=1, hst_threshold=0.0), 15 * MIN)
-    fleet = Fleet(96)
+    fleet = PeerDayShape(96)
     verdicts = [det.observe(w, 0, fleet) for w in simulate(3, seed=1) if w.spec.kind == "tumbling"]
     findings = [f for v in verdicts for f in v.findings]
     assert findings
@@ -378,7 +378,7 @@ def test_seasonal_detector_ignores_windows_it_does_not_know() -> None:
     odd = WindowResult(
         "s1", WindowSpec(45 * MIN, 45 * MIN), MONDAY, MONDAY + 45 * MIN, 1, 1, 1, 1.0, 0, 0, 0, 0.0
     )
-    fleet = Fleet(96)
+    fleet = PeerDayShape(96)
     assert det.observe(odd, 0, fleet).findings == ()
     assert det.observe(odd, 0, fleet).expected is None
     threshold = ThresholdDetector(DetectorConfig(kind="threshold"), 15 * MIN)

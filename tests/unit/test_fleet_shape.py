@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processors.core import CoreConfig, ShardCore
-from processors.core.detectors import DetectorConfig, Fleet, SeasonalDetector
+from processors.core.detectors import DetectorConfig, PeerDayShape, SeasonalDetector
 from processors.core.detectors.fleet_shape import (
     MAX_DAYS_WEIGHT,
     FleetShape,
@@ -28,9 +28,9 @@ from processors.core.state_schema import CODEC
 SLOTS = 96
 
 
-def taught(days: int, kind: int = 0, peak: int = 40, slots: int = SLOTS) -> Fleet:
+def taught(days: int, kind: int = 0, peak: int = 40, slots: int = SLOTS) -> PeerDayShape:
     """A fleet that learned `days` store-days of one kind, all of them busy in one slot."""
-    fleet = Fleet(slots)
+    fleet = PeerDayShape(slots)
     day = [0.0] * slots
     day[peak] = 30.0
     day[peak + 1] = 10.0
@@ -48,7 +48,7 @@ def test_a_shape_round_trips_as_json_data() -> None:
     assert back.kinds[2].days == 5
     assert back.kinds[2].share[40] == pytest.approx(0.3)
     assert back.stores == 3
-    assert Fleet(SLOTS).shape().empty()
+    assert PeerDayShape(SLOTS).shape().empty()
 
 
 def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_shapes_merge_by_store_days_each_capped() -> None:
     merged = merge_shapes([old, b], SLOTS)
     assert merged is not None
     assert merged.kinds[0].share[10] == pytest.approx(0.3 * MAX_DAYS_WEIGHT / (MAX_DAYS_WEIGHT + 30))
-    assert merge_shapes([Fleet(SLOTS).shape()], SLOTS) is None
+    assert merge_shapes([PeerDayShape(SLOTS).shape()], SLOTS) is None
     assert merge_shapes([taught(3, slots=48, peak=5).shape()], SLOTS) is None
 
 
@@ -124,7 +124,7 @@ def test_a_merged_share_lies_between_its_parts(days: list[int]) -> None:
 
 
 def test_a_kind_of_day_the_shard_has_not_seen_comes_from_the_prior() -> None:
-    fleet = Fleet(SLOTS)
+    fleet = PeerDayShape(SLOTS)
     assert fleet.share(2, 40) is None  # no Sunday anywhere: nothing to judge a first Sunday by
     fleet.set_prior(taught(8, kind=2).shape())
     found = fleet.share(2, 40)
@@ -135,7 +135,7 @@ def test_a_kind_of_day_the_shard_has_not_seen_comes_from_the_prior() -> None:
     # Once the shard's own stores have had Sundays, theirs is the shape.
     day = [0.0] * SLOTS
     day[60] = 20.0
-    for _ in range(Fleet.MIN_DAYS):
+    for _ in range(PeerDayShape.MIN_DAYS):
         fleet.learn(2, day, 100.0)
     own = fleet.share(2, 60)
     assert own is not None
@@ -144,11 +144,11 @@ def test_a_kind_of_day_the_shard_has_not_seen_comes_from_the_prior() -> None:
 
 
 def test_a_prior_of_another_slot_length_or_empty_is_ignored() -> None:
-    fleet = Fleet(SLOTS)
+    fleet = PeerDayShape(SLOTS)
     fleet.set_prior(taught(8, slots=48, peak=5).shape())
     assert fleet.prior is None
     assert fleet.revision == 0
-    fleet.set_prior(Fleet(SLOTS).shape())
+    fleet.set_prior(PeerDayShape(SLOTS).shape())
     assert fleet.prior is None
     fleet.set_prior(taught(8).shape())
     assert fleet.prior is not None
@@ -160,7 +160,7 @@ def test_a_prior_of_another_slot_length_or_empty_is_ignored() -> None:
 def test_a_fleet_and_its_prior_survive_the_checkpoint_format() -> None:
     fleet = taught(4)
     fleet.set_prior(taught(5, kind=1).shape())
-    back = CODEC.decode(CODEC.encode(fleet, Fleet), Fleet, Context(), "fleet", CODEC.versions())
+    back = CODEC.decode(CODEC.encode(fleet, PeerDayShape), PeerDayShape, Context(), "fleet", CODEC.versions())
     assert back.share(0, 40) == fleet.share(0, 40)
     assert back.prior == fleet.prior
     assert back.share(1, 40) == fleet.share(1, 40)

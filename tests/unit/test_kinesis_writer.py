@@ -66,7 +66,7 @@ class FakeKinesis:
         return {"FailedRecordCount": sum(1 for c in codes if c), "Records": results}
 
 
-class DeadLetters:
+class UnsentLog:
     def __init__(self) -> None:
         self.records: list[OutRecord] = []
         self.reasons: list[str] = []
@@ -89,7 +89,7 @@ def make_settings(**overrides: Any) -> Settings:
     )
 
 
-def writer_for(client: FakeKinesis, dead: DeadLetters | None = None, **kw: Any) -> KinesisWriter:
+def writer_for(client: FakeKinesis, dead: UnsentLog | None = None, **kw: Any) -> KinesisWriter:
     overrides = {k: kw.pop(k) for k in list(kw) if k in Settings.model_fields}
     return KinesisWriter(
         client, STREAM, make_settings(**overrides), on_dead_letter=dead, rng=random.Random(0), **kw
@@ -137,7 +137,7 @@ async def test_batches_stay_under_5_mib_counting_partition_keys() -> None:
 
 async def test_a_record_over_1_mib_is_refused_and_dead_lettered_not_dropped() -> None:
     fake = FakeKinesis()
-    dead = DeadLetters()
+    dead = UnsentLog()
     async with writer_for(fake, dead) as writer:
         exact = data(1, MAX_RECORD_BYTES - len("store-1"))
         assert await writer.put(exact, "store-1")  # exactly 1 MiB with its key: allowed
@@ -152,7 +152,7 @@ async def test_a_record_over_1_mib_is_refused_and_dead_lettered_not_dropped() ->
 @pytest.mark.parametrize("key", ["", "x" * 257])
 async def test_an_unusable_partition_key_is_refused(key: str) -> None:
     fake = FakeKinesis()
-    dead = DeadLetters()
+    dead = UnsentLog()
     async with writer_for(fake, dead) as writer:
         assert not await writer.put(b"{}", key)
     assert "partition key" in dead.reasons[0]
@@ -255,7 +255,7 @@ async def test_a_client_mistake_is_dead_lettered_at_once() -> None:
         raise throttled("ResourceNotFoundException")
 
     fake = FakeKinesis(missing_stream)
-    dead = DeadLetters()
+    dead = UnsentLog()
     async with writer_for(fake, dead) as writer:
         await writer.put(b"x", "s")
         await writer.put(b"y", "s")
@@ -270,7 +270,7 @@ async def test_after_max_attempts_the_failed_records_are_dead_lettered() -> None
         return ["ProvisionedThroughputExceededException" if d == b"doomed" else None for _, d in batch]
 
     fake = FakeKinesis(first_always_fails)
-    dead = DeadLetters()
+    dead = UnsentLog()
     async with writer_for(fake, dead, put_max_attempts=4) as writer:
         await writer.put(b"doomed", "s")
         await writer.put(b"fine", "s")
@@ -349,7 +349,7 @@ async def test_close_flushes_and_a_closed_writer_refuses_puts() -> None:
 async def test_a_writer_torn_down_mid_call_dead_letters_what_it_holds() -> None:
     fake = FakeKinesis()
     fake.gates[0] = asyncio.Event()  # the first call never answers
-    dead = DeadLetters()
+    dead = UnsentLog()
     writer = writer_for(fake, dead, max_batches_in_flight=1, linger_s=0.0)
     for i in range(5):
         await writer.put(data(i), "s")
@@ -388,7 +388,7 @@ async def test_before_send_sees_every_call_including_retries() -> None:
 def test_dead_letter_file_and_callback_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not both"):
         KinesisWriter(
-            FakeKinesis(), STREAM, make_settings(), dead_letter_path=tmp_path, on_dead_letter=DeadLetters()
+            FakeKinesis(), STREAM, make_settings(), dead_letter_path=tmp_path, on_dead_letter=UnsentLog()
         )
 
 
@@ -422,9 +422,9 @@ def test_every_record_ends_up_sent_once_or_dead_lettered(
             "ProvisionedThroughputExceededException" if rng.random() < failure_rate else None for _ in batch
         ]
 
-    async def scenario() -> tuple[FakeKinesis, DeadLetters, KinesisWriter]:
+    async def scenario() -> tuple[FakeKinesis, UnsentLog, KinesisWriter]:
         fake = FakeKinesis(flaky)
-        dead = DeadLetters()
+        dead = UnsentLog()
         async with writer_for(fake, dead, max_batches_in_flight=lanes, put_max_attempts=3) as writer:
             for i in range(records):
                 await writer.put(data(i), f"store-{i % 5}")

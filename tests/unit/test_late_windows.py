@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from foundation.contract import AnomalyWithdrawn, format_ts, parse_ts
 from processors.backtest import run_backtest
 from processors.core import CoreConfig, ShardCore
-from processors.core.detectors import DetectorConfig, Finding, Fleet, Verdict
+from processors.core.detectors import DetectorConfig, Finding, PeerDayShape, Verdict
 from processors.core.monitor import still_anomalous
 from processors.core.tails import Z99
 from processors.core.windows import WindowEngine, WindowResult, WindowSpec
@@ -36,7 +36,7 @@ class Silence:
     def __init__(self) -> None:
         self.seen: list[tuple[int, int]] = []
 
-    def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, window: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         self.seen.append((window.start_ms, window.end_ms))
         if window.end_ms - window.start_ms != 15 * MIN or window.spec.kind != "tumbling":
             return Verdict()

@@ -31,6 +31,7 @@ CORE_ALLOWED = {
     "scipy",
     "foundation.contract",
     "foundation.errors",  # the one error root: exceptions only, no I/O
+    "foundation.timeunits",  # constants only
     "processors.core",
 }
 CORE_FORBIDDEN_STDLIB = {"asyncio", "socket", "threading", "subprocess", "time", "os"}

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from foundation.contract import Refund, Restock, Sale, decode_event, encode
+from foundation.timeunits import DAY_MS
 from producers.ledger import Ledger
-from producers.simulator import DAY_MS, StoreSimulator
+from producers.simulator import StoreSimulator
 
 TS = "2026-08-01T10:00:00.000Z"
 

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from foundation.contract import Count, Product, Refund, Rejection, Sale, decode_event, parse_ts
+from foundation.timeunits import DAY_MS, HOUR_MS
 from producers.ledger import Ledger
 from producers.replay import run_simulation
-from producers.simulator import DAY_MS, HOUR_MS, RHYTHM_MAX, SimEvent, StoreSimulator, rhythm
+from producers.simulator import RHYTHM_MAX, SimEvent, StoreSimulator, rhythm
 
 # A Wednesday and the Saturday after it, both at midnight UTC.
 WEDNESDAY = int(dt.datetime(2026, 7, 29, tzinfo=dt.UTC).timestamp() * 1000)

@@ -40,7 +40,7 @@ def test_archive_counts_every_line_when_shards_send_at_once() -> None:
     import random
     from types import SimpleNamespace
 
-    from processors.sinks.base import DeadLetters, SinkStats
+    from processors.sinks.base import SinkDeadLetters, SinkStats
     from processors.sinks.firehose import FirehoseArchive
 
     class SlowFirehose:
@@ -55,7 +55,7 @@ def test_archive_counts_every_line_when_shards_send_at_once() -> None:
         SlowFirehose(),
         SimpleNamespace(archive_firehose="events"),
         stats,
-        DeadLetters(None, stats),  # type: ignore[arg-type]  # nothing fails, nothing is kept
+        SinkDeadLetters(None, stats),  # type: ignore[arg-type]  # nothing fails, nothing is kept
         0.01,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers.fleet import Fleet
+from consumers.fleet import TruckFleet
 from consumers.trips import Travel, plan_trip, retime
 from foundation.contract import RestockRequest, alert_id
 
@@ -107,7 +107,7 @@ def test_retime_drops_requests_claimed_elsewhere() -> None:
 
 
 def test_the_fleet_knows_when_the_next_truck_is_back() -> None:
-    fleet = Fleet.of(2, 400)
+    fleet = TruckFleet.of(2, 400)
     trip = plan_trip([request("store-001", "milk", 5)], 400, TRAVEL, 1, 0.0)
     assert trip is not None
     assert fleet.next_truck_in_s(0) == 0.0  # two free

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from foundation.contract import Sale, Store, decode_event
-from producers.simulator import DAY_MS, HOUR_MS
+from foundation.timeunits import DAY_MS, HOUR_MS
 from producers.zoned import (
     LIVE_BASKETS_PER_HOUR,
     ZonedSimulator,
@@ -126,9 +126,9 @@ def test_live_stores_are_put_in_zones_where_it_is_trading_time() -> None:
 
 @pytest.mark.parametrize(("stores", "seconds"), [(3, 20), (10, 60)])
 def test_the_first_live_run_of_the_readme_sells_at_any_hour(stores: int, seconds: int) -> None:
-    """`shelfstream simulate --stores 3 --duration 20` at speed 1 in the evening used to put only the
-    stores' catalogs and stock takes: every store was in its night, and alerts and the report had nothing
-    to show. Now its stores trade, at any hour of the year."""
+    """`shelfstream simulate --stores 3 --duration 20` at speed 1, the README's first live run, must
+    show trade at any hour of the year: stores placed in their night would put only their catalogs and
+    stock takes, and alerts and the report would have nothing to show."""
     for start in _starts():
         assert _sales(live_simulator(7, stores, 20, start), start, seconds) >= 5, start
 

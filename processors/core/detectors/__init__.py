@@ -1,14 +1,10 @@
 """Anomaly detectors, one per module, chosen by the `kind` setting (registry.py)."""
 
 from processors.core.detectors.base import (
-    DAY_MS,
-    HOUR_MS,
-    MINUTE_MS,
-    WEEK_MS,
     Detector,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     Verdict,
 )
 from processors.core.detectors.hst import HSTDetector
@@ -18,18 +14,14 @@ from processors.core.detectors.seasonal import SeasonalDetector
 from processors.core.detectors.threshold import ThresholdDetector
 
 __all__ = [
-    "DAY_MS",
     "DETECTORS",
     "DETECTOR_KINDS",
-    "HOUR_MS",
-    "MINUTE_MS",
-    "WEEK_MS",
     "Detector",
     "DetectorConfig",
     "Finding",
-    "Fleet",
     "HSTDetector",
     "NaiveDetector",
+    "PeerDayShape",
     "SeasonalDetector",
     "ThresholdDetector",
     "Verdict",

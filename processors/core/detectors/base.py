@@ -13,6 +13,7 @@ from typing import Final, Protocol
 
 import msgspec
 
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core.detectors.fleet_shape import (
     MAX_DAYS_WEIGHT,
     SHAPE_VERSION,
@@ -21,10 +22,6 @@ from processors.core.detectors.fleet_shape import (
 )
 from processors.core.windows import WindowResult, WindowSpec
 
-MINUTE_MS: Final = 60_000
-HOUR_MS: Final = 60 * MINUTE_MS
-DAY_MS: Final = 24 * HOUR_MS
-WEEK_MS: Final = 7 * DAY_MS
 _WINSOR_2SD: Final = 0.92  # E[min(z^2, 4)] for a standard normal z
 PRIOR_WINDOWS: Final = 24  # windows' worth of weight the spread's prior keeps
 # 1970-01-01 was a Thursday: weekday (Monday = 0) of local day number d is (d + 3) % 7.
@@ -55,9 +52,10 @@ class DetectorConfig:
     warmup_days: int = 1  # no alert before a store has this much history of its own
     # -log10 p a window must reach: 4.5 is one chance in 30,000 that an ordinary window gets there.
     threshold: float = 4.5
-    # ... for a drop of sales (0: the same as a jump's): a little lower, since the level no longer
-    # follows a drop that builds (level_hold), and a drop's bound is the store's own (F1 0.871 ->
-    # 0.878 on the tuning seeds 1-12; 4.0 and 3.8 paged more for the same catch)
+    # ... for a drop of sales (0: the same as a jump's): a little lower, since today's level waits
+    # while a drop builds (level_hold) and a drop's bound is the store's own, so a lower bar catches
+    # more drops without more pages; lower still pages more for the same catch (the tuning seeds'
+    # figures are in benchmarks/detection-experiments.md)
     drop_threshold: float = 4.2
     refund_threshold: float = 4.0  # refunds are rarer and their tail is discrete: a bit lower
     season_fading: float = 0.35  # weight of the newest week in a slot's baseline
@@ -134,8 +132,8 @@ class DetectorConfig:
     static_sales_high: float = 3.0  # static rule: sales above this many times the store's average
     static_sales_low: float = 0.2  # ... or below this share of it, in business hours
     static_hours: tuple[int, int] = (10, 18)  # the static rule's business hours (local time)
-    naive_threshold: float = 8.0  # seasonal-naive: -log10 p (best of 4, 6, 8 on the tuning seeds)
-    hst_threshold: float = 0.99  # HST scores busy windows high; this was its best F1 on the tuning seeds
+    naive_threshold: float = 8.0  # seasonal-naive: -log10 p (the best of 4, 6, 8 on the tuning seeds)
+    hst_threshold: float = 0.99  # HST scores busy windows high: its best F1 on the tuning seeds is here
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -215,7 +213,7 @@ class Detector(Protocol):
     """One store's detector. `offset_ms` is the store's UTC offset at the window's start (its local
     time is `start_ms + offset_ms`); `fleet` is what the shard's stores have in common."""
 
-    def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict: ...
+    def observe(self, window: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict: ...
 
 
 def within_marked(
@@ -336,7 +334,7 @@ def merge(parts: list[WindowResult], spec: WindowSpec) -> WindowResult:
     )
 
 
-class Fleet:
+class PeerDayShape:
     """The shape of a day shared by a store's peers, for a store too new to have its own.
 
     Per kind of day (weekday, Saturday, Sunday) and slot of the local day: the share of a store's

@@ -1,7 +1,7 @@
 """The fleet's shape of a day as data: what one shard has learned of it, and what the fleet has.
 
 A shard's stores borrow their peers' shape of a day until their own history outweighs it
-(`Fleet` in base.py). A store alone in its shard, or a shard that has not had a Sunday yet, has no
+(`PeerDayShape` in base.py). A store alone in its shard, or a shard that has not had a Sunday yet, has no
 peers to borrow from, so every shard publishes what it has learned (a `FleetShape`) and reads the
 others': per kind of day (weekday, Saturday, Sunday) and slot of the local day, the mean share of a
 weekday's sales in that slot and the mean of its square, and how many store-days taught it.
@@ -23,7 +23,7 @@ from foundation.errors import ShelfstreamError
 
 SHAPE_VERSION: Final = 1
 KINDS: Final = 3  # weekday, Saturday, Sunday
-# Store-days one shard's shape weighs at most when shapes are merged: a faded mean (Fleet's
+# Store-days one shard's shape weighs at most when shapes are merged: a faded mean (PeerDayShape's
 # fading 0.05) remembers about 20 days, so a shard with a year of history is not worth 365 days.
 MAX_DAYS_WEIGHT: Final = 40
 _MAX_SLOTS: Final = 24 * 60  # one-minute slots at the finest

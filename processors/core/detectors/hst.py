@@ -7,12 +7,12 @@ from typing import Final
 
 from river import stats
 
+from foundation.timeunits import DAY_MS
 from processors.core.detectors.base import (
-    DAY_MS,
     QUIET,
     DetectorConfig,
     Finding,
-    Fleet,
+    PeerDayShape,
     Verdict,
     severity,
     weekday,
@@ -46,7 +46,7 @@ class HSTDetector:
         self.model = compose.Pipeline(preprocessing.MinMaxScaler(), anomaly.HalfSpaceTrees(seed=config.seed))
         self.means = {name: stats.Var() for name in _HST_FEATURES}
 
-    def observe(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if w.spec.kind != "tumbling" or w.end_ms - w.start_ms != self.slot_ms:
             return QUIET
         cfg = self.config

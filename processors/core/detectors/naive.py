@@ -7,17 +7,9 @@ of the two it has seen); a window is anomalous when a Poisson test puts it past 
 
 from __future__ import annotations
 
+from foundation.timeunits import DAY_MS, WEEK_MS
 from processors.core import tails
-from processors.core.detectors.base import (
-    DAY_MS,
-    QUIET,
-    WEEK_MS,
-    DetectorConfig,
-    Finding,
-    Fleet,
-    Verdict,
-    severity,
-)
+from processors.core.detectors.base import QUIET, DetectorConfig, Finding, PeerDayShape, Verdict, severity
 from processors.core.windows import WindowResult
 
 
@@ -36,7 +28,7 @@ class NaiveDetector:
         i = slot % self.ring
         return (self.sales[i], self.refunds[i]) if self.slot_ids[i] == slot else None
 
-    def observe(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if w.spec.kind != "tumbling" or w.end_ms - w.start_ms != self.slot_ms:
             return QUIET
         cfg = self.config

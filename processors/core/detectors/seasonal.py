@@ -9,7 +9,7 @@ slot's sales (15 minutes of the store's local day), each one kept in checkpointe
 * **day**: the same slot of the store's own days of the same kind (weekday, Saturday, Sunday),
   learned day by day (`profile_fading` for the newest).
 * **fleet**: the share of a weekday's sales the shard's stores make in that slot on that kind of day
-  (`Fleet`), times this store's own weekday total: its peers' shape, scaled to its level.
+  (`PeerDayShape`), times this store's own weekday total: its peers' shape, scaled to its level.
 
 From its second day a store is judged on what it has. While its history is short, the estimates
 disagree, so a window must be anomalous against all of them: a jump is judged against the highest,
@@ -44,19 +44,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
+from foundation.timeunits import DAY_MS, WEEK_MS
 from processors.core import tails
 from processors.core.detectors.base import (
-    DAY_MS,
     QUIET,
-    WEEK_MS,
     DetectorConfig,
     FadingMean,
     Finding,
-    Fleet,
+    PeerDayShape,
     Running,
     Spread,
     Verdict,
@@ -150,6 +149,15 @@ class _DayLevel:
             self.days += 1
         self.obs = self.exp = self.day_obs = self.day_exp = 0.0
         self._update()
+
+
+class _Slot(NamedTuple):
+    """Where a window falls in the store's local week: its kind of day, its slot of the day, and its
+    slot of the week."""
+
+    kind: int
+    slot: int
+    week_slot: int
 
 
 class _Window(msgspec.Struct, frozen=True):
@@ -281,7 +289,7 @@ class SeasonalDetector:
         found = self._week(weekday(day) * self.per_day + slot) or self._profile(day_type(day), slot)
         return None if found is None else found[0]
 
-    def _fleet(self, fleet: Fleet, kind: int, slot: int) -> tuple[Estimate, bool] | None:
+    def _fleet(self, fleet: PeerDayShape, kind: int, slot: int) -> tuple[Estimate, bool] | None:
         """The peers' estimate, and whether they agree enough (within half the share) to judge by."""
         if not self.totals_seen:
             return None
@@ -295,7 +303,7 @@ class SeasonalDetector:
         var = max(mean, 0.1) + max(share_var * total * total, (self.config.fleet_spread * mean) ** 2)
         return (mean, var), share > 0 and share_var <= _AGREE * share * share
 
-    def _scale(self, fleet: Fleet) -> float:
+    def _scale(self, fleet: PeerDayShape) -> float:
         """The store's weekday total, to scale the peers' shape by: the median over the fleet's busy
         slots of the store's own weekday profile against the fleet's share (one odd hour, even an
         outage of a whole morning, does not move a median), or the plain total when that cannot be
@@ -321,7 +329,7 @@ class SeasonalDetector:
 
     # --- days ----------------------------------------------------------------------------------
 
-    def _new_day(self, day: int, fleet: Fleet) -> None:
+    def _new_day(self, day: int, fleet: PeerDayShape) -> None:
         """The store's local day changed: learn from the day that ended."""
         if self.day >= 0:
             self.today.end_day()
@@ -352,7 +360,7 @@ class SeasonalDetector:
 
     # --- per window ----------------------------------------------------------------------------
 
-    def observe(self, window: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, window: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if self.first_ms is None:
             self.first_ms = window.start_ms
         duration = window.end_ms - window.start_ms
@@ -362,60 +370,28 @@ class SeasonalDetector:
             return self._long(window)
         return QUIET
 
-    def _short(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def _short(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
+        """One window of the slot's length: judged against what the store's own history (its week,
+        its shape of a day) and its peers' shape expect at today's level, then learned, clipped so
+        that an incident barely moves an estimate."""
         cfg = self.config
         local = w.start_ms + offset_ms
         day = local // DAY_MS
         slot = (local % DAY_MS) // self.slot_ms
         if day != self.day:
             self._new_day(day, fleet)
-        kind = day_type(day)
-        week_slot = weekday(day) * self.per_day + slot
-        sales = float(w.sales)
+        at = _Slot(day_type(day), slot, weekday(day) * self.per_day + slot)
+        kind = at.kind
 
-        weekly = self._week(week_slot)
-        k_week = self.weeks_seen[week_slot]
+        weekly = self._week(at.week_slot)
+        k_week = self.weeks_seen[at.week_slot]
         own_day = self._profile(kind, slot) if k_week < cfg.full_weeks else None
         found = self._fleet(fleet, kind, slot) if self.days_seen[kind] < cfg.own_days and k_week < 2 else None
         peers, agreed = found if found is not None else (None, False)
         own = [e for e in (weekly, own_day) if e is not None]
         every = own + ([peers] if peers is not None else [])
         if not every:
-            # The store's first day, or the first of a kind no peer has had either: nothing to
-            # compare sales with yet; learn them as they are. Refunds are still judged (from the
-            # second day), against the store's refund rate on the sales it has.
-            guess = self._guess(kind, slot)
-            self._follow_day(kind, slot, sales)
-            self.sold_today += w.sales
-            previous = self.recent[-1] if self.recent else None
-            self.recent.append(_Window(w, None, None, guess))
-            verdict = QUIET
-            if self._warm(w) and w.sales > 0:
-                verdict = self._judge(w, (sales, 0.0), None, guess, "short", learn=guess is None)
-                if (
-                    guess is not None
-                    and not verdict.findings
-                    and previous is not None
-                    and previous.central is None
-                    and previous.high is not None
-                    and previous.window.end_ms == w.start_ms
-                ):
-                    both = merge([previous.window, w], WindowSpec(2 * self.slot_ms, self.slot_ms))
-                    total = (float(both.sales), 0.0)
-                    mid = self._judge(both, total, None, _add(previous.high, guess), "mid", learn=False)
-                    if mid.findings:
-                        spans = tuple(msgspec.structs.replace(f, window=both) for f in mid.findings)
-                        verdict = Verdict(spans, verdict.expected)
-            learned = sales
-            if guess is not None:
-                # What the first weekend teaches is capped at a standard deviation over the guess
-                # (the day's own level times the busiest weekday slot around, plus half), so a spike on
-                # a store's first Sunday does not make its next Sunday a "collapse".
-                learned = min(sales, guess[0] + math.sqrt(guess[1]))
-            self._learn_slots(kind, slot, week_slot, learned, None)
-            if w.sales > 0 and not verdict.findings and "refunds" not in self.hits:
-                self._learn_refunds(float(w.refunds), sales)
-            return verdict
+            return self._short_unheard(w, at)
         # The central estimate (for learning and the expected range): own history outweighs peers.
         weights = [2.0 * k_week] if weekly is not None else []
         if own_day is not None:
@@ -425,29 +401,93 @@ class SeasonalDetector:
         wsum = sum(weights)
         c_mean = sum(wt * e[0] for wt, e in zip(weights, every, strict=True)) / wsum
         c_var = sum(wt * wt * e[1] for wt, e in zip(weights, every, strict=True)) / (wsum * wsum)
-        level, level_var = self.today.level
-        mean = c_mean * level
+        mean = c_mean * self.today.level[0]
         if mean < _QUIET_MEAN and w.sales == 0 and w.refunds == 0:
             self.today.closed()
-            self._learn_slots(kind, slot, week_slot, 0.0, None)
+            self._learn_slots(kind, slot, at.week_slot, 0.0, None)
             self.recent.append(_Window(w, (mean, 0.0), None, None))
             return QUIET
+        central, low, high = self._short_bounds(w, at, (c_mean, c_var), own, weights, peers, agreed)
+        self.sold_today += w.sales
+        previous = self.recent[-1] if self.recent else None
+        self.recent.append(_Window(w, central, low, high))
+        # Where the store has no history of its own for the slot (before its first opening time, a
+        # kind of day it has not had), the peers' shape judges, but it does not teach the spread or
+        # today's level: a store that opens later than its peers is not a quiet day.
+        teach = bool(own) or not cfg.own_learning
+        verdict = self._short_verdict(w, previous, central, low, high, bool(own), teach)
+        self._short_learn(w, at, verdict.findings, central, c_mean, own, every, teach)
+        return verdict
+
+    def _short_unheard(self, w: WindowResult, at: _Slot) -> Verdict:
+        """The store's first day, or the first of a kind no peer has had either: nothing to compare
+        sales with yet; learn them as they are. Refunds are still judged (from the second day),
+        against the store's refund rate on the sales it has."""
+        kind, slot = at.kind, at.slot
+        sales = float(w.sales)
+        guess = self._guess(kind, slot)
+        self._follow_day(kind, slot, sales)
+        self.sold_today += w.sales
+        previous = self.recent[-1] if self.recent else None
+        self.recent.append(_Window(w, None, None, guess))
+        verdict = QUIET
+        if self._warm(w) and w.sales > 0:
+            verdict = self._judge(w, (sales, 0.0), None, guess, "short", learn=guess is None)
+            if (
+                guess is not None
+                and not verdict.findings
+                and previous is not None
+                and previous.central is None
+                and previous.high is not None
+                and previous.window.end_ms == w.start_ms
+            ):
+                both = merge([previous.window, w], WindowSpec(2 * self.slot_ms, self.slot_ms))
+                total = (float(both.sales), 0.0)
+                mid = self._judge(both, total, None, _add(previous.high, guess), "mid", learn=False)
+                if mid.findings:
+                    spans = tuple(msgspec.structs.replace(f, window=both) for f in mid.findings)
+                    verdict = Verdict(spans, verdict.expected)
+        learned = sales
+        if guess is not None:
+            # What the first weekend teaches is capped at a standard deviation over the guess
+            # (the day's own level times the busiest weekday slot around, plus half), so a spike on
+            # a store's first Sunday does not make its next Sunday a "collapse".
+            learned = min(sales, guess[0] + math.sqrt(guess[1]))
+        self._learn_slots(kind, slot, at.week_slot, learned, None)
+        if w.sales > 0 and not verdict.findings and "refunds" not in self.hits:
+            self._learn_refunds(float(w.refunds), sales)
+        return verdict
+
+    def _short_bounds(
+        self,
+        w: WindowResult,
+        at: _Slot,
+        centre: Estimate,
+        own: list[Estimate],
+        weights: list[float],
+        peers: Estimate | None,
+        agreed: bool,
+    ) -> tuple[Estimate, Estimate | None, Estimate | None]:
+        """The window's expected sales at today's level, and the bounds of a drop and of a jump."""
+        cfg = self.config
+        level, level_var = self.today.level
+        sales = float(w.sales)
 
         def scaled(e: Estimate) -> Estimate:
             m = e[0] * level
             return m, level * level * e[1] + m * m * level_var
 
-        central = scaled((c_mean, c_var))
+        central = scaled(centre)
         # A jump must be one against every estimate that can speak here; a drop, against the
         # store's own history, or the peers when they agree and the store has traded today.
         judges = own + ([peers] if peers is not None and agreed else [])
         alpha = cfg.bound_weight
-        high = scaled(_towards((c_mean, c_var), max(judges), cfg.jump_bound_weight)) if judges else None
+        high = scaled(_towards(centre, max(judges), cfg.jump_bound_weight)) if judges else None
         low: Estimate | None
         drop_guess = None
         if not own:
-            drop_guess = self._drop_guess(kind, slot, sales) if agreed and self.sold_today > 0 else None
-            self._follow_day(kind, slot, sales)
+            drop_guess = self._drop_guess(at.kind, at.slot, sales) if agreed and self.sold_today > 0 else None
+            self._follow_day(at.kind, at.slot, sales)
         if drop_guess is not None and peers is not None:
             # A weekend day of a kind the store has not had: a drop against its own weekday shape at
             # today's level, never above the peers (both must see it)
@@ -455,21 +495,27 @@ class SeasonalDetector:
         elif peers is not None and agreed and self.sold_today > 0 and (own or cfg.peer_drops):
             # The peers may lower the bar of a drop, never raise it above the store's own history
             # (a store that closes its Saturday at 17:00 while its peers trade on).
-            centre = _centre(own, weights) if own else (c_mean, c_var)
-            low = scaled(_towards(centre, min(judges), alpha))
+            low = scaled(_towards(_centre(own, weights) if own else centre, min(judges), alpha))
         else:
             low = scaled(_towards(_centre(own, weights), min(own), alpha)) if own else None
-        self.sold_today += w.sales
-        previous = self.recent[-1] if self.recent else None
-        entry = _Window(w, central, low, high)
-        self.recent.append(entry)
-        # Where the store has no history of its own for the slot (before its first opening time, a
-        # kind of day it has not had), the peers' shape judges, but it does not teach the spread or
-        # today's level: a store that opens later than its peers is not a quiet day.
-        teach = bool(own) or not cfg.own_learning
+        return central, low, high
+
+    def _short_verdict(
+        self,
+        w: WindowResult,
+        previous: _Window | None,
+        central: Estimate,
+        low: Estimate | None,
+        high: Estimate | None,
+        own: bool,
+        teach: bool,
+    ) -> Verdict:
+        """The window judged alone, over the last 30 minutes with the one before it, and as the
+        latest of a run of evidence."""
+        cfg = self.config
         # Refunds follow the customers in the store: where only the peers' shape speaks (a first
         # Sunday against peers that open later), the sales the store is making count too.
-        traffic = None if own else sales
+        traffic = None if own else float(w.sales)
         verdict = self._judge(w, central, low, high, "short", learn=teach, traffic=traffic)
         findings = verdict.findings
         if previous is not None and previous.central is not None and previous.window.end_ms == w.start_ms:
@@ -495,6 +541,22 @@ class SeasonalDetector:
         if found_run is not None and not any(f.metric == "sales" for f in findings):
             findings = (*findings, found_run)
             verdict = Verdict(findings, verdict.expected)
+        return verdict
+
+    def _short_learn(
+        self,
+        w: WindowResult,
+        at: _Slot,
+        findings: tuple[Finding, ...],
+        central: Estimate,
+        c_mean: float,
+        own: list[Estimate],
+        every: list[Estimate],
+        teach: bool,
+    ) -> None:
+        """Learn the window: its slot's estimates, today's level and the refund rate."""
+        cfg = self.config
+        sales = float(w.sales)
         sales_flag = refund_flag = False
         for f in findings:
             if f.metric == "sales":
@@ -513,7 +575,7 @@ class SeasonalDetector:
             learned = min(max(sales, m - band), m + band)
         else:
             learned = sales
-        self._learn_slots(kind, slot, week_slot, learned, c_mean)
+        self._learn_slots(at.kind, at.slot, at.week_slot, learned, c_mean)
         if c_mean < 0.5:
             self.today.closed()
         elif not teach or _disagree(every):
@@ -536,7 +598,6 @@ class SeasonalDetector:
             self.today.flagged()
         if not refund_flag and w.sales > 0 and "refunds" not in self.hits:
             self._learn_refunds(float(w.refunds), sales)
-        return verdict
 
     def _evidence(self, w: WindowResult, low: Estimate | None, high: Estimate | None) -> Finding | None:
         """Evidence of a drop or a jump of sales over the last few windows, and a finding once it

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from river import stats
 
-from processors.core.detectors.base import (
-    DAY_MS,
-    HOUR_MS,
-    QUIET,
-    DetectorConfig,
-    Finding,
-    Fleet,
-    Verdict,
-    severity,
-)
+from foundation.timeunits import DAY_MS, HOUR_MS
+from processors.core.detectors.base import QUIET, DetectorConfig, Finding, PeerDayShape, Verdict, severity
 from processors.core.windows import WindowResult
 
 
@@ -34,7 +26,7 @@ class ThresholdDetector:
         self.day = -1
         self.sold_today = 0
 
-    def observe(self, w: WindowResult, offset_ms: int, fleet: Fleet) -> Verdict:
+    def observe(self, w: WindowResult, offset_ms: int, fleet: PeerDayShape) -> Verdict:
         if w.spec.kind != "tumbling" or w.end_ms - w.start_ms != self.slot_ms:
             return QUIET
         cfg = self.config

@@ -45,12 +45,38 @@
     return node;
   }
 
-  const clock = (ts) => (typeof ts === "string" && ts.length >= 16 ? ts.slice(11, 16) : "");
-  const day = (ts) => (typeof ts === "string" ? ts.slice(0, 10) : "");
   const fmt = (n) => (typeof n === "number" ? n.toLocaleString("en") : "0");
   const storeHref = (id) => "#/store/" + encodeURIComponent(id);
 
+  // Every time the page shows is on one clock: the store's own local time, as its window records give
+  // its zone (UTC until they do), each labelled with the zone's abbreviation (CEST, UTC, GMT-4, ...).
+  // Alerts carry event times and deliveries the dispatcher's; shown raw they read as two clocks.
+  function storeZone(storeId) {
+    const windows = app.windows.get(storeId);
+    const latest = windows && windows.length ? windows[windows.length - 1].timezone : null;
+    return latest || (app.stores.get(storeId) || {}).timezone || "UTC";
+  }
+  const abbreviations = new Map(); // zone -> Intl formatter of the zone's short name
+  function zoneAbbreviation(ts, zone) {
+    let f = abbreviations.get(zone);
+    if (!f) {
+      f = new Intl.DateTimeFormat("en-GB", { timeZone: zone, timeZoneName: "short" });
+      abbreviations.set(zone, f);
+    }
+    const part = f.formatToParts(new Date(ts)).find((p) => p.type === "timeZoneName");
+    return part ? part.value : zone;
+  }
+  // "2026-08-01 14:20 CEST" (or "14:20 CEST" without the day) in the store's local time.
+  function stamp(ts, storeId, withDay = true) {
+    if (typeof ts !== "string" || Number.isNaN(Date.parse(ts))) return "";
+    const zone = storeZone(storeId);
+    const local = localTime(ts, zone);
+    return (withDay ? local.day + " " : "") + local.clock + " " + zoneAbbreviation(ts, zone);
+  }
+
   class AuthError extends Error {}
+  // 403: the token is valid but this store is not its own; the page says so instead of showing nothing.
+  class RefusedError extends Error {}
 
   async function api(path) {
     const response = await fetch(path, { headers: { Authorization: "Bearer " + app.token } });
@@ -62,7 +88,7 @@
       } catch (_) {
         /* not JSON: keep the status line */
       }
-      throw new Error(message);
+      throw response.status === 403 ? new RefusedError(message) : new Error(message);
     }
     return response.json();
   }
@@ -167,13 +193,13 @@
     const id = encodeURIComponent(storeId);
     const [inventory, windows, kpis] = await Promise.all([
       api("/v1/stores/" + id + "/inventory").catch((error) => {
-        if (error instanceof AuthError) throw error;
+        if (error instanceof AuthError || error instanceof RefusedError) throw error;
         return { store_id: storeId, products: [], missing: error.message };
       }),
       api("/v1/stores/" + id + "/windows?limit=400"),
       // The history tables' daily KPIs: optional (none before the first `history ingest`)
       api("/v1/kpis?per=store&limit=14&store_id=" + id).catch((error) => {
-        if (error instanceof AuthError) throw error;
+        if (error instanceof AuthError || error instanceof RefusedError) throw error;
         return { kpis: [], note: error.message };
       }),
     ]);
@@ -350,6 +376,7 @@
   }
 
   function onWindow(window) {
+    if (window.timezone) summaryOf(window.store_id).timezone = window.timezone;
     const list = app.windows.get(window.store_id) || [];
     list.push(window);
     if (list.length > 400) list.splice(0, list.length - 400);
@@ -370,7 +397,7 @@
   // --- views --------------------------------------------------------------------------------------
 
   function show(name) {
-    for (const section of ["sign-in", "overview", "store"]) $(section).hidden = section !== name;
+    for (const section of ["sign-in", "overview", "store", "refused"]) $(section).hidden = section !== name;
   }
 
   async function route() {
@@ -388,6 +415,12 @@
       } catch (error) {
         if (error instanceof AuthError) {
           signOut(error.message);
+          return;
+        }
+        if (error instanceof RefusedError) {
+          app.view = { name: "refused", store: storeId, reason: error.message };
+          renderRefused();
+          $("refused-title").focus({ preventScroll: false });
           return;
         }
         app.inventory.set(storeId, { store_id: storeId, products: [], missing: error.message });
@@ -412,6 +445,7 @@
       show("store");
       const id = app.view.store;
       $("store-title").textContent = "Store " + id;
+      for (const holder of document.querySelectorAll(".store-zone")) holder.textContent = storeZone(id);
       document.title = "Store " + id + " · shelfstream";
       renderCards();
       renderStock();
@@ -421,7 +455,17 @@
       renderAtRisk();
       renderTrucks();
       renderDeliveries();
+    } else if (app.view.name === "refused") {
+      renderRefused();
     }
+  }
+
+  function renderRefused() {
+    show("refused");
+    const id = app.view.store;
+    document.title = "Not your store · shelfstream";
+    $("refused-title").textContent = "Store " + id + " is not yours to see";
+    $("refused-reason").textContent = "The API refused: " + app.view.reason + ".";
   }
 
   function renderStores() {
@@ -437,8 +481,8 @@
           el("td", { class: s.stock_outs ? "num bad" : "num", text: fmt(s.stock_outs) }),
           el("td", { class: "num", text: fmt(s.open_requests) }),
           el("td", { class: s.recent_anomalies ? "num bad" : "num", text: fmt(s.recent_anomalies) }),
-          el("td", {}, s.last_anomaly ? clock(s.last_anomaly.ts) + " " + (s.last_anomaly.explanation || "") : "—"),
-          el("td", {}, atRiskText(s.at_risk || [])),
+          el("td", {}, s.last_anomaly ? stamp(s.last_anomaly.ts, s.store_id, false) + " " + (s.last_anomaly.explanation || "") : "—"),
+          el("td", {}, atRiskText(s.at_risk || [], s.store_id)),
         ),
       ),
     );
@@ -472,7 +516,7 @@
         "div",
         { class: "head" },
         el("span", { class: "badge " + alert.kind, text: label }),
-        el("time", { datetime: alert.ts, text: day(alert.ts) + " " + clock(alert.ts) }),
+        el("time", { datetime: alert.ts, text: stamp(alert.ts, alert.store_id) }),
         withStore ? el("a", { href: storeHref(alert.store_id), text: alert.store_id }) : null,
         alert.kind === "anomaly" ? el("span", { class: "muted", text: "severity " + alert.severity }) : null,
       ),
@@ -515,10 +559,10 @@
     list.nextElementSibling.hidden = alerts.length > 0;
   }
 
-  function atRiskText(items) {
+  function atRiskText(items, storeId) {
     if (!items.length) return "—";
     const first = items[0];
-    return items.length + " (" + first.product_id + " empty at " + clock(first.expected_stockout_at) + ")";
+    return items.length + " (" + first.product_id + " empty at " + stamp(first.expected_stockout_at, storeId, false) + ")";
   }
 
   function renderAtRisk() {
@@ -528,8 +572,8 @@
         el(
           "tr",
           {},
-          el("th", { scope: "row", text: i.product_id }),
-          el("td", {}, el("time", { datetime: i.expected_stockout_at, text: day(i.expected_stockout_at) + " " + clock(i.expected_stockout_at) })),
+          productCell(i.product_id),
+          el("td", {}, el("time", { datetime: i.expected_stockout_at, text: stamp(i.expected_stockout_at, app.view.store) })),
           el("td", { class: "num", text: fmt(i.on_hand) }),
           el("td", { class: "num", text: fmt(i.requested_quantity) }),
           el("td", { text: i.reason === "forecast" ? "sales forecast" : "below threshold" }),
@@ -548,6 +592,12 @@
     $("card-anomalies").textContent = fmt(summary.recent_anomalies);
   }
 
+  // A product's name can be 200 characters (the contract's bound): one line, cut with an ellipsis so the
+  // numbers beside it stay on the page, and the whole name in the cell's tooltip.
+  function productCell(text) {
+    return el("th", { scope: "row", class: "product", title: text }, el("span", { class: "clip", text }));
+  }
+
   function renderStock() {
     const inventory = app.inventory.get(app.view.store) || { products: [] };
     const label = { out: "out of stock", low: "low", ok: "ok" };
@@ -556,7 +606,7 @@
         el(
           "tr",
           {},
-          el("th", { scope: "row" }, p.name ? p.product_id + " · " + p.name : p.product_id),
+          productCell(p.name ? p.product_id + " · " + p.name : p.product_id),
           el("td", { class: p.on_hand <= 0 ? "num bad" : "num", text: fmt(p.on_hand) }),
           el(
             "td",
@@ -636,9 +686,9 @@
         el(
           "tr",
           {},
-          el("td", {}, el("time", { datetime: d.ts, text: clock(d.ts) })),
+          el("td", {}, el("time", { datetime: d.ts, text: stamp(d.ts, d.store_id) })),
           el("td", { text: d.truck_id || "" }),
-          el("td", { text: d.product_id }),
+          el("td", { class: "product", title: d.product_id }, el("span", { class: "clip", text: d.product_id })),
           el("td", { class: "num", text: fmt(d.quantity) }),
         ),
       ),
