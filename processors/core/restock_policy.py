@@ -50,7 +50,7 @@ class ThresholdPolicy:
     def decide(
         self, change: StockChange, ledger: StockLedger, forecast: DemandForecast | None
     ) -> Sequence[RestockRequest]:
-        if change.requested or change.on_hand > change.limits[0]:
+        if change.on_hand > change.limits[0] or change.requested:
             return _NONE
         return (_request(change, change.key, change.on_hand, change.limits, None, None, "threshold"),)
 

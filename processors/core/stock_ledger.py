@@ -68,7 +68,7 @@ class StockChange:
     limits: tuple[int, int]  # (restock threshold, target stock) from the catalog
     requested: bool  # a restock request for it is open (after the event)
     # A delivery that answers an open request: how long after the request it came (else None).
-    lead_ms: int | None = None
+    lead_ms: int | None
 
 
 @dataclass(slots=True)
@@ -93,7 +93,7 @@ class StockLedger:
         limits = self.limits.get(key) or self.threshold_of(key)
         if on_hand > limits[0] and key not in self.out_of_stock:
             stock[key] = on_hand
-            return StockChange(ev, key, ts_ms, on_hand, limits, key in self.open_requests)
+            return StockChange(ev, key, ts_ms, on_hand, limits, key in self.open_requests, None)
         return self._changed(key, on_hand, ev, ts_ms, out, tally)
 
     def refund(self, ev: Refund, ts_ms: int, out: Effects, tally: Counter[str]) -> StockChange:
