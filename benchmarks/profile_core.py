@@ -3,10 +3,11 @@
 cProfile slows every Python call down (a call costs more than most of the work in it), so the shares
 are the figure to read, not the absolute times: they say which part an optimisation should aim at.
 Parts: decoding and validating (msgspec and the contract's checks), event time (`ts_ms`), dedup,
-stock (processors/core/inventory.py), the restock policy's demand forecast (demand.py), the
-per-event loop itself (`ShardCore.apply`, with the window update of a sale inlined), windows
-(processors/core/windows.py), detection and window records (monitor, detectors/, tails, explain and
-the river/scipy calls under them), reading the file and writing the outputs (backtest.py), the rest.
+stock (processors/core/stock_ledger.py), the demand forecast (demand.py) and the restock policy
+(restock_policy.py) that reads it, the per-event loop itself (`ShardCore.apply`, with the window
+update of a sale inlined), windows (processors/core/windows.py), the daily KPIs (kpis.py), detection
+and window records (monitor, detectors/, tails, explain and the river/scipy calls under them),
+reading the file and writing the outputs (backtest.py), the rest.
 
     python -m benchmarks.profile_core [--docs benchmarks/core-speed-experiments.md]
 """
@@ -31,10 +32,12 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("decode and validate", ("msgspec.json.Decoder", "__post_init__", "decode_event", "decode_record")),
     ("event time (`ts_ms`)", ("(ts_ms)",)),
     ("dedup", ("dedup.py",)),
-    ("stock (inventory.py)", ("inventory.py",)),
+    ("stock (stock_ledger.py)", ("stock_ledger.py",)),
     ("restock demand forecast (demand.py)", ("demand.py",)),
+    ("restock policy (restock_policy.py)", ("restock_policy.py",)),
     ("the per-event loop (`apply`, a sale's window update inlined)", ("processor.py",)),
     ("windows (windows.py)", ("windows.py",)),
+    ("daily KPIs (kpis.py)", ("kpis.py",)),
     (
         "detection and window records",
         ("monitor.py", "/detectors/", "tails.py", "explain.py", "/river/", "/scipy/", "msgspec.json.Encoder"),

@@ -37,13 +37,13 @@ from consumers.trips import Trip, plan_trip
 from foundation.contract import RestockRequest, encode
 from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import CoreConfig, ShardCore
-from processors.core.demand import RestockPolicy
+from processors.core.demand import PolicyName
 from processors.stream_processor import restock_config
 from producers.simulator import StoreSimulator
 
 TUNING_SEEDS = (1, 2, 3)
 EVAL_SEEDS = (11, 12, 13, 14, 15)
-POLICIES: tuple[RestockPolicy, ...] = ("threshold", "forecast")
+POLICIES: tuple[PolicyName, ...] = ("threshold", "forecast")
 STEP_MS = MINUTE_MS
 START_MS = 1_785_628_800_000  # Monday 2026-08-03 00:00 UTC
 
@@ -62,7 +62,7 @@ class Scenario:
     between_s: float = 50 * 60  # any other pair
 
 
-def scenario_settings(sc: Scenario, policy: RestockPolicy) -> Settings:
+def scenario_settings(sc: Scenario, policy: PolicyName) -> Settings:
     pairs = {f"store-{i:03d}|store-{i + 1:03d}": sc.neighbour_s for i in range(1, sc.stores)}
     return Settings(
         restock_policy=policy,
@@ -102,7 +102,7 @@ class _Arrival:
     stop: int = field(compare=False)  # index of the stop; len(stops): back at the depot
 
 
-def run(sc: Scenario, policy: RestockPolicy, seed: int) -> Result:
+def run(sc: Scenario, policy: PolicyName, seed: int) -> Result:
     cpu = time.process_time()
     settings = scenario_settings(sc, policy)
     travel = travel_of(settings)

@@ -67,7 +67,7 @@ _FLIP: Final = {
 
 
 @dataclass(frozen=True)
-class Plan:
+class QueryPlan:
     """What a query needs: the archive tables it names, and object pruning derived from its WHERE."""
 
     tables: tuple[str, ...]
@@ -83,7 +83,7 @@ class QueryResult:
     note: str | None = None
 
 
-def plan_query(sql: str) -> Plan:
+def plan_query(sql: str) -> QueryPlan:
     """Check that ``sql`` is one SELECT and find what it reads; raises UsageError otherwise."""
     if not sql.strip():
         raise UsageError('empty SQL: give a SELECT, e.g. "SELECT count(*) FROM events"')
@@ -102,7 +102,7 @@ def plan_query(sql: str) -> Plan:
     if len(statements) != 1:
         raise UsageError(f"give exactly one SELECT statement, not {len(statements)}")
     names = tuple(t for t in TABLES if re.search(rf"\b{t}\b", sql, re.IGNORECASE))
-    return Plan(names, derive_pruning(statements[0].get("node", {})))
+    return QueryPlan(names, derive_pruning(statements[0].get("node", {})))
 
 
 def derive_pruning(node: dict[str, Any]) -> dict[str, ArchiveFilter]:

@@ -33,8 +33,8 @@ _KEY_CACHE_MAX: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
-class Demand:
-    """What one send asks of one shard."""
+class ShardSend:
+    """The records and bytes one send puts on one shard (what its limits count)."""
 
     records: int
     bytes: int
@@ -107,13 +107,13 @@ class ShardLimiter:
         self.bytes_per_s = bytes_per_s
         self._logs: dict[str, _ShardLog] = {}
 
-    def try_acquire(self, demand: Mapping[str, Demand], now: float) -> float:
+    def try_acquire(self, per_shard: Mapping[str, ShardSend], now: float) -> float:
         """Record the send and return 0.0 when it fits; else take nothing and return seconds to wait.
 
-        A demand larger than a shard's limit can never fit: that is the caller's batch size, a ValueError.
+        A send larger than a shard's limit can never fit: that is the caller's batch size, a ValueError.
         """
         wait = 0.0
-        for shard, need in demand.items():
+        for shard, need in per_shard.items():
             if need.records > self.records_per_s or need.bytes > self.bytes_per_s:
                 raise ValueError(
                     f"a send of {need.records} records / {need.bytes} bytes to {shard} exceeds the "
@@ -124,14 +124,14 @@ class ShardLimiter:
             wait = max(wait, self._wait_for(log, need, now))
         if wait > 0.0:
             return wait
-        for shard, need in demand.items():
+        for shard, need in per_shard.items():
             log = self._logs[shard]
             log.sends.append((now, need.records, need.bytes))
             log.records += need.records
             log.bytes += need.bytes
         return 0.0
 
-    def _wait_for(self, log: _ShardLog, need: Demand, now: float) -> float:
+    def _wait_for(self, log: _ShardLog, need: ShardSend, now: float) -> float:
         """Time until enough old sends have left the window; just past their expiry, as expiry is strict."""
         free_records = self.records_per_s - log.records
         free_bytes = self.bytes_per_s - log.bytes
@@ -142,7 +142,7 @@ class ShardLimiter:
             free_bytes += size
             if need.records <= free_records and need.bytes <= free_bytes:
                 return max(sent_at + WINDOW_S - now, 0.0) + 1e-6
-        return WINDOW_S  # unreachable while demands are within the limits; wait a window to be safe
+        return WINDOW_S  # unreachable while sends are within the limits; wait a window to be safe
 
 
 def record_size(record: OutRecord) -> int:
@@ -172,19 +172,19 @@ class RateLimitHook:
         self.waits = 0  # sends held back at least once
         self.waited_s = 0.0
 
-    def demand_of(self, records: Sequence[OutRecord]) -> dict[str, Demand]:
+    def per_shard(self, records: Sequence[OutRecord]) -> dict[str, ShardSend]:
         counts: dict[str, list[int]] = {}
         for record in records:
             slot = counts.setdefault(self.shard_map.shard_of(record.partition_key), [0, 0])
             slot[0] += 1
             slot[1] += record_size(record)
-        return {shard: Demand(n, size) for shard, (n, size) in counts.items()}
+        return {shard: ShardSend(n, size) for shard, (n, size) in counts.items()}
 
     async def __call__(self, records: Sequence[OutRecord]) -> None:
-        demand = self.demand_of(records)
+        per_shard = self.per_shard(records)
         held = False
         while True:
-            wait = self.limiter.try_acquire(demand, self._clock())
+            wait = self.limiter.try_acquire(per_shard, self._clock())
             if wait <= 0.0:
                 return
             if not held:

@@ -1,4 +1,4 @@
-"""Demand per store and product, learned online from the stream, and the restock plan it gives.
+"""Demand per store and product, learned online from the stream: the forecast the restock policy reads.
 
 Compact by design, so a shard's state stays bounded by its stores and products, however long it runs:
 
@@ -22,14 +22,20 @@ from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+from foundation.contract import Sale
+
+if TYPE_CHECKING:
+    from processors.core.stock_ledger import StockChange
 
 HOUR_MS: Final = 3_600_000
 DAY_MS: Final = 24 * HOUR_MS
 WEEK_HOURS: Final = 168
 _MONDAY_OFFSET_H: Final = 72  # 1970-01-01 was a Thursday: hour 0 of the epoch is hour 72 of its week
 
-RestockPolicy = Literal["threshold", "forecast"]
+# Which restock policy a core runs (processors/core/restock_policy.py has one class for each).
+PolicyName = Literal["threshold", "forecast"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +43,7 @@ class RestockConfig:
     """How restock requests are raised. ``threshold``: the catalog's fixed rule only (as before);
     ``forecast``: demand over the lead time plus safety stock, with the threshold as a floor."""
 
-    policy: RestockPolicy = "forecast"
+    policy: PolicyName = "forecast"
     service_level: float = 0.98  # the chance a store-product does not run out before a truck comes
     lead_time_prior_ms: int = HOUR_MS  # until the first delivery answers a request
     cycle_ms: int = 24 * HOUR_MS  # the planned time between two deliveries to a store
@@ -203,8 +209,8 @@ class ItemDemand:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """What the forecast says for one store-product at one moment."""
+class ReorderPlan:
+    """What the forecast says for one store-product at one moment: when to ask, and the lead time."""
 
     reorder_point: float  # ask when on hand is at or below this
     lead_ms: float
@@ -212,12 +218,26 @@ class Plan:
 
 
 @dataclass(slots=True)
-class Demand:
+class DemandForecast:
+    """Sale rates per store and product, and lead times per store, learned from the stock ledger's
+    changes; read by the forecast restock policy. It decides nothing."""
+
     config: RestockConfig
     stores: dict[str, StoreDemand] = field(default_factory=dict)
     items: dict[str, dict[str, ItemDemand]] = field(default_factory=dict)  # store -> product -> item
 
     # --- learning ------------------------------------------------------------------------------
+
+    def learn(self, change: StockChange) -> None:
+        """What one event teaches: a sale is demand; a refund, restock or stock take changes only
+        whether the shelf is stocked; a delivery that answers a request is a lead time."""
+        ev = change.event
+        if type(ev) is Sale:
+            self.sale(ev.store_id, ev.product_id, ev.quantity, change.ts_ms, change.on_hand)
+            return
+        if change.lead_ms is not None:
+            self.delivered(ev.store_id, change.lead_ms)
+        self.stock_changed(ev.store_id, ev.product_id, change.ts_ms, change.on_hand)
 
     def _item(self, store_id: str, product_id: str, store: StoreDemand) -> ItemDemand:
         items = self.items.get(store_id)
@@ -322,7 +342,7 @@ class Demand:
             return None
         return max(when, start_ms)
 
-    def plan(self, store_id: str, product_id: str, ts_ms: int) -> Plan | None:
+    def plan(self, store_id: str, product_id: str, ts_ms: int) -> ReorderPlan | None:
         """Reorder point and order-up-to level now; None while the product has too little history."""
         share = self.share(store_id, product_id)
         store = self.stores.get(store_id)
@@ -343,13 +363,13 @@ class Demand:
             look_ms = max(next_look - ts_ms, 0.0)
         cover = (store.units_before(ts_ms + look_ms + lead) - now) * share
         safety = self._safety(store, look_ms + lead, cover, lead_sd, cfg.z)
-        return Plan(
+        return ReorderPlan(
             reorder_point=cover + safety,
             lead_ms=lead,
             lead_demand=(store.units_before(ts_ms + lead) - now) * share if lead > 0 else 0.0,
         )
 
-    def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: Plan) -> float:
+    def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: ReorderPlan) -> float:
         """Enough to last until the next likely delivery: demand over the lead time and the planned
         cycle, plus safety stock (worked out only when a request is made: it looks a day ahead)."""
         share = self.share(store_id, product_id)

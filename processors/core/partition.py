@@ -18,6 +18,7 @@ from typing import TypeVar
 from processors.core.dedup import Dedup
 from processors.core.effects import Effects
 from processors.core.processor import CoreStats, ShardCore
+from processors.core.restock_policy import ForecastPolicy
 
 V = TypeVar("V")
 
@@ -49,10 +50,12 @@ def split(core: ShardCore, owns: Callable[[str], bool]) -> ShardCore:
     inv.limits = {k: v for k, v in inv.limits.items() if owns(k[0])}
     state.last_seen = {s: ts for s, ts in state.last_seen.items() if owns(s)}
     inv.requested_at = {k: v for k, v in inv.requested_at.items() if owns(k[0])}
-    inv.reorder_points = {k: v for k, v in inv.reorder_points.items() if owns(k[0])}
-    if inv.demand is not None:
-        inv.demand.stores = {s: d for s, d in inv.demand.stores.items() if owns(s)}
-        inv.demand.items = {s: d for s, d in inv.demand.items.items() if owns(s)}
+    if isinstance(state.policy, ForecastPolicy):
+        points = state.policy.reorder_points
+        state.policy.reorder_points = {k: v for k, v in points.items() if owns(k[0])}
+    if state.forecast is not None:
+        state.forecast.stores = {s: d for s, d in state.forecast.stores.items() if owns(s)}
+        state.forecast.items = {s: d for s, d in state.forecast.items.items() if owns(s)}
     if state.windows is not None:
         state.windows.stores = {s: w for s, w in state.windows.stores.items() if owns(s)}
     if state.monitor is not None:
@@ -79,10 +82,11 @@ def merge(cores: Sequence[ShardCore]) -> ShardCore:
         inv.out_of_stock |= oinv.out_of_stock
         inv.limits.update(oinv.limits)
         inv.requested_at.update(oinv.requested_at)
-        inv.reorder_points.update(oinv.reorder_points)
-        if inv.demand is not None and oinv.demand is not None:
-            inv.demand.stores.update(oinv.demand.stores)
-            inv.demand.items.update(oinv.demand.items)
+        if isinstance(state.policy, ForecastPolicy) and isinstance(o.policy, ForecastPolicy):
+            state.policy.reorder_points.update(o.policy.reorder_points)
+        if state.forecast is not None and o.forecast is not None:
+            state.forecast.stores.update(o.forecast.stores)
+            state.forecast.items.update(o.forecast.items)
         state.dedup.merge(o.dedup)
         state.last_seen.update(o.last_seen)
         state.next_sweep_ms = min(state.next_sweep_ms, o.next_sweep_ms)

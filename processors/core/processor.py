@@ -1,17 +1,21 @@
-"""The processor core for one shard: decode -> validate -> dedup -> stock -> windows -> detection -> effects.
+"""The processor core for one shard: decode -> validate -> dedup -> stock -> restock -> windows ->
+detection -> effects.
 
 One core per shard, because a store's events all live in one shard (partition key = store): the
 state of a shard can then be checkpointed, moved to another worker, or split along hash-key ranges
 on resharding, without touching any other shard's state.
 
-Stock follows stream order; windows follow event time (processors/core/windows.py), and each closed
-window is judged by the store's detector (processors/core/detectors/, monitor.py).
+Stock follows stream order: a stock event goes to the stock ledger, which says what changed, then to
+the demand forecast, which learns from that, then to the restock policy, which reads both and decides
+(stock_ledger.py, demand.py, restock_policy.py), once each. Windows follow event time
+(processors/core/windows.py), and each closed window is judged by the store's detector
+(processors/core/detectors/, monitor.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -25,6 +29,7 @@ from foundation.contract import (
     Refund,
     Rejection,
     Restock,
+    RestockRequest,
     Sale,
     Store,
     decode_event,
@@ -34,11 +39,13 @@ from foundation.contract import (
 from foundation.timeunits import HOUR_MS
 from processors.core import state_format
 from processors.core.dedup import Dedup, Run
+from processors.core.demand import DemandForecast
 from processors.core.detectors.fleet_shape import FleetShape
 from processors.core.effects import Effects, RejectedRecord
-from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
+from processors.core.restock_policy import policy_for
 from processors.core.state import CoreConfig, CoreState, CoreStats
+from processors.core.stock_ledger import StockChange, StockLedger
 from processors.core.windows import WindowEngine, WindowResult
 
 __all__ = ["CheckpointParts", "CoreConfig", "CoreState", "CoreStats", "ShardCore", "decode_record"]
@@ -138,16 +145,15 @@ class ShardCore:
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
         windows, monitor = _windows_and_monitor(self.config)
+        restock = self.config.restock
         self.state = CoreState(
-            inventory=Inventory(
-                self.config.default_restock_threshold,
-                self.config.default_target_stock,
-                restock_config=self.config.restock,
-            ),
+            inventory=StockLedger(self.config.default_restock_threshold, self.config.default_target_stock),
             dedup=_dedup(self.config),
             stats=CoreStats(),
             windows=windows,
             monitor=monitor,
+            forecast=DemandForecast(restock) if restock.policy == "forecast" else None,
+            policy=policy_for(restock.policy),
         )
         self.out = Effects()
         self._archive = self.config.archive
@@ -195,7 +201,13 @@ class ShardCore:
         inv = state.inventory
         win = state.windows
         if type(ev) is Sale:  # the most common type first, by identity (cheaper than isinstance)
-            inv.sale(ev, ts_ms, out, tally)
+            change = inv.sale(ev, ts_ms, out, tally)
+            forecast = state.forecast
+            if forecast is not None:
+                forecast.sale(ev.store_id, ev.product_id, ev.quantity, ts_ms, change.on_hand)
+            requests = state.policy.decide(change, inv, forecast)
+            if requests:
+                self._requested(requests, ts_ms)
             if win is not None:
                 # WindowEngine.sale, inlined: this is the hottest line of the core. A pane the store
                 # has not open is new, or closed (late: revised within the bound, else counted).
@@ -221,17 +233,18 @@ class ShardCore:
                     else:
                         pane.sale_ids.add(tid)
         elif isinstance(ev, Refund):
-            inv.refund(ev, ts_ms, out, tally)
+            self._stock_changed(inv.refund(ev, ts_ms, out, tally))
             if win is not None and not win.refund(
                 ev.store_id, ts_ms, ev.quantity, ev.unit_price, ev.transaction_id, ev.product_id
             ):
                 stats.late_events += 1
         elif isinstance(ev, Restock):
-            inv.restock(ev, ts_ms, out, tally)
+            self._stock_changed(inv.restock(ev, ts_ms, out, tally))
         elif isinstance(ev, Count):
-            inv.count(ev, ts_ms, out, tally)
+            self._stock_changed(inv.count(ev, ts_ms, out, tally))
         elif isinstance(ev, Product):
             inv.product(ev, out, tally)
+            state.policy.catalog_changed((ev.store_id, ev.product_id))
         elif isinstance(ev, Store) and state.monitor is not None:
             state.monitor.set_zone(ev.store_id, ev.timezone, ts_ms)
         elif isinstance(ev, Feedback) and state.monitor is not None:
@@ -252,6 +265,22 @@ class ShardCore:
             if win.newest_ms >= win.next_close_ms:
                 self._closed(win.due())  # counts its own anomaly alerts
         return True
+
+    def _stock_changed(self, change: StockChange) -> None:
+        """A stock event other than a sale, after the ledger: the forecast learns, the policy decides
+        (a sale does the same, spelled out on the hot path)."""
+        state = self.state
+        forecast = state.forecast
+        if forecast is not None:
+            forecast.learn(change)
+        requests = state.policy.decide(change, state.inventory, forecast)
+        if requests:
+            self._requested(requests, change.ts_ms)
+
+    def _requested(self, requests: Sequence[RestockRequest], ts_ms: int) -> None:
+        self.state.inventory.opened(requests, ts_ms)
+        self.out.requests.extend(requests)
+        self.state.stats.alerts["restock_request"] += len(requests)
 
     def _sweep(self) -> None:
         """Forget stores silent for longer than the retention (by the dedup's guarded clock, so one

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 from foundation.timeunits import DAY_MS, HOUR_MS, MINUTE_MS, WEEK_MS
 from processors.core.dedup import DEFAULT_BUCKET_MS, Dedup
-from processors.core.demand import RestockConfig
+from processors.core.demand import DemandForecast, RestockConfig
 from processors.core.detectors import DetectorConfig
-from processors.core.inventory import Inventory
 from processors.core.monitor import AnomalyMonitor
+from processors.core.restock_policy import RestockPolicy, ThresholdPolicy
+from processors.core.stock_ledger import StockLedger
 from processors.core.windows import WindowEngine, WindowSpec
 
 
@@ -76,7 +77,7 @@ class CoreStats:
 class CoreState:
     """Everything the core knows; a checkpoint stores it as data (processors/core/state_schema.py)."""
 
-    inventory: Inventory
+    inventory: StockLedger
     dedup: Dedup
     stats: CoreStats
     windows: WindowEngine | None = None
@@ -84,3 +85,6 @@ class CoreState:
     # The newest event time of each store, for forgetting stores that went silent for good.
     last_seen: dict[str, int] = field(default_factory=dict)
     next_sweep_ms: int = 0
+    # Demand learned from the stock's changes: kept only under the forecast policy (None: not kept).
+    forecast: DemandForecast | None = None
+    policy: RestockPolicy = field(default_factory=ThresholdPolicy)

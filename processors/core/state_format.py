@@ -3,7 +3,8 @@
 Each object is a magic line then one MessagePack map (docs/checkpoints.md):
 
 * head, `shelfstream-core-head 1`: `parts` (the version of every part it was written with),
-  `config`, `stats`, `inventory`, `windows`, `monitor` (None when detection is off), `last_seen`,
+  `config`, `stats`, `inventory` (the stock ledger), `forecast` (None under the threshold policy),
+  `policy` (`kind` and its fields), `windows`, `monitor` (None when detection is off), `last_seen`,
   `next_sweep_ms`, `manifest` (the dedup memory but its keys) and `detectors` (store -> the piece
   holding its detector);
 * piece, `shelfstream-detector 1`: `parts`, `kind` (the detector's part) and `detector`;
@@ -22,11 +23,12 @@ from typing import Any, Final, Protocol, TypeVar
 import msgspec
 
 from processors.core.dedup import Dedup, Manifest, Run
-from processors.core.inventory import Inventory
+from processors.core.demand import DemandForecast
 from processors.core.monitor import AnomalyMonitor
 from processors.core.state import CoreConfig, CoreState, CoreStats
 from processors.core.state_codec import Context, StateFormatError
 from processors.core.state_schema import CODEC
+from processors.core.stock_ledger import StockLedger
 from processors.core.windows import WindowEngine
 
 HEAD_MAGIC: Final = b"shelfstream-core-head 1\n"
@@ -40,6 +42,8 @@ _HEAD_KEYS: Final = frozenset(
         "config",
         "stats",
         "inventory",
+        "forecast",
+        "policy",
         "windows",
         "monitor",
         "last_seen",
@@ -100,7 +104,9 @@ def encode_head(
         "parts": CODEC.versions(),
         "config": CODEC.encode(config, CoreConfig),
         "stats": CODEC.encode(state.stats, CoreStats),
-        "inventory": CODEC.encode(state.inventory, Inventory),
+        "inventory": CODEC.encode(state.inventory, StockLedger),
+        "forecast": None if state.forecast is None else CODEC.encode(state.forecast, DemandForecast),
+        "policy": {"kind": CODEC.parts[type(state.policy)].name, "policy": CODEC.encode_part(state.policy)},
         "windows": None if state.windows is None else CODEC.encode(state.windows, WindowEngine),
         "monitor": None if state.monitor is None else CODEC.encode(state.monitor, AnomalyMonitor),
         "last_seen": dict(state.last_seen),
@@ -144,7 +150,16 @@ def restore(
     ctx = Context({"config": config, "detection": config.detection, "late_bound_ms": config.late_bound_ms})
     ctx.values["inventory"] = state.inventory
     state.stats = CODEC.decode(data["stats"], CoreStats, ctx, "head.stats", versions)
-    state.inventory = CODEC.decode(data["inventory"], Inventory, ctx, "head.inventory", versions)
+    state.inventory = CODEC.decode(data["inventory"], StockLedger, ctx, "head.inventory", versions)
+    if (data["forecast"] is None) != (state.forecast is None):
+        raise StateFormatError("head.forecast: stored against its own restock settings")
+    if state.forecast is not None:
+        state.forecast = CODEC.decode(data["forecast"], DemandForecast, ctx, "head.forecast", versions)
+    policy = data["policy"]
+    policy_kind = CODEC.parts[type(state.policy)].name
+    if type(policy) is not dict or policy.keys() != {"kind", "policy"} or policy["kind"] != policy_kind:
+        raise StateFormatError(f"head.policy: not the {policy_kind} its settings name")
+    state.policy = CODEC.decode_part(policy_kind, policy["policy"], ctx, "head.policy", versions)
     for name, kind in (("windows", WindowEngine), ("monitor", AnomalyMonitor)):
         current = getattr(state, name)
         if (data[name] is None) != (current is None):

@@ -16,7 +16,7 @@ from collections import Counter, deque
 from typing import Any, Final, Literal, Union, get_args, get_origin, get_type_hints
 
 from processors.core.dedup import Manifest
-from processors.core.demand import Demand, ItemDemand, RestockConfig, StoreDemand
+from processors.core.demand import DemandForecast, ItemDemand, RestockConfig, StoreDemand
 from processors.core.detectors.base import DetectorConfig, FadingMean, PeerDayShape, Running, Spread
 from processors.core.detectors.fleet_shape import FleetShape, KindShape
 from processors.core.detectors.hst import HSTDetector
@@ -25,10 +25,11 @@ from processors.core.detectors.registry import make_detector
 from processors.core.detectors.seasonal import SeasonalDetector, _DayLevel, _Window
 from processors.core.detectors.threshold import ThresholdDetector
 from processors.core.feedback import FeedbackBook, Hour, Raised, Rule
-from processors.core.inventory import CatalogEntry, Inventory, Key
 from processors.core.monitor import AnomalyMonitor, Judged
+from processors.core.restock_policy import ForecastPolicy, ThresholdPolicy
 from processors.core.state import CoreConfig, CoreStats
 from processors.core.state_codec import Bounded, Codec, Context, Custom, Part, StateFormatError
+from processors.core.stock_ledger import CatalogEntry, Key, StockLedger
 from processors.core.windows import (
     AheadRun,
     Pane,
@@ -176,8 +177,8 @@ def _parts() -> list[Part]:
             doc="What a `product` event said of a store's product.",
         ),
         Part(
-            Inventory,
-            "inventory",
+            StockLedger,
+            "stock_ledger",
             1,
             {
                 "stock": (dict[Key, int], f"on hand per {_KEY}"),
@@ -185,29 +186,42 @@ def _parts() -> list[Part]:
                 "open_requests": (dict[Key, str], f"the open restock request's id per {_KEY}"),
                 "out_of_stock": (set[Key], f"{_KEY} pairs at 0 (a back-in-stock alert is due)"),
                 "limits": (dict[Key, tuple[int, int]], f"(threshold, target) per {_KEY}"),
-                "demand": (Demand | None, "the forecast policy's demand (None: threshold policy)"),
                 "requested_at": (dict[Key, int], f"event time of each open request per {_KEY}"),
-                "reorder_points": (dict[Key, tuple[int, float]], "(valid until ms, reorder point)"),
             },
             derived={
                 "default_threshold": "CoreConfig.default_restock_threshold",
                 "default_target": "CoreConfig.default_target_stock",
-                "restock_config": "CoreConfig.restock",
             },
             fresh=lambda ctx: ctx["inventory"],
             doc="Stock, catalog and open restock requests of the shard's stores.",
         ),
         Part(
-            Demand,
-            "demand",
+            DemandForecast,
+            "demand_forecast",
             1,
             {
                 "stores": (dict[str, StoreDemand], "per store: its sales by hour of the week"),
                 "items": (dict[str, dict[str, ItemDemand]], "per store and product: its share"),
             },
             derived={"config": "CoreConfig.restock"},
-            fresh=lambda ctx: Demand(ctx["config"].restock),
-            doc="What the forecast policy learned of each store's demand.",
+            fresh=lambda ctx: DemandForecast(ctx["config"].restock),
+            doc="What the forecast learned of each store's demand (kept under the forecast policy only).",
+        ),
+        Part(
+            ThresholdPolicy,
+            "threshold_policy",
+            1,
+            {},
+            build=ThresholdPolicy,
+            doc="The threshold rule: it reads every change afresh and keeps nothing.",
+        ),
+        Part(
+            ForecastPolicy,
+            "forecast_policy",
+            1,
+            {"reorder_points": (dict[Key, tuple[int, float]], f"(valid until ms, reorder point) per {_KEY}")},
+            build=ForecastPolicy,
+            doc="The forecast policy: the reorder points it worked out, until they expire.",
         ),
         Part(
             StoreDemand,

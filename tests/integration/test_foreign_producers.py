@@ -22,7 +22,7 @@ from foundation.aws.provision import Resources
 from foundation.contract import format_ts
 from history.archive import S3Archive
 from history.query import run_query
-from processors.core.inventory import Inventory
+from processors.core.stock_ledger import StockChange, StockLedger
 from shelfstream.cli import main
 from tests.integration.test_processor_shell import process_until_caught_up, s3_lines
 
@@ -96,14 +96,14 @@ def test_boto3_and_kpl_producers_with_bad_records(
     provisioned: tuple[Settings, Resources], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     settings, resources = provisioned
-    real_sale = Inventory.sale
+    real_sale = StockLedger.sale
 
-    def faulty(self: Inventory, ev: Any, *args: Any) -> None:
+    def faulty(self: StockLedger, ev: Any, *args: Any) -> StockChange:
         if ev.event_id == "a-fault":
             raise ZeroDivisionError("a fault in our own code")
-        real_sale(self, ev, *args)
+        return real_sale(self, ev, *args)
 
-    monkeypatch.setattr(Inventory, "sale", faulty)
+    monkeypatch.setattr(StockLedger, "sale", faulty)
     corrupt = bytearray(aggregate(A, [sale("a-lost-1", A, 6), sale("a-lost-2", A, 6)]))
     corrupt[-1] ^= 0xFF  # its MD5 no longer matches
     puts: list[tuple[bytes, str]] = [

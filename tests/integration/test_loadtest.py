@@ -13,7 +13,7 @@ from foundation.aws import kinesis_limits
 from foundation.aws.clients import aio_client
 from foundation.aws.kinesis_limits import Limits
 from producers import loadtest
-from producers.rate_limit import WINDOW_S, Demand, ShardLimiter
+from producers.rate_limit import WINDOW_S, ShardLimiter, ShardSend
 from shelfstream import cli
 
 pytestmark = pytest.mark.integration
@@ -29,10 +29,10 @@ async def test_saturating_loadtest_loses_nothing_and_keeps_each_shard_under_its_
     admitted: list[tuple[float, str, int]] = []
     real = ShardLimiter.try_acquire
 
-    def spy(self: ShardLimiter, demand: Mapping[str, Demand], now: float) -> float:
-        wait = real(self, demand, now)
+    def spy(self: ShardLimiter, per_shard: Mapping[str, ShardSend], now: float) -> float:
+        wait = real(self, per_shard, now)
         if wait == 0.0:
-            admitted.extend((now, shard, need.records) for shard, need in demand.items())
+            admitted.extend((now, shard, need.records) for shard, need in per_shard.items())
         return wait
 
     monkeypatch.setattr(ShardLimiter, "try_acquire", spy)

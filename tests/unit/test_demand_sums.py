@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.core.demand import DAY_MS, HOUR_MS, Demand, RestockConfig, StoreDemand
+from processors.core.demand import DAY_MS, HOUR_MS, DemandForecast, RestockConfig, StoreDemand
 
 T0 = 1_773_000_000_000
 
@@ -41,7 +41,7 @@ def stores(draw: st.DrawFn) -> StoreDemand:
 def test_sums_give_what_the_walk_gives(
     store: StoreDemand, start: int, span: int, share: float, units: float
 ) -> None:
-    demand = Demand(RestockConfig())
+    demand = DemandForecast(RestockConfig())
     want = _walk(store, start, start + span) * share
     got = demand.expected(store, share, start, start + span)
     # A difference of two running totals: its rounding error is relative to the totals, not to it.

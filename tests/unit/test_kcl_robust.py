@@ -11,7 +11,7 @@ import pytest
 
 from config import Settings
 from processors.core import Effects, ShardCore
-from processors.core.inventory import Inventory
+from processors.core.stock_ledger import StockChange, StockLedger
 from processors.kcl_processor import KclShardProcessor
 from tests.unit.test_kcl_processor import (
     STORE,
@@ -90,14 +90,14 @@ def test_a_record_that_makes_applying_fail_is_a_dead_letter_not_a_crash_loop(
     started: tuple[KclShardProcessor, KeepingStore, Journal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     processor, store, journal = started
-    real_sale = Inventory.sale
+    real_sale = StockLedger.sale
 
-    def faulty(self: Inventory, ev: Any, *args: Any) -> None:
+    def faulty(self: StockLedger, ev: Any, *args: Any) -> StockChange:
         if ev.event_id == "e3":
             raise KeyError("a fault in our own code")
-        real_sale(self, ev, *args)
+        return real_sale(self, ev, *args)
 
-    monkeypatch.setattr(Inventory, "sale", faulty)
+    monkeypatch.setattr(StockLedger, "sale", faulty)
     batch((1, count(1, 8), STORE), (3, sale(3), STORE), (4, sale(4), STORE)).dispatch(
         ScriptedCheckpointer(journal), processor
     )

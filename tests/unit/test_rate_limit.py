@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from foundation.aws.lineage import ShardInfo, hash_key
 from producers.kinesis_writer import KinesisWriter, OutRecord
-from producers.rate_limit import WINDOW_S, Demand, RateLimitHook, ShardLimiter, ShardMap
+from producers.rate_limit import WINDOW_S, RateLimitHook, ShardLimiter, ShardMap, ShardSend
 
 MAX_HASH = 2**128 - 1
 
@@ -36,7 +36,7 @@ def test_no_window_of_one_second_exceeds_the_limits(attempts: list[tuple[float, 
     for gap, shard, records, size in attempts:
         now += gap
         while True:  # a producer that waits as told, on the simulated clock
-            wait = limiter.try_acquire({shard: Demand(records, size)}, now)
+            wait = limiter.try_acquire({shard: ShardSend(records, size)}, now)
             if wait == 0.0:
                 admitted.append((now, shard, records, size))
                 break
@@ -57,7 +57,7 @@ def test_a_saturating_producer_gets_close_to_the_limit(batches: list[int]) -> No
     now = 0.0
     sent = 0
     for n in batches * 20:
-        while (wait := limiter.try_acquire({"s": Demand(n, n)}, now)) > 0.0:
+        while (wait := limiter.try_acquire({"s": ShardSend(n, n)}, now)) > 0.0:
             now += wait
         sent += n
     # Whenever it waits, the last second holds more than limit - largest batch (100 - 25), so every whole
@@ -68,15 +68,15 @@ def test_a_saturating_producer_gets_close_to_the_limit(batches: list[int]) -> No
 
 def test_a_send_over_the_limit_is_refused_clearly() -> None:
     with pytest.raises(ValueError, match="exceeds the per-shard limit"):
-        ShardLimiter(records_per_s=10).try_acquire({"s": Demand(11, 1)}, 0.0)
+        ShardLimiter(records_per_s=10).try_acquire({"s": ShardSend(11, 1)}, 0.0)
 
 
 def test_all_shards_of_a_send_must_have_room_or_nothing_is_taken() -> None:
     limiter = ShardLimiter(records_per_s=10)
-    assert limiter.try_acquire({"a": Demand(10, 1)}, 0.0) == 0.0
-    assert limiter.try_acquire({"a": Demand(1, 1), "b": Demand(5, 1)}, 0.5) > 0.0
+    assert limiter.try_acquire({"a": ShardSend(10, 1)}, 0.0) == 0.0
+    assert limiter.try_acquire({"a": ShardSend(1, 1), "b": ShardSend(5, 1)}, 0.5) > 0.0
     # b took nothing from the refused send: it still has its whole second.
-    assert limiter.try_acquire({"b": Demand(10, 1)}, 0.5) == 0.0
+    assert limiter.try_acquire({"b": ShardSend(10, 1)}, 0.5) == 0.0
 
 
 @given(st.text(min_size=1, max_size=30))
@@ -137,4 +137,4 @@ async def test_hook_holds_writer_batches_to_the_shard_limit() -> None:
     for start, _ in client.calls:
         inside = sum(len(keys) for at, keys in client.calls if start <= at <= start + WINDOW_S)
         assert inside <= 20
-    assert hook.demand_of([OutRecord(b"ab", "k")]) == {"only": Demand(1, 3)}
+    assert hook.per_shard([OutRecord(b"ab", "k")]) == {"only": ShardSend(1, 3)}

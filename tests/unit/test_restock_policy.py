@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from consumers.dispatcher import restock_event
 from foundation.contract import RestockRequest, encode, format_ts
 from processors.core import CoreConfig, ShardCore
-from processors.core.demand import HOUR_MS, Demand, RestockConfig
+from processors.core.demand import HOUR_MS, DemandForecast, RestockConfig
 from producers.ledger import Ledger
 from producers.simulator import StoreSimulator
 from tests.unit.stored import encoded
@@ -125,7 +125,7 @@ def test_the_lead_time_is_learned_from_the_deliveries_that_answer_requests() -> 
             )
         ],
     )
-    demand = c.state.inventory.demand
+    demand = c.state.forecast
     assert demand is not None
     assert demand.lead_ms(STORE) == 2 * HOUR_MS
     second = feed(c, [ev("count", "w-fast-2", delivered_at + 60_000, product_id="fast", count=20)])[0]
@@ -176,13 +176,13 @@ def test_replay_and_checkpoints_give_the_same_requests() -> None:
 def test_the_learned_state_stays_bounded() -> None:
     c = core()
     feed(c, history(days=21, fast_per_hour=2, slow_per_hour=1))
-    demand = c.state.inventory.demand
+    demand = c.state.forecast
     assert demand is not None
     store = demand.stores[STORE]
     assert len(store.week) == 168
     assert len(store.day) == 24
     assert sum(len(items) for items in demand.items.values()) == 2
-    assert len(encoded(demand, Demand)) < 20_000
+    assert len(encoded(demand, DemandForecast)) < 20_000
 
 
 @settings(max_examples=10, deadline=None)
@@ -229,6 +229,6 @@ def test_a_delivery_days_after_its_request_is_not_a_lead_time() -> None:
     feed(
         c, [ev("restock", f"delivery-{first.alert_id}", late, product_id="fast", quantity=5, delivery_id="d")]
     )
-    demand = c.state.inventory.demand
+    demand = c.state.forecast
     assert demand is not None
     assert demand.lead_ms(STORE) == 3_600_000  # still the prior

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from processors.checkpoints import MAGIC, decode_checkpoint, encode_checkpoint
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig
+from processors.core.restock_policy import ThresholdPolicy
 from processors.core.state_codec import Codec, Context, Part, StateFormatError
 from processors.core.state_format import HEAD_MAGIC, PIECE_MAGIC, split_whole
 from processors.core.state_schema import CODEC, reference
@@ -82,6 +83,9 @@ def every_part() -> dict[type, object]:
         _instances(core.config, found)
         _instances(core.state.stats, found)
         _instances(core.state.inventory, found)
+        _instances(core.state.forecast, found)
+        _instances(core.state.policy, found)
+        _instances(ThresholdPolicy(), found)
         _instances(core.state.windows, found)
         _instances(core.state.monitor, found)
         _instances(core.state.dedup.manifest(), found)
@@ -137,7 +141,7 @@ def test_a_golden_checkpoint_restores_stock_dedup_demand_and_detectors(path: Pat
     assert checkpoint.sequence_number == expect["sequence_number"]
     assert core.inventory() == expect["stock"]
     assert len(core.state.dedup) == expect["dedup_keys"]
-    demand = core.state.inventory.demand
+    demand = core.state.forecast
     assert sorted(demand.stores if demand else []) == expect["demand_stores"]
     assert sorted(core.state.monitor.detectors) == expect["detectors"]  # type: ignore[union-attr]
     assert core.stats.events_valid == expect["events_valid"]
@@ -236,7 +240,7 @@ def test_a_part_from_a_newer_release_is_refused_and_a_missing_piece_too() -> Non
     core, _ = _run("threshold", 0.3)
     parts = core.checkpoint_parts()
     head = msgspec.msgpack.decode(parts.head[len(HEAD_MAGIC) :])
-    head["parts"]["inventory"] = 99
+    head["parts"]["stock_ledger"] = 99
     with pytest.raises(StateFormatError, match="newer release"):
         ShardCore.from_parts(HEAD_MAGIC + msgspec.msgpack.encode(head), parts.runs, parts.pieces)
     with pytest.raises(StateFormatError, match=r"piece of store .* is missing"):

@@ -50,9 +50,7 @@ def main() -> None:
             "sequence_number": str(cut(lines)),
             "stock": core.inventory(),
             "dedup_keys": len(core.state.dedup),
-            "demand_stores": sorted(core.state.inventory.demand.stores)
-            if core.state.inventory.demand
-            else [],
+            "demand_stores": sorted(core.state.forecast.stores) if core.state.forecast else [],
             "detectors": sorted(monitor.detectors) if monitor else [],
             "events_valid": core.stats.events_valid,
         }
