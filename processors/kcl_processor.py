@@ -241,9 +241,18 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
                 clock=self._clock,
             )
             self.lifecycle = lifecycle
-            self._run(lifecycle.assign())
+            checkpoint = self._run(lifecycle.assign())
             state_seq = lifecycle.sequence_number
             lease_seq = initialize_input.sequence_number
+            log.info(
+                "shard initialized",
+                extra={
+                    "shard_id": shard_id,
+                    "lease_checkpoint": lease_seq,
+                    "state_checkpoint": state_seq,
+                    "shard_ended": checkpoint is not None and checkpoint.shard_ended,
+                },
+            )
             lease_at = _numeric(lease_seq)
             if lease_at is not None and (state_seq is None or int(state_seq) < lease_at):
                 # Only possible if the snapshot was lost or overwritten by an older one: the KCL will
