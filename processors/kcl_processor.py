@@ -268,8 +268,8 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             lifecycle = self._lifecycle()
             # The daemon has unpacked KPL aggregates already (sub-sequence numbers); one that fails its
             # checksum comes through as a plain record, and is rejected whole by the lifecycle.
-            batch = [
-                ShardRecord(
+            batch: list[ShardRecord] = [
+                (
                     record.binary_data,
                     record.sequence_number,
                     int(record.sub_sequence_number or 0),

@@ -38,7 +38,6 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from config import Settings
@@ -57,14 +56,15 @@ WHOLE_RECORD: Final = sys.maxsize
 Delivered = tuple[str, int]  # (sequence number, sub-sequence number) of a record handed over
 
 
-@dataclass(frozen=True, slots=True)
-class ShardRecord:
-    """A Kinesis record as either transport hands it over."""
-
-    data: bytes
-    sequence_number: str  # a decimal string of any length (real ones have 56 digits)
-    sub_sequence_number: int = 0  # the KCL's, for a sub-record it unpacked from a KPL aggregate
-    partition_key: str | None = None
+# A Kinesis record as either transport hands it over: (data, sequence number, sub-sequence number,
+# partition key). The sequence number is a decimal string of any length (real ones have 56 digits);
+# the sub-sequence number is the KCL's, for a sub-record it unpacked from a KPL aggregate (0 else).
+# A plain tuple: a shell builds one per record, and a class would cost more than the rest of the
+# lifecycle's per-record work.
+ShardRecord = tuple[bytes, str, int, str | None]
+# Where a record sits in its shard, comparable without parsing: Kinesis sequence numbers are decimal
+# strings without leading zeros, so the longer is the larger, and equal lengths compare as text.
+_Position = tuple[int, str, int]
 
 
 class ShardPorts(Protocol):
@@ -141,7 +141,7 @@ class ShardLifecycle:
         self.core: ShardCore | None = None  # None before assignment and after the lease is lost
         self.ended = False
         self._time = OwnTime(log)
-        self._applied: tuple[int, int] | None = None  # newest record reflected in `core`
+        self._applied: _Position | None = None  # newest record reflected in `core`
         self._applied_seq: str | None = None  # its sequence number, stored with the snapshot
         self._unsaved = False  # records applied since the stored snapshot
         self._delivered: Delivered | None = None  # the last record handed over
@@ -187,7 +187,7 @@ class ShardLifecycle:
             seq = None
         self.core = core
         self._applied_seq = seq
-        self._applied = None if seq is None else (int(seq), WHOLE_RECORD)
+        self._applied = None if seq is None else (len(seq), seq, WHOLE_RECORD)
         self._unsaved = False
         self._time = OwnTime(self._log, core.event_clock_ms())  # a restored core's, to begin with
         self._last_checkpoint = self.last_read_at = self._clock()
@@ -225,21 +225,21 @@ class ShardLifecycle:
         core = self._active()
         applied = self._applied
         skipped = applied_records = 0
-        for record in batch:
-            position = (int(record.sequence_number), record.sub_sequence_number)
+        owns = self._owns
+        for data, seq, sub, partition_key in batch:
+            position = (len(seq), seq, sub)
             if applied is not None and position <= applied:
-                skipped += 1  # already in the restored state: the snapshot was ahead of the transport
+                skipped += 1  # already in the state: the snapshot was ahead of the transport
                 continue
-            seq = record.sequence_number
-            ref = f"{seq}/{position[1]}" if position[1] else seq
-            applied_records += apply_record(core, record.data, ref, record.partition_key, self._owns)
+            ref = f"{seq}/{sub}" if sub else seq
+            applied_records += apply_record(core, data, ref, partition_key, owns)
             applied = position
             self._applied_seq = seq
             self._unsaved = True
         self._applied = applied
         if batch:
-            last = batch[-1]
-            self._delivered = (last.sequence_number, last.sub_sequence_number)
+            _, last_seq, last_sub, _ = batch[-1]
+            self._delivered = (last_seq, last_sub)
         if skipped:
             self.records_skipped += skipped
             self._log.info(
@@ -273,8 +273,9 @@ class ShardLifecycle:
         self._applied = self._delivered = None
 
     async def shutdown(self, ack: Acknowledge | None = None) -> None:
-        """The shell stops: effects sent, the state stored if anything is new, the position acknowledged."""
-        if self.core is None:
+        """The shell stops: effects sent, the state stored if anything is new, the position acknowledged
+        (nothing after a lost lease, or after the shard's end, which stored and acknowledged it all)."""
+        if self.core is None or self.ended:
             return
         await self._checkpoint(self.core, ack, final=True)
 

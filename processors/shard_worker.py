@@ -101,7 +101,9 @@ class ShardWorker:
                 # Read by the processor's stream silence and the other shards' following while this
                 # batch is still being applied, sent and checkpointed.
                 self.status.last_read_at = poll_started
-            batch = [ShardRecord(r["Data"], r["SequenceNumber"], 0, r.get("PartitionKey")) for r in records]
+            batch: list[ShardRecord] = [
+                (r["Data"], r["SequenceNumber"], 0, r.get("PartitionKey")) for r in records
+            ]
             self.status.user_records += await lifecycle.records(batch, self.status.millis_behind)
             self._observe()
             if records:

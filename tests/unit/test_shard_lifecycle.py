@@ -446,7 +446,7 @@ def lifecycle_for(tmp_path: Path, store: MemoryStore, **fields: Any) -> ShardLif
 
 
 def batch(*items: tuple[int, bytes]) -> list[ShardRecord]:
-    return [ShardRecord(data, seq(i), 0, STORE) for i, data in items]
+    return [(data, seq(i), 0, STORE) for i, data in items]
 
 
 async def test_a_lost_lease_stores_and_acknowledges_nothing_and_takes_no_more_records(
@@ -531,3 +531,16 @@ def test_a_crash_anywhere_resumes_to_the_same_stock_and_never_acknowledges_past_
     for i, data in records_all:
         whole.apply(data, seq(i))
     assert asyncio.run(run()) == whole.inventory()
+
+
+async def test_after_the_end_nothing_follows(journal: Journal, tmp_path: Path) -> None:
+    store = MemoryStore(journal)
+    lifecycle = lifecycle_for(tmp_path, store, checkpoint_every_records=100)
+    await lifecycle.assign()
+    await lifecycle.records(batch((1, count(1, 30))), 0)
+    await lifecycle.shard_ended()
+    journal.clear()
+    await lifecycle.shutdown()  # the end stored and acknowledged everything: nothing more to do
+    assert journal == []
+    with pytest.raises(RuntimeError, match="has ended"):
+        await lifecycle.records(batch((2, sale(2))), 0)
