@@ -199,8 +199,7 @@ def emissions(times: dict[str, int]) -> Iterator[None]:
     def _closed(self: ShardCore, windows: list[WindowResult]) -> None:
         n = len(self.out.alerts)
         original(self, windows)
-        engine = self.state.windows
-        clock = engine.newest_ms if engine is not None else 0
+        clock = self.event_clock_ms() or 0
         for alert in self.out.alerts[n:]:
             if isinstance(alert, Anomaly):
                 times.setdefault(alert.alert_id, clock)

@@ -159,7 +159,7 @@ async def restore_probe(settings: Settings) -> None:
         loaded = await S3Checkpoints(clients["s3"], settings.bucket, settings).load(SHARD)
     took = time.perf_counter() - began
     assert loaded is not None
-    dedup = loaded.core.state.dedup
+    dedup = loaded.core.dedup_memory()
     print(
         json.dumps(
             {
@@ -240,7 +240,7 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
         boto3.client("s3").create_bucket(Bucket=settings.bucket)
         config = core_config(settings, archive=False)
         core = ShardCore(config)
-        dedup: Dedup = core.state.dedup
+        dedup: Dedup = core.dedup_memory()
         bucket_ms = config.dedup_bucket_ms
         horizon = config.dedup_horizon_ms
         per_bucket = args.rate * bucket_ms // 1000
@@ -315,7 +315,7 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
                         bytes_per_id=dedup.nbytes / max(ids, 1),
                         rss_bytes_per_id=rss_mb() * 2**20 / max(ids, 1),
                         checkpoint_mb=size / 2**20,
-                        stores_held=len(core.state.last_seen),
+                        stores_held=len(core.newest_event_times()),
                         stores_forgotten=core.stats.stores_forgotten,
                         repeats_checked=counts["rep"],
                         repeats_missed=counts["miss"],

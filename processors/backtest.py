@@ -205,8 +205,7 @@ class _PartWriter:
         self.hold.end()
         for file in self.files:
             file.close()
-        monitor = self.core.state.monitor
-        feedback = dict(monitor.feedback.counts) if monitor is not None else {}
+        feedback = self.core.feedback_outcomes()
         return _Part(
             self.folder,
             self.core.stats,
@@ -419,7 +418,7 @@ def _worker(
         writer = _PartWriter(core, folder)
         apply = core.apply_decoded
         advance = core.advance_watermark
-        windows = core.state.windows
+        windows = core.window_engine()
         assigned = dict(plan.stores)
         workers = plan.workers
         # Every line's store comes from a light decode (`route_of`); an event of ours is then decoded

@@ -58,8 +58,7 @@ def core_source(core: Callable[[], ShardCore | None]) -> Source:
         for kind, count in sorted(stats.alerts.items()):
             if kind != "restock_request":
                 yield Sample("Alerts", count, (("Kind", kind),))
-        monitor = current.state.monitor
-        for outcome, n in sorted(monitor.feedback.counts.items() if monitor is not None else ()):
+        for outcome, n in sorted(current.feedback_outcomes().items()):
             yield Sample("Feedback", n, (("Outcome", outcome),))
 
     return read

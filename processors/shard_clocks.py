@@ -10,7 +10,9 @@ cannot be read or written, a silent shard waits for its next event, as it did wi
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 from foundation.timeunits import DAY_S
@@ -42,8 +44,8 @@ class OwnTime:
 
     Once a quiet shard has followed the others, a late batch of its own leaves its windows at the
     followed time, which is not how far its own trade has come: the other shards must follow (and a
-    KCL record processor publish) its own time. The embedded reader and the KCL record processor
-    both keep a shard's time with this, so the rule is one."""
+    KCL record processor publish) its own time. The shard's lifecycle keeps its time with this,
+    under either shell."""
 
     __slots__ = ("_followed_ms", "_log", "following", "own_ms")
 
@@ -72,18 +74,86 @@ class OwnTime:
 
 
 class ShardClocks(Protocol):
-    """Where record processors publish and read their shards' event time (sync: kclpy calls us so)."""
+    """Where record processors publish and read their shards' event time."""
 
-    def publish(self, shard_id: str, event_ms: int) -> None: ...
+    async def publish(self, shard_id: str, event_ms: int) -> None: ...
 
-    def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
+    async def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
         """The stream's other shards' event times, each with whether it was published within the
         last `within_s` seconds (a shard publishes while its own events move it: still trading)."""
         ...
 
-    def forget(self, shard_id: str) -> None:
+    async def forget(self, shard_id: str) -> None:
         """A shard that ended: its time stops, and must not hold the others' middle back."""
         ...
+
+
+class PacedClocks:
+    """A shard's view of `ShardClocks` shared across processes, as its lifecycle reads it: its own
+    time published when it moved and at most every `every_s`, the others' read at most that often
+    (kept in between: a quiet shard asks at every empty batch), those published within `within_s`
+    counting as still trading. Advisory: a failure is logged (once a run of them) and the shard goes
+    on, a silent one waiting for its next event."""
+
+    def __init__(
+        self,
+        clocks: ShardClocks,
+        every_s: float,
+        within_s: float,
+        log: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clocks = clocks
+        self._every_s = every_s
+        self._within_s = within_s
+        self._log = log  # the shell's
+        self._clock = clock
+        self._published = (-1, -math.inf)  # (event time, when) last published
+        self._others: list[tuple[int, bool]] = []
+        self._others_at = -math.inf
+        self._failures = 0
+
+    async def publish(self, shard_id: str, event_ms: int) -> None:
+        published_ms, published_at = self._published
+        now = self._clock()
+        if (
+            event_ms > published_ms
+            and now - published_at >= self._every_s
+            and await self._call(shard_id, self._clocks.publish(shard_id, event_ms))
+        ):
+            self._published = (event_ms, now)
+
+    async def others(self, shard_id: str) -> list[tuple[int, bool]]:
+        now = self._clock()
+        if now - self._others_at >= self._every_s:
+            self._others_at = now  # a failed read waits its turn too, not hammering the table
+            found: list[list[tuple[int, bool]]] = []
+
+            async def read() -> None:
+                found.append(await self._clocks.others(shard_id, self._within_s))
+
+            if await self._call(shard_id, read()):
+                self._others = found[0]
+        return self._others
+
+    async def forget(self, shard_id: str) -> None:
+        await self._call(shard_id, self._clocks.forget(shard_id))
+
+    async def _call(self, shard_id: str, call: Awaitable[object]) -> bool:
+        try:
+            await call
+        except Exception as exc:
+            if not self._failures:
+                self._log.warning(
+                    "shard clocks unavailable; a silent shard waits for its next event",
+                    extra={"shard_id": shard_id, "error": repr(exc)[:300]},
+                )
+            self._failures += 1
+            return False
+        if self._failures:
+            self._log.info("shard clocks back", extra={"shard_id": shard_id, "failures": self._failures})
+            self._failures = 0
+        return True
 
 
 class DynamoShardClocks:

@@ -15,22 +15,24 @@ from collections.abc import Callable
 from typing import Any
 
 from config import Settings
-from foundation.aws.lineage import ShardInfo, ready
+from foundation.aws.lineage import ShardInfo, list_shards, ready
 from foundation.contract import Alert, RestockRequest, alert_kind
 from processors.checkpoints import (
     Checkpoint,
     MergedInventory,
     S3Checkpoints,
+    SaveReport,
     merge_inventories,
     return_large_buffers_to_the_system,
 )
 from processors.core import CoreConfig, CoreStats, Effects, ShardCore
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
-from processors.core.partition import merge, split
 from processors.fleet_shapes import FleetExchange, S3FleetShapes
 from processors.shard_clocks import follow
+from processors.shard_lifecycle import ShardLifecycle
 from processors.shard_worker import ShardWorker
+from processors.shard_worker import log as shard_log
 from processors.sinks import Sinks
 from processors.stream_silence import StreamSilence
 
@@ -101,15 +103,7 @@ class StreamProcessor:
         return self._sinks
 
     async def _shards(self) -> list[ShardInfo]:
-        shards: list[ShardInfo] = []
-        args: dict[str, Any] = {"StreamName": self._settings.stream_name}
-        while True:
-            resp = await self._kinesis.list_shards(**args)
-            shards.extend(ShardInfo.from_api(s) for s in resp["Shards"])
-            token = resp.get("NextToken")
-            if not token:
-                return shards
-            args = {"NextToken": token}
+        return await list_shards(self._kinesis, self._settings.stream_name)
 
     def _observe(self, shard_id: str, effects: Effects) -> None:
         for req in effects.requests:
@@ -143,7 +137,7 @@ class StreamProcessor:
                     if checkpoint is not None and checkpoint.shard_ended:
                         ended.add(info.shard_id)
                 for info in ready(shards, ended, set(tasks)):
-                    worker = self._worker_for(info, checkpoints, {s.shard_id: s for s in shards})
+                    worker = await self._worker_for(info, checkpoints)
                     self.workers[info.shard_id] = worker
                     tasks[info.shard_id] = asyncio.create_task(
                         worker.run(stop), name=f"shard-{info.shard_id}"
@@ -159,7 +153,6 @@ class StreamProcessor:
                         if self.workers[shard_id].status.ended:
                             ended.add(shard_id)
                             checkpoints[shard_id] = await self._checkpoints.load(shard_id)
-                            log.info("shard ended", extra={"shard_id": shard_id})
             await asyncio.gather(*tasks.values())
         finally:
             stopping.cancel()
@@ -167,43 +160,27 @@ class StreamProcessor:
             for task in tasks.values():
                 task.cancel()
 
-    def _worker_for(
-        self, info: ShardInfo, checkpoints: dict[str, Checkpoint | None], shards: dict[str, ShardInfo]
-    ) -> ShardWorker:
-        checkpoint = checkpoints.get(info.shard_id)
-        if checkpoint is not None:
-            core, start_after = checkpoint.core, checkpoint.sequence_number
-        else:
-            # A child of a split or merge: its stores' state comes from its parents, cut along its range.
-            inherited = [
-                split(parent.core, info.owns)
-                for parent in (checkpoints.get(p) for p in info.parents)
-                if parent is not None
-            ]
-            if inherited:
-                core = merge(inherited)
-            elif self.seed_core is not None:
-                core = split(self.seed_core, info.owns)
-            else:
-                core = ShardCore(core_config(self._settings))
-            start_after = None
-        log.info(
-            "shard assigned",
-            extra={"shard_id": info.shard_id, "resume_after": start_after, "parents": list(info.parents)},
-        )
-        return ShardWorker(
-            info.shard_id,
-            self._kinesis,
-            core,
-            self._sinks,
+    async def _worker_for(self, info: ShardInfo, checkpoints: dict[str, Checkpoint | None]) -> ShardWorker:
+        """A reader for a shard whose parents have ended, its state restored by its lifecycle."""
+        ports = _ProcessPorts(
+            info,
+            checkpoints,
             self._checkpoints,
-            self._settings,
-            start_after,
-            self._observe,
-            functools.lru_cache(maxsize=4096)(info.owns),
-            functools.partial(self.others_event_ms, info.shard_id),
+            self._sinks,
             FleetExchange(self._fleet_shapes, self._settings.fleet_shape_every_s),
+            self._observe,
         )
+        lifecycle = ShardLifecycle(
+            info.shard_id,
+            self._settings,
+            core_config(self._settings),
+            ports,
+            shard_log,  # the reader's logger: its lines say which shell moved
+            clocks=_ProcessClocks(self),
+            owns=functools.lru_cache(maxsize=4096)(info.owns),
+        )
+        await lifecycle.assign(self.seed_core)
+        return ShardWorker(self._kinesis, lifecycle, self._settings)
 
     async def _watch_silence(self, stop: asyncio.Event) -> None:
         """Every few seconds: is the whole stream quiet while its stores would trade?"""
@@ -231,19 +208,20 @@ class StreamProcessor:
         return max(times) if times else None
 
     def others_event_ms(self, shard_id: str) -> int | None:
-        """The event time an idle shard follows (`follow`): the other open shards' own (not a time
-        they moved to with the others), those that read records within `idle_shard_patience_s`
-        counting as still trading (an ended parent's time has stopped for good, as the KCL's shard
-        clocks forget it)."""
+        """The event time an idle shard follows (`follow`) of the other shards' (`other_clocks`)."""
+        return follow(self.other_clocks(shard_id))
+
+    def other_clocks(self, shard_id: str) -> list[tuple[int, bool]]:
+        """The other open shards' own event time (not a time they moved to with the others), each
+        with whether it read records within `idle_shard_patience_s` (still trading); an ended
+        parent's time has stopped for good, as the KCL's shard clocks forget it."""
         now = time.monotonic()
         patience = self._settings.idle_shard_patience_s
-        return follow(
-            [
-                (t, now - w.status.last_read_at < patience)
-                for sid, w in self.workers.items()
-                if sid != shard_id and not w.status.ended and (t := w.own_event_ms()) is not None
-            ]
-        )
+        return [
+            (t, now - w.status.last_read_at < patience)
+            for sid, w in self.workers.items()
+            if sid != shard_id and not w.status.ended and (t := w.own_event_ms()) is not None
+        ]
 
     async def wait_caught_up(self, since: float | None = None, timeout: float = 60.0) -> bool:
         """Wait until every shard has had an empty poll that began after `since` (monotonic)."""
@@ -269,8 +247,7 @@ class StreamProcessor:
         over every shard: an unknown alert id changes nothing, so this is where it shows."""
         total: dict[str, int] = {}
         for worker in self.workers.values():
-            monitor = worker.core.state.monitor
-            for outcome, n in (monitor.feedback.counts if monitor is not None else {}).items():
+            for outcome, n in worker.core.feedback_outcomes().items():
                 total[outcome] = total.get(outcome, 0) + n
         return total
 
@@ -293,10 +270,68 @@ class StreamProcessor:
         return sum(len(w.core.open_requests()) for w in self.live_workers())
 
     def stock_outs(self) -> int:
-        return sum(len(w.core.state.inventory.out_of_stock) for w in self.live_workers())
+        return sum(w.core.stock_outs() for w in self.live_workers())
 
     def records_read(self) -> int:
         return sum(w.status.records for w in self.workers.values())
+
+
+class _ProcessPorts:
+    """Where an embedded shard's state and effects go: the checkpoints this process loaded while
+    listing the shards (read once, to know which had ended), S3 for saves, the sinks (then the
+    processor's own view of what was sent), and the fleet's shape of a day."""
+
+    def __init__(
+        self,
+        info: ShardInfo,
+        loaded: dict[str, Checkpoint | None],
+        checkpoints: S3Checkpoints,
+        sinks: Sinks,
+        fleet: FleetExchange,
+        observe: Callable[[str, Effects], None],
+    ) -> None:
+        self._info = info
+        self._loaded = loaded
+        self._checkpoints = checkpoints
+        self._sinks = sinks
+        self._fleet = fleet
+        self._observe = observe
+
+    async def load(self, shard_id: str) -> Checkpoint | None:
+        return self._loaded.get(shard_id)
+
+    async def lineage(self, shard_id: str) -> ShardInfo | None:
+        return self._info if shard_id == self._info.shard_id else None
+
+    async def save(
+        self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool
+    ) -> SaveReport:
+        return await self._checkpoints.save(shard_id, sequence_number, core, ended)
+
+    async def send(self, shard_id: str, effects: Effects) -> None:
+        await self._sinks.send(shard_id, effects)
+        self._observe(shard_id, effects)
+
+    async def exchange_fleet(self, shard_id: str, core: ShardCore) -> None:
+        await self._fleet.exchange(shard_id, core)
+
+
+class _ProcessClocks:
+    """The other shards' event time when they are all read in this process: each lifecycle's own
+    time, read where it is kept, so there is nothing to publish and nothing to forget (an ended
+    shard is left out of `other_clocks`)."""
+
+    def __init__(self, processor: StreamProcessor) -> None:
+        self._processor = processor
+
+    async def publish(self, shard_id: str, event_ms: int) -> None:
+        return None
+
+    async def others(self, shard_id: str) -> list[tuple[int, bool]]:
+        return self._processor.other_clocks(shard_id)
+
+    async def forget(self, shard_id: str) -> None:
+        return None
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -304,10 +304,7 @@ def load_history(
             past.deliver(request.store_id, request.product_id, delivery.quantity, when)
         # a delivery may leave its product still short (or bring a trip's joiners): ask again
         pending += [(parse_ts(r.ts) + trip_ms, r) for r in core.drain().requests]
-    inventory = core.state.inventory
-    inventory.open_requests.clear()  # what the past asked for was delivered in the past
-    inventory.out_of_stock.clear()
-    core.state.stats.alerts.clear()
+    core.settle_requests()  # what the past asked for was delivered in the past
     console.print(
         f"[b]history[/b] {options.history_days} days of trade ({events:,} events) loaded in "
         f"{time.monotonic() - began:.1f} s: the detector judges every store from the first minute"

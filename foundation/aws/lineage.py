@@ -49,3 +49,17 @@ def ready(shards: Iterable[ShardInfo], ended: set[str], running: set[str]) -> li
         and s.shard_id not in running
         and all(p in ended or p not in listed for p in s.parents)
     ]
+
+
+async def list_shards(kinesis: Any, stream: str) -> list[ShardInfo]:
+    """Every shard the stream lists (open and closed within its retention), with its lineage; both
+    shells read the stream's shards with this (an aiobotocore Kinesis client)."""
+    shards: list[ShardInfo] = []
+    args: dict[str, Any] = {"StreamName": stream}
+    while True:
+        resp = await kinesis.list_shards(**args)
+        shards.extend(ShardInfo.from_api(s) for s in resp["Shards"])
+        token = resp.get("NextToken")
+        if not token:
+            return shards
+        args = {"NextToken": token}

@@ -54,6 +54,18 @@ _SWEEP_EVERY_MS: Final = HOUR_MS  # how often (in event time) silent stores are 
 
 
 @dataclass(frozen=True, slots=True)
+class StockLine:
+    """One product of one store as the shard keeps it (`ShardCore.stock_view`)."""
+
+    store_id: str
+    product_id: str
+    on_hand: int
+    threshold: int
+    name: str | None
+    open_request: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CheckpointParts:
     """A checkpoint in parts: a small head (everything but the dedup keys and the stores' detectors,
     which it names), the dedup's immutable runs, and each store's detector as a piece named by its
@@ -357,6 +369,58 @@ class ShardCore:
 
     def open_requests(self) -> dict[tuple[str, str], str]:
         return dict(self.state.inventory.open_requests)
+
+    def stock_outs(self) -> int:
+        """How many of the shard's (store, product) pairs are out of stock now."""
+        return len(self.state.inventory.out_of_stock)
+
+    def stock_view(self) -> list[StockLine]:
+        """Every (store, product) the shard keeps stock of, with what a person looking at it needs."""
+        inventory = self.state.inventory
+        catalog = inventory.catalog
+        open_requests = inventory.open_requests
+        lines = []
+        for key, on_hand in inventory.stock.items():
+            entry = catalog.get(key)
+            lines.append(
+                StockLine(
+                    store_id=key[0],
+                    product_id=key[1],
+                    on_hand=on_hand,
+                    threshold=inventory.threshold_of(key)[0],
+                    name=entry.name if entry is not None else None,
+                    open_request=key in open_requests,
+                )
+            )
+        return lines
+
+    def settle_requests(self) -> None:
+        """Close every open restock request and stock-out, and zero the alert tally: for a history
+        loaded before the stream, whose requests were delivered in the past."""
+        inventory = self.state.inventory
+        inventory.open_requests.clear()
+        inventory.out_of_stock.clear()
+        self.state.stats.alerts.clear()
+
+    def event_clock_ms(self) -> int | None:
+        """The event time the shard's windows have reached (None without windows, or before the
+        first sale or refund): what a quiet shard is behind or ahead of the others by."""
+        windows = self.state.windows
+        return windows.newest_ms if windows is not None and windows.started else None
+
+    def feedback_outcomes(self) -> dict[str, int]:
+        """Operators' feedback events by what became of them (applied, unknown_alert, no_detector)."""
+        monitor = self.state.monitor
+        return dict(monitor.feedback.counts) if monitor is not None else {}
+
+    def window_engine(self) -> WindowEngine | None:
+        """The windows themselves, for a reader that moves their clock by a file's time (the backtest's
+        workers, each holding part of one input); None with windows off."""
+        return self.state.windows
+
+    def dedup_memory(self) -> Dedup:
+        """The dedup memory itself, for the soak benchmark that feeds it ids in bulk and measures it."""
+        return self.state.dedup
 
     def expected_sales(self, from_ms: int, to_ms: int) -> float:
         """Sales the shard's stores would make between two event times, by their own histories

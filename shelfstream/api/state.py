@@ -77,16 +77,9 @@ def stock_from_cores(cores: Iterable[ShardCore]) -> dict[str, StoreStock]:
     """The processor's stock, thresholds, names and open requests, per store, from its shard cores."""
     products: dict[str, dict[str, ProductStock]] = {}
     for core in cores:
-        inventory = core.state.inventory
-        catalog = inventory.catalog
-        open_requests = inventory.open_requests
-        for key, on_hand in inventory.stock.items():
-            entry = catalog.get(key)
-            products.setdefault(key[0], {})[key[1]] = ProductStock(
-                on_hand=on_hand,
-                threshold=inventory.threshold_of(key)[0],
-                name=entry.name if entry is not None else None,
-                open_request=key in open_requests,
+        for line in core.stock_view():
+            products.setdefault(line.store_id, {})[line.product_id] = ProductStock(
+                on_hand=line.on_hand, threshold=line.threshold, name=line.name, open_request=line.open_request
             )
     return {store: StoreStock(items) for store, items in sorted(products.items())}
 

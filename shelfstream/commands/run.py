@@ -57,7 +57,7 @@ def cmd_kcl_processor(args: argparse.Namespace) -> int:
     try:
         serve_daemon(processor, protocol)
     finally:
-        store.close()
+        processor.close()
     log.info("record processor finished", extra={"shard_id": processor.shard_id})
     return 0
 

@@ -20,6 +20,7 @@ from amazon_kclpy import dispatch, kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 
 from config import Settings
+from foundation.aws.lineage import ShardInfo
 from foundation.contract import format_ts
 from processors.checkpoints import Checkpoint, ShardTakenOver
 from processors.core import Effects, RejectedRecord, ShardCore
@@ -95,33 +96,34 @@ class MemoryStore:
     def __init__(self, journal: Journal, checkpoint: Checkpoint | None = None) -> None:
         self.journal = journal
         self.checkpoint = checkpoint
-        self.inherited: ShardCore | None = None
-        self.inherit_asked: list[str] = []
+        self.parents: dict[str, Checkpoint] = {}  # the parents' final checkpoints, by shard
+        self.info: ShardInfo | None = None  # the shard as the stream lists it
+        self.lineage_asked: list[str] = []
         self.fail_save: Exception | None = None
         self.fleet_exchanges: list[str] = []  # shards whose fleet shape was exchanged, in order
 
-    def load(self, shard_id: str) -> Checkpoint | None:
+    async def load(self, shard_id: str) -> Checkpoint | None:
         self.journal.append(("load", shard_id))
-        return self.checkpoint
+        return self.checkpoint if shard_id == SHARD else self.parents.get(shard_id)
 
-    def inherit(self, shard_id: str) -> ShardCore | None:
-        self.inherit_asked.append(shard_id)
-        return self.inherited
+    async def lineage(self, shard_id: str) -> ShardInfo | None:
+        self.lineage_asked.append(shard_id)
+        return self.info
 
-    def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None:
+    async def save(self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool) -> None:
         if self.fail_save is not None:
             raise self.fail_save
         # Stored as bytes and read back, as S3 does: later changes to `core` must not leak in.
         self.checkpoint = Checkpoint(shard_id, sequence_number, ShardCore.restore(core.snapshot()), ended)
         self.journal.append(("save", sequence_number, ended))
 
-    def exchange_fleet(self, shard_id: str, core: ShardCore) -> None:
+    async def exchange_fleet(self, shard_id: str, core: ShardCore) -> None:
         self.fleet_exchanges.append(shard_id)
 
-    def send(self, shard_id: str, effects: Effects) -> None:
+    async def send(self, shard_id: str, effects: Effects) -> None:
         self.journal.append(("send", len(effects.requests), len(effects.archive), len(effects.rejected)))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.journal.append(("close",))
 
 
@@ -245,17 +247,19 @@ def test_records_at_or_before_the_restored_snapshot_are_skipped(
 def test_a_new_child_shard_continues_from_its_parents_state(
     journal: Journal, settings: Settings, clock: Clock, sleeps: list[float]
 ) -> None:
-    inherited = ShardCore(core_config(settings))
-    inherited.apply(count(1, 30), seq(1))
+    parent = ShardCore(core_config(settings))
+    parent.apply(count(1, 30), seq(1))
     store = MemoryStore(journal)
-    store.inherited = inherited  # what the parents' final snapshots hold for this child's stores
+    store.parents = {"shardId-000000000001": Checkpoint("shardId-000000000001", seq(1), parent, True)}
+    store.info = ShardInfo(SHARD, ("shardId-000000000001", "shardId-000000000002"), 0, 2**128 - 1)
     processor = make(settings, store, clock, sleeps)
     cp = ScriptedCheckpointer(journal)
     initialize().dispatch(cp, processor)
     records(
         (2, sale(2, 4)),
     ).dispatch(cp, processor)
-    assert store.inherit_asked == [SHARD]
+    assert store.lineage_asked == [SHARD]
+    assert ("load", "shardId-000000000002") in journal  # a parent without state adds nothing
     assert store.checkpoint is not None
     assert store.checkpoint.core.inventory() == {STORE: {"tea": 26}}
 
@@ -264,10 +268,10 @@ def test_a_shard_with_a_snapshot_does_not_ask_its_parents(
     journal: Journal, settings: Settings, clock: Clock, sleeps: list[float]
 ) -> None:
     store = MemoryStore(journal, Checkpoint(SHARD, seq(1), ShardCore(core_config(settings))))
-    store.inherited = ShardCore(core_config(settings))
+    store.info = ShardInfo(SHARD, ("shardId-000000000001",), 0, 2**128 - 1)
     processor = make(settings, store, clock, sleeps)
     initialize(seq(1)).dispatch(ScriptedCheckpointer(journal), processor)
-    assert store.inherit_asked == []
+    assert store.lineage_asked == []
 
 
 def test_a_lease_ahead_of_the_state_is_reported(
@@ -542,19 +546,19 @@ class MemoryClocks:
         self.times[shard_id] = event_ms
         self.published[shard_id] = self.clock.now
 
-    def publish(self, shard_id: str, event_ms: int) -> None:
+    async def publish(self, shard_id: str, event_ms: int) -> None:
         if self.fail:
             raise ConnectionError("DynamoDB is unreachable")
         self.set(shard_id, event_ms)
 
-    def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
+    async def others(self, shard_id: str, within_s: float) -> list[tuple[int, bool]]:
         self.reads += 1
         if self.fail:
             raise ConnectionError("DynamoDB is unreachable")
         now = self.clock.now
         return [(t, now - self.published[s] <= within_s) for s, t in self.times.items() if s != shard_id]
 
-    def forget(self, shard_id: str) -> None:
+    async def forget(self, shard_id: str) -> None:
         self.times.pop(shard_id, None)
 
 

@@ -33,8 +33,8 @@ class KeepingStore(MemoryStore):
         super().__init__(journal)
         self.effects: list[Effects] = []
 
-    def send(self, shard_id: str, effects: Effects) -> None:
-        super().send(shard_id, effects)
+    async def send(self, shard_id: str, effects: Effects) -> None:
+        await super().send(shard_id, effects)
         self.effects.append(effects)
 
 
