@@ -246,11 +246,9 @@ class S3Checkpoints:
         self, shard_id: str, sequence_number: str | None, core: ShardCore, ended: bool = False
     ) -> SaveReport:
         started = time.perf_counter()
-        dedup = core.state.dedup
-        if dedup.run_tag != self._run_tag:
-            # A core this store did not load (a new shard's, a split's or merge's): every run it holds
-            # is this owner's to write, under this owner's names.
-            dedup.tag_runs(self._run_tag, rename=True)
+        # A core this store did not load (a new shard's, a split's or merge's): every run it holds is
+        # this owner's to write, under this owner's names.
+        core.tag_runs(self._run_tag, rename=True)
         parts = core.checkpoint_parts()
         stored = self._stored.setdefault(shard_id, set())
         new_runs = [run for name, run in parts.runs.items() if name not in stored]
@@ -357,7 +355,7 @@ class S3Checkpoints:
             if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404"}:
                 raise
             raise CheckpointRefused(key, "an object it names is missing") from None
-        checkpoint.core.state.dedup.tag_runs(self._run_tag)  # its runs are stored; new ones are ours
+        checkpoint.core.tag_runs(self._run_tag, rename=False)  # its runs are stored; new ones are ours
         self._stored[shard_id] = set(names)
         await self.sweep(shard_id, set(names))
         return checkpoint

@@ -418,6 +418,14 @@ class ShardCore:
         workers, each holding part of one input); None with windows off."""
         return self.state.windows
 
+    def tag_runs(self, tag: str, *, rename: bool) -> None:
+        """Mark the dedup runs this core writes from now on as one owner's (the checkpoint store's
+        tag). rename=True: the runs it holds were never stored under this tag (a new shard's core, a
+        split's or merge's) and take names of their own; False: they were loaded from its store."""
+        dedup = self.state.dedup
+        if dedup.run_tag != tag or not rename:
+            dedup.tag_runs(tag, rename=rename)
+
     def dedup_memory(self) -> Dedup:
         """The dedup memory itself, for the soak benchmark that feeds it ids in bulk and measures it."""
         return self.state.dedup
