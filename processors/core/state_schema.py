@@ -138,11 +138,9 @@ def _per_store(value: Any) -> Any:
     return types.GenericAlias(dict, (str, value))
 
 
-def _parts() -> list[Part]:
-    from river import stats
-
+def _config_and_stock_parts() -> list[Part]:
+    """The settings a checkpoint keeps, and the stock and restocking state."""
     return [
-        # configuration
         _config_part(DetectorConfig, "detector_config", "The detector's settings."),
         _config_part(RestockConfig, "restock_config", "The restocking policy's settings."),
         _config_part(CoreConfig, "core_config", "The core's settings (windows, dedup, retention)."),
@@ -161,7 +159,6 @@ def _parts() -> list[Part]:
             build=CoreStats,
             doc="The shard's counters.",
         ),
-        # stock
         Part(
             CatalogEntry,
             "catalog_entry",
@@ -261,7 +258,12 @@ def _parts() -> list[Part]:
             build=ItemDemand,
             doc="One product's share of its store's demand.",
         ),
-        # windows
+    ]
+
+
+def _window_parts() -> list[Part]:
+    """The event-time windows."""
+    return [
         Part(
             WindowSpec,
             "window_spec",
@@ -375,7 +377,12 @@ def _parts() -> list[Part]:
             build=WindowResult,
             doc="A closed window (detectors keep their last few).",
         ),
-        # detectors
+    ]
+
+
+def _detector_building_blocks() -> list[Part]:
+    """What the detectors are made of: faded means, spreads, the fleet's shape."""
+    return [
         Part(
             Running,
             "running",
@@ -480,6 +487,14 @@ def _parts() -> list[Part]:
             build=_Window,
             doc="A recent window with what it was judged against.",
         ),
+    ]
+
+
+def _detector_parts() -> list[Part]:
+    """Each kind of detector (a store's piece)."""
+    from river import stats
+
+    return [
         Part(
             SeasonalDetector,
             "seasonal_detector",
@@ -581,6 +596,12 @@ def _parts() -> list[Part]:
             fresh=lambda ctx: make_detector(ctx["detection"], ctx["slot_ms"], ctx["long_slots"]),
             doc="The HalfSpaceTrees baseline.",
         ),
+    ]
+
+
+def _monitor_parts() -> list[Part]:
+    """The monitor around the detectors, and the dedup memory's manifest."""
+    return [
         Part(
             FeedbackBook,
             "feedback_book",
@@ -652,6 +673,16 @@ def _parts() -> list[Part]:
             build=Manifest,
             doc="The dedup memory but its keys, which are in immutable runs.",
         ),
+    ]
+
+
+def _parts() -> list[Part]:
+    return [
+        *_config_and_stock_parts(),
+        *_window_parts(),
+        *_detector_building_blocks(),
+        *_detector_parts(),
+        *_monitor_parts(),
     ]
 
 
