@@ -185,7 +185,7 @@ class App:
 
     def stock(self) -> dict[str, dict[str, int]]:
         merged: dict[str, dict[str, int]] = {}
-        for checkpoint in load_all_sync(self.bench.s3, self.settings.bucket, self.settings):
+        for checkpoint in load_all_sync(self.bench.s3, self.settings.aws.bucket, self.settings):
             merged.update(checkpoint.core.inventory())
         return merged
 
@@ -196,7 +196,7 @@ class App:
         for start in range(0, len(events), 500):
             batch = events[start : start + 500]
             resp = self.bench.kinesis.put_records(
-                StreamName=self.settings.stream_name,
+                StreamName=self.settings.aws.stream_name,
                 Records=[{"Data": orjson.dumps(e), "PartitionKey": e["store_id"]} for e in batch],
             )
             if resp["FailedRecordCount"]:
@@ -234,9 +234,9 @@ class App:
             worker.stop(timeout=30)
         firehose = boto3.client("firehose")
         for name in (
-            self.settings.archive_firehose,
-            self.settings.windows_firehose,
-            self.settings.alerts_firehose,
+            self.settings.aws.archive_firehose,
+            self.settings.aws.windows_firehose,
+            self.settings.aws.alerts_firehose,
         ):
             with contextlib.suppress(Exception):
                 firehose.delete_delivery_stream(DeliveryStreamName=name)

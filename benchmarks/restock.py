@@ -116,7 +116,7 @@ def run(sc: Scenario, policy: PolicyName, seed: int) -> Result:
         initial_stock=(30, 60),
     )
     core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock_config(settings)))
-    fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
+    fleet = TruckFleet.of(settings.trucks.count, settings.trucks.capacity_units)
     pending: dict[str, RestockRequest] = {}
     delivered: set[str] = set()  # the delivery log: each request delivered at most once
     arrivals: list[_Arrival] = []
@@ -165,9 +165,9 @@ def run(sc: Scenario, policy: PolicyName, seed: int) -> Result:
         while pending and fleet.free():
             trip = plan_trip(
                 list(pending.values()),
-                settings.truck_capacity,
+                settings.trucks.capacity_units,
                 travel,
-                settings.max_stops,
+                settings.trucks.max_stops,
                 fleet.next_truck_in_s(t),
             )
             if trip is None:

@@ -128,9 +128,9 @@ async def run_standalone(wiring: Wiring, tokens: TokenStore, sock: socket.socket
                 sock,
                 state,
                 stop,
-                settings.api_trusted_proxies,
-                body_timeout_s=settings.api_body_timeout_s,
-                max_body_bytes=settings.api_max_body_bytes,
+                settings.api.trusted_proxies,
+                body_timeout_s=settings.api.body_timeout_s,
+                max_body_bytes=settings.api.max_body_bytes,
             )
         finally:
             stop.set()

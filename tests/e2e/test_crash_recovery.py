@@ -174,8 +174,8 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     events_file.write_text("\n".join(lines) + "\n")
 
     subprocess.run([*CLI, "provision"], env=env, check=True, capture_output=True, timeout=120)
-    queue_url = aws["sqs"].get_queue_url(QueueName=settings.restock_queue)["QueueUrl"]
-    inbox_url = aws["sqs"].get_queue_url(QueueName=settings.alerts_queue)["QueueUrl"]
+    queue_url = aws["sqs"].get_queue_url(QueueName=settings.aws.restock_queue)["QueueUrl"]
+    inbox_url = aws["sqs"].get_queue_url(QueueName=settings.aws.alerts_queue)["QueueUrl"]
 
     dispatcher = Proc(["dispatch"], env, tmp_path / "dispatch.log")
     replay = subprocess.Popen(
@@ -200,7 +200,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     restart = processor.started
     wait_for(
         "the processor to catch up",
-        lambda: sum(1 for x in processor.lines() if x.get("msg") == "caught up") >= settings.shard_count,
+        lambda: sum(1 for x in processor.lines() if x.get("msg") == "caught up") >= settings.aws.shard_count,
         timeout=300,
         every=0.1,
     )
@@ -210,11 +210,11 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     wait_for("the restock queue to drain", lambda: queue_empty(aws["sqs"], queue_url), timeout=300, every=0.5)
     dispatcher.popen.send_signal(signal.SIGTERM)
     assert dispatcher.popen.wait(timeout=60) == 0
-    stream = read_shards(aws["kinesis"], settings.stream_name)
+    stream = read_shards(aws["kinesis"], settings.aws.stream_name)
     last_seq = {shard: records[-1]["SequenceNumber"] for shard, records in stream.items() if records}
 
     def checkpointed() -> bool:
-        got = {c.shard_id: c.sequence_number for c in load_all_sync(aws["s3"], settings.bucket, settings)}
+        got = {c.shard_id: c.sequence_number for c in load_all_sync(aws["s3"], settings.aws.bucket, settings)}
         return all(got.get(shard) == seq for shard, seq in last_seq.items())
 
     wait_for("checkpoints at the end of every shard", checkpointed, timeout=120)
@@ -242,7 +242,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
             expected_inventory.setdefault(store, {}).update(products)
 
     actual: dict[str, dict[str, int]] = {}
-    for checkpoint in load_all_sync(aws["s3"], settings.bucket, settings):
+    for checkpoint in load_all_sync(aws["s3"], settings.aws.bucket, settings):
         for store, products in checkpoint.core.inventory().items():
             actual.setdefault(store, {}).update(products)
     assert actual == expected_inventory
@@ -262,7 +262,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     )
     assert all(n == 1 for n in deliveries.values())  # no truck dispatched twice
     delivered = {eid.removeprefix("delivery-") for eid in deliveries}
-    table = aws["dynamodb"].scan(TableName=settings.deliveries_table)["Items"]
+    table = aws["dynamodb"].scan(TableName=settings.aws.deliveries_table)["Items"]
     assert {i["alert_id"]["S"] for i in table if i["state"]["S"] == "delivered"} == delivered
     pending = {a.alert_id for a in drain_alerts(aws["sqs"], queue_url)}
     assert delivered | pending == expected_requests  # every request delivered or still waiting

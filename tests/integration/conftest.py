@@ -63,7 +63,7 @@ def make_settings(local_aws: EmbeddedAws) -> Iterator[Callable[..., Settings]]:
     # moto allows 50 Firehose delivery streams per region: each test removes its own.
     firehose = boto3.client("firehose", endpoint_url=local_aws.endpoint, region_name="us-east-1")
     for settings in made:
-        for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
+        for name in (settings.aws.archive_firehose, settings.aws.windows_firehose, settings.aws.alerts_firehose):
             with contextlib.suppress(firehose.exceptions.ResourceNotFoundException):
                 firehose.delete_delivery_stream(DeliveryStreamName=name)
 

@@ -80,7 +80,7 @@ async def test_posted_events_are_in_the_stream_and_rejected_ones_are_kept(
         assert refused.status_code == 403
 
         # "accepted" means in the stream: read it back right away.
-        shards = await read_stream(clients["kinesis"], settings.stream_name)
+        shards = await read_stream(clients["kinesis"], settings.aws.stream_name)
         records = [r for rs in shards.values() for r in rs]
         assert sorted(orjson.loads(r["Data"])["event_id"] for r in records) == ["e0", "e1", "e3", "e4"]
         for r in records:
@@ -93,7 +93,7 @@ async def test_posted_events_are_in_the_stream_and_rejected_ones_are_kept(
 
         # The rejected entry is kept with its index and reason.
         listed = await clients["s3"].list_objects_v2(
-            Bucket=resources.bucket, Prefix=f"{settings.rejected_prefix}api/"
+            Bucket=resources.bucket, Prefix=f"{settings.prefixes.rejected}api/"
         )
         [obj] = listed["Contents"]
         assert obj["Key"].endswith(f"{body['request_id']}.jsonl")

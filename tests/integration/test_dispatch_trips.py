@@ -70,7 +70,7 @@ async def test_a_stores_order_leaves_on_one_truck_and_capacity_splits_it(
     delivered: list[Restock] = []
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis", "sqs") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         dispatcher = Dispatcher(
             settings,
             clients["sqs"],
@@ -116,7 +116,7 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
     delivered: list[Restock] = []
     lease = lease_seconds(settings)
     async with AioClients(settings, "kinesis", "sqs", "dynamodb") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
 
         def worker() -> Dispatcher:
             return Dispatcher(
@@ -159,7 +159,7 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
         stop.set()
         await asyncio.wait_for(task, 30)
         await writer.close()
-        stream = await read_all_shards(clients["kinesis"], settings.stream_name)
+        stream = await read_all_shards(clients["kinesis"], settings.aws.stream_name)
 
     event_ids = [event.event_id for event in delivered]
     assert sorted(event_ids) == sorted(f"delivery-{r.alert_id}" for r in first + second)  # each once
@@ -181,10 +181,10 @@ async def test_a_separate_simulate_process_sees_its_trucks_deliveries(
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis") as clients:
         watcher = asyncio.create_task(
-            watch_deliveries(clients["kinesis"], settings.stream_name, sim, stop, 0.05)
+            watch_deliveries(clients["kinesis"], settings.aws.stream_name, sim, stop, 0.05)
         )
         await asyncio.sleep(1.0)  # its iterators start at the newest record
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         request = _request("store-001", product, 7)
         from consumers.dispatcher import restock_event
 

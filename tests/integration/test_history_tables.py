@@ -65,7 +65,7 @@ async def test_the_loop_leaves_tables_on_s3_that_query_duckdb_and_polars_read(
     assert json.loads(out)["rows"] == {"events": 0, "windows": 0, "alerts": 0, "rejected": 0}
 
     s3 = sync_client("s3", settings)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="warehouse/")["Contents"]]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.aws.bucket, Prefix="warehouse/")["Contents"]]
     assert any(k.endswith(".parquet") for k in keys)
     assert any(k.endswith(".metadata.json") for k in keys)
 

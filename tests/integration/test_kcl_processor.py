@@ -297,7 +297,7 @@ def test_a_shard_from_trim_horizon_to_shutdown(
 
     settings, resources = provisioned
     s3 = sync_client("s3", settings)
-    rejected = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.rejected_prefix).get(
+    rejected = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.prefixes.rejected).get(
         "Contents", []
     )
     assert len(rejected) == 1
@@ -441,7 +441,7 @@ def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
     dynamodb = sync_client("dynamodb", settings)
     s3 = sync_client("s3", settings)
     table = resources.shard_clocks_table
-    key = {"stream": {"S": settings.stream_name}}
+    key = {"stream": {"S": settings.aws.stream_name}}
     # The other shard's record processor has seen two hours of trade.
     dynamodb.put_item(
         TableName=table,
@@ -457,7 +457,7 @@ def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
     daemon.call(process_records(BATCH_A))  # store-001's first seconds of trade, then silence
 
     def windows_archived() -> list[dict[str, Any]]:
-        listed = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.windows_prefix)
+        listed = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.prefixes.windows)
         bodies = [
             s3.get_object(Bucket=resources.bucket, Key=o["Key"])["Body"].read()
             for o in listed.get("Contents", [])

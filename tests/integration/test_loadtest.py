@@ -37,11 +37,11 @@ async def test_saturating_loadtest_loses_nothing_and_keeps_each_shard_under_its_
 
     monkeypatch.setattr(ShardLimiter, "try_acquire", spy)
     async with aio_client("kinesis", settings) as kinesis:
-        await loadtest.ensure_stream(kinesis, settings.stream_name, 2)
+        await loadtest.ensure_stream(kinesis, settings.aws.stream_name, 2)
         result = await loadtest.run_loadtest(
             kinesis,
             settings,
-            settings.stream_name,
+            settings.aws.stream_name,
             stores=6,
             rate=None,
             duration_s=3.0,
@@ -110,11 +110,11 @@ async def test_without_the_limiter_kinesis_throttles_and_the_writer_backs_off_lo
     settings = make_settings(shard_count=1)
     throttled_before = kinesis_limits.QUOTAS.write_throttles
     async with aio_client("kinesis", settings) as kinesis:
-        await loadtest.ensure_stream(kinesis, settings.stream_name, 1)
+        await loadtest.ensure_stream(kinesis, settings.aws.stream_name, 1)
         result = await loadtest.run_loadtest(
             kinesis,
             settings,
-            settings.stream_name,
+            settings.aws.stream_name,
             stores=4,
             rate=None,
             duration_s=2.0,

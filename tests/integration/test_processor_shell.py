@@ -57,7 +57,7 @@ def workload() -> tuple[list[tuple[bytes, str]], dict[str, dict[str, int]]]:
 async def produce(settings: Settings, records: list[tuple[bytes, str]]) -> None:
     async with (
         AioClients(settings, "kinesis") as clients,
-        KinesisWriter(clients["kinesis"], settings.stream_name, settings) as writer,
+        KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings) as writer,
     ):
         for data, key in records:
             await writer.put(data, key)
@@ -123,17 +123,17 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
     assert len(processor.workers) == 2  # every shard was read
 
     s3 = boto3.client("s3")
-    rejected = s3_lines(s3, resources.bucket, settings.rejected_prefix)
+    rejected = s3_lines(s3, resources.bucket, settings.prefixes.rejected)
     assert sorted(r["record"] for r in rejected) == sorted(
         ["{not json", '{"type":"sale","event_id":"x","store_id":"store-001"}']
     )
     assert all(r["reason"] and r["shard_id"].startswith("shardId-") for r in rejected)
 
-    archived = s3_lines(s3, resources.bucket, settings.events_prefix)
+    archived = s3_lines(s3, resources.bucket, settings.prefixes.events)
     assert len(archived) == len(records) - 4  # every valid event once, repeats and rejects not
     assert len({a["event_id"] for a in archived}) == len(archived)
 
-    archived_alerts = s3_lines(s3, resources.bucket, settings.alerts_prefix)
+    archived_alerts = s3_lines(s3, resources.bucket, settings.prefixes.alerts)
     assert sorted(a["kind"] for a in archived_alerts) == ["out_of_stock"] * 8 + ["restock_request"] * 8
 
     requests = take_all(resources.restock_queue_url)
@@ -180,7 +180,7 @@ async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
     delivered: list[Any] = []
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis", "sqs") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         dispatcher = Dispatcher(
             settings,
             clients["sqs"],
@@ -204,11 +204,11 @@ async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
         await writer.close()
         from tests.integration.conftest import read_all_shards
 
-        stream = await read_all_shards(clients["kinesis"], settings.stream_name)
+        stream = await read_all_shards(clients["kinesis"], settings.aws.stream_name)
 
     assert dispatcher.stats.deliveries == 1
     assert dispatcher.stats.duplicates_dropped == 1
-    assert dispatcher.stats.poison_messages == settings.max_receive_count
+    assert dispatcher.stats.poison_messages == settings.aws.max_receive_count
     restocks = [orjson.loads(r["Data"]) for records in stream.values() for r in records]
     assert len(restocks) == 1
     assert restocks[0]["type"] == "restock"

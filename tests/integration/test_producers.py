@@ -82,9 +82,9 @@ class FaultInjector:
 
 
 async def create_stream(kinesis: Any, settings: Settings) -> None:
-    await kinesis.create_stream(StreamName=settings.stream_name, ShardCount=settings.shard_count)
+    await kinesis.create_stream(StreamName=settings.aws.stream_name, ShardCount=settings.aws.shard_count)
     waiter = kinesis.get_waiter("stream_exists")
-    await waiter.wait(StreamName=settings.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    await waiter.wait(StreamName=settings.aws.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
 
 def in_stream_order(by_shard: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -105,13 +105,13 @@ async def test_writer_loses_nothing_and_doubles_nothing_through_partial_failures
     async with aio_client("kinesis", settings) as kinesis:
         await create_stream(kinesis, settings)
         faults.install(kinesis)
-        async with KinesisWriter(kinesis, settings.stream_name, settings, linger_s=0.005) as writer:
+        async with KinesisWriter(kinesis, settings.aws.stream_name, settings, linger_s=0.005) as writer:
             for i in range(records):
                 store = f"store-{i % stores:03d}"
                 body = json.dumps({"store": store, "seq": i // stores}).encode()
                 sent.append(body)
                 assert await writer.put(body, store)
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     assert faults.dropped > 100
     assert faults.throttled > 2
@@ -161,9 +161,9 @@ async def test_replay_sends_each_line_untouched_keyed_by_its_store(
 
     async with aio_client("kinesis", settings) as kinesis:
         await create_stream(kinesis, settings)
-        async with KinesisWriter(kinesis, settings.stream_name, settings) as writer:
+        async with KinesisWriter(kinesis, settings.aws.stream_name, settings) as writer:
             stats = await replay_file(path, writer, progress.append, progress_every=25)
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     assert (stats.lines, stats.sent, stats.blank, stats.no_store_id, stats.refused) == (65, 63, 2, 3, 0)
     assert progress[-1] is stats
@@ -207,7 +207,7 @@ async def test_simulated_stores_reach_the_stream_in_the_order_the_ledger_saw(
 
     async with aio_client("kinesis", settings) as kinesis:
         await create_stream(kinesis, settings)
-        async with KinesisWriter(kinesis, settings.stream_name, settings) as writer:
+        async with KinesisWriter(kinesis, settings.aws.stream_name, settings) as writer:
             stats = await run_simulation(
                 writer,
                 sim,
@@ -218,7 +218,7 @@ async def test_simulated_stores_reach_the_stream_in_the_order_the_ledger_saw(
                 clock=lambda: now[0],
                 sleep=advance,
             )
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     stream = in_stream_order(by_shard)
     assert len(stream) == stats.records_put == sim.stats.records

@@ -54,7 +54,7 @@ def test_replay_keeps_the_order_of_the_file_across_stores_in_a_shard(
 
     async def read() -> list[str]:
         async with AioClients(settings, "kinesis") as clients:
-            (records,) = (await read_stream(clients["kinesis"], settings.stream_name)).values()
+            (records,) = (await read_stream(clients["kinesis"], settings.aws.stream_name)).values()
         return [orjson.loads(r["Data"])["event_id"] for r in records]
 
     assert asyncio.run(read()) == [f"e{n}" for n in range(6000)]

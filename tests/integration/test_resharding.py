@@ -100,7 +100,7 @@ async def test_split_then_merge_keeps_every_stores_stock_exact(
 ) -> None:
     settings, resources = resharding_stack
     kinesis = sync_client("kinesis", settings)
-    stream = settings.stream_name
+    stream = settings.aws.stream_name
     expected = {store: {"milk": 100} for store in STORES}
 
     def sold(n: int) -> None:
