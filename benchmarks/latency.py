@@ -290,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     uid = uuid.uuid4().hex[:8]
     settings = Settings(
-        stream_name=f"lat-{uid}-events",
-        bucket=f"lat-{uid}-bucket",
-        shard_count=2,
+        aws={"stream_name": f"lat-{uid}-events", "bucket": f"lat-{uid}-bucket", "shard_count": 2}
     )
     with _local_aws() as endpoint:
         point_at(endpoint)

@@ -65,12 +65,14 @@ class Scenario:
 def scenario_settings(sc: Scenario, policy: PolicyName) -> Settings:
     pairs = {f"store-{i:03d}|store-{i + 1:03d}": sc.neighbour_s for i in range(1, sc.stores)}
     return Settings(
-        restock_policy=policy,
-        trucks=sc.trucks,
-        truck_capacity=sc.truck_capacity,
-        travel_seconds=sc.depot_s,
-        travel_between_s=sc.between_s,
-        travel_pairs=pairs,
+        restock={"policy": policy},
+        trucks={
+            "count": sc.trucks,
+            "capacity_units": sc.truck_capacity,
+            "travel_s": sc.depot_s,
+            "travel_between_s": sc.between_s,
+            "travel_pairs_s": pairs,
+        },
     )
 
 

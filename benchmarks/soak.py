@@ -45,14 +45,13 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.clients import AioClients
 from foundation.contract import format_ts
 from foundation.timeunits import DAY_MS, DAY_S
 from processors.checkpoints import S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import ShardCore
 from processors.core.dedup import Dedup
-from config import core_config
 
 T0 = 1_785_542_400_000  # 2026-08-01T00:00:00Z
 SHARD = "shardId-000000000000"
@@ -233,7 +232,10 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
     }
     os.environ.update(env)
     uid = uuid.uuid4().hex[:8]
-    settings = Settings(stream_name=f"soak-{uid}", bucket=f"soak-{uid}", store_retention_s=7 * DAY_S)
+    settings = Settings(
+        aws={"stream_name": f"soak-{uid}", "bucket": f"soak-{uid}"},
+        processor={"store_retention_s": 7 * DAY_S},
+    )
     try:
         import boto3
 
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.restore_probe:
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         name = args.restore_probe
-        asyncio.run(restore_probe(Settings(stream_name=name, bucket=name)))
+        asyncio.run(restore_probe(Settings(aws={"stream_name": name, "bucket": name})))
         return 0
     began = time.perf_counter()
     days, extra = asyncio.run(soak(args))

@@ -38,7 +38,7 @@ from pydantic_settings import (
 from config.legacy import FLAT_NAMES
 from foundation.errors import UsageError
 from processors.core.demand import RestockConfig
-from processors.core.detectors import DETECTOR_KINDS, DetectorConfig
+from processors.core.detectors import DetectorConfig
 from processors.core.processor import CoreConfig
 
 PREFIX: Final = "SHELFSTREAM_"
@@ -107,7 +107,7 @@ class AwsSettings(Group):
     )
     shard_clocks_table: str = Field(
         default="shelfstream-shard-clocks",
-        description="DynamoDB table of each shard's event time, so a shard gone silent can follow the others.",
+        description="DynamoDB table of each shard's event time, so a silent shard can follow the others.",
     )
     max_receive_count: int = Field(
         default=5,
@@ -244,7 +244,7 @@ class RestockSettings(Group):
 
 
 class DedupSettings(Group):
-    """The memory of (store_id, event_id) that makes a redelivered record change nothing (docs/durability.md)."""
+    """The memory of (store_id, event_id) that makes a repeated record change nothing (docs/durability.md)."""
 
     horizon_s: int = Field(
         default=_seconds(_CORE.dedup_horizon_ms),
@@ -260,7 +260,7 @@ class DedupSettings(Group):
     max_ahead_s: int = Field(
         default=_seconds(_CORE.dedup_max_ahead_ms),
         ge=0,
-        description="Events further ahead than this move neither the dedup clock nor the windows' clock alone.",
+        description="Events further ahead than this move neither the dedup nor the windows' clock alone.",
     )
 
 
@@ -290,8 +290,8 @@ class WindowSettings(Group):
     late_bound_s: int = Field(
         default=_seconds(_CORE.late_bound_ms),
         ge=0,
-        description="A late sale or refund up to this far behind its store's closing point revises its closed "
-        "windows; 0: late events are only counted.",
+        description="A late sale or refund up to this far behind its store's closing point revises its "
+        "closed windows; 0: late events are only counted.",
     )
     max_gap_s: int = Field(
         default=_seconds(_CORE.max_window_gap_ms),
@@ -447,7 +447,7 @@ class DetectorSettings(Group):
         default=_DET.bound_weight,
         ge=0,
         le=1,
-        description="How far towards the most extreme estimate a drop is judged (1: the extreme, 0: the centre).",
+        description="How far towards the most extreme estimate a drop is judged (1: the extreme, 0: centre).",
     )
     jump_bound_weight: float = Field(default=_DET.jump_bound_weight, ge=0, le=1, description="... a jump.")
     cusum_threshold: float = Field(
@@ -484,7 +484,7 @@ class DetectorSettings(Group):
     guess_prior: float = Field(
         default=_DET.guess_prior,
         ge=0,
-        description="Expected sales after which the store's own day weighs in against guess_ratio (0: never).",
+        description="Expected sales after which the store's own day weighs against guess_ratio (0: never).",
     )
     peer_drops: bool = Field(
         default=_DET.peer_drops,
@@ -529,7 +529,8 @@ class DetectorSettings(Group):
     feedback_margin: float = Field(
         default=_DET.feedback_margin,
         ge=0,
-        description="A `not_anomaly` mark excuses the same deviation up to this much bigger (observed/expected).",
+        description="A `not_anomaly` mark excuses the same deviation up to this much bigger "
+        "(observed over expected).",
     )
     feedback_alerts_kept: int = Field(
         default=_DET.feedback_alerts_kept,
@@ -725,7 +726,8 @@ def members() -> dict[str, dict[str, FieldInfo]]:
     groups: dict[str, dict[str, FieldInfo]] = {}
     for group, info in Settings.model_fields.items():
         model = info.annotation
-        assert isinstance(model, type) and issubclass(model, Group)
+        assert isinstance(model, type)
+        assert issubclass(model, Group)
         groups[group] = dict(model.model_fields)
     return groups
 
@@ -826,7 +828,8 @@ def _misnamed() -> str | None:
         if DELIMITER in rest and rest.split(DELIMITER, 1)[0] not in groups:
             return f"unknown setting {name}: the groups are {', '.join(sorted(groups))}"
         if rest in groups and name not in flat:
-            return f"{name} sets a whole group: set its members, e.g. {env_name(rest.lower(), next(iter(members()[rest.lower()])))}"
+            first = next(iter(members()[rest.lower()]))
+            return f"{name} sets a whole group: set its members, e.g. {env_name(rest.lower(), first)}"
     return None
 
 

@@ -138,12 +138,17 @@ def restock_event(
 
 
 def travel_of(settings: Settings) -> Travel:
-    return Travel(settings.trucks.travel_s, settings.trucks.travel_between_s, dict(settings.trucks.travel_pairs_s))
+    return Travel(
+        settings.trucks.travel_s, settings.trucks.travel_between_s, dict(settings.trucks.travel_pairs_s)
+    )
 
 
 def lease_seconds(settings: Settings) -> int:
     """Visibility timeout of a received request and the lease on its claim: the longest trip plus a margin."""
-    return math.ceil(travel_of(settings).longest_trip_s(settings.trucks.max_stops)) + settings.trucks.visibility_s
+    return (
+        math.ceil(travel_of(settings).longest_trip_s(settings.trucks.max_stops))
+        + settings.trucks.visibility_s
+    )
 
 
 class Dispatcher:

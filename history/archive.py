@@ -470,7 +470,8 @@ def open_source(
             return TableSource(Tables(settings)), None
         if source == "tables":
             raise UsageError(
-                f"no history tables in {settings.history.tables_catalog}: run `make demo`, `shelfstream history "
+                f"no history tables in {settings.history.tables_catalog}: run `make demo`, "
+                "`shelfstream history "
                 "ingest` or `shelfstream history convert DIR`"
             )
     mirror = Path(settings.history.archive_mirror)

@@ -321,7 +321,10 @@ class Tables:
         if self.glue:
             from pyiceberg.catalog.glue import GlueCatalog
 
-            self.properties = {"warehouse": settings.history.tables_warehouse, "glue.region": settings.aws.region}
+            self.properties = {
+                "warehouse": settings.history.tables_warehouse,
+                "glue.region": settings.aws.region,
+            }
             self.catalog: Any = GlueCatalog("shelfstream", **self.properties)
         else:
             from pyiceberg.catalog.sql import SqlCatalog
@@ -1001,7 +1004,8 @@ def s3_landing_cleaner(s3: Any, bucket: str, settings: Settings) -> Callable[[dt
 def require_tables(settings: Settings) -> Tables:
     if not Tables.exists(settings):
         raise UsageError(
-            f"no history tables in {settings.history.tables_catalog}: run `make demo`, or `shelfstream history "
+            f"no history tables in {settings.history.tables_catalog}: run `make demo`, "
+            "or `shelfstream history "
             "ingest` (after the loop archived something), or `shelfstream history convert DIR`"
         )
     try:

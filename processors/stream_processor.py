@@ -64,7 +64,9 @@ class StreamProcessor:
         # State learned before the stream began (a demo's history, loaded without the stream): a
         # shard with no checkpoint and no parents starts from its stores' part of it.
         self.seed_core: ShardCore | None = None
-        self.silence = StreamSilence(settings.processor.stream_quiet_after_s, settings.processor.stream_quiet_min_sales, log)
+        self.silence = StreamSilence(
+            settings.processor.stream_quiet_after_s, settings.processor.stream_quiet_min_sales, log
+        )
 
     @property
     def sinks(self) -> Sinks:

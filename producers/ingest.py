@@ -709,7 +709,9 @@ def check_local(source: str, wanted: str, settings: Settings) -> None:
         raise UsageError(f"input {source} is a directory, not a file")
     try:
         file_type = detect_format(path.name, _head(path), wanted)
-        ctx = FileContext(path.name, "check", 0, int(time.time() * 1000), settings.history.ingest_max_line_bytes)
+        ctx = FileContext(
+            path.name, "check", 0, int(time.time() * 1000), settings.history.ingest_max_line_bytes
+        )
         with path.open("rb") as stream:
             next(parse_file(stream, file_type, ctx), None)
     except OSError as exc:

@@ -179,8 +179,8 @@ class _Lane:
 class KinesisWriter:
     """Buffers ``put`` calls into PutRecords batches sent by a background pump task.
 
-    Partition keys are hashed onto ``settings.producers.max_batches_in_flight`` lanes; each lane has at most one
-    call in flight (retries included), which bounds the calls in flight and keeps every key's order.
+    Partition keys are hashed onto ``settings.producers.max_batches_in_flight`` lanes; each lane has at
+    most one call in flight (retries included), which bounds the calls in flight and keeps every key's order.
     ``client`` is an aiobotocore Kinesis client (anything with an awaitable ``put_records``).
     """
 

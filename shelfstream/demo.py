@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from config import Settings
+from config import Settings, core_config
 from consumers.delivery_log import DynamoDeliveryLog
 from consumers.dispatcher import Dispatcher, lease_seconds, restock_event
 from consumers.metrics import dispatcher_source
@@ -33,7 +33,6 @@ from foundation.metrics import PrometheusServer, Registry
 from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import ShardCore
 from processors.metrics import processor_source
-from config import core_config
 from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
@@ -508,6 +507,7 @@ def archive_to_tables(wiring: Wiring, resources: Resources, console: Console) ->
         return
     rows = ", ".join(f"{name} {n:,}" for name, n in stats.rows.items())
     console.print(
-        f"history tables (Iceberg) in {settings.history.tables_warehouse}: {rows} rows; KPIs {run.product_rows:,} "
+        f"history tables (Iceberg) in {settings.history.tables_warehouse}: {rows} rows; "
+        f"KPIs {run.product_rows:,} "
         'rows: try `shelfstream kpis --per-store` or `shelfstream query "SELECT * FROM kpis_store_daily"`'
     )

@@ -60,7 +60,8 @@ async def run_dispatcher(wiring: Wiring) -> dict[str, Any]:
             wait_seconds=10,
         )
         registry = Registry(
-            {"Service": "dispatch", "Stream": settings.aws.stream_name}, [dispatcher_source(dispatcher, writer)]
+            {"Service": "dispatch", "Stream": settings.aws.stream_name},
+            [dispatcher_source(dispatcher, writer)],
         )
         beat = asyncio.create_task(heartbeat(settings.ops.health_file, stop))
         async with observed(registry, settings, stop):

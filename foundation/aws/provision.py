@@ -163,7 +163,10 @@ def _ensure_stream(clients: _Clients) -> str:
     with _mapped("kinesis"):
         try:
             kinesis.create_stream(StreamName=settings.aws.stream_name, ShardCount=settings.aws.shard_count)
-            log.info("created stream", extra={"stream": settings.aws.stream_name, "shards": settings.aws.shard_count})
+            log.info(
+                "created stream",
+                extra={"stream": settings.aws.stream_name, "shards": settings.aws.shard_count},
+            )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":
                 raise
@@ -171,7 +174,9 @@ def _ensure_stream(clients: _Clients) -> str:
             StreamName=settings.aws.stream_name,
             WaiterConfig={"Delay": 1, "MaxAttempts": STREAM_WAIT_S},
         )
-        summary = kinesis.describe_stream_summary(StreamName=settings.aws.stream_name)["StreamDescriptionSummary"]
+        summary = kinesis.describe_stream_summary(StreamName=settings.aws.stream_name)[
+            "StreamDescriptionSummary"
+        ]
     open_shards = int(summary.get("OpenShardCount", settings.aws.shard_count))
     if open_shards != settings.aws.shard_count:
         # Resharding is an operator's decision (it splits/merges live shards), never a side effect.
@@ -234,7 +239,12 @@ def _create_bucket(s3: Any, bucket: str) -> None:
 def lifecycle_rules(settings: Settings) -> list[dict[str, Any]]:
     """Raw data (events, windows, rejected) expires; checkpoints and reports stay."""
     prefixes = dict.fromkeys(
-        (settings.prefixes.events, settings.prefixes.windows, settings.prefixes.alerts, settings.prefixes.rejected)
+        (
+            settings.prefixes.events,
+            settings.prefixes.windows,
+            settings.prefixes.alerts,
+            settings.prefixes.rejected,
+        )
     )
     return [
         {
@@ -488,7 +498,11 @@ def resolve(settings: Settings) -> Resources:
 
     firehose = clients("firehose")
     with _mapped("firehose"):
-        for name in (settings.aws.archive_firehose, settings.aws.windows_firehose, settings.aws.alerts_firehose):
+        for name in (
+            settings.aws.archive_firehose,
+            settings.aws.windows_firehose,
+            settings.aws.alerts_firehose,
+        ):
             try:
                 firehose.describe_delivery_stream(DeliveryStreamName=name)
             except ClientError as exc:

@@ -248,7 +248,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     async def go() -> IngestReport:
         dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3") as clients:
-            writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead)
+            writer = KinesisWriter(
+                clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead
+            )
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings, args.format)
             try:
                 return await ingest_source(args.file, target)
@@ -273,7 +275,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         stop = stop_on_signals()
         dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3", "sqs") as clients:
-            writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead)
+            writer = KinesisWriter(
+                clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead
+            )
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)
             watcher = IngestWatcher(
                 settings,
@@ -283,7 +287,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 on_report=lambda report: print_reports([report]),
             )
             log.info(
-                "watching for uploads", extra={"prefix": settings.prefixes.incoming, "bucket": resources.bucket}
+                "watching for uploads",
+                extra={"prefix": settings.prefixes.incoming, "bucket": resources.bucket},
             )
             try:
                 await watcher.run(stop)

@@ -28,7 +28,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     shards: list[ShardInfo] | None = None
     try:
         pages = (
-            wiring.client("kinesis").get_paginator("list_shards").paginate(StreamName=settings.aws.stream_name)
+            wiring.client("kinesis")
+            .get_paginator("list_shards")
+            .paginate(StreamName=settings.aws.stream_name)
         )
         shards = [ShardInfo.from_api(s) for page in pages for s in page["Shards"]]
     except (ClientError, BotoCoreError):
@@ -75,8 +77,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from processors.backtest import read_fleet_prior, run_backtest
     from config import core_config
+    from processors.backtest import read_fleet_prior, run_backtest
 
     require_input(args.file)
     prior_file = getattr(args, "fleet_prior", None)

@@ -100,7 +100,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             ) from exc
     elif not args.out:
         written.extend(
-            str(p) for p in write_local(files, Path(settings.history.archive_mirror).parent / "reports" / week)
+            str(p)
+            for p in write_local(files, Path(settings.history.archive_mirror).parent / "reports" / week)
         )
     totals = report.totals()
     table = Table("figure", "value", title=f"weekly report {week}")

@@ -130,7 +130,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             overrides={
                 "trucks": {"count": 8, "travel_s": 1.5},
                 "checkpoints": {"every_s": 2.0},
-                "restock": {"min_history_s": 1800.0, "lead_time_prior_s": 3 * 1.5 * args.speed, "cycle_s": 1800.0},
+                "restock": {
+                    "min_history_s": 1800.0,
+                    "lead_time_prior_s": 3 * 1.5 * args.speed,
+                    "cycle_s": 1800.0,
+                },
                 # One simulator feeds every shard in step: a silent store's shard may follow the others
                 # closely (a real fleet's shards drift apart more).
                 "processor": {

@@ -77,20 +77,20 @@ def local_aws_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
             AWS_DEFAULT_REGION="us-east-1",
-            SHELFSTREAM_SHARD_COUNT="3",
-            SHELFSTREAM_CHECKPOINT_EVERY_S="1",
-            SHELFSTREAM_CHECKPOINT_EVERY_RECORDS="4000",
-            SHELFSTREAM_TRAVEL_SECONDS="0",
-            SHELFSTREAM_RESTOCK_VISIBILITY_S="3",
-            SHELFSTREAM_HEALTH_FILE=str(tmp_path / "health"),
-            SHELFSTREAM_POLL_INTERVAL_S="0.1",
+            SHELFSTREAM_AWS__SHARD_COUNT="3",
+            SHELFSTREAM_CHECKPOINTS__EVERY_S="1",
+            SHELFSTREAM_CHECKPOINTS__EVERY_RECORDS="4000",
+            SHELFSTREAM_TRUCKS__TRAVEL_S="0",
+            SHELFSTREAM_TRUCKS__VISIBILITY_S="3",
+            SHELFSTREAM_OPS__HEALTH_FILE=str(tmp_path / "health"),
+            SHELFSTREAM_PROCESSOR__POLL_INTERVAL_S="0.1",
             # The oracle below is one uninterrupted core per shard, which never sees a shard go
-            # quiet; the processor moves a shard quiet for SHELFSTREAM_IDLE_SHARD_PATIENCE_S of wall
-            # clock to the other shards' event time (the end of this replay, a killed process's
+            # quiet; the processor moves a shard quiet for SHELFSTREAM_PROCESSOR__IDLE_SHARD_PATIENCE_S of
+            # wall clock to the other shards' event time (the end of this replay, a killed process's
             # successor waiting on its leases), so with the rule on the two could differ there.
             # The rule, and the replay hazard its patience closes, are tested in
             # tests/integration/test_processor_shell.py.
-            SHELFSTREAM_IDLE_SHARD_LAG_S="0",
+            SHELFSTREAM_PROCESSOR__IDLE_SHARD_LAG_S="0",
         )
         yield env
     finally:
@@ -156,7 +156,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     local_aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = local_aws_env
-    settings = Settings(shard_count=3)
+    settings = Settings(aws={"shard_count": 3})
     aws = clients(env)
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from consumers.alerts_inbox import read_alerts
 from foundation.aws.clients import AioClients, sync_client
 from foundation.aws.embedded import EmbeddedAws
@@ -237,11 +238,8 @@ def test_shelfstream_serve_runs_standalone_and_stops_cleanly_on_sigterm(
 ) -> None:
     settings, _ = provisioned
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFSTREAM_")}
-    defaults = Settings()
-    for name, value in settings.model_dump().items():  # this test's resource names
-        if value != getattr(defaults, name) and isinstance(value, str | int | float):
-            env[f"SHELFSTREAM_{name.upper()}"] = str(value)
-    env["SHELFSTREAM_DASHBOARD_REFRESH_S"] = "0.5"
+    env.update(to_env(settings))  # this test's resource names
+    env["SHELFSTREAM_API__DASHBOARD_REFRESH_S"] = "0.5"
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(

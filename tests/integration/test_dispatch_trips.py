@@ -64,7 +64,7 @@ async def test_a_stores_order_leaves_on_one_truck_and_capacity_splits_it(
     provisioned: tuple[Settings, Resources],
 ) -> None:
     settings, resources = provisioned
-    settings = settings.model_copy(update={"travel_seconds": 0.1, "trucks": 1, "truck_capacity": 100})
+    settings = settings.replaced(trucks={"travel_s": 0.1, "count": 1, "capacity_units": 100})
     requests = [_request("store-001", p, 40) for p in ("milk", "bread", "eggs")]  # 120 units > 100
     _send(resources.restock_queue_url, requests)
     delivered: list[Restock] = []
@@ -100,14 +100,14 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
     settings, resources = provisioned
     # One truck, two stores: its trip serves store-001, then (a 2 s hop) store-002. The worker dies
     # between the two stops, leaving claims and hidden messages behind and releasing nothing.
-    settings = settings.model_copy(
-        update={
-            "travel_seconds": 0.2,
+    settings = settings.replaced(
+        trucks={
+            "travel_s": 0.2,
             "travel_between_s": 2.0,
-            "trucks": 1,
-            "truck_capacity": 400,
+            "count": 1,
+            "capacity_units": 400,
             "max_stops": 2,
-            "restock_visibility_s": 1,
+            "visibility_s": 1,
         }
     )
     first = [_request("store-001", p, 10) for p in ("milk", "bread")]

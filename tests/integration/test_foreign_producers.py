@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from foundation.aws.provision import Resources
 from foundation.contract import format_ts
 from history.archive import S3Archive
@@ -169,8 +170,8 @@ def test_a_rejected_record_counts_once_replayed_after_a_fix(
     """A sale put under another store's key is rejected; `replay --rejected` sends the kept bytes
     again under the record's own store_id, and the processor (restarted) then applies it."""
     settings, resources = provisioned
-    for name, value in settings.model_dump().items():
-        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
+    for name, value in to_env(settings).items():
+        monkeypatch.setenv(name, value)
     kinesis = boto3.client("kinesis")
     wrong = sale("a-wrong-key", A, 4)
     for data, key in [(event("count", "a-count", A, count=20), A), (wrong, B), (b"{not json", A)]:

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from foundation.aws.clients import AioClients, sync_client
 from foundation.aws.provision import Resources, provision
 from foundation.contract import alert_id, format_ts
@@ -76,8 +77,8 @@ def workload() -> list[bytes]:
 
 def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The command line builds its settings from the environment: hand it this test's."""
-    for name, value in settings.model_dump().items():
-        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
+    for name, value in to_env(settings).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -85,15 +86,14 @@ def history(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Resources]:
     base = make_settings()
-    settings = base.model_copy(
-        update={
-            "incoming_queue": base.restock_queue.replace("-restock", "-incoming"),
+    settings = base.replaced(
+        aws={"incoming_queue": base.aws.restock_queue.replace("-restock", "-incoming")},
+        history={
             "archive_cache": str(tmp_path / "cache"),
             "archive_mirror": str(tmp_path / "mirror"),
-            # so that tables a `make demo` left in the working directory are not read instead
             "tables_catalog": str(tmp_path / "tables" / "catalog.db"),
             "tables_warehouse": str(tmp_path / "tables" / "warehouse"),
-        }
+        },
     )
     resources = provision(settings)
     use(settings, monkeypatch)
@@ -187,7 +187,9 @@ async def test_query_and_report_answer_from_the_archive(
     code, out, err = run_cli(["report", "--week", "2026-W32"], capsys)
     assert code == 0, err
     s3 = sync_client("s3", settings)
-    body = s3.get_object(Bucket=settings.aws.bucket, Key="reports/2026-W32/report.csv")["Body"].read().decode()
+    body = (
+        s3.get_object(Bucket=settings.aws.bucket, Key="reports/2026-W32/report.csv")["Body"].read().decode()
+    )
     rows = {r["store_id"]: r for r in csv.DictReader(io.StringIO(body))}
     assert sorted(rows) == ["Berlin", "Hamburg", "Munich"]
     berlin = rows["Berlin"]
@@ -253,7 +255,9 @@ def test_ingest_store_seed_then_again_changes_nothing(
 
     s3 = sync_client("s3", settings)
     key = f"rejected/ingest/store_seed.csv/{digest}.jsonl"
-    kept = [json.loads(x) for x in s3.get_object(Bucket=settings.aws.bucket, Key=key)["Body"].read().splitlines()]
+    kept = [
+        json.loads(x) for x in s3.get_object(Bucket=settings.aws.bucket, Key=key)["Body"].read().splitlines()
+    ]
     assert [k["line"] for k in kept] == [7, 8, 9, 10, 11, 12, 13]
     assert kept[3]["record"] == "Berlin,Echo Dot,9"
     assert "duplicate" in kept[3]["reason"]
@@ -296,7 +300,9 @@ async def test_watch_picks_up_uploads_to_incoming(
         task = asyncio.create_task(watcher.run(stop))
         s3.put_object(Bucket=settings.aws.bucket, Key="incoming/wh/hourly 10.jsonl", Body=inventory)
         s3.put_object(Bucket=settings.aws.bucket, Key="incoming/empty.csv", Body=b"")
-        s3.put_object(Bucket=settings.aws.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\nA,b,1\n")
+        s3.put_object(
+            Bucket=settings.aws.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\nA,b,1\n"
+        )
         for _ in range(300):
             if watcher.stats.files + watcher.stats.refused >= 2:
                 break
@@ -317,7 +323,8 @@ async def test_watch_picks_up_uploads_to_incoming(
         f"ingest-{digest}-{n}" for n in (1, 2, 3, 4, 5, 13)
     )
     keys = [
-        o["Key"] for o in s3.list_objects_v2(Bucket=settings.aws.bucket, Prefix="rejected/ingest/")["Contents"]
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=settings.aws.bucket, Prefix="rejected/ingest/")["Contents"]
     ]
     assert f"rejected/ingest/hourly_10.jsonl/{digest}.jsonl" in keys
     (refusal_key,) = [k for k in keys if k.startswith("rejected/ingest/empty.csv/")]

@@ -29,14 +29,14 @@ def on_s3(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Resources]:
     base = make_settings()
-    settings = base.model_copy(
-        update={
-            "incoming_queue": base.restock_queue.replace("-restock", "-incoming"),
+    settings = base.replaced(
+        aws={"incoming_queue": base.aws.restock_queue.replace("-restock", "-incoming")},
+        history={
             "archive_cache": str(tmp_path / "cache"),
             "archive_mirror": str(tmp_path / "mirror"),
             "tables_catalog": str(tmp_path / "catalog.db"),
-            "tables_warehouse": f"s3://{base.bucket}/warehouse",
-        }
+            "tables_warehouse": f"s3://{base.aws.bucket}/warehouse",
+        },
     )
     resources = provision(settings)
     use(settings, monkeypatch)

@@ -199,8 +199,10 @@ def stack(
     with kinesis_local(tmp_path / "kinesis-local") as kinesis_endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_endpoint)  # Kinesis there, the rest on moto
 
-        def make(shards: int, **overrides: Any) -> Stack:
-            settings = make_settings(shard_count=shards, checkpoint_every_s=1.0, **overrides)
+        def make(shards: int, **processor: Any) -> Stack:
+            settings = make_settings(
+                aws={"shard_count": shards}, checkpoints={"every_s": 1.0}, processor=processor
+            )
             resources = provision(settings)
             env = {
                 "AWS_ENDPOINT_URL": local_aws.endpoint,
@@ -337,9 +339,9 @@ def test_one_worker_two_shards_then_a_split_while_it_runs(stack: Callable[[int],
     )
     s.until(
         lambda: (
-            s.kinesis.describe_stream_summary(StreamName=s.settings.aws.stream_name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
+            s.kinesis.describe_stream_summary(StreamName=s.settings.aws.stream_name)[
+                "StreamDescriptionSummary"
+            ]["StreamStatus"]
             == "ACTIVE"
         ),
         "the split",

@@ -25,7 +25,7 @@ LIMIT = 200
 async def test_saturating_loadtest_loses_nothing_and_keeps_each_shard_under_its_limit(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(shard_count=2)
+    settings = make_settings(aws={"shard_count": 2})
     admitted: list[tuple[float, str, int]] = []
     real = ShardLimiter.try_acquire
 
@@ -107,7 +107,7 @@ def tight_kinesis() -> Iterator[Limits]:
 async def test_without_the_limiter_kinesis_throttles_and_the_writer_backs_off_losing_nothing(
     make_settings: Callable[..., Settings], tight_kinesis: Limits
 ) -> None:
-    settings = make_settings(shard_count=1)
+    settings = make_settings(aws={"shard_count": 1})
     throttled_before = kinesis_limits.QUOTAS.write_throttles
     async with aio_client("kinesis", settings) as kinesis:
         await loadtest.ensure_stream(kinesis, settings.aws.stream_name, 1)

@@ -33,7 +33,7 @@ BATCH = 20
 async def test_concurrent_producers_lose_nothing(
     local_aws: EmbeddedAws, make_settings: Any, read_stream: Any
 ) -> None:
-    settings = make_settings(shard_count=4)
+    settings = make_settings(aws={"shard_count": 4})
     kinesis_sync = sync_client("kinesis", settings)
     kinesis_sync.create_stream(StreamName=settings.aws.stream_name, ShardCount=settings.aws.shard_count)
     kinesis_sync.get_waiter("stream_exists").wait(

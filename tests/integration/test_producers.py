@@ -96,7 +96,8 @@ async def test_writer_loses_nothing_and_doubles_nothing_through_partial_failures
     make_settings: Any, read_stream: Any
 ) -> None:
     settings = make_settings(
-        shard_count=4, max_batches_in_flight=4, put_max_attempts=12, put_base_backoff_s=0.002
+        aws={"shard_count": 4},
+        producers={"max_batches_in_flight": 4, "put_max_attempts": 12, "put_base_backoff_s": 0.002},
     )
     records = 3000
     stores = 40
@@ -150,7 +151,7 @@ async def test_writer_loses_nothing_and_doubles_nothing_through_partial_failures
 async def test_replay_sends_each_line_untouched_keyed_by_its_store(
     make_settings: Any, read_stream: Any, tmp_path: Path
 ) -> None:
-    settings = make_settings(shard_count=2)
+    settings = make_settings(aws={"shard_count": 2})
     sim = StoreSimulator(3, 3, 4, START_MS)
     good = [event.data for event in sim.events_until(START_MS + HOUR_MS)][:60]
     keyless = [b"not json at all", b'{"event_id": "x", "type": "sale"}', b'{"store_id": "no spaces allowed"}']
@@ -196,7 +197,7 @@ async def test_replay_refuses_a_missing_file_or_a_directory_in_one_line(tmp_path
 async def test_simulated_stores_reach_the_stream_in_the_order_the_ledger_saw(
     make_settings: Any, read_stream: Any
 ) -> None:
-    settings = make_settings(shard_count=3)
+    settings = make_settings(aws={"shard_count": 3})
     sim = StoreSimulator(8, 5, 12, START_MS, bad_fraction=0.01, duplicate_fraction=0.02)
     ledger = Ledger()
     now = [0.0]

@@ -128,16 +128,18 @@ def test_provision_twice_is_a_no_op(provisioned: tuple[Settings, Resources]) -> 
     assert sorted(queues) == sorted(url for url in ours if url.rsplit("/", 1)[-1].startswith(prefix))
     notify = sync_client("s3", settings).get_bucket_notification_configuration(Bucket=settings.aws.bucket)
     assert len(notify["QueueConfigurations"]) == 1
-    rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.aws.bucket)["Rules"]
+    rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.aws.bucket)[
+        "Rules"
+    ]
     assert len(rules) == 4
 
 
 def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
     make_settings: Any, local_aws: EmbeddedAws
 ) -> None:
-    settings = make_settings(shard_count=3, max_receive_count=4)
+    settings = make_settings(aws={"shard_count": 3, "max_receive_count": 4})
     first = provision(settings)
-    changed = settings.model_copy(update={"shard_count": 1, "max_receive_count": 7})
+    changed = settings.replaced(aws={"shard_count": 1, "max_receive_count": 7})
     second = provision(changed)
     assert second == first
     kinesis = sync_client("kinesis", settings)
@@ -149,7 +151,7 @@ def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
 
 
 def test_incoming_notifications_are_written_once_and_announce_uploads(make_settings: Any) -> None:
-    settings = make_settings(incoming_queue=f"{make_settings().restock_queue}-incoming")
+    settings = make_settings(aws={"incoming_queue": f"{make_settings().aws.restock_queue}-incoming"})
     first = provision(settings)
     provision(settings)  # unchanged: not written again (each write makes S3 send a test event)
     firehose = sync_client("firehose", settings)
@@ -215,7 +217,7 @@ def test_unprocessed_restock_request_ends_in_the_dlq(provisioned: tuple[Settings
 async def test_records_spread_over_shards_and_read_back_in_order(
     make_settings: Any, read_stream: Any
 ) -> None:
-    settings = make_settings(shard_count=4)
+    settings = make_settings(aws={"shard_count": 4})
     provision(settings)
     stores = [f"store-{n:03d}" for n in range(20)]
     sent = [{"store_id": stores[i % len(stores)], "n": i} for i in range(300)]
@@ -251,7 +253,12 @@ def test_resolve_on_a_missing_stack_names_what_is_missing(settings: Settings) ->
     message = str(caught.value)
     assert "\n" not in message
     assert "shelfstream provision" in message
-    for name in (settings.aws.stream_name, settings.aws.bucket, settings.aws.alerts_topic, settings.aws.restock_dlq):
+    for name in (
+        settings.aws.stream_name,
+        settings.aws.bucket,
+        settings.aws.alerts_topic,
+        settings.aws.restock_dlq,
+    ):
         assert repr(name) in message
 
 

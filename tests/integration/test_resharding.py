@@ -34,7 +34,9 @@ def resharding_stack(
 ) -> Iterator[tuple[Settings, Resources]]:
     with kinesis_local(tmp_path / "kinesis-local") as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", endpoint)  # Kinesis there, the rest on moto
-        settings = make_settings(shard_count=1, poll_interval_s=0.05, max_poll_interval_s=0.2)
+        settings = make_settings(
+            aws={"shard_count": 1}, processor={"poll_interval_s": 0.05, "max_poll_interval_s": 0.2}
+        )
         yield settings, provision(settings)
 
 

@@ -20,7 +20,7 @@ from tests.unit.api_helpers import HQ, STORE1, FakeSink, auth, make_api, sale
 
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[httpx.AsyncClient, FakeSink]]:
-    app, _, sink, _ = make_api(api_burst=1000, api_rate_per_s=100.0)
+    app, _, sink, _ = make_api(api={"burst": 1000, "rate_per_s": 100.0})
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client, sink

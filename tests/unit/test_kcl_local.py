@@ -15,7 +15,9 @@ from shelfstream.kcl_local import LOCAL_PROPERTIES, ROOT, KclWorker
 
 
 def test_a_record_processor_gets_the_workers_settings_and_its_own_health_file(tmp_path: Path) -> None:
-    settings = Settings(aws={"stream_name": "t-events", "bucket": "b"}, trucks={"travel_pairs_s": {"a|b": 2.0}})
+    settings = Settings(
+        aws={"stream_name": "t-events", "bucket": "b"}, trucks={"count": {"travel_pairs_s": {"a|b": 2.0}}}
+    )
     env = KclWorker("w", settings, "app", tmp_path, {}, None, None).child_env()
     assert env["SHELFSTREAM_AWS__STREAM_NAME"] == "t-events"
     assert env["SHELFSTREAM_TRUCKS__TRAVEL_PAIRS_S"] == '{"a|b": 2.0}'
@@ -45,7 +47,7 @@ def test_the_record_processors_run_the_code_of_the_tree_that_started_the_worker(
         check=True,
     ).stdout.strip()
     assert Path(found) == ROOT / "processors" / "kcl_processor.py"
-    assert (env["X"], env["SHELFSTREAM_BUCKET"], env["KCL_APPLICATION_NAME"]) == ("1", "b", "app")
+    assert (env["X"], env["SHELFSTREAM_AWS__BUCKET"], env["KCL_APPLICATION_NAME"]) == ("1", "b", "app")
 
 
 def test_a_worker_sets_only_the_endpoints_it_is_given(tmp_path: Path) -> None:

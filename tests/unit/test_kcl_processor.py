@@ -156,7 +156,9 @@ def journal() -> Journal:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(checkpoint_every_records=1, checkpoint_every_s=60, health_file=str(tmp_path / "beat"))
+    return Settings(
+        checkpoints={"every_records": 1, "every_s": 60}, ops={"health_file": str(tmp_path / "beat")}
+    )
 
 
 @pytest.fixture
@@ -196,7 +198,9 @@ def test_effects_are_sent_and_the_snapshot_stored_before_the_kcl_checkpoint(
 def test_checkpoints_follow_the_record_and_time_cadence(
     journal: Journal, tmp_path: Path, clock: Clock, sleeps: list[float]
 ) -> None:
-    settings = Settings(checkpoint_every_records=3, checkpoint_every_s=60, health_file=str(tmp_path / "b"))
+    settings = Settings(
+        checkpoints={"every_records": 3, "every_s": 60}, ops={"health_file": str(tmp_path / "b")}
+    )
     processor = make(settings, MemoryStore(journal), clock, sleeps)
     cp = ScriptedCheckpointer(journal)
     initialize().dispatch(cp, processor)
@@ -320,7 +324,7 @@ def test_checkpoint_errors(
 def test_lease_lost_neither_stores_nor_checkpoints(
     journal: Journal, clock: Clock, sleeps: list[float], tmp_path: Path
 ) -> None:
-    settings = Settings(checkpoint_every_records=100, health_file=str(tmp_path / "b"))
+    settings = Settings(checkpoints={"every_records": 100}, ops={"health_file": str(tmp_path / "b")})
     store = MemoryStore(journal)
     processor = make(settings, store, clock, sleeps)
     cp = ScriptedCheckpointer(journal)
@@ -388,7 +392,7 @@ def test_a_failed_store_ends_the_process_before_any_checkpoint(
 def test_shutdown_requested_stores_and_checkpoints(
     journal: Journal, clock: Clock, sleeps: list[float], tmp_path: Path
 ) -> None:
-    settings = Settings(checkpoint_every_records=100, health_file=str(tmp_path / "b"))
+    settings = Settings(checkpoints={"every_records": 100}, ops={"health_file": str(tmp_path / "b")})
     processor = make(settings, MemoryStore(journal), clock, sleeps)
     cp = ScriptedCheckpointer(journal)
     initialize().dispatch(cp, processor)
@@ -586,11 +590,9 @@ def clocked(
     journal: Journal, tmp_path: Path, clock: Clock, clocks: MemoryClocks
 ) -> tuple[KclShardProcessor, ScriptedCheckpointer]:
     settings = Settings(
-        checkpoint_every_records=1000,
-        checkpoint_every_s=3600,
-        health_file=str(tmp_path / "beat"),
-        idle_shard_patience_s=10,
-        shard_clock_every_s=5,
+        checkpoints={"every_records": 1000, "every_s": 3600},
+        ops={"health_file": str(tmp_path / "beat")},
+        processor={"idle_shard_patience_s": 10, "shard_clock_every_s": 5},
     )
     processor = KclShardProcessor(
         settings, MemoryStore(journal), clock=clock, sleep=lambda _: None, clocks=clocks
