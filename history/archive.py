@@ -53,7 +53,7 @@ class Table:
     """One archived table: where it lives, its typed columns, its time column and its identity."""
 
     name: str
-    prefix_setting: str
+    prefix_setting: str  # a member of settings.prefixes
     time_column: str
     key: tuple[str, ...]
     columns: dict[str, str]
@@ -63,13 +63,13 @@ class Table:
     tables_only: bool = False  # only in the Iceberg tables (an archive of JSON objects has none)
 
     def prefix(self, settings: Settings) -> str:
-        return str(getattr(settings, self.prefix_setting)) if self.prefix_setting else ""
+        return str(getattr(settings.prefixes, self.prefix_setting)) if self.prefix_setting else ""
 
 
 TABLES: Final[dict[str, Table]] = {
     "events": Table(
         "events",
-        "events_prefix",
+        "events",
         "ts",
         ("event_id",),
         {
@@ -101,7 +101,7 @@ TABLES: Final[dict[str, Table]] = {
     ),
     "windows": Table(
         "windows",
-        "windows_prefix",
+        "windows",
         "window_start",
         ("store_id", "window", "window_start"),
         {
@@ -130,7 +130,7 @@ TABLES: Final[dict[str, Table]] = {
     ),
     "alerts": Table(
         "alerts",
-        "alerts_prefix",
+        "alerts",
         "ts",
         ("alert_id",),
         {
@@ -158,7 +158,7 @@ TABLES: Final[dict[str, Table]] = {
     ),
     "rejected": Table(
         "rejected",
-        "rejected_prefix",
+        "rejected",
         "kept_at",
         ("object_key", "line", "sequence_number", "reason", "record_b64"),
         {

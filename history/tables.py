@@ -62,7 +62,8 @@ class TableDef:
     columns: tuple[tuple[str, str], ...]
     partition: str
     partition_source: str | None  # the time field whose UTC date is the partition (None: given)
-    prefix_setting: str | None = None  # where moto's Firehose (or the processor) writes its JSON lines
+    # a member of settings.prefixes: where moto's Firehose (or the processor) writes its JSON lines
+    prefix_setting: str | None = None
     key: tuple[str, ...] = ()
     sort: str = "store_id"  # the table's sort order (rejected records may have no store: by source)
 
@@ -209,10 +210,10 @@ STORE_KPI_COLUMNS: Final = (
 TABLES: Final[dict[str, TableDef]] = {
     t.name: t
     for t in (
-        TableDef("events", EVENT_COLUMNS, "dt", "ts", "events_prefix", ("store_id", "event_id")),
-        TableDef("windows", WINDOW_COLUMNS, "dt", "window_start", "windows_prefix"),
-        TableDef("alerts", ALERT_COLUMNS, "dt", "ts", "alerts_prefix", ("alert_id",)),
-        TableDef("rejected", REJECTED_COLUMNS, "dt", "kept_at", "rejected_prefix", sort="source"),
+        TableDef("events", EVENT_COLUMNS, "dt", "ts", "events", ("store_id", "event_id")),
+        TableDef("windows", WINDOW_COLUMNS, "dt", "window_start", "windows"),
+        TableDef("alerts", ALERT_COLUMNS, "dt", "ts", "alerts", ("alert_id",)),
+        TableDef("rejected", REJECTED_COLUMNS, "dt", "kept_at", "rejected", sort="source"),
         TableDef("kpis_daily", KPI_COLUMNS, "day", None, None, ("store_id", "product_id", "day")),
         TableDef("kpis_store_daily", STORE_KPI_COLUMNS, "day", None, None, ("store_id", "day")),
     )
@@ -708,7 +709,7 @@ def ingest(
     settings = tables.settings
     for name in names:
         table = TABLES[name]
-        prefix = str(getattr(settings, table.prefix_setting or ""))
+        prefix = str(getattr(settings.prefixes, table.prefix_setting or ""))
         done = tables.ingested(name)
         builder = RowBuilder(table)
         keys: list[str] = []
@@ -990,8 +991,8 @@ def s3_landing_cleaner(s3: Any, bucket: str, settings: Settings) -> Callable[[dt
     def clean(keep_since: dt.date) -> int:
         cutoff = dt.datetime.combine(keep_since, dt.time(), dt.UTC)
         doomed: list[str] = []
-        for setting in ("events_prefix", "windows_prefix", "alerts_prefix", "rejected_prefix"):
-            for key, modified in s3_lister(s3, bucket)(str(getattr(settings, setting))):
+        for setting in ("events", "windows", "alerts", "rejected"):
+            for key, modified in s3_lister(s3, bucket)(str(getattr(settings.prefixes, setting))):
                 if modified is not None and modified < cutoff:
                     doomed.append(key)
         for i in range(0, len(doomed), 1000):

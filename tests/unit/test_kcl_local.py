@@ -16,7 +16,7 @@ from shelfstream.kcl_local import LOCAL_PROPERTIES, ROOT, KclWorker
 
 def test_a_record_processor_gets_the_workers_settings_and_its_own_health_file(tmp_path: Path) -> None:
     settings = Settings(
-        aws={"stream_name": "t-events", "bucket": "b"}, trucks={"count": {"travel_pairs_s": {"a|b": 2.0}}}
+        aws={"stream_name": "t-events", "bucket": "b"}, trucks={"travel_pairs_s": {"a|b": 2.0}}
     )
     env = KclWorker("w", settings, "app", tmp_path, {}, None, None).child_env()
     assert env["SHELFSTREAM_AWS__STREAM_NAME"] == "t-events"

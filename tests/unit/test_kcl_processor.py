@@ -457,7 +457,9 @@ class RecordingSinks(Sinks):
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[Any]]] = []
-        settings: Any = SimpleNamespace(put_base_backoff_s=0.0, rejected_prefix="rejected/")
+        settings: Any = SimpleNamespace(
+            producers=SimpleNamespace(put_base_backoff_s=0.0), prefixes=SimpleNamespace(rejected="rejected/")
+        )
         resources = SimpleNamespace(
             bucket="b",
             restock_queue_url="q",
