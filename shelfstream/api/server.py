@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from config import Settings
 from config.settings import ApiSettings
 from foundation.errors import UsageError
 from shelfstream.api.app import create_app
