@@ -30,15 +30,14 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from config import Settings
+from config import Settings, core_config
 from consumers.dispatcher import restock_event, travel_of
 from consumers.fleet import Truck, TruckFleet
 from consumers.trips import Trip, plan_trip
 from foundation.contract import RestockRequest, encode
 from foundation.timeunits import DAY_MS, MINUTE_MS
-from processors.core import CoreConfig, ShardCore
+from processors.core import ShardCore
 from processors.core.demand import PolicyName
-from processors.stream_processor import restock_config
 from producers.simulator import StoreSimulator
 
 TUNING_SEEDS = (1, 2, 3)
@@ -117,7 +116,7 @@ def run(sc: Scenario, policy: PolicyName, seed: int) -> Result:
         price_changes_per_day=0.5,
         initial_stock=(30, 60),
     )
-    core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock_config(settings)))
+    core = ShardCore(core_config(settings.replaced(windows={"tumbling_s": 0}), archive=False))
     fleet = TruckFleet.of(settings.trucks.count, settings.trucks.capacity_units)
     pending: dict[str, RestockRequest] = {}
     delivered: set[str] = set()  # the delivery log: each request delivered at most once

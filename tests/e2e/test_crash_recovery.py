@@ -24,11 +24,10 @@ import boto3
 import pytest
 
 from benchmarks.scenario import ScenarioConfig, generate
-from config import Settings
+from config import Settings, core_config
 from foundation.contract import alert_kind, decode_alert
 from processors.checkpoints import load_all_sync
 from processors.core import ShardCore
-from processors.stream_processor import core_config
 from producers.ledger import Ledger
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.daemon, pytest.mark.timeout(900)]

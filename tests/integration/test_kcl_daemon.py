@@ -22,7 +22,7 @@ import boto3
 import orjson
 import pytest
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.embedded import EmbeddedAws
 from foundation.aws.lineage import ShardInfo
 from foundation.aws.provision import Resources, provision
@@ -30,7 +30,6 @@ from foundation.contract import decode_alert, format_ts
 from processors.checkpoints import load_all_sync
 from processors.core import ShardCore
 from processors.core.partition import merge, split
-from processors.stream_processor import core_config
 from shelfstream.kcl_local import JAR_DIR, KclWorker, kinesis_local
 
 pytestmark = [

@@ -124,4 +124,4 @@ def test_setting_turns_the_limits_off(monkeypatch: pytest.MonkeyPatch) -> None:
     from config import Settings
 
     monkeypatch.setenv("SHELFSTREAM_AWS__EMBEDDED_KINESIS_LIMITS", "false")
-    assert Settings().embedded_kinesis_limits is False
+    assert Settings().aws.embedded_kinesis_limits is False

@@ -102,7 +102,7 @@ async def test_rotating_x_forwarded_for_does_not_get_around_the_sign_in_limit() 
     app, state, _, _ = make_api()
     sock = bind("127.0.0.1", 0)
     stop = asyncio.Event()
-    serving = asyncio.create_task(serve_app(app, sock, state, stop, Settings().api_trusted_proxies))
+    serving = asyncio.create_task(serve_app(app, sock, state, stop, Settings().api.trusted_proxies))
     try:
         async with httpx.AsyncClient(base_url=url_of(sock)) as client:
             statuses = []

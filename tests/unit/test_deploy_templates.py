@@ -595,8 +595,8 @@ def test_kcl_properties_name_the_shelfstream_cli_as_record_processor() -> None:
     assert scripts[executable] == "shelfstream.cli:main"
     assert subcommand == "kcl-processor"
     defaults = Settings()
-    assert props["streamName"] == defaults.stream_name
-    assert props["regionName"] == defaults.region
+    assert props["streamName"] == defaults.aws.stream_name
+    assert props["regionName"] == defaults.aws.region
     assert props["initialPositionInStream"] == "TRIM_HORIZON"
     assert props["retrievalMode"] == "POLLING"
 
@@ -738,7 +738,7 @@ def test_restock_visibility_matches_the_queue_and_the_incoming_queue_gets_upload
     (notification,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
     assert notification["Queue"] == {"Fn::GetAtt": ["IncomingQueue", "Arn"]}
     assert notification["Filter"]["S3Key"]["Rules"] == [
-        {"Name": "prefix", "Value": Settings().incoming_prefix}
+        {"Name": "prefix", "Value": Settings().prefixes.incoming}
     ]
     assert bucket["DependsOn"] == "IncomingQueuePolicy"
     allow = resources["IncomingQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]

@@ -19,14 +19,13 @@ import pytest
 from amazon_kclpy import dispatch, kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import format_ts
 from processors.checkpoints import Checkpoint, ShardTakenOver
 from processors.core import Effects, RejectedRecord, ShardCore
 from processors.kcl_processor import CHECKPOINT_ATTEMPTS, KclShardProcessor
 from processors.sinks import Sinks
-from processors.stream_processor import core_config
 
 SHARD = "shardId-000000000007"
 STORE = "store-009"
