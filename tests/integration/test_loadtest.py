@@ -81,7 +81,7 @@ def test_describe_reports_lost_records_and_the_quota() -> None:
 def test_loadtest_command_writes_its_result_and_exits_0(
     make_settings: Callable[..., Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stream = make_settings().stream_name
+    stream = make_settings().aws.stream_name
     out = tmp_path / "lt.json"
     code = cli.main(
         ["loadtest", "--stream", stream, "--shards", "1", "--stores", "3", "--rate", "300", "--duration", "1",
