@@ -304,7 +304,9 @@ class ProcessorSettings(Group):
     """The stream processor's shell: reading shards, following silent ones, forgetting stores."""
 
     poll_interval_s: float = Field(
-        default=0.2, gt=0, description="Wait between reads of a shard that had records."
+        default=0.2,
+        gt=0,
+        description="First wait before reading a caught-up shard again (doubling while it stays quiet).",
     )
     max_poll_interval_s: float = Field(
         default=1.0, gt=0, description="Longest wait between reads of a quiet shard."
@@ -694,10 +696,10 @@ class Settings(BaseSettings):
         """A copy with some members of some groups changed, validated like the environment's values:
         ``settings.replaced(aws={"shard_count": 2})``."""
         data = self.model_dump()
-        for group, members in groups.items():
+        for group, changes in groups.items():
             if group not in data:
                 raise ValueError(f"no settings group {group!r}")
-            data[group] = {**data[group], **members}
+            data[group] = {**data[group], **changes}
         return Settings.model_validate(data)
 
 
@@ -771,7 +773,8 @@ class _FlatEnv(PydanticBaseSettingsSource):
                 try:
                     value = json.loads(value)
                 except ValueError:
-                    raise SettingsFault(f"bad setting {PREFIX}{flat.upper()}: not valid JSON") from None
+                    name = PREFIX + flat.upper()
+                    raise SettingsFault(f"bad setting {name}={value}: not valid JSON") from None
             found.setdefault(group, {})[member] = value
         fresh = [u for u in used if u not in _warned]
         if fresh:
