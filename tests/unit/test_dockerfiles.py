@@ -514,6 +514,24 @@ def test_render_takes_deployment_values_from_the_environment() -> None:
         launch.render({"streamName": "s", "applicationName": "a"}, {})
 
 
+def test_render_still_takes_the_flat_stream_name_of_earlier_releases() -> None:
+    template = {"executableName": "shelfstream kcl-processor", "streamName": "s", "applicationName": "a"}
+    assert launch.render(template, {"SHELFSTREAM_STREAM_NAME": "old"})["streamName"] == "old"
+    both = {"SHELFSTREAM_STREAM_NAME": "old", "SHELFSTREAM_AWS__STREAM_NAME": "new"}
+    assert launch.render(template, both)["streamName"] == "new"
+
+
+@pytest.mark.parametrize("variable", ["SHELFSTREAM_OPS__HEALTH_FILE", "SHELFSTREAM_HEALTH_FILE"])
+def test_the_health_check_reads_the_heartbeat_the_settings_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    beat = tmp_path / "beat"
+    monkeypatch.setenv(variable, str(beat))
+    assert healthcheck.main([]) == 1  # no heartbeat there yet
+    beat.touch()
+    assert healthcheck.main([]) == 0
+
+
 def test_the_shipped_properties_render_round_trip() -> None:
     template = launch.parse_properties((ROOT / "deploy" / "kcl" / "shelfstream.properties").read_text())
     rendered = launch.render(template, {"SHELFSTREAM_AWS__STREAM_NAME": "x-events"})
