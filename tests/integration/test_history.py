@@ -91,6 +91,7 @@ def history(
         history={
             "archive_cache": str(tmp_path / "cache"),
             "archive_mirror": str(tmp_path / "mirror"),
+            # so that tables a `make demo` left in the working directory are not read instead
             "tables_catalog": str(tmp_path / "tables" / "catalog.db"),
             "tables_warehouse": str(tmp_path / "tables" / "warehouse"),
         },
