@@ -4,13 +4,14 @@ milliseconds and group members become `CoreConfig`, `RestockConfig` and `Detecto
 from __future__ import annotations
 
 from config.settings import Settings
+from foundation.timeunits import SECOND_MS
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
-from processors.core.processor import CoreConfig
+from processors.core.state import CoreConfig
 
 
 def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
+    return round(seconds * SECOND_MS)
 
 
 def core_config(settings: Settings, archive: bool = True) -> CoreConfig:

@@ -37,9 +37,10 @@ from pydantic_settings import (
 
 from config.legacy import FLAT_NAMES
 from foundation.errors import UsageError
+from foundation.timeunits import SECOND_MS
 from processors.core.demand import RestockConfig
 from processors.core.detectors import DetectorConfig
-from processors.core.processor import CoreConfig
+from processors.core.state import CoreConfig
 
 PREFIX: Final = "SHELFSTREAM_"
 DELIMITER: Final = "__"
@@ -56,9 +57,9 @@ DetectorKind = Literal["seasonal", "naive", "threshold", "hst", "off"]
 
 def _seconds(ms: int) -> int:
     """A core default in milliseconds as whole seconds (the core's durations are whole seconds)."""
-    if ms % 1000:
+    if ms % SECOND_MS:
         raise ValueError(f"{ms} ms is not a whole number of seconds")
-    return ms // 1000
+    return ms // SECOND_MS
 
 
 class Group(BaseModel):
@@ -189,15 +190,15 @@ class RestockSettings(Group):
         description="Chance of no stock-out per delivery cycle.",
     )
     lead_time_prior_s: float = Field(
-        default=_RESTOCK.lead_time_prior_ms / 1000,
+        default=_RESTOCK.lead_time_prior_ms / SECOND_MS,
         gt=0,
         description="Lead time assumed until deliveries teach the real one.",
     )
     cycle_s: float = Field(
-        default=_RESTOCK.cycle_ms / 1000, gt=0, description="Planned time between a store's deliveries."
+        default=_RESTOCK.cycle_ms / SECOND_MS, gt=0, description="Planned time between a store's deliveries."
     )
     min_history_s: float = Field(
-        default=_RESTOCK.min_history_ms / 1000,
+        default=_RESTOCK.min_history_ms / SECOND_MS,
         ge=0,
         description="A store's history of sales before its forecasts are used.",
     )
@@ -207,7 +208,7 @@ class RestockSettings(Group):
         description="Store units seen while a product was on the shelf before its share of them is used.",
     )
     share_half_life_s: float = Field(
-        default=_RESTOCK.share_half_life_ms / 1000,
+        default=_RESTOCK.share_half_life_ms / SECOND_MS,
         gt=0,
         description="Half-life of a product's share of its store's sales.",
     )
@@ -226,7 +227,7 @@ class RestockSettings(Group):
         description="Relative error of a rate, on top of the randomness of sales.",
     )
     stockout_horizon_s: float = Field(
-        default=_RESTOCK.stockout_horizon_ms / 1000,
+        default=_RESTOCK.stockout_horizon_ms / SECOND_MS,
         gt=0,
         description="How far ahead an expected stock-out is looked for.",
     )
@@ -237,7 +238,7 @@ class RestockSettings(Group):
         description="A product joins another's trip when it needs at least this share of its order.",
     )
     max_lead_s: float = Field(
-        default=_RESTOCK.max_lead_ms / 1000,
+        default=_RESTOCK.max_lead_ms / SECOND_MS,
         gt=0,
         description="A delivery later than this after its request teaches no lead time.",
     )
