@@ -121,7 +121,10 @@ class ShardWorker:
             if iterator is None:
                 break
             if len(records) < settings.processor.get_records_limit:
-                delay = min(settings.processor.poll_interval_s * (2 ** min(idle, 4)), settings.processor.max_poll_interval_s)
+                delay = min(
+                    settings.processor.poll_interval_s * (2 ** min(idle, 4)),
+                    settings.processor.max_poll_interval_s,
+                )
                 idle += 1
                 await _sleep(stop, delay)
             else:

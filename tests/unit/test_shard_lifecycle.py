@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.lineage import ShardInfo
 from processors.checkpoints import Checkpoint
 from processors.core import ShardCore
@@ -27,7 +27,6 @@ from processors.kcl_processor import KclShardProcessor
 from processors.shard_clocks import PacedClocks
 from processors.shard_lifecycle import Delivered, ShardLifecycle, ShardRecord
 from processors.shard_worker import ShardWorker
-from processors.stream_processor import core_config
 from tests.unit.test_kcl_processor import (
     MINUTE,
     SHARD,
@@ -144,8 +143,8 @@ class EmbeddedShell:
         self._loop = asyncio.Runner()
         paced = None
         if clocks is not None:
-            every = settings.shard_clock_every_s
-            paced = PacedClocks(clocks, every, settings.idle_shard_patience_s + every, log, clock)
+            every = settings.processor.shard_clock_every_s
+            paced = PacedClocks(clocks, every, settings.processor.idle_shard_patience_s + every, log, clock)
         self.lifecycle = ShardLifecycle(
             SHARD, settings, core_config(settings), store, log, clocks=paced, clock=clock
         )
