@@ -8,7 +8,7 @@ KCLPY   = $(VENV)/.kclpy
 KINESIS_LOCAL = .cache/kinesis-local/node_modules/kinesis-local/main.js
 KCL_JARS = .cache/kcl-jars/.checked
 
-.PHONY: demo check test lint typecheck unit integration e2e bench bench-restock bench-checkpoint clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
+.PHONY: demo check test lint typecheck settings-docs unit integration e2e bench bench-restock bench-checkpoint clean browser-deps kclpy kinesis-local kcl-jars kcl-local vendor-check
 
 # Tests run in parallel (pytest-xdist, one worker per core); `serial` tests share one worker, one at a
 # time (tests/conftest.py). `make check` leaves out what needs more than Python (pyproject.toml markers).
@@ -89,6 +89,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# docs/settings.md, written from the settings' models (tests/unit/test_settings.py fails when it is stale).
+settings-docs: $(STAMP)
+	$(BIN)/python -m config.reference
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cache

@@ -3,8 +3,8 @@
 The job every engine runs (benchmarks/peers/job.py): decode JSON lines, validate, drop repeated
 (store_id, event_id), per-store 15-minute tumbling windows (2 minutes of allowed lateness) of sales,
 units, revenue, refunds and refunded amount, and stock per store and product. Ours runs it as
-`shelfstream backtest --detector off` with the hourly window off (SHELFSTREAM_HOPPING_WINDOW_S=0)
-and the catalog's threshold rule for restocking (SHELFSTREAM_RESTOCK_POLICY=threshold: the peers
+`shelfstream backtest --detector off` with the hourly window off (SHELFSTREAM_WINDOWS__HOPPING_S=0)
+and the catalog's threshold rule for restocking (SHELFSTREAM_RESTOCK__POLICY=threshold: the peers
 forecast no demand; ours still raises the threshold's requests and alerts, which they do not);
 it also runs the whole core (both windows, the detector, alerts), with one worker and with
 `--workers 2`.
@@ -83,7 +83,7 @@ class Figures:
 def _engines(events: Path, out: Path) -> list[Engine]:
     py = sys.executable
     cli = [py, "-m", "shelfstream.cli", "--log-level", "WARNING", "backtest", str(events)]
-    same_job = {"SHELFSTREAM_HOPPING_WINDOW_S": "0", "SHELFSTREAM_RESTOCK_POLICY": "threshold"}
+    same_job = {"SHELFSTREAM_WINDOWS__HOPPING_S": "0", "SHELFSTREAM_RESTOCK__POLICY": "threshold"}
     return [
         Engine(
             "ours-job",

@@ -43,7 +43,8 @@ def measure(
 
     work = Path(tempfile.mkdtemp(prefix="shelfstream-bench-"))
     settings = Settings(
-        tables_catalog=str(work / "catalog.db"), tables_warehouse=str(work / "warehouse"), bucket="bench"
+        history={"tables_catalog": str(work / "catalog.db"), "tables_warehouse": str(work / "warehouse")},
+        aws={"bucket": "bench"},
     )
     import boto3
 

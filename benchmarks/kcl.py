@@ -9,7 +9,7 @@ expire are spent measuring the rest:
 - "leader": two workers; once one leads and every lease is held, the leader is killed;
 - "one worker" and "two workers": throughput. A burst of events put while the workers already hold
   every lease, timed from the first put until the S3 snapshots hold exactly the independent ledger's
-  stock (so it includes the last checkpoint, at most SHELFSTREAM_CHECKPOINT_EVERY_S = 1 s late);
+  stock (so it includes the last checkpoint, at most SHELFSTREAM_CHECKPOINTS__EVERY_S = 1 s late);
 - "two workers" then loses its non-leader to SIGKILL; a third, idle worker of that application
   takes its leases.
 
@@ -138,19 +138,21 @@ class App:
         self.label = label
         self.properties = properties
         self.settings = Settings(
-            stream_name=f"bench-{uid}-events",
-            bucket=f"bench-{uid}",
-            archive_firehose=f"bench-{uid}-archive",
-            windows_firehose=f"bench-{uid}-windows",
-            alerts_firehose=f"bench-{uid}-alerts-archive",
-            alerts_topic=f"bench-{uid}-alerts",
-            restock_queue=f"bench-{uid}-restock",
-            restock_dlq=f"bench-{uid}-restock-dlq",
-            alerts_queue=f"bench-{uid}-alerts-inbox",
-            incoming_queue=f"bench-{uid}-incoming",
-            dashboard_queue=f"bench-{uid}-alerts-inbox-dashboard",
-            shard_count=SHARDS,
-            checkpoint_every_s=1.0,
+            aws={
+                "stream_name": f"bench-{uid}-events",
+                "bucket": f"bench-{uid}",
+                "archive_firehose": f"bench-{uid}-archive",
+                "windows_firehose": f"bench-{uid}-windows",
+                "alerts_firehose": f"bench-{uid}-alerts-archive",
+                "alerts_topic": f"bench-{uid}-alerts",
+                "restock_queue": f"bench-{uid}-restock",
+                "restock_dlq": f"bench-{uid}-restock-dlq",
+                "alerts_queue": f"bench-{uid}-alerts-inbox",
+                "incoming_queue": f"bench-{uid}-incoming",
+                "shard_count": SHARDS,
+            },
+            api={"dashboard_queue": f"bench-{uid}-alerts-inbox-dashboard"},
+            checkpoints={"every_s": 1.0},
         )
         provision(self.settings)
         self.application = f"bench-{uid}"
@@ -185,7 +187,7 @@ class App:
 
     def stock(self) -> dict[str, dict[str, int]]:
         merged: dict[str, dict[str, int]] = {}
-        for checkpoint in load_all_sync(self.bench.s3, self.settings.bucket, self.settings):
+        for checkpoint in load_all_sync(self.bench.s3, self.settings.aws.bucket, self.settings):
             merged.update(checkpoint.core.inventory())
         return merged
 
@@ -196,7 +198,7 @@ class App:
         for start in range(0, len(events), 500):
             batch = events[start : start + 500]
             resp = self.bench.kinesis.put_records(
-                StreamName=self.settings.stream_name,
+                StreamName=self.settings.aws.stream_name,
                 Records=[{"Data": orjson.dumps(e), "PartitionKey": e["store_id"]} for e in batch],
             )
             if resp["FailedRecordCount"]:
@@ -234,9 +236,9 @@ class App:
             worker.stop(timeout=30)
         firehose = boto3.client("firehose")
         for name in (
-            self.settings.archive_firehose,
-            self.settings.windows_firehose,
-            self.settings.alerts_firehose,
+            self.settings.aws.archive_firehose,
+            self.settings.aws.windows_firehose,
+            self.settings.aws.alerts_firehose,
         ):
             with contextlib.suppress(Exception):
                 firehose.delete_delivery_stream(DeliveryStreamName=name)

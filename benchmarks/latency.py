@@ -150,7 +150,7 @@ async def _measure(settings: Settings, rate: float, duration_s: float, probes: i
                 )
             ),
         ]
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         run = uuid.uuid4().hex[:8]
         background = [f"bg-{i:02d}" for i in range(BACKGROUND_STORES)]
         for store in background:
@@ -226,7 +226,7 @@ async def _measure(settings: Settings, rate: float, duration_s: float, probes: i
         alert_p95_ms=_percentile(alerts, 0.95),
         alert_p99_ms=_percentile(alerts, 0.99),
         alert_max_ms=_percentile(alerts, 1.0),
-        poll_interval_s=settings.poll_interval_s,
+        poll_interval_s=settings.processor.poll_interval_s,
         read_throttles=sum(w.status.throttles for w in processor.workers.values()),
     )
 
@@ -290,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     uid = uuid.uuid4().hex[:8]
     settings = Settings(
-        stream_name=f"lat-{uid}-events",
-        bucket=f"lat-{uid}-bucket",
-        shard_count=2,
+        aws={"stream_name": f"lat-{uid}-events", "bucket": f"lat-{uid}-bucket", "shard_count": 2}
     )
     with _local_aws() as endpoint:
         point_at(endpoint)

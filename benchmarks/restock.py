@@ -30,15 +30,14 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from config import Settings
+from config import Settings, core_config
 from consumers.dispatcher import restock_event, travel_of
 from consumers.fleet import Truck, TruckFleet
 from consumers.trips import Trip, plan_trip
 from foundation.contract import RestockRequest, encode
 from foundation.timeunits import DAY_MS, MINUTE_MS
-from processors.core import CoreConfig, ShardCore
+from processors.core import ShardCore
 from processors.core.demand import PolicyName
-from processors.stream_processor import restock_config
 from producers.simulator import StoreSimulator
 
 TUNING_SEEDS = (1, 2, 3)
@@ -65,12 +64,14 @@ class Scenario:
 def scenario_settings(sc: Scenario, policy: PolicyName) -> Settings:
     pairs = {f"store-{i:03d}|store-{i + 1:03d}": sc.neighbour_s for i in range(1, sc.stores)}
     return Settings(
-        restock_policy=policy,
-        trucks=sc.trucks,
-        truck_capacity=sc.truck_capacity,
-        travel_seconds=sc.depot_s,
-        travel_between_s=sc.between_s,
-        travel_pairs=pairs,
+        restock={"policy": policy},
+        trucks={
+            "count": sc.trucks,
+            "capacity_units": sc.truck_capacity,
+            "travel_s": sc.depot_s,
+            "travel_between_s": sc.between_s,
+            "travel_pairs_s": pairs,
+        },
     )
 
 
@@ -115,8 +116,8 @@ def run(sc: Scenario, policy: PolicyName, seed: int) -> Result:
         price_changes_per_day=0.5,
         initial_stock=(30, 60),
     )
-    core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock_config(settings)))
-    fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
+    core = ShardCore(core_config(settings.replaced(windows={"tumbling_s": 0}), archive=False))
+    fleet = TruckFleet.of(settings.trucks.count, settings.trucks.capacity_units)
     pending: dict[str, RestockRequest] = {}
     delivered: set[str] = set()  # the delivery log: each request delivered at most once
     arrivals: list[_Arrival] = []
@@ -165,9 +166,9 @@ def run(sc: Scenario, policy: PolicyName, seed: int) -> Result:
         while pending and fleet.free():
             trip = plan_trip(
                 list(pending.values()),
-                settings.truck_capacity,
+                settings.trucks.capacity_units,
                 travel,
-                settings.max_stops,
+                settings.trucks.max_stops,
                 fleet.next_truck_in_s(t),
             )
             if trip is None:

@@ -45,14 +45,13 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.clients import AioClients
 from foundation.contract import format_ts
 from foundation.timeunits import DAY_MS, DAY_S
 from processors.checkpoints import S3Checkpoints, return_large_buffers_to_the_system
 from processors.core import ShardCore
 from processors.core.dedup import Dedup
-from processors.stream_processor import core_config
 
 T0 = 1_785_542_400_000  # 2026-08-01T00:00:00Z
 SHARD = "shardId-000000000000"
@@ -156,7 +155,7 @@ async def restore_probe(settings: Settings) -> None:
     """In a fresh process: load the shard's checkpoint, print time, RSS and what was restored."""
     began = time.perf_counter()
     async with AioClients(settings, "s3") as clients:
-        loaded = await S3Checkpoints(clients["s3"], settings.bucket, settings).load(SHARD)
+        loaded = await S3Checkpoints(clients["s3"], settings.aws.bucket, settings).load(SHARD)
     took = time.perf_counter() - began
     assert loaded is not None
     dedup = loaded.core.dedup_memory()
@@ -233,11 +232,14 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
     }
     os.environ.update(env)
     uid = uuid.uuid4().hex[:8]
-    settings = Settings(stream_name=f"soak-{uid}", bucket=f"soak-{uid}", store_retention_s=7 * DAY_S)
+    settings = Settings(
+        aws={"stream_name": f"soak-{uid}", "bucket": f"soak-{uid}"},
+        processor={"store_retention_s": 7 * DAY_S},
+    )
     try:
         import boto3
 
-        boto3.client("s3").create_bucket(Bucket=settings.bucket)
+        boto3.client("s3").create_bucket(Bucket=settings.aws.bucket)
         config = core_config(settings, archive=False)
         core = ShardCore(config)
         dedup: Dedup = core.dedup_memory()
@@ -253,7 +255,7 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
         days: list[Day] = []
         fed = 0
         async with AioClients(settings, "s3") as clients:
-            store = S3Checkpoints(clients["s3"], settings.bucket, settings)
+            store = S3Checkpoints(clients["s3"], settings.aws.bucket, settings)
             seq = 0
             with Progress(
                 TextColumn("soak {task.fields[day]}"),
@@ -338,7 +340,7 @@ async def soak(args: argparse.Namespace) -> tuple[list[Day], dict[str, Any]]:
                             row.write_kb.append(report.bytes_written / 1024)
                         probe = await asyncio.to_thread(
                             subprocess.run,
-                            [sys.executable, "-m", "benchmarks.soak", "--restore-probe", settings.bucket],
+                            [sys.executable, "-m", "benchmarks.soak", "--restore-probe", settings.aws.bucket],
                             capture_output=True,
                             text=True,
                             check=True,
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.restore_probe:
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         name = args.restore_probe
-        asyncio.run(restore_probe(Settings(stream_name=name, bucket=name)))
+        asyncio.run(restore_probe(Settings(aws={"stream_name": name, "bucket": name})))
         return 0
     began = time.perf_counter()
     days, extra = asyncio.run(soak(args))

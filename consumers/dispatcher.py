@@ -138,12 +138,17 @@ def restock_event(
 
 
 def travel_of(settings: Settings) -> Travel:
-    return Travel(settings.travel_seconds, settings.travel_between_s, dict(settings.travel_pairs))
+    return Travel(
+        settings.trucks.travel_s, settings.trucks.travel_between_s, dict(settings.trucks.travel_pairs_s)
+    )
 
 
 def lease_seconds(settings: Settings) -> int:
     """Visibility timeout of a received request and the lease on its claim: the longest trip plus a margin."""
-    return math.ceil(travel_of(settings).longest_trip_s(settings.max_stops)) + settings.restock_visibility_s
+    return (
+        math.ceil(travel_of(settings).longest_trip_s(settings.trucks.max_stops))
+        + settings.trucks.visibility_s
+    )
 
 
 class Dispatcher:
@@ -169,7 +174,7 @@ class Dispatcher:
         self._on_delivery = on_delivery
         self._wait_seconds = wait_seconds
         self._travel = travel_of(settings)
-        self.fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
+        self.fleet = TruckFleet.of(settings.trucks.count, settings.trucks.capacity_units)
         self.stats = DispatchStats()
         self.recent: deque[Delivery] = deque(maxlen=50)
         self.recent_trips: deque[tuple[str, Trip]] = deque(maxlen=20)  # (truck, trip), newest last
@@ -244,9 +249,9 @@ class Dispatcher:
             now = self._clock.now_ms()
             trip = plan_trip(
                 [p.request for p in self._pool.values()],
-                self._settings.truck_capacity,
+                self._settings.trucks.capacity_units,
                 self._travel,
-                self._settings.max_stops,
+                self._settings.trucks.max_stops,
                 self.fleet.next_truck_in_s(now),
             )
             if trip is None:

@@ -302,9 +302,13 @@ async def observed(
     """A service's metrics for the life of the block: the Prometheus endpoint when `metrics_port` is
     set, EMF reports every `metrics_every_s` and one last report on the way out (after the drain)."""
     server = (
-        await PrometheusServer(registry, settings.metrics_port).start() if settings.metrics_port else None
+        await PrometheusServer(registry, settings.ops.metrics_port).start()
+        if settings.ops.metrics_port
+        else None
     )
-    reporter = asyncio.create_task(report_every(registry, settings.metrics_every_s, stop)) if emf else None
+    reporter = (
+        asyncio.create_task(report_every(registry, settings.ops.metrics_every_s, stop)) if emf else None
+    )
     try:
         yield server
     finally:

@@ -53,7 +53,7 @@ class Table:
     """One archived table: where it lives, its typed columns, its time column and its identity."""
 
     name: str
-    prefix_setting: str
+    prefix_setting: str  # a member of settings.prefixes
     time_column: str
     key: tuple[str, ...]
     columns: dict[str, str]
@@ -63,13 +63,13 @@ class Table:
     tables_only: bool = False  # only in the Iceberg tables (an archive of JSON objects has none)
 
     def prefix(self, settings: Settings) -> str:
-        return str(getattr(settings, self.prefix_setting)) if self.prefix_setting else ""
+        return str(getattr(settings.prefixes, self.prefix_setting)) if self.prefix_setting else ""
 
 
 TABLES: Final[dict[str, Table]] = {
     "events": Table(
         "events",
-        "events_prefix",
+        "events",
         "ts",
         ("event_id",),
         {
@@ -101,7 +101,7 @@ TABLES: Final[dict[str, Table]] = {
     ),
     "windows": Table(
         "windows",
-        "windows_prefix",
+        "windows",
         "window_start",
         ("store_id", "window", "window_start"),
         {
@@ -130,7 +130,7 @@ TABLES: Final[dict[str, Table]] = {
     ),
     "alerts": Table(
         "alerts",
-        "alerts_prefix",
+        "alerts",
         "ts",
         ("alert_id",),
         {
@@ -158,7 +158,7 @@ TABLES: Final[dict[str, Table]] = {
     ),
     "rejected": Table(
         "rejected",
-        "rejected_prefix",
+        "rejected",
         "kept_at",
         ("object_key", "line", "sequence_number", "reason", "record_b64"),
         {
@@ -427,7 +427,7 @@ class TableSource:
         self.tables = tables
 
     def describe(self) -> str:
-        return f"history tables (Iceberg, catalog {self.tables.settings.tables_catalog})"
+        return f"history tables (Iceberg, catalog {self.tables.settings.history.tables_catalog})"
 
     def select(self, table: Table, keep: ArchiveFilter) -> Selection:
         return Selection(table.name, (), 0, 0)
@@ -470,33 +470,34 @@ def open_source(
             return TableSource(Tables(settings)), None
         if source == "tables":
             raise UsageError(
-                f"no history tables in {settings.tables_catalog}: run `make demo`, `shelfstream history "
+                f"no history tables in {settings.history.tables_catalog}: run `make demo`, "
+                "`shelfstream history "
                 "ingest` or `shelfstream history convert DIR`"
             )
-    mirror = Path(settings.archive_mirror)
+    mirror = Path(settings.history.archive_mirror)
     if not aws_configured():
         if mirror.is_dir():
             return LocalArchive(mirror, settings), "no AWS configured: reading the local mirror"
         raise UsageError(
             "no AWS configured and no local archive: run `make demo` (it leaves a mirror in "
-            f"{settings.archive_mirror}), set AWS_ENDPOINT_URL, or give --archive DIR"
+            f"{settings.history.archive_mirror}), set AWS_ENDPOINT_URL, or give --archive DIR"
         )
     s3 = s3_client()
     try:
-        s3.head_bucket(Bucket=settings.bucket)
+        s3.head_bucket(Bucket=settings.aws.bucket)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code not in {"404", "NoSuchBucket", "NotFound"}:
             raise
         if mirror.is_dir():
-            note = f"bucket {settings.bucket} does not exist here: reading the local mirror"
+            note = f"bucket {settings.aws.bucket} does not exist here: reading the local mirror"
             return LocalArchive(mirror, settings), note
         raise UsageError(
-            f"S3 bucket {settings.bucket!r} does not exist: run `shelfstream provision`, "
+            f"S3 bucket {settings.aws.bucket!r} does not exist: run `shelfstream provision`, "
             "or give --archive DIR for a local copy"
         ) from exc
-    cache = Path(settings.archive_cache) / settings.bucket
-    return S3Archive(s3, settings.bucket, settings, cache), None
+    cache = Path(settings.history.archive_cache) / settings.aws.bucket
+    return S3Archive(s3, settings.aws.bucket, settings, cache), None
 
 
 # --- DuckDB ------------------------------------------------------------------------------------------

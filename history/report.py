@@ -775,7 +775,7 @@ def topic_arn(settings: Settings, sts: Any) -> str:
 
     caller = str(sts.get_caller_identity()["Arn"])
     partition, account = caller.split(":")[1], caller.split(":")[4]
-    return f"arn:{partition}:sns:{region(settings)}:{account}:{settings.alerts_topic}"
+    return f"arn:{partition}:sns:{region(settings)}:{account}:{settings.aws.alerts_topic}"
 
 
 def publish(sns: Any, arn: str, message: dict[str, Any]) -> str:

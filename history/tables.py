@@ -62,7 +62,8 @@ class TableDef:
     columns: tuple[tuple[str, str], ...]
     partition: str
     partition_source: str | None  # the time field whose UTC date is the partition (None: given)
-    prefix_setting: str | None = None  # where moto's Firehose (or the processor) writes its JSON lines
+    # a member of settings.prefixes: where moto's Firehose (or the processor) writes its JSON lines
+    prefix_setting: str | None = None
     key: tuple[str, ...] = ()
     sort: str = "store_id"  # the table's sort order (rejected records may have no store: by source)
 
@@ -209,10 +210,10 @@ STORE_KPI_COLUMNS: Final = (
 TABLES: Final[dict[str, TableDef]] = {
     t.name: t
     for t in (
-        TableDef("events", EVENT_COLUMNS, "dt", "ts", "events_prefix", ("store_id", "event_id")),
-        TableDef("windows", WINDOW_COLUMNS, "dt", "window_start", "windows_prefix"),
-        TableDef("alerts", ALERT_COLUMNS, "dt", "ts", "alerts_prefix", ("alert_id",)),
-        TableDef("rejected", REJECTED_COLUMNS, "dt", "kept_at", "rejected_prefix", sort="source"),
+        TableDef("events", EVENT_COLUMNS, "dt", "ts", "events", ("store_id", "event_id")),
+        TableDef("windows", WINDOW_COLUMNS, "dt", "window_start", "windows"),
+        TableDef("alerts", ALERT_COLUMNS, "dt", "ts", "alerts", ("alert_id",)),
+        TableDef("rejected", REJECTED_COLUMNS, "dt", "kept_at", "rejected", sort="source"),
         TableDef("kpis_daily", KPI_COLUMNS, "day", None, None, ("store_id", "product_id", "day")),
         TableDef("kpis_store_daily", STORE_KPI_COLUMNS, "day", None, None, ("store_id", "day")),
     )
@@ -283,11 +284,11 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
     """pyiceberg properties: the SQL catalog's SQLite file, the warehouse, S3 endpoint and region."""
     import os
 
-    warehouse = settings.tables_warehouse
+    warehouse = settings.history.tables_warehouse
     if "://" not in warehouse:
         Path(warehouse).mkdir(parents=True, exist_ok=True)
         warehouse = Path(warehouse).resolve().as_uri()
-    catalog = Path(settings.tables_catalog)
+    catalog = Path(settings.history.tables_catalog)
     catalog.parent.mkdir(parents=True, exist_ok=True)
     props = {"uri": f"sqlite:///{catalog.resolve()}", "warehouse": warehouse}
     if warehouse.startswith("s3://"):
@@ -296,7 +297,7 @@ def catalog_properties(settings: Settings) -> dict[str, str]:
             props["s3.endpoint"] = endpoint
             props["s3.force-virtual-addressing"] = "false"
         props["s3.region"] = (
-            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.region
+            os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.aws.region
         )
         for env, prop in (
             ("AWS_ACCESS_KEY_ID", "s3.access-key-id"),
@@ -316,34 +317,37 @@ class Tables:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.namespace = settings.tables_namespace
-        self.glue = settings.tables_catalog == "glue"
+        self.namespace = settings.history.tables_namespace
+        self.glue = settings.history.tables_catalog == "glue"
         if self.glue:
             from pyiceberg.catalog.glue import GlueCatalog
 
-            self.properties = {"warehouse": settings.tables_warehouse, "glue.region": settings.region}
+            self.properties = {
+                "warehouse": settings.history.tables_warehouse,
+                "glue.region": settings.aws.region,
+            }
             self.catalog: Any = GlueCatalog("shelfstream", **self.properties)
         else:
             from pyiceberg.catalog.sql import SqlCatalog
 
             self.properties = catalog_properties(settings)
             self.catalog = SqlCatalog("shelfstream", **self.properties)
-        self._ledger_path = Path(settings.tables_catalog).resolve()
+        self._ledger_path = Path(settings.history.tables_catalog).resolve()
         self._tables: dict[str, Any] = {}
 
     @staticmethod
     def exists(settings: Settings) -> bool:
         """True when the catalog holds the history tables (nothing is created to find out)."""
-        if settings.tables_catalog == "glue":
+        if settings.history.tables_catalog == "glue":
             return True
-        path = Path(settings.tables_catalog)
+        path = Path(settings.history.tables_catalog)
         if not path.is_file():
             return False
         try:
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
                 row = con.execute(
                     "SELECT count(*) FROM iceberg_tables WHERE table_namespace = ? AND table_name = 'events'",
-                    (settings.tables_namespace,),
+                    (settings.history.tables_namespace,),
                 ).fetchone()
         except sqlite3.Error:
             return False
@@ -705,7 +709,7 @@ def ingest(
     settings = tables.settings
     for name in names:
         table = TABLES[name]
-        prefix = str(getattr(settings, table.prefix_setting or ""))
+        prefix = str(getattr(settings.prefixes, table.prefix_setting or ""))
         done = tables.ingested(name)
         builder = RowBuilder(table)
         keys: list[str] = []
@@ -987,8 +991,8 @@ def s3_landing_cleaner(s3: Any, bucket: str, settings: Settings) -> Callable[[dt
     def clean(keep_since: dt.date) -> int:
         cutoff = dt.datetime.combine(keep_since, dt.time(), dt.UTC)
         doomed: list[str] = []
-        for setting in ("events_prefix", "windows_prefix", "alerts_prefix", "rejected_prefix"):
-            for key, modified in s3_lister(s3, bucket)(str(getattr(settings, setting))):
+        for setting in ("events", "windows", "alerts", "rejected"):
+            for key, modified in s3_lister(s3, bucket)(str(getattr(settings.prefixes, setting))):
                 if modified is not None and modified < cutoff:
                     doomed.append(key)
         for i in range(0, len(doomed), 1000):
@@ -1001,7 +1005,8 @@ def s3_landing_cleaner(s3: Any, bucket: str, settings: Settings) -> Callable[[dt
 def require_tables(settings: Settings) -> Tables:
     if not Tables.exists(settings):
         raise UsageError(
-            f"no history tables in {settings.tables_catalog}: run `make demo`, or `shelfstream history "
+            f"no history tables in {settings.history.tables_catalog}: run `make demo`, "
+            "or `shelfstream history "
             "ingest` (after the loop archived something), or `shelfstream history convert DIR`"
         )
     try:

@@ -224,8 +224,8 @@ class S3Checkpoints:
     def __init__(self, s3: Any, bucket: str, settings: Settings, sweep_older_than_s: float = 600.0) -> None:
         self._s3 = s3
         self._bucket = bucket
-        self._prefix = f"{settings.checkpoint_prefix}{settings.stream_name}/"
-        self._runs_prefix = f"{settings.checkpoint_prefix}{settings.stream_name}.runs/"
+        self._prefix = f"{settings.prefixes.checkpoints}{settings.aws.stream_name}/"
+        self._runs_prefix = f"{settings.prefixes.checkpoints}{settings.aws.stream_name}.runs/"
         # Unnamed runs younger than this are left alone at load: a previous owner that has not yet
         # heard that it lost the shard may be about to name them.
         self._sweep_older_than_s = sweep_older_than_s
@@ -380,7 +380,7 @@ def load_all_sync(s3: Any, bucket: str, settings: Settings, include_ended: bool 
     """Every shard's checkpoint head, for `shelfstream inventory` (a boto3 client): stock and
     requests, without the dedup memory. A closed shard's checkpoint is left out unless asked for:
     its stores live on in its children's checkpoints."""
-    prefix = f"{settings.checkpoint_prefix}{settings.stream_name}/"
+    prefix = f"{settings.prefixes.checkpoints}{settings.aws.stream_name}/"
     result = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):

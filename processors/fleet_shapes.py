@@ -39,7 +39,7 @@ class S3FleetShapes:
     def __init__(self, s3: Any, bucket: str, settings: Settings) -> None:
         self._s3 = s3
         self._bucket = bucket
-        self.prefix = f"{settings.checkpoint_prefix}{settings.stream_name}.fleet/"
+        self.prefix = f"{settings.prefixes.checkpoints}{settings.aws.stream_name}.fleet/"
         self._cache: dict[str, tuple[str, FleetShape | None]] = {}  # key -> (ETag, shape or refused)
 
     def key(self, shard_id: str) -> str:

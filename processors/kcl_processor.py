@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, TypeVar
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.clients import AioClients
 from foundation.aws.lineage import ShardInfo, list_shards
 from foundation.errors import ShelfstreamError
@@ -44,7 +44,6 @@ from processors.metrics import core_source
 from processors.shard_clocks import DynamoShardClocks, PacedClocks, ShardClocks
 from processors.shard_lifecycle import Acknowledge, Delivered, ShardLifecycle, ShardPorts, ShardRecord
 from processors.sinks import Sinks
-from processors.stream_processor import core_config
 
 try:
     from amazon_kclpy import kcl
@@ -101,10 +100,10 @@ class AwsShardStore:
             self._sinks = Sinks(clients, self._settings, resources)
             self._checkpoints = S3Checkpoints(clients["s3"], resources.bucket, self._settings)
             self._clocks = DynamoShardClocks(
-                clients["dynamodb"], resources.shard_clocks_table, self._settings.stream_name
+                clients["dynamodb"], resources.shard_clocks_table, self._settings.aws.stream_name
             )
             shapes = S3FleetShapes(clients["s3"], resources.bucket, self._settings)
-            self._fleet = FleetExchange(shapes, self._settings.fleet_shape_every_s)
+            self._fleet = FleetExchange(shapes, self._settings.processor.fleet_shape_every_s)
         return self._clients, self._sinks, self._checkpoints
 
     # --- ShardClocks: the shards' event time in DynamoDB -------------------------------------------
@@ -131,7 +130,7 @@ class AwsShardStore:
 
     async def lineage(self, shard_id: str) -> ShardInfo | None:
         clients, _, _ = await self._open()
-        shards = await list_shards(clients["kinesis"], self._settings.stream_name)
+        shards = await list_shards(clients["kinesis"], self._settings.aws.stream_name)
         return next((info for info in shards if info.shard_id == shard_id), None)
 
     async def save(
@@ -188,7 +187,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         self._last_beat = -math.inf
         # CloudWatch EMF on stderr (never stdout: that is the daemon's channel), every metrics_every_s.
         self.metrics = Registry(
-            {"Service": "processor", "Stream": settings.stream_name},
+            {"Service": "processor", "Stream": settings.aws.stream_name},
             [
                 core_source(lambda: self.core),
                 lambda: [
@@ -228,8 +227,8 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
         with self._fatal("initialize"):
             settings, clocks = self._settings, None
             if self._clocks is not None:
-                every_s = settings.shard_clock_every_s
-                within_s = settings.idle_shard_patience_s + every_s
+                every_s = settings.processor.shard_clock_every_s
+                within_s = settings.processor.idle_shard_patience_s + every_s
                 clocks = PacedClocks(self._clocks, every_s, within_s, log, self._clock)
             lifecycle = ShardLifecycle(
                 shard_id,
@@ -282,7 +281,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             ack = self._acknowledger(process_records_input.checkpointer)
             self._run(lifecycle.records(batch, behind, ack))
             self._beat()
-            if self._clock() - self._last_metrics >= self._settings.metrics_every_s:
+            if self._clock() - self._last_metrics >= self._settings.ops.metrics_every_s:
                 self._last_metrics = self._clock()
                 emit_emf(self.metrics)
 
@@ -379,7 +378,7 @@ class KclShardProcessor(RecordProcessorBase):  # type: ignore[misc]  # kclpy is 
             return
         self._last_beat = now
         try:
-            Path(self._settings.health_file).touch()
+            Path(self._settings.ops.health_file).touch()
         except OSError as exc:
             log.warning(
                 "cannot touch the heartbeat file", extra={"path": str(exc.filename), "error": str(exc)}

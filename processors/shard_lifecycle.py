@@ -309,12 +309,12 @@ class ShardLifecycle:
         own = self._time.own_ms
         if own is not None:
             await clocks.publish(self.shard_id, own)
-        lag_ms = settings.idle_shard_lag_s * 1000
+        lag_ms = settings.processor.idle_shard_lag_s * 1000
         if (
             read
             or millis_behind != 0
             or lag_ms <= 0
-            or now - self.last_read_at < settings.idle_shard_patience_s
+            or now - self.last_read_at < settings.processor.idle_shard_patience_s
         ):
             return
         target = follow(await clocks.others(self.shard_id))
@@ -325,10 +325,10 @@ class ShardLifecycle:
 
     def _due(self) -> bool:
         settings = self._settings
-        if self._since_checkpoint >= settings.checkpoint_every_records:
+        if self._since_checkpoint >= settings.checkpoints.every_records:
             return True
         pending = self._unsaved or self._delivered != self._acked
-        return pending and self._clock() - self._last_checkpoint >= settings.checkpoint_every_s
+        return pending and self._clock() - self._last_checkpoint >= settings.checkpoints.every_s
 
     async def _save(self, core: ShardCore, ended: bool) -> SaveReport | None:
         report = await self._ports.save(self.shard_id, self._applied_seq, core, ended)

@@ -59,7 +59,7 @@ class ShardWorker:
         return core
 
     async def _iterator(self) -> str:
-        args: dict[str, Any] = {"StreamName": self._settings.stream_name, "ShardId": self.shard_id}
+        args: dict[str, Any] = {"StreamName": self._settings.aws.stream_name, "ShardId": self.shard_id}
         start_after = self.lifecycle.sequence_number
         if start_after is None:
             args["ShardIteratorType"] = "TRIM_HORIZON"
@@ -80,7 +80,7 @@ class ShardWorker:
             poll_started = time.monotonic()
             try:
                 resp = await self._kinesis.get_records(
-                    ShardIterator=iterator, Limit=settings.get_records_limit
+                    ShardIterator=iterator, Limit=settings.processor.get_records_limit
                 )
                 failures = 0
             except ClientError as exc:
@@ -92,7 +92,7 @@ class ShardWorker:
                     raise
                 self.status.throttles += code == "ProvisionedThroughputExceededException"
                 failures += 1
-                await _sleep(stop, backoff_s(failures, settings.poll_interval_s))
+                await _sleep(stop, backoff_s(failures, settings.processor.poll_interval_s))
                 continue
             records = resp.get("Records", [])
             self.status.millis_behind = int(resp.get("MillisBehindLatest", 0) or 0)
@@ -120,8 +120,11 @@ class ShardWorker:
                     self.status.caught_up_at = poll_started
             if iterator is None:
                 break
-            if len(records) < settings.get_records_limit:
-                delay = min(settings.poll_interval_s * (2 ** min(idle, 4)), settings.max_poll_interval_s)
+            if len(records) < settings.processor.get_records_limit:
+                delay = min(
+                    settings.processor.poll_interval_s * (2 ** min(idle, 4)),
+                    settings.processor.max_poll_interval_s,
+                )
                 idle += 1
                 await _sleep(stop, delay)
             else:

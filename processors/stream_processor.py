@@ -14,7 +14,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.lineage import ShardInfo, list_shards, ready
 from foundation.contract import Alert, RestockRequest, alert_kind
 from processors.checkpoints import (
@@ -25,9 +25,7 @@ from processors.checkpoints import (
     merge_inventories,
     return_large_buffers_to_the_system,
 )
-from processors.core import CoreConfig, CoreStats, Effects, ShardCore
-from processors.core.demand import RestockConfig
-from processors.core.detectors import DetectorConfig
+from processors.core import CoreStats, Effects, ShardCore
 from processors.fleet_shapes import FleetExchange, S3FleetShapes
 from processors.shard_clocks import follow
 from processors.shard_lifecycle import ShardLifecycle
@@ -37,36 +35,6 @@ from processors.sinks import Sinks
 from processors.stream_silence import StreamSilence
 
 log = logging.getLogger(__name__)
-
-
-def core_config(settings: Settings, archive: bool = True) -> CoreConfig:
-    return CoreConfig(
-        archive=archive,
-        default_restock_threshold=settings.default_restock_threshold,
-        default_target_stock=settings.default_target_stock,
-        dedup_horizon_ms=settings.dedup_horizon_s * 1000,
-        dedup_bucket_ms=settings.dedup_bucket_s * 1000,
-        dedup_max_ahead_ms=settings.dedup_max_ahead_s * 1000,
-        store_retention_ms=settings.store_retention_s * 1000,
-        window_ms=settings.window_s * 1000,
-        hopping_window_ms=settings.hopping_window_s * 1000,
-        hopping_hop_ms=settings.hopping_hop_s * 1000,
-        allowed_lateness_ms=settings.allowed_lateness_s * 1000,
-        store_idle_ms=settings.store_idle_s * 1000,
-        late_bound_ms=settings.late_bound_s * 1000,
-        restock=restock_config(settings),
-        detection=DetectorConfig(kind=settings.detector),
-    )
-
-
-def restock_config(settings: Settings) -> RestockConfig:
-    return RestockConfig(
-        policy=settings.restock_policy,
-        service_level=settings.service_level,
-        lead_time_prior_ms=int(settings.lead_time_prior_s * 1000),
-        cycle_ms=int(settings.restock_cycle_s * 1000),
-        min_history_ms=int(settings.forecast_min_history_s * 1000),
-    )
 
 
 class StreamProcessor:
@@ -96,14 +64,16 @@ class StreamProcessor:
         # State learned before the stream began (a demo's history, loaded without the stream): a
         # shard with no checkpoint and no parents starts from its stores' part of it.
         self.seed_core: ShardCore | None = None
-        self.silence = StreamSilence(settings.stream_quiet_after_s, settings.stream_quiet_min_sales, log)
+        self.silence = StreamSilence(
+            settings.processor.stream_quiet_after_s, settings.processor.stream_quiet_min_sales, log
+        )
 
     @property
     def sinks(self) -> Sinks:
         return self._sinks
 
     async def _shards(self) -> list[ShardInfo]:
-        return await list_shards(self._kinesis, self._settings.stream_name)
+        return await list_shards(self._kinesis, self._settings.aws.stream_name)
 
     def _observe(self, shard_id: str, effects: Effects) -> None:
         for req in effects.requests:
@@ -167,7 +137,7 @@ class StreamProcessor:
             checkpoints,
             self._checkpoints,
             self._sinks,
-            FleetExchange(self._fleet_shapes, self._settings.fleet_shape_every_s),
+            FleetExchange(self._fleet_shapes, self._settings.processor.fleet_shape_every_s),
             self._observe,
         )
         lifecycle = ShardLifecycle(
@@ -186,7 +156,7 @@ class StreamProcessor:
         """Every few seconds: is the whole stream quiet while its stores would trade?"""
         if not self.silence.enabled:
             return
-        every = min(5.0, max(0.05, self._settings.stream_quiet_after_s / 4))
+        every = min(5.0, max(0.05, self._settings.processor.stream_quiet_after_s / 4))
         while not stop.is_set():
             await _pause(stop, every)
             self.check_silence()
@@ -216,7 +186,7 @@ class StreamProcessor:
         with whether it read records within `idle_shard_patience_s` (still trading); an ended
         parent's time has stopped for good, as the KCL's shard clocks forget it."""
         now = time.monotonic()
-        patience = self._settings.idle_shard_patience_s
+        patience = self._settings.processor.idle_shard_patience_s
         return [
             (t, now - w.status.last_read_at < patience)
             for sid, w in self.workers.items()

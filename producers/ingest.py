@@ -568,7 +568,7 @@ class IngestTarget:
 
     @property
     def rejected(self) -> RejectedStore:
-        return RejectedStore(self.s3, self.bucket, self.settings.rejected_prefix)
+        return RejectedStore(self.s3, self.bucket, self.settings.prefixes.rejected)
 
 
 async def ingest_path(
@@ -584,7 +584,7 @@ async def ingest_path(
     digest = await asyncio.to_thread(_hash_file, path)
     report = IngestReport(source, name, file_type, digest, bucket=target.bucket)
     ctx = FileContext(
-        name, digest, mtime_ms, now_ms or int(time.time() * 1000), settings.ingest_max_line_bytes
+        name, digest, mtime_ms, now_ms or int(time.time() * 1000), settings.history.ingest_max_line_bytes
     )
     rejected: list[Rejected] = []
     lines_of: dict[str, int] = {}
@@ -709,7 +709,9 @@ def check_local(source: str, wanted: str, settings: Settings) -> None:
         raise UsageError(f"input {source} is a directory, not a file")
     try:
         file_type = detect_format(path.name, _head(path), wanted)
-        ctx = FileContext(path.name, "check", 0, int(time.time() * 1000), settings.ingest_max_line_bytes)
+        ctx = FileContext(
+            path.name, "check", 0, int(time.time() * 1000), settings.history.ingest_max_line_bytes
+        )
         with path.open("rb") as stream:
             next(parse_file(stream, file_type, ctx), None)
     except OSError as exc:

@@ -97,7 +97,7 @@ class IngestWatcher:
         self._queue_url = queue_url
         self._sqs = sqs
         self._target = target
-        self._wait_s = settings.ingest_wait_s if wait_s is None else wait_s
+        self._wait_s = settings.history.ingest_wait_s if wait_s is None else wait_s
         self._on_report = on_report
         self.stats = WatchStats()
 
@@ -129,7 +129,7 @@ class IngestWatcher:
     async def handle(self, message: dict[str, Any]) -> list[IngestReport]:
         """Ingest what one message announces; delete it unless a failure should be retried."""
         self.stats.messages += 1
-        note = parse_notification(str(message.get("Body", "")), self._settings.incoming_prefix)
+        note = parse_notification(str(message.get("Body", "")), self._settings.prefixes.incoming)
         if note.test_event:
             self.stats.test_events += 1
             log.info("S3 test event on the incoming queue: notifications are wired")
@@ -165,7 +165,7 @@ class IngestWatcher:
         """True when this was the last attempt (the failure is then kept under rejected/)."""
         self.stats.failed += 1
         attempts = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        last = attempts >= self._settings.max_receive_count
+        last = attempts >= self._settings.aws.max_receive_count
         log.error(
             "ingest failed",
             extra={"file": upload.url, "error": repr(exc), "attempt": attempts, "giving_up": last},

@@ -179,8 +179,8 @@ class _Lane:
 class KinesisWriter:
     """Buffers ``put`` calls into PutRecords batches sent by a background pump task.
 
-    Partition keys are hashed onto ``settings.max_batches_in_flight`` lanes; each lane has at most one
-    call in flight (retries included), which bounds the calls in flight and keeps every key's order.
+    Partition keys are hashed onto ``settings.producers.max_batches_in_flight`` lanes; each lane has at
+    most one call in flight (retries included), which bounds the calls in flight and keeps every key's order.
     ``client`` is an aiobotocore Kinesis client (anything with an awaitable ``put_records``).
     """
 
@@ -212,11 +212,11 @@ class KinesisWriter:
             raise ValueError("give either dead_letter_path or on_dead_letter, not both")
         self._client = client
         self._stream = stream_name
-        self._max_attempts = settings.put_max_attempts
-        self._base_backoff = settings.put_base_backoff_s
+        self._max_attempts = settings.producers.put_max_attempts
+        self._base_backoff = settings.producers.put_base_backoff_s
         self._max_backoff = max_backoff_s
         self._linger = linger_s
-        lanes = settings.max_batches_in_flight
+        lanes = settings.producers.max_batches_in_flight
         self._max_records = max_buffered_records or 2 * MAX_BATCH_RECORDS * lanes
         self._max_bytes = max_buffered_bytes or 2 * MAX_BATCH_BYTES * lanes
         self._handler: DeadLetterHandler = (

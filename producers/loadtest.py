@@ -185,7 +185,7 @@ async def run_loadtest(
     shard_map = await shard_map_of(kinesis, stream)
     hook = RateLimitHook(shard_map, ShardLimiter(shard_records_per_s, shard_bytes_per_s))
     if max_attempts is not None:
-        settings = settings.model_copy(update={"put_max_attempts": max_attempts})
+        settings = settings.replaced(producers={"put_max_attempts": max_attempts})
     quota_rps = len(shard_map.shard_ids) * shard_records_per_s
     writer = _writer(kinesis, stream, settings, hook, limiter, quota_rps)
     maker = EventMaker(uuid.uuid4().hex[:10], stores, shard_map)

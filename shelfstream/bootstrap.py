@@ -6,6 +6,7 @@ settings or opens clients on its own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,9 @@ class Wiring:
         return sync_client(service, self.settings)
 
 
-def bootstrap(*, aws: bool = True, **overrides: Any) -> Wiring:
-    """Settings from the environment (plus `overrides`), after checking AWS is configured when `aws`."""
+def bootstrap(*, aws: bool = True, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Wiring:
+    """Settings from the environment (plus `overrides`, by group: ``{"detector": {"kind": "off"}}``),
+    after checking AWS is configured when `aws`."""
     if aws:
         require_aws()
-    return Wiring(load_settings(**overrides))
+    return Wiring(load_settings(**(overrides or {})))

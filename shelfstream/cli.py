@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn, TypeAlias
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
-from pydantic import ValidationError
 
 from foundation.errors import ShelfstreamError, UsageError
 from shelfstream import __version__
@@ -205,7 +204,7 @@ def _backtest_command(sub: _Commands) -> None:
     p.add_argument(
         "--detector",
         choices=("seasonal", "naive", "threshold", "hst", "off"),
-        help="anomaly detector (default: SHELFSTREAM_DETECTOR, seasonal); off keeps the windows only",
+        help="anomaly detector (default: SHELFSTREAM_DETECTOR__KIND, seasonal); off keeps the windows only",
     )
     p.add_argument(
         "--fleet-prior",
@@ -421,11 +420,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShelfstreamError as exc:
         print(f"shelfstream: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        print(f"shelfstream: error: bad setting SHELFSTREAM_{where.upper()}: {first['msg']}", file=sys.stderr)
-        return 2
     except (ClientError, BotoCoreError) as exc:
         print(f"shelfstream: error: {_aws_message(exc)}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from config import Settings
+from config import Settings, core_config
 from consumers.delivery_log import DynamoDeliveryLog
 from consumers.dispatcher import Dispatcher, lease_seconds, restock_event
 from consumers.metrics import dispatcher_source
@@ -33,7 +33,7 @@ from foundation.metrics import PrometheusServer, Registry
 from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import ShardCore
 from processors.metrics import processor_source
-from processors.stream_processor import StreamProcessor, core_config
+from processors.stream_processor import StreamProcessor
 from producers.kinesis_writer import KinesisWriter
 from producers.ledger import Ledger
 from producers.replay import run_simulation
@@ -108,8 +108,8 @@ async def run_demo(
     stop_processor = asyncio.Event()
     stop_dispatcher = asyncio.Event()
     async with Wiring(settings).aio(*DEMO_SERVICES) as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
-        truck_writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
+        truck_writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         processor = StreamProcessor(
             settings, clients, resources, on_effects=dashboard.on_effects if dashboard else None
         )
@@ -219,11 +219,11 @@ def _dispatcher(
 async def _metrics(run: DemoRun, console: Console) -> PrometheusServer | None:
     """The processor's and the trucks' figures at /metrics, when a port is set."""
     settings = run.settings
-    if not settings.metrics_port:
+    if not settings.ops.metrics_port:
         return None
     sources = [processor_source(run.processor), dispatcher_source(run.dispatcher, run.truck_writer)]
-    registry = Registry({"Service": "demo", "Stream": settings.stream_name}, sources)
-    metrics = await PrometheusServer(registry, settings.metrics_port).start()
+    registry = Registry({"Service": "demo", "Stream": settings.aws.stream_name}, sources)
+    metrics = await PrometheusServer(registry, settings.ops.metrics_port).start()
     console.print(f"[b]metrics[/b] at http://127.0.0.1:{metrics.port}/metrics")
     return metrics
 
@@ -281,7 +281,7 @@ def load_history(
     # demo's trip, in store time), onto the simulated shelf and into the core and the ledger. Without
     # them the shelves of the first day ran dry and the second day taught the detector a store that
     # sells nothing.
-    trip_ms = max(MINUTE_MS, int(settings.travel_seconds * options.speed * 1000))
+    trip_ms = max(MINUTE_MS, int(settings.trucks.travel_s * options.speed * 1000))
     pending: list[tuple[int, RestockRequest]] = []
     events = 0
     step = 5 * MINUTE_MS
@@ -468,12 +468,12 @@ def mirror_archive_copy(wiring: Wiring, resources: Resources, console: Console) 
     settings = wiring.settings
     try:
         s3 = wiring.client("s3")
-        stats = mirror_archive(s3, resources.bucket, settings, settings.archive_mirror)
+        stats = mirror_archive(s3, resources.bucket, settings, settings.history.archive_mirror)
     except (OSError, ShelfstreamError) as exc:
-        console.print(f"[yellow]archive not mirrored to {settings.archive_mirror}: {exc}[/yellow]")
+        console.print(f"[yellow]archive not mirrored to {settings.history.archive_mirror}: {exc}[/yellow]")
         return
     console.print(
-        f"archive ({stats.objects:,} objects) mirrored to {settings.archive_mirror}: try "
+        f"archive ({stats.objects:,} objects) mirrored to {settings.history.archive_mirror}: try "
         '`shelfstream query "SELECT type, count(*) FROM events GROUP BY 1"` '
         "or `shelfstream report --week current`"
     )
@@ -493,7 +493,7 @@ def archive_to_tables(wiring: Wiring, resources: Resources, console: Console) ->
 
     settings = wiring.settings
     try:
-        for path in (Path(settings.tables_catalog), Path(settings.tables_warehouse)):
+        for path in (Path(settings.history.tables_catalog), Path(settings.history.tables_warehouse)):
             if path.is_file():
                 path.unlink()
             elif path.is_dir():
@@ -507,6 +507,7 @@ def archive_to_tables(wiring: Wiring, resources: Resources, console: Console) ->
         return
     rows = ", ".join(f"{name} {n:,}" for name, n in stats.rows.items())
     console.print(
-        f"history tables (Iceberg) in {settings.tables_warehouse}: {rows} rows; KPIs {run.product_rows:,} "
+        f"history tables (Iceberg) in {settings.history.tables_warehouse}: {rows} rows; "
+        f"KPIs {run.product_rows:,} "
         'rows: try `shelfstream kpis --per-store` or `shelfstream query "SELECT * FROM kpis_store_daily"`'
     )

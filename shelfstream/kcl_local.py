@@ -28,6 +28,7 @@ from types import FrameType
 from typing import IO
 
 from config import Settings
+from config.settings import env_name, to_env
 from foundation.errors import ShelfstreamError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,17 +122,6 @@ def kinesis_local(workdir: Path) -> Iterator[str]:
             _stop(proc)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``SHELFSTREAM_*`` variables that give another process exactly these settings."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, bool):
-            env[f"SHELFSTREAM_{name.upper()}"] = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            env[f"SHELFSTREAM_{name.upper()}"] = str(value)
-    return env
-
-
 def _children(pid: int) -> list[int]:
     """Child processes of ``pid``, whichever of its threads started them.
 
@@ -218,11 +208,11 @@ class KclWorker:
         return {
             **os.environ,
             **self._env,
-            **settings_env(self.settings),
+            **to_env(self.settings),
             "KCL_APPLICATION_NAME": self.application,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": str(ROOT) + (os.pathsep + python_path if python_path else ""),
-            "SHELFSTREAM_HEALTH_FILE": str(self.workdir / f"{self.name}.health"),
+            env_name("ops", "health_file"): str(self.workdir / f"{self.name}.health"),
         }
 
     def start(self) -> KclWorker:
@@ -348,8 +338,8 @@ def _local_aws(
         "AWS_ENDPOINT_URL_KINESIS": kinesis,
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        "AWS_REGION": settings.region,
-        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_REGION": settings.aws.region,
+        "AWS_DEFAULT_REGION": settings.aws.region,
     }
     os.environ.update(env)
     provision(settings)
@@ -357,7 +347,7 @@ def _local_aws(
     announce(
         "\n".join(
             [
-                f"KCL worker for stream {settings.stream_name}, application {application};",
+                f"KCL worker for stream {settings.aws.stream_name}, application {application};",
                 "Kinesis: kinesis-local, DynamoDB and the rest: the embedded AWS. In another shell:",
                 *(f"  {line}" for line in lines),
                 "  shelfstream simulate --stores 6      # events in",

@@ -27,11 +27,11 @@ async def run_processor(wiring: Wiring) -> dict[str, Any]:
     async with wiring.aio(*PROCESSOR_SERVICES) as clients:
         processor = StreamProcessor(settings, clients, resources)
         registry = Registry(
-            {"Service": "process", "Stream": settings.stream_name}, [processor_source(processor)]
+            {"Service": "process", "Stream": settings.aws.stream_name}, [processor_source(processor)]
         )
-        beat = asyncio.create_task(heartbeat(settings.health_file, stop))
+        beat = asyncio.create_task(heartbeat(settings.ops.health_file, stop))
         async with observed(registry, settings, stop):
-            log.info("processor started", extra={"stream": settings.stream_name})
+            log.info("processor started", extra={"stream": settings.aws.stream_name})
             await processor.run(stop)
             stop.set()
             await beat
@@ -47,7 +47,7 @@ async def run_dispatcher(wiring: Wiring) -> dict[str, Any]:
     settings, resources = wiring.settings, wiring.resources()
     stop = stop_on_signals()
     async with wiring.aio("kinesis", "sqs", "dynamodb") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         dispatcher = Dispatcher(
             settings,
             clients["sqs"],
@@ -60,9 +60,10 @@ async def run_dispatcher(wiring: Wiring) -> dict[str, Any]:
             wait_seconds=10,
         )
         registry = Registry(
-            {"Service": "dispatch", "Stream": settings.stream_name}, [dispatcher_source(dispatcher, writer)]
+            {"Service": "dispatch", "Stream": settings.aws.stream_name},
+            [dispatcher_source(dispatcher, writer)],
         )
-        beat = asyncio.create_task(heartbeat(settings.health_file, stop))
+        beat = asyncio.create_task(heartbeat(settings.ops.health_file, stop))
         async with observed(registry, settings, stop):
             log.info("dispatcher started", extra={"queue": resources.restock_queue_url})
             await dispatcher.run(stop)

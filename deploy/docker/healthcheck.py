@@ -2,7 +2,7 @@
 """Container health check: is the running shelfstream command still making progress?
 
 Long-running commands (``process``, ``dispatch``, ``simulate``, ``kcl-processor``) touch a heartbeat
-file (``SHELFSTREAM_HEALTH_FILE``, default ``/tmp/shelfstream-health``) every few seconds while they
+file (``SHELFSTREAM_OPS__HEALTH_FILE``, default ``/tmp/shelfstream-health``) every few seconds while they
 are healthy. A hung event loop stops touching it; this check then fails and ECS replaces the task.
 
 Under the KCL MultiLangDaemon (``--idle-unless-running kcl-processor``) a worker that holds no
@@ -104,7 +104,12 @@ def check(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--file", default=os.environ.get("SHELFSTREAM_HEALTH_FILE", DEFAULT_HEALTH_FILE))
+    env = os.environ
+    # The grouped name, else the flat one of earlier releases (as the app's settings read them).
+    default = env.get("SHELFSTREAM_OPS__HEALTH_FILE") or env.get(
+        "SHELFSTREAM_HEALTH_FILE", DEFAULT_HEALTH_FILE
+    )
+    parser.add_argument("--file", default=default)
     parser.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE_S, help="seconds (default 60)")
     parser.add_argument(
         "--idle-unless-running",

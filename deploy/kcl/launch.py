@@ -6,7 +6,7 @@ JSON over the child's stdin/stdout. Its properties file (``deploy/kcl/shelfstrea
 static, but the stream, region and KCL application (= lease table) names belong to the deployment,
 so this launcher renders a copy with those taken from the environment the task definition sets:
 
-    streamName      <- SHELFSTREAM_STREAM_NAME   (the same variable the app's Settings read)
+    streamName      <- SHELFSTREAM_AWS__STREAM_NAME, else SHELFSTREAM_STREAM_NAME (as the app's Settings read)
     regionName      <- AWS_REGION, else AWS_DEFAULT_REGION
     applicationName <- KCL_APPLICATION_NAME      (names the lease tables and the metrics namespace)
 
@@ -52,7 +52,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # (property, environment variables in order of preference)
 OVERRIDES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("streamName", ("SHELFSTREAM_STREAM_NAME",)),
+    ("streamName", ("SHELFSTREAM_AWS__STREAM_NAME", "SHELFSTREAM_STREAM_NAME")),
     ("regionName", ("AWS_REGION", "AWS_DEFAULT_REGION")),
     ("applicationName", ("KCL_APPLICATION_NAME",)),
 )

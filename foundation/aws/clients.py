@@ -35,7 +35,7 @@ def _config() -> Config:
 
 
 def region(settings: Settings) -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.region
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or settings.aws.region
 
 
 def endpoint_configured() -> bool:

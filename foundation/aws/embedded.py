@@ -215,7 +215,7 @@ def env_lines(endpoint: str, settings: Settings) -> list[str]:
         f"export AWS_ENDPOINT_URL={endpoint}",
         "export AWS_ACCESS_KEY_ID=testing",
         "export AWS_SECRET_ACCESS_KEY=testing",
-        f"export AWS_DEFAULT_REGION={settings.region}",
+        f"export AWS_DEFAULT_REGION={settings.aws.region}",
     ]
 
 
@@ -251,7 +251,7 @@ def serve(
         log.info("embedded AWS stopping", extra={"signal": signal.Signals(signum).name})
         stop.set()
 
-    with EmbeddedAws(port, settings.embedded_kinesis_limits) as aws:
+    with EmbeddedAws(port, settings.aws.embedded_kinesis_limits) as aws:
         if in_main:
             for sig in (int(signal.SIGINT), int(signal.SIGTERM)):
                 previous[sig] = signal.signal(sig, on_signal)

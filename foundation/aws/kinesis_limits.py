@@ -11,7 +11,7 @@ The quotas are token buckets holding one second's worth (records, bytes, read ca
 refilled continuously: the shape AWS documents ("per second") without a burst above one second's
 quota. ``ShardQuota`` is pure (the caller passes the time); ``install`` patches moto's Kinesis backend
 once per process, and ``enable`` turns the limits on or off (the embedded AWS turns them on unless
-``SHELFSTREAM_EMBEDDED_KINESIS_LIMITS=false``). Requests reach moto's Kinesis one at a time (the
+``SHELFSTREAM_AWS__EMBEDDED_KINESIS_LIMITS=false``). Requests reach moto's Kinesis one at a time (the
 embedded AWS serializes them), so the quotas need no lock of their own.
 """
 

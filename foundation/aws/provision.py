@@ -105,53 +105,53 @@ def provision(settings: Settings, firehose_role_arn: str | None = None) -> Resou
     bucket = _ensure_bucket(clients)
     role_arn = firehose_role_arn or _default_role_arn(clients)
     for name, prefix in (
-        (settings.archive_firehose, settings.events_prefix),
-        (settings.windows_firehose, settings.windows_prefix),
-        (settings.alerts_firehose, settings.alerts_prefix),
+        (settings.aws.archive_firehose, settings.prefixes.events),
+        (settings.aws.windows_firehose, settings.prefixes.windows),
+        (settings.aws.alerts_firehose, settings.prefixes.alerts),
     ):
         _ensure_firehose(clients, name, prefix, role_arn)
     topic_arn = _ensure_topic(clients)
     _ensure_table(
-        clients, settings.deliveries_table, [("alert_id", "S", "HASH")]
+        clients, settings.aws.deliveries_table, [("alert_id", "S", "HASH")]
     )  # the dispatchers' shared delivery log (conditional writes keyed by the request's alert_id)
     _ensure_table(
         clients,
-        settings.shard_clocks_table,
+        settings.aws.shard_clocks_table,
         [("stream", "S", "HASH"), ("shard_id", "S", "RANGE")],
         ttl="expires_at",
     )  # each shard's event time, for KCL record processors whose shard went silent
     dlq_url, dlq_arn = _ensure_queue(
-        clients, settings.restock_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
+        clients, settings.aws.restock_dlq, {"MessageRetentionPeriod": str(DLQ_RETENTION_S)}
     )
     restock_url, _ = _ensure_queue(
         clients,
-        settings.restock_queue,
+        settings.aws.restock_queue,
         {
             "VisibilityTimeout": str(RESTOCK_VISIBILITY_TIMEOUT_S),
             "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.max_receive_count)}
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.aws.max_receive_count)}
             ),
         },
     )
-    alerts_url = _subscribed_queue(clients, settings.alerts_queue, {}, topic_arn)
+    alerts_url = _subscribed_queue(clients, settings.aws.alerts_queue, {}, topic_arn)
     incoming_url, incoming_arn = _ensure_queue(
-        clients, settings.incoming_queue, {"VisibilityTimeout": str(INCOMING_VISIBILITY_TIMEOUT_S)}
+        clients, settings.aws.incoming_queue, {"VisibilityTimeout": str(INCOMING_VISIBILITY_TIMEOUT_S)}
     )
     _allow_bucket_to_notify(clients, incoming_url, incoming_arn, bucket)
     _ensure_incoming_notification(clients, bucket, incoming_arn)
     resources = Resources(
         stream_arn=stream_arn,
         bucket=bucket,
-        archive_firehose=settings.archive_firehose,
-        windows_firehose=settings.windows_firehose,
-        alerts_firehose=settings.alerts_firehose,
+        archive_firehose=settings.aws.archive_firehose,
+        windows_firehose=settings.aws.windows_firehose,
+        alerts_firehose=settings.aws.alerts_firehose,
         topic_arn=topic_arn,
         restock_queue_url=restock_url,
         restock_dlq_url=dlq_url,
         alerts_queue_url=alerts_url,
-        deliveries_table=settings.deliveries_table,
+        deliveries_table=settings.aws.deliveries_table,
         incoming_queue_url=incoming_url,
-        shard_clocks_table=settings.shard_clocks_table,
+        shard_clocks_table=settings.aws.shard_clocks_table,
     )
     log.info("provisioned", extra={"seconds": round(time.perf_counter() - began, 3)})
     return resources
@@ -162,25 +162,30 @@ def _ensure_stream(clients: _Clients) -> str:
     kinesis = clients("kinesis")
     with _mapped("kinesis"):
         try:
-            kinesis.create_stream(StreamName=settings.stream_name, ShardCount=settings.shard_count)
-            log.info("created stream", extra={"stream": settings.stream_name, "shards": settings.shard_count})
+            kinesis.create_stream(StreamName=settings.aws.stream_name, ShardCount=settings.aws.shard_count)
+            log.info(
+                "created stream",
+                extra={"stream": settings.aws.stream_name, "shards": settings.aws.shard_count},
+            )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":
                 raise
         kinesis.get_waiter("stream_exists").wait(
-            StreamName=settings.stream_name,
+            StreamName=settings.aws.stream_name,
             WaiterConfig={"Delay": 1, "MaxAttempts": STREAM_WAIT_S},
         )
-        summary = kinesis.describe_stream_summary(StreamName=settings.stream_name)["StreamDescriptionSummary"]
-    open_shards = int(summary.get("OpenShardCount", settings.shard_count))
-    if open_shards != settings.shard_count:
+        summary = kinesis.describe_stream_summary(StreamName=settings.aws.stream_name)[
+            "StreamDescriptionSummary"
+        ]
+    open_shards = int(summary.get("OpenShardCount", settings.aws.shard_count))
+    if open_shards != settings.aws.shard_count:
         # Resharding is an operator's decision (it splits/merges live shards), never a side effect.
         log.warning(
             "stream kept with a different shard count",
             extra={
-                "stream": settings.stream_name,
+                "stream": settings.aws.stream_name,
                 "open_shards": open_shards,
-                "wanted": settings.shard_count,
+                "wanted": settings.aws.shard_count,
             },
         )
     return str(summary["StreamARN"])
@@ -189,7 +194,7 @@ def _ensure_stream(clients: _Clients) -> str:
 def _ensure_bucket(clients: _Clients) -> str:
     settings = clients.settings
     s3 = clients("s3")
-    bucket = settings.bucket
+    bucket = settings.aws.bucket
     with _mapped("s3"):
         try:
             s3.head_bucket(Bucket=bucket)
@@ -226,7 +231,7 @@ def _create_bucket(s3: Any, bucket: str) -> None:
         if _code(exc) == "BucketAlreadyExists":
             raise ShelfstreamError(
                 f"S3 bucket name {bucket!r} is taken by another account: "
-                "choose another with SHELFSTREAM_BUCKET"
+                "choose another with SHELFSTREAM_AWS__BUCKET"
             ) from exc
         raise
 
@@ -234,7 +239,12 @@ def _create_bucket(s3: Any, bucket: str) -> None:
 def lifecycle_rules(settings: Settings) -> list[dict[str, Any]]:
     """Raw data (events, windows, rejected) expires; checkpoints and reports stay."""
     prefixes = dict.fromkeys(
-        (settings.events_prefix, settings.windows_prefix, settings.alerts_prefix, settings.rejected_prefix)
+        (
+            settings.prefixes.events,
+            settings.prefixes.windows,
+            settings.prefixes.alerts,
+            settings.prefixes.rejected,
+        )
     )
     return [
         {
@@ -267,7 +277,7 @@ def _ensure_firehose(clients: _Clients, name: str, prefix: str, role_arn: str) -
                 DeliveryStreamType="DirectPut",
                 ExtendedS3DestinationConfiguration={
                     "RoleARN": role_arn,
-                    "BucketARN": f"arn:{partition}:s3:::{settings.bucket}",
+                    "BucketARN": f"arn:{partition}:s3:::{settings.aws.bucket}",
                     "Prefix": prefix,
                     "ErrorOutputPrefix": f"firehose-errors/{name}/",
                     "BufferingHints": {
@@ -334,7 +344,7 @@ def _ensure_topic(clients: _Clients) -> str:
     settings = clients.settings
     sns = clients("sns")
     with _mapped("sns"):
-        return str(sns.create_topic(Name=settings.alerts_topic)["TopicArn"])  # idempotent by name
+        return str(sns.create_topic(Name=settings.aws.alerts_topic)["TopicArn"])  # idempotent by name
 
 
 def _ensure_queue(clients: _Clients, name: str, attributes: dict[str, str]) -> tuple[str, str]:
@@ -403,7 +413,7 @@ def _ensure_incoming_notification(clients: _Clients, bucket: str, queue_arn: str
         "Id": INCOMING_NOTIFICATION_ID,
         "QueueArn": queue_arn,
         "Events": ["s3:ObjectCreated:*"],
-        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": clients.settings.incoming_prefix}]}},
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": clients.settings.prefixes.incoming}]}},
     }
     s3 = clients("s3")
     with _mapped("s3"):
@@ -470,25 +480,29 @@ def resolve(settings: Settings) -> Resources:
     stream_arn = ""
     with _mapped("kinesis"):
         try:
-            summary = kinesis.describe_stream_summary(StreamName=settings.stream_name)
+            summary = kinesis.describe_stream_summary(StreamName=settings.aws.stream_name)
             stream_arn = str(summary["StreamDescriptionSummary"]["StreamARN"])
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise
-            missing.append(f"Kinesis stream {settings.stream_name!r}")
+            missing.append(f"Kinesis stream {settings.aws.stream_name!r}")
 
     s3 = clients("s3")
     with _mapped("s3"):
         try:
-            s3.head_bucket(Bucket=settings.bucket)
+            s3.head_bucket(Bucket=settings.aws.bucket)
         except ClientError as exc:
             if _code(exc) not in _MISSING_BUCKET_CODES:
                 raise
-            missing.append(f"S3 bucket {settings.bucket!r}")
+            missing.append(f"S3 bucket {settings.aws.bucket!r}")
 
     firehose = clients("firehose")
     with _mapped("firehose"):
-        for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
+        for name in (
+            settings.aws.archive_firehose,
+            settings.aws.windows_firehose,
+            settings.aws.alerts_firehose,
+        ):
             try:
                 firehose.describe_delivery_stream(DeliveryStreamName=name)
             except ClientError as exc:
@@ -498,24 +512,24 @@ def resolve(settings: Settings) -> Resources:
 
     topic_arn = _find_topic(clients)
     if topic_arn is None:
-        missing.append(f"SNS topic {settings.alerts_topic!r}")
+        missing.append(f"SNS topic {settings.aws.alerts_topic!r}")
 
     with _mapped("dynamodb"):
         try:
-            clients("dynamodb").describe_table(TableName=settings.deliveries_table)
+            clients("dynamodb").describe_table(TableName=settings.aws.deliveries_table)
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise
-            missing.append(f"DynamoDB table {settings.deliveries_table!r}")
+            missing.append(f"DynamoDB table {settings.aws.deliveries_table!r}")
 
     urls: dict[str, str] = {}
     sqs = clients("sqs")
     with _mapped("sqs"):
         for name in (
-            settings.restock_queue,
-            settings.restock_dlq,
-            settings.alerts_queue,
-            settings.incoming_queue,
+            settings.aws.restock_queue,
+            settings.aws.restock_dlq,
+            settings.aws.alerts_queue,
+            settings.aws.incoming_queue,
         ):
             try:
                 urls[name] = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
@@ -530,17 +544,17 @@ def resolve(settings: Settings) -> Resources:
         )
     return Resources(
         stream_arn=stream_arn,
-        bucket=settings.bucket,
-        archive_firehose=settings.archive_firehose,
-        windows_firehose=settings.windows_firehose,
-        alerts_firehose=settings.alerts_firehose,
+        bucket=settings.aws.bucket,
+        archive_firehose=settings.aws.archive_firehose,
+        windows_firehose=settings.aws.windows_firehose,
+        alerts_firehose=settings.aws.alerts_firehose,
         topic_arn=topic_arn,
-        restock_queue_url=urls[settings.restock_queue],
-        restock_dlq_url=urls[settings.restock_dlq],
-        alerts_queue_url=urls[settings.alerts_queue],
-        deliveries_table=settings.deliveries_table,
-        incoming_queue_url=urls[settings.incoming_queue],
-        shard_clocks_table=settings.shard_clocks_table,
+        restock_queue_url=urls[settings.aws.restock_queue],
+        restock_dlq_url=urls[settings.aws.restock_dlq],
+        alerts_queue_url=urls[settings.aws.alerts_queue],
+        deliveries_table=settings.aws.deliveries_table,
+        incoming_queue_url=urls[settings.aws.incoming_queue],
+        shard_clocks_table=settings.aws.shard_clocks_table,
     )
 
 
@@ -552,7 +566,7 @@ def _find_topic(clients: _Clients) -> str | None:
         for page in sns.get_paginator("list_topics").paginate():
             for topic in page.get("Topics", []):
                 arn = str(topic["TopicArn"])
-                if arn.rsplit(":", 1)[-1] == settings.alerts_topic:
+                if arn.rsplit(":", 1)[-1] == settings.aws.alerts_topic:
                     return arn
     return None
 

@@ -31,8 +31,8 @@ class Sinks:
 
     def __init__(self, clients: Any, settings: Settings, resources: Any) -> None:
         self.stats = SinkStats()
-        base_s = settings.put_base_backoff_s
-        store = RejectedStore(clients["s3"], resources.bucket, settings.rejected_prefix)
+        base_s = settings.producers.put_base_backoff_s
+        store = RejectedStore(clients["s3"], resources.bucket, settings.prefixes.rejected)
         dead = SinkDeadLetters(store, self.stats)
         self.queue = RestockQueue(clients["sqs"], resources.restock_queue_url, self.stats, dead, base_s)
         self.topic = AlertTopic(clients["sns"], resources.topic_arn, self.stats, dead, base_s)

@@ -106,8 +106,8 @@ def create_app(
         tokens=tokens,
         sink=sink,
         settings=settings,
-        limiter=RateLimiter(settings.api_rate_per_s, settings.api_burst, clock),
-        failed_auth=RateLimiter(settings.api_failed_auth_per_min / 60.0, 10, clock),
+        limiter=RateLimiter(settings.api.rate_per_s, settings.api.burst, clock),
+        failed_auth=RateLimiter(settings.api.failed_auth_per_min / 60.0, 10, clock),
         now=now,
     )
     _answer_errors_as_json(app)

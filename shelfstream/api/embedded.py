@@ -65,9 +65,9 @@ class DemoDashboard:
                     self.sock,
                     self.state,
                     self._stop,
-                    self.settings.api_trusted_proxies,
-                    body_timeout_s=self.settings.api_body_timeout_s,
-                    max_body_bytes=self.settings.api_max_body_bytes,
+                    self.settings.api.trusted_proxies,
+                    body_timeout_s=self.settings.api.body_timeout_s,
+                    max_body_bytes=self.settings.api.max_body_bytes,
                 )
             ),
             asyncio.create_task(self.feed.run(self._stop)),

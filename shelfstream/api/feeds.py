@@ -210,13 +210,13 @@ class AwsFeed:
         self._s3 = s3
         self._sqs = sqs
         self._queue_url = queue_url
-        self._checkpoint_prefix = f"{settings.checkpoint_prefix}{settings.stream_name}/"
+        self._checkpoint_prefix = f"{settings.prefixes.checkpoints}{settings.aws.stream_name}/"
         self._cores: dict[str, tuple[str, ShardCore]] = {}  # key -> (etag, core)
-        history = float(settings.dashboard_history_s)
-        self._windows = S3Tail(s3, bucket, settings.windows_prefix, history, clock=clock)
-        self._alerts = S3Tail(s3, bucket, settings.alerts_prefix, history, clock=clock)
+        history = float(settings.api.dashboard_history_s)
+        self._windows = S3Tail(s3, bucket, settings.prefixes.windows, history, clock=clock)
+        self._alerts = S3Tail(s3, bucket, settings.prefixes.alerts, history, clock=clock)
         # Deliveries are a small part of the event archive: read only the last minutes at startup.
-        self._events = S3Tail(s3, bucket, settings.events_prefix, min(history, 600.0), clock=clock)
+        self._events = S3Tail(s3, bucket, settings.prefixes.events, min(history, 600.0), clock=clock)
         self._trucks: dict[str, dict[str, Any]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -230,7 +230,7 @@ class AwsFeed:
                 await step()
             except _AWS_ERRORS as exc:
                 log.warning("dashboard feed: AWS call failed; retrying", extra={"error": str(exc)})
-            await _sleep(stop, self._settings.dashboard_refresh_s)
+            await _sleep(stop, self._settings.api.dashboard_refresh_s)
 
     async def refresh_stock(self) -> None:
         """Re-read the checkpoints whose ETag changed; hand the processor's stock to the view."""
@@ -262,7 +262,7 @@ class AwsFeed:
                 await self.receive_alerts(wait_s=2)
             except _AWS_ERRORS as exc:
                 log.warning("dashboard alerts queue: receive failed; retrying", extra={"error": str(exc)})
-                await _sleep(stop, self._settings.dashboard_refresh_s)
+                await _sleep(stop, self._settings.api.dashboard_refresh_s)
 
     async def receive_alerts(self, wait_s: int) -> int:
         """One receive from the dashboard's own queue; taken messages are deleted (it is ours alone)."""
@@ -327,5 +327,5 @@ def ensure_dashboard_queue(settings: Settings, topic_arn: str) -> str:
     """
     from foundation.aws.provision import ensure_topic_queue
 
-    name = settings.dashboard_queue or f"{settings.alerts_queue}-dashboard"
+    name = settings.api.dashboard_queue or f"{settings.aws.alerts_queue}-dashboard"
     return ensure_topic_queue(settings, name, topic_arn, {"MessageRetentionPeriod": str(HOUR_S)})

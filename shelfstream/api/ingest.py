@@ -153,7 +153,7 @@ class KinesisEventSink:
         # One writer per request: its dead letters are this request's, and close() is the flush
         # after which every entry is either in the stream or reported back.
         writer = KinesisWriter(
-            self._kinesis, self._settings.stream_name, self._settings, on_dead_letter=dead_letter
+            self._kinesis, self._settings.aws.stream_name, self._settings, on_dead_letter=dead_letter
         )
         try:
             for entry in entries:
@@ -194,7 +194,7 @@ class KinesisEventSink:
             )
             for e in entries
         ]
-        store = RejectedStore(self._s3, self._bucket, self._settings.rejected_prefix)
+        store = RejectedStore(self._s3, self._bucket, self._settings.prefixes.rejected)
         try:
             await store.keep(f"api/dt={now:%Y-%m-%d}/{request_id}.jsonl", lines)
         except Exception:

@@ -99,7 +99,7 @@ def _events(op: dict[str, Any], responses: dict[str, Any], settings: Settings) -
                             "type": "array",
                             "items": {"$ref": "#/components/schemas/Event"},
                             "minItems": 1,
-                            "maxItems": settings.api_max_events,
+                            "maxItems": settings.api.max_events,
                         },
                     ]
                 }
@@ -126,7 +126,7 @@ def _events(op: dict[str, Any], responses: dict[str, Any], settings: Settings) -
         "content": {"application/json": {"schema": answer}},
     }
     responses["413"] = _answer(
-        f"over {settings.api_max_body_bytes} bytes or {settings.api_max_events} events"
+        f"over {settings.api.max_body_bytes} bytes or {settings.api.max_events} events"
     )
     responses["503"] = _answer("the stream took none of the valid events; send them again")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from config import Settings
+from config.settings import ApiSettings
 from foundation.errors import UsageError
 from shelfstream.api.app import create_app
 from shelfstream.api.auth import TokenStore
@@ -26,8 +26,8 @@ from shelfstream.bootstrap import Wiring
 log = logging.getLogger(__name__)
 
 GRACE_S = 3
-BODY_TIMEOUT_S: float = Settings.model_fields["api_body_timeout_s"].default
-MAX_BODY_BYTES: int = Settings.model_fields["api_max_body_bytes"].default
+BODY_TIMEOUT_S: float = ApiSettings.model_fields["body_timeout_s"].default
+MAX_BODY_BYTES: int = ApiSettings.model_fields["max_body_bytes"].default
 
 
 class _Server(uvicorn.Server):
@@ -128,9 +128,9 @@ async def run_standalone(wiring: Wiring, tokens: TokenStore, sock: socket.socket
                 sock,
                 state,
                 stop,
-                settings.api_trusted_proxies,
-                body_timeout_s=settings.api_body_timeout_s,
-                max_body_bytes=settings.api_max_body_bytes,
+                settings.api.trusted_proxies,
+                body_timeout_s=settings.api.body_timeout_s,
+                max_body_bytes=settings.api.max_body_bytes,
             )
         finally:
             stop.set()

@@ -105,7 +105,7 @@ def _objects(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, str, An
         )
     wiring = bootstrap()
     s3 = wiring.client("s3")
-    bucket = settings.bucket
+    bucket = settings.aws.bucket
     return s3_lister(s3, bucket), s3_reader(s3, bucket), f"s3://{bucket}", s3
 
 
@@ -120,7 +120,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return _daily(args, settings)
     if not Tables.exists(settings):
         raise UsageError(
-            f"no history tables in {settings.tables_catalog}: run `shelfstream history ingest` first"
+            f"no history tables in {settings.history.tables_catalog}: run `shelfstream history ingest` first"
         )
     tables = Tables(settings)
     if action == "kpis":
@@ -148,7 +148,7 @@ def _ingest(args: argparse.Namespace, settings: Any) -> int:
     stats = ingest(tables, listing, read, tuple(args.table or ARCHIVED))
     run = compute_days(tables, min(stats.days) - dt.timedelta(days=1)) if stats.days else None
     result = {"source": where, **stats.as_dict(), "kpis": run.as_dict() if run else None}
-    _print_result(args, result, f"{args.action}: {where} -> {settings.tables_catalog}")
+    _print_result(args, result, f"{args.action}: {where} -> {settings.history.tables_catalog}")
     return 0
 
 
@@ -160,18 +160,18 @@ def _maintain(args: argparse.Namespace, settings: Any, tables: Tables) -> int:
     cleaner = None
     if getattr(args, "landing", False):
         _, _, _, s3 = _objects(args, settings)
-        cleaner = s3_landing_cleaner(s3, settings.bucket, settings)
+        cleaner = s3_landing_cleaner(s3, settings.aws.bucket, settings)
     report = maintain(
         tables,
         today,
-        args.retention_days or settings.retention_days,
+        args.retention_days or settings.history.retention_days,
         snapshot_min_age=dt.timedelta(minutes=args.min_age_minutes),
         delete_landing=cleaner,
     )
     _print_result(
         args,
         report.as_dict(),
-        f"maintenance (retention {args.retention_days or settings.retention_days} days)",
+        f"maintenance (retention {args.retention_days or settings.history.retention_days} days)",
     )
     return 0
 
@@ -255,7 +255,7 @@ def _daily(args: argparse.Namespace, settings: Any) -> int:
             **ingest(tables, listing, read, tuple(args.table or names)).as_dict(),
         }
     result["kpis"] = compute_days(tables, today - dt.timedelta(days=3)).as_dict()
-    retention = args.retention_days or settings.retention_days
+    retention = args.retention_days or settings.history.retention_days
     result["maintain"] = maintain(
         tables, today, retention, snapshot_min_age=dt.timedelta(minutes=args.min_age_minutes)
     ).as_dict()

@@ -49,9 +49,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             # One call in flight keeps the file's order across stores too. Kinesis keeps order only
             # per key, and a replay far faster than the stores traded would otherwise let one store's
             # lane run hours of event time ahead of another's in the same shard, past any lateness.
-            in_order = settings.model_copy(update={"max_batches_in_flight": 1})
+            in_order = settings.replaced(producers={"max_batches_in_flight": 1})
             writer = KinesisWriter(
-                clients["kinesis"], settings.stream_name, in_order, dead_letter_path=dead_letter_path()
+                clients["kinesis"], settings.aws.stream_name, in_order, dead_letter_path=dead_letter_path()
             )
             with Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
@@ -68,7 +68,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stats, failed = asyncio.run(go())
     out().print(
         f"replayed {stats.sent:,} records ({stats.no_store_id} without a store id, "
-        f"{stats.blank} blank lines, {failed} dead-lettered) to {settings.stream_name}"
+        f"{stats.blank} blank lines, {failed} dead-lettered) to {settings.aws.stream_name}"
     )
     return 1 if failed else 0
 
@@ -96,14 +96,14 @@ def _replay_rejected(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with wiring.aio("kinesis") as clients:
             writer = KinesisWriter(
-                clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
+                clients["kinesis"], settings.aws.stream_name, settings, dead_letter_path=dead_letter_path()
             )
             try:
                 if local is not None:
                     await send(local, writer)
                     return writer.stats.failed
                 s3 = wiring.client("s3")
-                root = settings.rejected_prefix
+                root = settings.prefixes.rejected
                 done = f"{root}replayed/"
                 pages = s3.get_paginator("list_objects_v2").paginate(
                     Bucket=resources.bucket, Prefix=f"{root}{args.prefix}"
@@ -127,9 +127,9 @@ def _replay_rejected(args: argparse.Namespace) -> int:
 
     failed = asyncio.run(go())
     out().print(
-        f"sent {stats.sent:,} of {stats.records:,} kept records again to {settings.stream_name}"
+        f"sent {stats.sent:,} of {stats.records:,} kept records again to {settings.aws.stream_name}"
         f" ({failed} dead-lettered, {stats.unreadable} lines that are not kept records"
-        + (f"; {len(moved)} objects moved under {settings.rejected_prefix}replayed/)" if moved else ")")
+        + (f"; {len(moved)} objects moved under {settings.prefixes.rejected}replayed/)" if moved else ")")
     )
     return 1 if failed else 0
 
@@ -177,12 +177,12 @@ async def _simulate(
     console = make_console(stderr=True)
     async with wiring.aio("kinesis") as clients:
         writer = KinesisWriter(
-            clients["kinesis"], settings.stream_name, settings, dead_letter_path=dead_letter_path()
+            clients["kinesis"], settings.aws.stream_name, settings, dead_letter_path=dead_letter_path()
         )
         # Shelves are finite: the trucks' deliveries (read back from the stream) refill them.
         stop_watching = asyncio.Event()
         watcher = asyncio.create_task(
-            watch_deliveries(clients["kinesis"], settings.stream_name, simulator, stop_watching)
+            watch_deliveries(clients["kinesis"], settings.aws.stream_name, simulator, stop_watching)
         )
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), console=console
@@ -248,7 +248,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     async def go() -> IngestReport:
         dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3") as clients:
-            writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
+            writer = KinesisWriter(
+                clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead
+            )
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings, args.format)
             try:
                 return await ingest_source(args.file, target)
@@ -273,7 +275,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         stop = stop_on_signals()
         dead = UnsentRecords()
         async with wiring.aio("kinesis", "s3", "sqs") as clients:
-            writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
+            writer = KinesisWriter(
+                clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead
+            )
             target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)
             watcher = IngestWatcher(
                 settings,
@@ -283,7 +287,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 on_report=lambda report: print_reports([report]),
             )
             log.info(
-                "watching for uploads", extra={"prefix": settings.incoming_prefix, "bucket": resources.bucket}
+                "watching for uploads",
+                extra={"prefix": settings.prefixes.incoming, "bucket": resources.bucket},
             )
             try:
                 await watcher.run(stop)
@@ -307,19 +312,19 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         raise UsageError("loadtest: --shard-bytes must be at least 1 MiB (1048576): one record may be 1 MiB")
     aws: EmbeddedAws | None = None
     if args.embedded:
-        aws = EmbeddedAws(kinesis_limits=bootstrap(aws=False).settings.embedded_kinesis_limits).start()
+        aws = EmbeddedAws(kinesis_limits=bootstrap(aws=False).settings.aws.embedded_kinesis_limits).start()
         point_at(aws.endpoint)
     wiring = bootstrap(aws=not args.embedded)
     settings = wiring.settings
     stream = args.stream or (
-        f"shelfstream-loadtest-{uuid.uuid4().hex[:8]}" if args.embedded else settings.stream_name
+        f"shelfstream-loadtest-{uuid.uuid4().hex[:8]}" if args.embedded else settings.aws.stream_name
     )
     console = make_console(stderr=True)
 
     async def go(bar: Callable[[float, int], None]) -> Any:
         async with wiring.aio("kinesis") as clients:
             kinesis = clients["kinesis"]
-            shards = args.shards or (settings.shard_count if args.embedded else None)
+            shards = args.shards or (settings.aws.shard_count if args.embedded else None)
             await ensure_stream(kinesis, stream, shards)
             return await run_loadtest(
                 kinesis,

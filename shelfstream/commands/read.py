@@ -28,7 +28,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     shards: list[ShardInfo] | None = None
     try:
         pages = (
-            wiring.client("kinesis").get_paginator("list_shards").paginate(StreamName=settings.stream_name)
+            wiring.client("kinesis")
+            .get_paginator("list_shards")
+            .paginate(StreamName=settings.aws.stream_name)
         )
         shards = [ShardInfo.from_api(s) for page in pages for s in page["Shards"]]
     except (ClientError, BotoCoreError):
@@ -75,14 +77,14 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from config import core_config
     from processors.backtest import read_fleet_prior, run_backtest
-    from processors.stream_processor import core_config
 
     require_input(args.file)
     prior_file = getattr(args, "fleet_prior", None)
     fleet_prior = read_fleet_prior(prior_file) if prior_file else None
     detector = getattr(args, "detector", None)
-    settings = bootstrap(aws=False, **({"detector": detector} if detector else {})).settings
+    settings = bootstrap(aws=False, overrides={"detector": {"kind": detector}} if detector else None).settings
     config = core_config(settings, archive=False)
     console = make_console(stderr=True)
     with Progress(

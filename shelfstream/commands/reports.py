@@ -82,10 +82,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         written.extend(str(p) for p in write_local(files, Path(args.out) / week))
     bucket = source.bucket if isinstance(source, S3Archive) else None
     if isinstance(source, TableSource) and source.tables.glue:
-        bucket = settings.bucket  # on AWS, reading the stack's tables: the report goes to its bucket
+        bucket = settings.aws.bucket  # on AWS, reading the stack's tables: the report goes to its bucket
     if bucket is not None:
         s3 = wiring.client("s3")
-        prefix = f"{settings.reports_prefix}{week}/"
+        prefix = f"{settings.prefixes.reports}{week}/"
         try:
             keys = write_s3(s3, bucket, prefix, files)
             written.extend(f"s3://{bucket}/{key}" for key in keys)
@@ -100,7 +100,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             ) from exc
     elif not args.out:
         written.extend(
-            str(p) for p in write_local(files, Path(settings.archive_mirror).parent / "reports" / week)
+            str(p)
+            for p in write_local(files, Path(settings.history.archive_mirror).parent / "reports" / week)
         )
     totals = report.totals()
     table = Table("figure", "value", title=f"weekly report {week}")

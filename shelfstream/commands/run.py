@@ -121,22 +121,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
         incident=not args.no_incident,
     )
     console = Console()  # the live view: sized to the terminal (its panel spans the width)
-    limits = bootstrap(aws=False).settings.embedded_kinesis_limits
+    limits = bootstrap(aws=False).settings.aws.embedded_kinesis_limits
     with EmbeddedAws(kinesis_limits=limits) as aws:
         point_at(aws.endpoint)
         # Store time runs `speed` times faster than the trucks' wall-clock travel: the forecast starts
         # after half an hour of store time and plans deliveries half an hour apart.
         wiring = bootstrap(
-            trucks=8,
-            travel_seconds=1.5,
-            checkpoint_every_s=2.0,
-            forecast_min_history_s=1800.0,
-            lead_time_prior_s=3 * 1.5 * args.speed,
-            restock_cycle_s=1800.0,
-            # One simulator feeds every shard in step: a silent store's shard may follow the others
-            # closely (a real fleet's shards drift apart more).
-            idle_shard_lag_s=300,
-            idle_shard_patience_s=2.0,  # 4 minutes of store time at the default 120x
+            overrides={
+                "trucks": {"count": 8, "travel_s": 1.5},
+                "checkpoints": {"every_s": 2.0},
+                "restock": {
+                    "min_history_s": 1800.0,
+                    "lead_time_prior_s": 3 * 1.5 * args.speed,
+                    "cycle_s": 1800.0,
+                },
+                # One simulator feeds every shard in step: a silent store's shard may follow the others
+                # closely (a real fleet's shards drift apart more).
+                "processor": {
+                    "idle_shard_lag_s": 300,
+                    "idle_shard_patience_s": 2.0,  # 4 minutes of store time at the default 120x
+                },
+            }
         )
         console.print(f"[b]embedded AWS[/b] at {aws.endpoint}; provisioning ...")
         resources = provision(wiring.settings)

@@ -24,11 +24,10 @@ import boto3
 import pytest
 
 from benchmarks.scenario import ScenarioConfig, generate
-from config import Settings
+from config import Settings, core_config
 from foundation.contract import alert_kind, decode_alert
 from processors.checkpoints import load_all_sync
 from processors.core import ShardCore
-from processors.stream_processor import core_config
 from producers.ledger import Ledger
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.daemon, pytest.mark.timeout(900)]
@@ -77,20 +76,20 @@ def local_aws_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
             AWS_DEFAULT_REGION="us-east-1",
-            SHELFSTREAM_SHARD_COUNT="3",
-            SHELFSTREAM_CHECKPOINT_EVERY_S="1",
-            SHELFSTREAM_CHECKPOINT_EVERY_RECORDS="4000",
-            SHELFSTREAM_TRAVEL_SECONDS="0",
-            SHELFSTREAM_RESTOCK_VISIBILITY_S="3",
-            SHELFSTREAM_HEALTH_FILE=str(tmp_path / "health"),
-            SHELFSTREAM_POLL_INTERVAL_S="0.1",
+            SHELFSTREAM_AWS__SHARD_COUNT="3",
+            SHELFSTREAM_CHECKPOINTS__EVERY_S="1",
+            SHELFSTREAM_CHECKPOINTS__EVERY_RECORDS="4000",
+            SHELFSTREAM_TRUCKS__TRAVEL_S="0",
+            SHELFSTREAM_TRUCKS__VISIBILITY_S="3",
+            SHELFSTREAM_OPS__HEALTH_FILE=str(tmp_path / "health"),
+            SHELFSTREAM_PROCESSOR__POLL_INTERVAL_S="0.1",
             # The oracle below is one uninterrupted core per shard, which never sees a shard go
-            # quiet; the processor moves a shard quiet for SHELFSTREAM_IDLE_SHARD_PATIENCE_S of wall
-            # clock to the other shards' event time (the end of this replay, a killed process's
+            # quiet; the processor moves a shard quiet for SHELFSTREAM_PROCESSOR__IDLE_SHARD_PATIENCE_S of
+            # wall clock to the other shards' event time (the end of this replay, a killed process's
             # successor waiting on its leases), so with the rule on the two could differ there.
             # The rule, and the replay hazard its patience closes, are tested in
             # tests/integration/test_processor_shell.py.
-            SHELFSTREAM_IDLE_SHARD_LAG_S="0",
+            SHELFSTREAM_PROCESSOR__IDLE_SHARD_LAG_S="0",
         )
         yield env
     finally:
@@ -156,7 +155,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     local_aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = local_aws_env
-    settings = Settings(shard_count=3)
+    settings = Settings(aws={"shard_count": 3})
     aws = clients(env)
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)
@@ -174,8 +173,8 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     events_file.write_text("\n".join(lines) + "\n")
 
     subprocess.run([*CLI, "provision"], env=env, check=True, capture_output=True, timeout=120)
-    queue_url = aws["sqs"].get_queue_url(QueueName=settings.restock_queue)["QueueUrl"]
-    inbox_url = aws["sqs"].get_queue_url(QueueName=settings.alerts_queue)["QueueUrl"]
+    queue_url = aws["sqs"].get_queue_url(QueueName=settings.aws.restock_queue)["QueueUrl"]
+    inbox_url = aws["sqs"].get_queue_url(QueueName=settings.aws.alerts_queue)["QueueUrl"]
 
     dispatcher = Proc(["dispatch"], env, tmp_path / "dispatch.log")
     replay = subprocess.Popen(
@@ -200,7 +199,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     restart = processor.started
     wait_for(
         "the processor to catch up",
-        lambda: sum(1 for x in processor.lines() if x.get("msg") == "caught up") >= settings.shard_count,
+        lambda: sum(1 for x in processor.lines() if x.get("msg") == "caught up") >= settings.aws.shard_count,
         timeout=300,
         every=0.1,
     )
@@ -210,11 +209,11 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     wait_for("the restock queue to drain", lambda: queue_empty(aws["sqs"], queue_url), timeout=300, every=0.5)
     dispatcher.popen.send_signal(signal.SIGTERM)
     assert dispatcher.popen.wait(timeout=60) == 0
-    stream = read_shards(aws["kinesis"], settings.stream_name)
+    stream = read_shards(aws["kinesis"], settings.aws.stream_name)
     last_seq = {shard: records[-1]["SequenceNumber"] for shard, records in stream.items() if records}
 
     def checkpointed() -> bool:
-        got = {c.shard_id: c.sequence_number for c in load_all_sync(aws["s3"], settings.bucket, settings)}
+        got = {c.shard_id: c.sequence_number for c in load_all_sync(aws["s3"], settings.aws.bucket, settings)}
         return all(got.get(shard) == seq for shard, seq in last_seq.items())
 
     wait_for("checkpoints at the end of every shard", checkpointed, timeout=120)
@@ -242,7 +241,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
             expected_inventory.setdefault(store, {}).update(products)
 
     actual: dict[str, dict[str, int]] = {}
-    for checkpoint in load_all_sync(aws["s3"], settings.bucket, settings):
+    for checkpoint in load_all_sync(aws["s3"], settings.aws.bucket, settings):
         for store, products in checkpoint.core.inventory().items():
             actual.setdefault(store, {}).update(products)
     assert actual == expected_inventory
@@ -262,7 +261,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     )
     assert all(n == 1 for n in deliveries.values())  # no truck dispatched twice
     delivered = {eid.removeprefix("delivery-") for eid in deliveries}
-    table = aws["dynamodb"].scan(TableName=settings.deliveries_table)["Items"]
+    table = aws["dynamodb"].scan(TableName=settings.aws.deliveries_table)["Items"]
     assert {i["alert_id"]["S"] for i in table if i["state"]["S"] == "delivered"} == delivered
     pending = {a.alert_id for a in drain_alerts(aws["sqs"], queue_url)}
     assert delivered | pending == expected_requests  # every request delivered or still waiting

@@ -188,7 +188,7 @@ def live_server() -> Iterator[LiveServer]:
         stop = asyncio.Event()
         holder["stop"] = stop
         sink = _NoSink()
-        app = create_app(state, tokens, sink, Settings(sse_heartbeat_s=1.0))
+        app = create_app(state, tokens, sink, Settings(api={"sse_heartbeat_s": 1.0}))
         ready.set_result(LiveServer(url_of(sock), state, asyncio.get_running_loop(), sink))
         await serve_app(app, sock, state, stop)
 

@@ -68,8 +68,10 @@ def test_a_short_demo_reconciles_with_trucks_delivering(
     from history.tables import Tables
 
     settings = Settings(
-        tables_catalog=str(tmp_path / ".shelfstream/tables/catalog.db"),
-        tables_warehouse=str(tmp_path / ".shelfstream/tables/warehouse"),
+        history={
+            "tables_catalog": str(tmp_path / ".shelfstream/tables/catalog.db"),
+            "tables_warehouse": str(tmp_path / ".shelfstream/tables/warehouse"),
+        }
     )
     assert Tables.exists(settings)
     monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")  # (Polars' hint about its optional planner)

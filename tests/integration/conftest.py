@@ -2,7 +2,8 @@
 
 Fixtures for every integration test in the project:
 - ``local_aws``: the running :class:`EmbeddedAws` (session); the process's AWS SDK points at it.
-- ``make_settings(**overrides)``: a :class:`Settings` whose resource names are unique to the call.
+- ``make_settings(**groups)``: a :class:`Settings` whose resource names are unique to the call
+  (``make_settings(aws={"shard_count": 1})``).
 - ``settings``: ``make_settings()`` with 2 shards and ``max_receive_count=2``.
 - ``provisioned``: ``(settings, resources)`` after :func:`provision`.
 - ``read_stream(kinesis, stream)``: every record of every shard, TRIM_HORIZON to the end.
@@ -37,9 +38,9 @@ def local_aws(isolated_aws_env: None) -> Iterator[EmbeddedAws]:
 def make_settings(local_aws: EmbeddedAws) -> Iterator[Callable[..., Settings]]:
     made: list[Settings] = []
 
-    def make(**overrides: Any) -> Settings:
+    def make(**groups: dict[str, Any]) -> Settings:
         uid = uuid.uuid4().hex[:12]
-        names = {
+        aws = {
             "stream_name": f"t-{uid}-events",
             "bucket": f"t-{uid}-bucket",
             "archive_firehose": f"t-{uid}-archive",
@@ -51,11 +52,17 @@ def make_settings(local_aws: EmbeddedAws) -> Iterator[Callable[..., Settings]]:
             "alerts_queue": f"t-{uid}-alerts-inbox",
             "deliveries_table": f"t-{uid}-deliveries",
             "incoming_queue": f"t-{uid}-incoming",
-            "dashboard_queue": f"t-{uid}-alerts-inbox-dashboard",
             "shard_count": 2,
             "max_receive_count": 2,
         }
-        settings = Settings(**{**names, **overrides})
+        api = {"dashboard_queue": f"t-{uid}-alerts-inbox-dashboard"}
+        settings = Settings(
+            **{
+                **groups,
+                "aws": {**aws, **groups.get("aws", {})},
+                "api": {**api, **groups.get("api", {})},
+            }
+        )
         made.append(settings)
         return settings
 
@@ -63,7 +70,11 @@ def make_settings(local_aws: EmbeddedAws) -> Iterator[Callable[..., Settings]]:
     # moto allows 50 Firehose delivery streams per region: each test removes its own.
     firehose = boto3.client("firehose", endpoint_url=local_aws.endpoint, region_name="us-east-1")
     for settings in made:
-        for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
+        for name in (
+            settings.aws.archive_firehose,
+            settings.aws.windows_firehose,
+            settings.aws.alerts_firehose,
+        ):
             with contextlib.suppress(firehose.exceptions.ResourceNotFoundException):
                 firehose.delete_delivery_stream(DeliveryStreamName=name)
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from consumers.alerts_inbox import read_alerts
 from foundation.aws.clients import AioClients, sync_client
 from foundation.aws.embedded import EmbeddedAws
@@ -80,7 +81,7 @@ async def test_posted_events_are_in_the_stream_and_rejected_ones_are_kept(
         assert refused.status_code == 403
 
         # "accepted" means in the stream: read it back right away.
-        shards = await read_stream(clients["kinesis"], settings.stream_name)
+        shards = await read_stream(clients["kinesis"], settings.aws.stream_name)
         records = [r for rs in shards.values() for r in rs]
         assert sorted(orjson.loads(r["Data"])["event_id"] for r in records) == ["e0", "e1", "e3", "e4"]
         for r in records:
@@ -93,7 +94,7 @@ async def test_posted_events_are_in_the_stream_and_rejected_ones_are_kept(
 
         # The rejected entry is kept with its index and reason.
         listed = await clients["s3"].list_objects_v2(
-            Bucket=resources.bucket, Prefix=f"{settings.rejected_prefix}api/"
+            Bucket=resources.bucket, Prefix=f"{settings.prefixes.rejected}api/"
         )
         [obj] = listed["Contents"]
         assert obj["Key"].endswith(f"{body['request_id']}.jsonl")
@@ -237,11 +238,8 @@ def test_shelfstream_serve_runs_standalone_and_stops_cleanly_on_sigterm(
 ) -> None:
     settings, _ = provisioned
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFSTREAM_")}
-    defaults = Settings()
-    for name, value in settings.model_dump().items():  # this test's resource names
-        if value != getattr(defaults, name) and isinstance(value, str | int | float):
-            env[f"SHELFSTREAM_{name.upper()}"] = str(value)
-    env["SHELFSTREAM_DASHBOARD_REFRESH_S"] = "0.5"
+    env.update(to_env(settings))  # this test's resource names
+    env["SHELFSTREAM_API__DASHBOARD_REFRESH_S"] = "0.5"
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(

@@ -44,7 +44,7 @@ def feed(core: ShardCore, first: int, last: int) -> None:
 
 
 def run_keys(s3: Any, bucket: str, settings: Settings, shard: str = SHARD) -> set[str]:
-    prefix = f"{settings.checkpoint_prefix}{settings.stream_name}.runs/{shard}/"
+    prefix = f"{settings.prefixes.checkpoints}{settings.aws.stream_name}.runs/{shard}/"
     resp = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
     return {o["Key"][len(prefix) :] for o in resp.get("Contents", [])}
 
@@ -93,7 +93,7 @@ async def test_checkpoints_write_only_what_changed_and_clean_up(
         # A crash between writing runs and the head leaves an unnamed run: the next load removes it.
         s3.put_object(
             Bucket=resources.bucket,
-            Key=f"{settings.checkpoint_prefix}{settings.stream_name}.runs/{SHARD}/r999999999999",
+            Key=f"{settings.prefixes.checkpoints}{settings.aws.stream_name}.runs/{SHARD}/r999999999999",
             Body=b"left behind",
         )
         assert await S3Checkpoints(clients["s3"], resources.bucket, settings, sweep_older_than_s=0).load(

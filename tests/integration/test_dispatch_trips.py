@@ -64,13 +64,13 @@ async def test_a_stores_order_leaves_on_one_truck_and_capacity_splits_it(
     provisioned: tuple[Settings, Resources],
 ) -> None:
     settings, resources = provisioned
-    settings = settings.model_copy(update={"travel_seconds": 0.1, "trucks": 1, "truck_capacity": 100})
+    settings = settings.replaced(trucks={"travel_s": 0.1, "count": 1, "capacity_units": 100})
     requests = [_request("store-001", p, 40) for p in ("milk", "bread", "eggs")]  # 120 units > 100
     _send(resources.restock_queue_url, requests)
     delivered: list[Restock] = []
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis", "sqs") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         dispatcher = Dispatcher(
             settings,
             clients["sqs"],
@@ -100,14 +100,14 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
     settings, resources = provisioned
     # One truck, two stores: its trip serves store-001, then (a 2 s hop) store-002. The worker dies
     # between the two stops, leaving claims and hidden messages behind and releasing nothing.
-    settings = settings.model_copy(
-        update={
-            "travel_seconds": 0.2,
+    settings = settings.replaced(
+        trucks={
+            "travel_s": 0.2,
             "travel_between_s": 2.0,
-            "trucks": 1,
-            "truck_capacity": 400,
+            "count": 1,
+            "capacity_units": 400,
             "max_stops": 2,
-            "restock_visibility_s": 1,
+            "visibility_s": 1,
         }
     )
     first = [_request("store-001", p, 10) for p in ("milk", "bread")]
@@ -116,7 +116,7 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
     delivered: list[Restock] = []
     lease = lease_seconds(settings)
     async with AioClients(settings, "kinesis", "sqs", "dynamodb") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
 
         def worker() -> Dispatcher:
             return Dispatcher(
@@ -159,7 +159,7 @@ async def test_no_request_is_delivered_twice_or_lost_after_a_dispatcher_crash(
         stop.set()
         await asyncio.wait_for(task, 30)
         await writer.close()
-        stream = await read_all_shards(clients["kinesis"], settings.stream_name)
+        stream = await read_all_shards(clients["kinesis"], settings.aws.stream_name)
 
     event_ids = [event.event_id for event in delivered]
     assert sorted(event_ids) == sorted(f"delivery-{r.alert_id}" for r in first + second)  # each once
@@ -181,10 +181,10 @@ async def test_a_separate_simulate_process_sees_its_trucks_deliveries(
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis") as clients:
         watcher = asyncio.create_task(
-            watch_deliveries(clients["kinesis"], settings.stream_name, sim, stop, 0.05)
+            watch_deliveries(clients["kinesis"], settings.aws.stream_name, sim, stop, 0.05)
         )
         await asyncio.sleep(1.0)  # its iterators start at the newest record
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         request = _request("store-001", product, 7)
         from consumers.dispatcher import restock_event
 

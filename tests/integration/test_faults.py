@@ -104,7 +104,7 @@ async def test_throttling_errors_and_timeouts_are_retried_and_nothing_is_lost(
     assert len(drain(resources.restock_queue_url)) == len(expected)
     assert len(drain(resources.alerts_queue_url)) == len(expected)
     s3 = boto3.client("s3")
-    assert len(s3_lines(s3, resources.bucket, settings.events_prefix)) == len(records) - 4
+    assert len(s3_lines(s3, resources.bucket, settings.prefixes.events)) == len(records) - 4
 
 
 async def test_entries_that_keep_failing_go_to_the_dead_letter_prefix(
@@ -125,7 +125,7 @@ async def test_entries_that_keep_failing_go_to_the_dead_letter_prefix(
     processor, _ = await run_with_faults(settings, resources, setup)
     assert processor.inventory() == expected  # the stream went on
     dead = s3_lines(
-        boto3.client("s3"), resources.bucket, f"{settings.rejected_prefix}dead-letter/sns-alerts/"
+        boto3.client("s3"), resources.bucket, f"{settings.prefixes.rejected}dead-letter/sns-alerts/"
     )
     assert len(dead) == len(expected)  # one out-of-stock alert per store, kept with its reason
     assert all("AuthorizationError" in d["reason"] for d in dead)

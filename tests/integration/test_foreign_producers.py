@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from foundation.aws.provision import Resources
 from foundation.contract import format_ts
 from history.archive import S3Archive
@@ -118,14 +119,14 @@ def test_boto3_and_kpl_producers_with_bad_records(
     ]
     kinesis = boto3.client("kinesis")
     for data, key in puts:
-        kinesis.put_record(StreamName=settings.stream_name, Data=data, PartitionKey=key)
+        kinesis.put_record(StreamName=settings.aws.stream_name, Data=data, PartitionKey=key)
 
     processor = asyncio.run(process_until_caught_up(settings, resources))
 
     # Stock: 5 KPL sales and one after the fault for A, the pretty-printed sale of 2 for B.
     assert processor.inventory() == {A: {"milk": 20 - 5 - 1}, B: {"milk": 20 - 2}}
     s3 = boto3.client("s3")
-    rejected = s3_lines(s3, resources.bucket, f"{settings.rejected_prefix}stream/")
+    rejected = s3_lines(s3, resources.bucket, f"{settings.prefixes.rejected}stream/")
     by_record = {base64.b64decode(r["record_b64"]): r for r in rejected}
     assert len(rejected) == len(BAD) + 1
     assert "MD5" in by_record[bytes(corrupt)]["reason"]
@@ -133,7 +134,7 @@ def test_boto3_and_kpl_producers_with_bad_records(
         assert reason in by_record[data]["reason"], name
         assert by_record[data]["shard_id"].startswith("shardId-")
     # The record that made applying fail: kept byte-exact as a dead letter, the shard went on.
-    (dead,) = s3_lines(s3, resources.bucket, f"{settings.rejected_prefix}dead-letter/stream/")
+    (dead,) = s3_lines(s3, resources.bucket, f"{settings.prefixes.rejected}dead-letter/stream/")
     assert base64.b64decode(dead["record_b64"]) == sale("a-fault", A, 7)
     assert "ZeroDivisionError" in dead["error"]
     assert processor.sinks.stats.records_failed == 1
@@ -149,7 +150,7 @@ def test_boto3_and_kpl_producers_with_bad_records(
     assert result.rows == [(A, 7, 6), (B, 2, 2)]
     keys = [
         o["Key"]
-        for o in s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.events_prefix)["Contents"]
+        for o in s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.prefixes.events)["Contents"]
     ]
     lines = [
         line
@@ -169,12 +170,12 @@ def test_a_rejected_record_counts_once_replayed_after_a_fix(
     """A sale put under another store's key is rejected; `replay --rejected` sends the kept bytes
     again under the record's own store_id, and the processor (restarted) then applies it."""
     settings, resources = provisioned
-    for name, value in settings.model_dump().items():
-        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
+    for name, value in to_env(settings).items():
+        monkeypatch.setenv(name, value)
     kinesis = boto3.client("kinesis")
     wrong = sale("a-wrong-key", A, 4)
     for data, key in [(event("count", "a-count", A, count=20), A), (wrong, B), (b"{not json", A)]:
-        kinesis.put_record(StreamName=settings.stream_name, Data=data, PartitionKey=key)
+        kinesis.put_record(StreamName=settings.aws.stream_name, Data=data, PartitionKey=key)
     first = asyncio.run(process_until_caught_up(settings, resources))
     assert first.inventory() == {A: {"milk": 20}}
     assert first.stats().events_rejected == 2
@@ -182,9 +183,9 @@ def test_a_rejected_record_counts_once_replayed_after_a_fix(
     assert main(["replay", "--rejected", "--prefix", "stream/"]) == 0
     assert "sent 2 of 2 kept records" in capsys.readouterr().out
     s3 = boto3.client("s3")
-    assert s3_lines(s3, resources.bucket, f"{settings.rejected_prefix}replayed/stream/")
+    assert s3_lines(s3, resources.bucket, f"{settings.prefixes.rejected}replayed/stream/")
 
     again = asyncio.run(process_until_caught_up(settings, resources))  # resumes from its checkpoints
     assert again.inventory() == {A: {"milk": 19}}  # the mended sale now counts, once
-    kept = s3_lines(s3, resources.bucket, f"{settings.rejected_prefix}stream/")
+    kept = s3_lines(s3, resources.bucket, f"{settings.prefixes.rejected}stream/")
     assert [base64.b64decode(k["record_b64"]) for k in kept] == [b"{not json"]  # still bad: kept again

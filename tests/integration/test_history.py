@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from foundation.aws.clients import AioClients, sync_client
 from foundation.aws.provision import Resources, provision
 from foundation.contract import alert_id, format_ts
@@ -76,8 +77,8 @@ def workload() -> list[bytes]:
 
 def use(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The command line builds its settings from the environment: hand it this test's."""
-    for name, value in settings.model_dump().items():
-        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
+    for name, value in to_env(settings).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -85,15 +86,15 @@ def history(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Resources]:
     base = make_settings()
-    settings = base.model_copy(
-        update={
-            "incoming_queue": base.restock_queue.replace("-restock", "-incoming"),
+    settings = base.replaced(
+        aws={"incoming_queue": base.aws.restock_queue.replace("-restock", "-incoming")},
+        history={
             "archive_cache": str(tmp_path / "cache"),
             "archive_mirror": str(tmp_path / "mirror"),
             # so that tables a `make demo` left in the working directory are not read instead
             "tables_catalog": str(tmp_path / "tables" / "catalog.db"),
             "tables_warehouse": str(tmp_path / "tables" / "warehouse"),
-        }
+        },
     )
     resources = provision(settings)
     use(settings, monkeypatch)
@@ -121,7 +122,7 @@ def inbox(settings: Settings, queue_url: str) -> list[dict[str, Any]]:
 def stream_records(settings: Settings, read_stream: ReadStream) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         async with AioClients(settings, "kinesis") as clients:
-            by_shard = await read_stream(clients["kinesis"], settings.stream_name)
+            by_shard = await read_stream(clients["kinesis"], settings.aws.stream_name)
         return [record for records in by_shard.values() for record in records]
 
     return asyncio.run(read())
@@ -152,7 +153,7 @@ async def test_query_and_report_answer_from_the_archive(
     )
     assert code == 0, err
     assert {(r["store_id"], r["type"]): r["n"] for r in json.loads(out)} == dict(produced)
-    assert f"source: s3://{settings.bucket}" in err
+    assert f"source: s3://{settings.aws.bucket}" in err
 
     code, out, err = run_cli(
         [
@@ -180,14 +181,16 @@ async def test_query_and_report_answer_from_the_archive(
         "out_of_stock": 1,
         "back_in_stock": 1,
     }
-    assert any(p.is_file() for p in (tmp_path / "cache" / settings.bucket / "events").rglob("*"))
+    assert any(p.is_file() for p in (tmp_path / "cache" / settings.aws.bucket / "events").rglob("*"))
 
     # The weekly report: S3 reports/2026-W32/ and a notice on the alerts topic.
     inbox(settings, resources.alerts_queue_url)  # the processor's own alerts, not what we look for
     code, out, err = run_cli(["report", "--week", "2026-W32"], capsys)
     assert code == 0, err
     s3 = sync_client("s3", settings)
-    body = s3.get_object(Bucket=settings.bucket, Key="reports/2026-W32/report.csv")["Body"].read().decode()
+    body = (
+        s3.get_object(Bucket=settings.aws.bucket, Key="reports/2026-W32/report.csv")["Body"].read().decode()
+    )
     rows = {r["store_id"]: r for r in csv.DictReader(io.StringIO(body))}
     assert sorted(rows) == ["Berlin", "Hamburg", "Munich"]
     berlin = rows["Berlin"]
@@ -204,7 +207,7 @@ async def test_query_and_report_answer_from_the_archive(
     assert float(berlin["lead_time_min_avg"]) == (DAY + 12 * HOUR - (9 * HOUR + 3 * MINUTE)) / MINUTE
     assert float(rows["Hamburg"]["revenue"]) == 9.0
     assert float(rows["Munich"]["revenue"]) == 4.0  # next Monday's sale is next week's
-    html = s3.get_object(Bucket=settings.bucket, Key="reports/2026-W32/report.html")
+    html = s3.get_object(Bucket=settings.aws.bucket, Key="reports/2026-W32/report.html")
     assert html["ContentType"].startswith("text/html")
     assert b'<svg role="img"' in html["Body"].read()
     (notice,) = [m for m in inbox(settings, resources.alerts_queue_url) if "weekly_report" in m["Body"]]
@@ -214,7 +217,7 @@ async def test_query_and_report_answer_from_the_archive(
     assert (message["week"], message["stores"], message["revenue"]) == ("2026-W32", 3, 29.0)
 
     # The demo's mirror answers the same, with no AWS needed afterwards.
-    mirrored = mirror_archive(s3, settings.bucket, settings, tmp_path / "mirror")
+    mirrored = mirror_archive(s3, settings.aws.bucket, settings, tmp_path / "mirror")
     assert mirrored.objects > 0
     code, out, err = run_cli(
         [
@@ -253,7 +256,9 @@ def test_ingest_store_seed_then_again_changes_nothing(
 
     s3 = sync_client("s3", settings)
     key = f"rejected/ingest/store_seed.csv/{digest}.jsonl"
-    kept = [json.loads(x) for x in s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read().splitlines()]
+    kept = [
+        json.loads(x) for x in s3.get_object(Bucket=settings.aws.bucket, Key=key)["Body"].read().splitlines()
+    ]
     assert [k["line"] for k in kept] == [7, 8, 9, 10, 11, 12, 13]
     assert kept[3]["record"] == "Berlin,Echo Dot,9"
     assert "duplicate" in kept[3]["reason"]
@@ -283,7 +288,7 @@ async def test_watch_picks_up_uploads_to_incoming(
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis", "s3", "sqs") as clients:
         dead = UnsentRecords()
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings, on_dead_letter=dead)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings, on_dead_letter=dead)
         target = IngestTarget(writer, dead, clients["s3"], resources.bucket, settings)
         watcher = IngestWatcher(
             settings,
@@ -294,9 +299,11 @@ async def test_watch_picks_up_uploads_to_incoming(
             on_report=reports.append,
         )
         task = asyncio.create_task(watcher.run(stop))
-        s3.put_object(Bucket=settings.bucket, Key="incoming/wh/hourly 10.jsonl", Body=inventory)
-        s3.put_object(Bucket=settings.bucket, Key="incoming/empty.csv", Body=b"")
-        s3.put_object(Bucket=settings.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\nA,b,1\n")
+        s3.put_object(Bucket=settings.aws.bucket, Key="incoming/wh/hourly 10.jsonl", Body=inventory)
+        s3.put_object(Bucket=settings.aws.bucket, Key="incoming/empty.csv", Body=b"")
+        s3.put_object(
+            Bucket=settings.aws.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\nA,b,1\n"
+        )
         for _ in range(300):
             if watcher.stats.files + watcher.stats.refused >= 2:
                 break
@@ -304,12 +311,12 @@ async def test_watch_picks_up_uploads_to_incoming(
         stop.set()
         await asyncio.wait_for(task, 30)
         await writer.close()
-        stream = await read_stream(clients["kinesis"], settings.stream_name)
+        stream = await read_stream(clients["kinesis"], settings.aws.stream_name)
 
     assert watcher.stats.test_events == 1  # S3's test event when provisioning wired the queue
     assert (watcher.stats.files, watcher.stats.refused, watcher.stats.failed) == (1, 1, 0)
     (report,) = reports
-    assert report.source == f"s3://{settings.bucket}/incoming/wh/hourly 10.jsonl"
+    assert report.source == f"s3://{settings.aws.bucket}/incoming/wh/hourly 10.jsonl"
     assert report.figures() == {"processed": 13, "succeeded": 6, "rejected": 7, "errored": 0}
     digest = hashlib.sha256(inventory).hexdigest()[:20]
     counts = [orjson.loads(r["Data"]) for records in stream.values() for r in records]
@@ -317,11 +324,12 @@ async def test_watch_picks_up_uploads_to_incoming(
         f"ingest-{digest}-{n}" for n in (1, 2, 3, 4, 5, 13)
     )
     keys = [
-        o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="rejected/ingest/")["Contents"]
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=settings.aws.bucket, Prefix="rejected/ingest/")["Contents"]
     ]
     assert f"rejected/ingest/hourly_10.jsonl/{digest}.jsonl" in keys
     (refusal_key,) = [k for k in keys if k.startswith("rejected/ingest/empty.csv/")]
-    refusal = json.loads(s3.get_object(Bucket=settings.bucket, Key=refusal_key)["Body"].read())
+    refusal = json.loads(s3.get_object(Bucket=settings.aws.bucket, Key=refusal_key)["Body"].read())
     assert "empty" in refusal["reason"]
     left = sync_client("sqs", settings).get_queue_attributes(
         QueueUrl=resources.incoming_queue_url,
@@ -336,7 +344,7 @@ def test_s3_reader_skips_partition_folders_and_reads_parquet_and_json(
     """The AWS layout (dt=/store_id= keys, Parquet from Firehose), read straight from S3."""
     settings = make_settings()
     s3 = sync_client("s3", settings)
-    s3.create_bucket(Bucket=settings.bucket)
+    s3.create_bucket(Bucket=settings.aws.bucket)
     parquet = tmp_path / "part.parquet"
     con = duckdb.connect()
     con.execute(
@@ -345,7 +353,7 @@ def test_s3_reader_skips_partition_folders_and_reads_parquet_and_json(
     )
     con.close()
     s3.put_object(
-        Bucket=settings.bucket, Key="events/dt=2026-08-04/store_id=A/p.parquet", Body=parquet.read_bytes()
+        Bucket=settings.aws.bucket, Key="events/dt=2026-08-04/store_id=A/p.parquet", Body=parquet.read_bytes()
     )
     for day in ("2026-08-03", "2026-08-04"):
         for store in ("A", "B"):
@@ -354,11 +362,11 @@ def test_s3_reader_skips_partition_folders_and_reads_parquet_and_json(
             record = orjson.loads(event("sale", f"{store}-{day}", store, 0, quantity=1, unit_price=1.0))
             record["ts"] = f"{day}T09:00:00.000Z"
             s3.put_object(
-                Bucket=settings.bucket,
+                Bucket=settings.aws.bucket,
                 Key=f"events/dt={day}/store_id={store}/j",
                 Body=orjson.dumps(record) + b"\n",
             )
-    source = S3Archive(s3, settings.bucket, settings, tmp_path / "cache")
+    source = S3Archive(s3, settings.aws.bucket, settings, tmp_path / "cache")
     result = run_query(
         source,
         "SELECT event_id, quantity * unit_price FROM events WHERE store_id = 'A' AND dt >= '2026-08-04'",

@@ -29,14 +29,14 @@ def on_s3(
     make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Settings, Resources]:
     base = make_settings()
-    settings = base.model_copy(
-        update={
-            "incoming_queue": base.restock_queue.replace("-restock", "-incoming"),
+    settings = base.replaced(
+        aws={"incoming_queue": base.aws.restock_queue.replace("-restock", "-incoming")},
+        history={
             "archive_cache": str(tmp_path / "cache"),
             "archive_mirror": str(tmp_path / "mirror"),
             "tables_catalog": str(tmp_path / "catalog.db"),
-            "tables_warehouse": f"s3://{base.bucket}/warehouse",
-        }
+            "tables_warehouse": f"s3://{base.aws.bucket}/warehouse",
+        },
     )
     resources = provision(settings)
     use(settings, monkeypatch)
@@ -65,7 +65,7 @@ async def test_the_loop_leaves_tables_on_s3_that_query_duckdb_and_polars_read(
     assert json.loads(out)["rows"] == {"events": 0, "windows": 0, "alerts": 0, "rejected": 0}
 
     s3 = sync_client("s3", settings)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="warehouse/")["Contents"]]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.aws.bucket, Prefix="warehouse/")["Contents"]]
     assert any(k.endswith(".parquet") for k in keys)
     assert any(k.endswith(".metadata.json") for k in keys)
 

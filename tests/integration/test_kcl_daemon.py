@@ -22,7 +22,7 @@ import boto3
 import orjson
 import pytest
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.embedded import EmbeddedAws
 from foundation.aws.lineage import ShardInfo
 from foundation.aws.provision import Resources, provision
@@ -30,7 +30,6 @@ from foundation.contract import decode_alert, format_ts
 from processors.checkpoints import load_all_sync
 from processors.core import ShardCore
 from processors.core.partition import merge, split
-from processors.stream_processor import core_config
 from shelfstream.kcl_local import JAR_DIR, KclWorker, kinesis_local
 
 pytestmark = [
@@ -134,21 +133,21 @@ class Stack:
         for start in range(0, len(events), 250):
             batch = events[start : start + 250]
             resp = self.kinesis.put_records(
-                StreamName=self.settings.stream_name,
+                StreamName=self.settings.aws.stream_name,
                 Records=[{"Data": orjson.dumps(e), "PartitionKey": e["store_id"]} for e in batch],
             )
             assert resp["FailedRecordCount"] == 0
         self.ledger.add(events)
 
     def shards(self) -> list[dict[str, Any]]:
-        return list(self.kinesis.list_shards(StreamName=self.settings.stream_name)["Shards"])
+        return list(self.kinesis.list_shards(StreamName=self.settings.aws.stream_name)["Shards"])
 
     def records(self) -> dict[str, list[dict[str, Any]]]:
         """Every shard's records in order, read straight from the stream."""
         out: dict[str, list[dict[str, Any]]] = {}
         for shard in self.shards():
             it = self.kinesis.get_shard_iterator(
-                StreamName=self.settings.stream_name,
+                StreamName=self.settings.aws.stream_name,
                 ShardId=shard["ShardId"],
                 ShardIteratorType="TRIM_HORIZON",
             )["ShardIterator"]
@@ -199,8 +198,10 @@ def stack(
     with kinesis_local(tmp_path / "kinesis-local") as kinesis_endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesis_endpoint)  # Kinesis there, the rest on moto
 
-        def make(shards: int, **overrides: Any) -> Stack:
-            settings = make_settings(shard_count=shards, checkpoint_every_s=1.0, **overrides)
+        def make(shards: int, **processor: Any) -> Stack:
+            settings = make_settings(
+                aws={"shard_count": shards}, checkpoints={"every_s": 1.0}, processor=processor
+            )
             resources = provision(settings)
             env = {
                 "AWS_ENDPOINT_URL": local_aws.endpoint,
@@ -331,15 +332,15 @@ def test_one_worker_two_shards_then_a_split_while_it_runs(stack: Callable[[int],
     parent, other = s.shards()
     low, high = int(parent["HashKeyRange"]["StartingHashKey"]), int(parent["HashKeyRange"]["EndingHashKey"])
     s.kinesis.split_shard(
-        StreamName=s.settings.stream_name,
+        StreamName=s.settings.aws.stream_name,
         ShardToSplit=parent["ShardId"],
         NewStartingHashKey=str((low + high) // 2),
     )
     s.until(
         lambda: (
-            s.kinesis.describe_stream_summary(StreamName=s.settings.stream_name)["StreamDescriptionSummary"][
-                "StreamStatus"
-            ]
+            s.kinesis.describe_stream_summary(StreamName=s.settings.aws.stream_name)[
+                "StreamDescriptionSummary"
+            ]["StreamStatus"]
             == "ACTIVE"
         ),
         "the split",
@@ -486,7 +487,7 @@ def test_a_silent_shard_follows_the_other_shards_event_time_across_processes(
     until = format_ts(T0 + 90 * 60_000)
 
     def quiet_windows_to() -> str:
-        listed = s3.list_objects_v2(Bucket=s.resources.bucket, Prefix=s.settings.windows_prefix)
+        listed = s3.list_objects_v2(Bucket=s.resources.bucket, Prefix=s.settings.prefixes.windows)
         ends = []
         for obj in listed.get("Contents", []):
             for line in s3.get_object(Bucket=s.resources.bucket, Key=obj["Key"])["Body"].read().splitlines():
@@ -504,7 +505,7 @@ def test_a_silent_shard_follows_the_other_shards_event_time_across_processes(
         TableName=s.resources.shard_clocks_table,
         KeyConditionExpression="#s = :s",
         ExpressionAttributeNames={"#s": "stream"},
-        ExpressionAttributeValues={":s": {"S": s.settings.stream_name}},
+        ExpressionAttributeValues={":s": {"S": s.settings.aws.stream_name}},
     )["Items"]
     # Each shard published its own events' time (the quiet one not the time it followed).
     assert sorted(int(i["event_ms"]["N"]) for i in items) == [T0 + 29 * 60_000, T0 + 119 * 60_000]

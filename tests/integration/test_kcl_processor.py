@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from foundation.aws.clients import sync_client
 from foundation.aws.provision import Resources
 from foundation.contract import decode_alert, format_ts
@@ -194,11 +195,10 @@ def kcl_env(provisioned: tuple[Settings, Resources], tmp_path: Path) -> dict[str
     """The environment the daemon passes on to its children: AWS settings and the app's settings."""
     settings, _ = provisioned
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    for name, value in settings.model_dump().items():
-        env[f"SHELFSTREAM_{name.upper()}"] = str(value)
-    env["SHELFSTREAM_HEALTH_FILE"] = str(tmp_path / "heartbeat")
-    env["SHELFSTREAM_CHECKPOINT_EVERY_RECORDS"] = "1"  # checkpoint after every batch with records
-    env["SHELFSTREAM_CHECKPOINT_EVERY_S"] = "3600"
+    env.update(to_env(settings))
+    env["SHELFSTREAM_OPS__HEALTH_FILE"] = str(tmp_path / "heartbeat")
+    env["SHELFSTREAM_CHECKPOINTS__EVERY_RECORDS"] = "1"  # checkpoint after every batch with records
+    env["SHELFSTREAM_CHECKPOINTS__EVERY_S"] = "3600"
     return env
 
 
@@ -297,7 +297,7 @@ def test_a_shard_from_trim_horizon_to_shutdown(
 
     settings, resources = provisioned
     s3 = sync_client("s3", settings)
-    rejected = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.rejected_prefix).get(
+    rejected = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.prefixes.rejected).get(
         "Contents", []
     )
     assert len(rejected) == 1
@@ -357,7 +357,7 @@ def test_restart_resumes_from_s3_and_a_redelivered_batch_changes_nothing(
 def test_shard_ended_stores_the_end_then_checkpoints_the_end_marker(
     start: Callable[..., Daemon], s3_state: Callable[[], Checkpoint | None]
 ) -> None:
-    daemon = start(SHELFSTREAM_CHECKPOINT_EVERY_RECORDS="1000")  # no checkpoint before the end
+    daemon = start(SHELFSTREAM_CHECKPOINTS__EVERY_RECORDS="1000")  # no checkpoint before the end
     daemon.call(initialize())
     assert daemon.call(process_records(BATCH_A)) == []
     assert s3_state() is None
@@ -377,7 +377,7 @@ def test_shard_ended_stores_the_end_then_checkpoints_the_end_marker(
 def test_lease_lost_drops_the_state_without_checkpointing(
     start: Callable[..., Daemon], s3_state: Callable[[], Checkpoint | None]
 ) -> None:
-    daemon = start(SHELFSTREAM_CHECKPOINT_EVERY_RECORDS="1000")
+    daemon = start(SHELFSTREAM_CHECKPOINTS__EVERY_RECORDS="1000")
     daemon.call(initialize())
     assert daemon.call(process_records(BATCH_A)) == []
     assert daemon.call({"action": "leaseLost"}) == []
@@ -441,7 +441,7 @@ def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
     dynamodb = sync_client("dynamodb", settings)
     s3 = sync_client("s3", settings)
     table = resources.shard_clocks_table
-    key = {"stream": {"S": settings.stream_name}}
+    key = {"stream": {"S": settings.aws.stream_name}}
     # The other shard's record processor has seen two hours of trade.
     dynamodb.put_item(
         TableName=table,
@@ -452,12 +452,14 @@ def test_a_quiet_shard_follows_the_other_shards_clock_in_dynamodb(
             "updated_at": {"N": str(time.time())},
         },
     )
-    daemon = start(SHELFSTREAM_IDLE_SHARD_PATIENCE_S="0.5", SHELFSTREAM_SHARD_CLOCK_EVERY_S="0.1")
+    daemon = start(
+        SHELFSTREAM_PROCESSOR__IDLE_SHARD_PATIENCE_S="0.5", SHELFSTREAM_PROCESSOR__SHARD_CLOCK_EVERY_S="0.1"
+    )
     daemon.call(initialize())
     daemon.call(process_records(BATCH_A))  # store-001's first seconds of trade, then silence
 
     def windows_archived() -> list[dict[str, Any]]:
-        listed = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.windows_prefix)
+        listed = s3.list_objects_v2(Bucket=resources.bucket, Prefix=settings.prefixes.windows)
         bodies = [
             s3.get_object(Bucket=resources.bucket, Key=o["Key"])["Body"].read()
             for o in listed.get("Contents", [])

@@ -123,5 +123,5 @@ def test_limits_can_be_turned_off(kinesis: tuple[object, str]) -> None:
 def test_setting_turns_the_limits_off(monkeypatch: pytest.MonkeyPatch) -> None:
     from config import Settings
 
-    monkeypatch.setenv("SHELFSTREAM_EMBEDDED_KINESIS_LIMITS", "false")
-    assert Settings().embedded_kinesis_limits is False
+    monkeypatch.setenv("SHELFSTREAM_AWS__EMBEDDED_KINESIS_LIMITS", "false")
+    assert Settings().aws.embedded_kinesis_limits is False

@@ -25,7 +25,7 @@ LIMIT = 200
 async def test_saturating_loadtest_loses_nothing_and_keeps_each_shard_under_its_limit(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(shard_count=2)
+    settings = make_settings(aws={"shard_count": 2})
     admitted: list[tuple[float, str, int]] = []
     real = ShardLimiter.try_acquire
 
@@ -37,11 +37,11 @@ async def test_saturating_loadtest_loses_nothing_and_keeps_each_shard_under_its_
 
     monkeypatch.setattr(ShardLimiter, "try_acquire", spy)
     async with aio_client("kinesis", settings) as kinesis:
-        await loadtest.ensure_stream(kinesis, settings.stream_name, 2)
+        await loadtest.ensure_stream(kinesis, settings.aws.stream_name, 2)
         result = await loadtest.run_loadtest(
             kinesis,
             settings,
-            settings.stream_name,
+            settings.aws.stream_name,
             stores=6,
             rate=None,
             duration_s=3.0,
@@ -81,7 +81,7 @@ def test_describe_reports_lost_records_and_the_quota() -> None:
 def test_loadtest_command_writes_its_result_and_exits_0(
     make_settings: Callable[..., Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stream = make_settings().stream_name
+    stream = make_settings().aws.stream_name
     out = tmp_path / "lt.json"
     code = cli.main(
         ["loadtest", "--stream", stream, "--shards", "1", "--stores", "3", "--rate", "300", "--duration", "1",
@@ -107,14 +107,14 @@ def tight_kinesis() -> Iterator[Limits]:
 async def test_without_the_limiter_kinesis_throttles_and_the_writer_backs_off_losing_nothing(
     make_settings: Callable[..., Settings], tight_kinesis: Limits
 ) -> None:
-    settings = make_settings(shard_count=1)
+    settings = make_settings(aws={"shard_count": 1})
     throttled_before = kinesis_limits.QUOTAS.write_throttles
     async with aio_client("kinesis", settings) as kinesis:
-        await loadtest.ensure_stream(kinesis, settings.stream_name, 1)
+        await loadtest.ensure_stream(kinesis, settings.aws.stream_name, 1)
         result = await loadtest.run_loadtest(
             kinesis,
             settings,
-            settings.stream_name,
+            settings.aws.stream_name,
             stores=4,
             rate=None,
             duration_s=2.0,

@@ -33,11 +33,11 @@ BATCH = 20
 async def test_concurrent_producers_lose_nothing(
     local_aws: EmbeddedAws, make_settings: Any, read_stream: Any
 ) -> None:
-    settings = make_settings(shard_count=4)
+    settings = make_settings(aws={"shard_count": 4})
     kinesis_sync = sync_client("kinesis", settings)
-    kinesis_sync.create_stream(StreamName=settings.stream_name, ShardCount=settings.shard_count)
+    kinesis_sync.create_stream(StreamName=settings.aws.stream_name, ShardCount=settings.aws.shard_count)
     kinesis_sync.get_waiter("stream_exists").wait(
-        StreamName=settings.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+        StreamName=settings.aws.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
     )
     before = local_aws.serializer.stats
     session = aio_session()
@@ -53,7 +53,7 @@ async def test_concurrent_producers_lose_nothing(
                     }
                     for i in range(start, start + BATCH)
                 ]
-                answer = await kinesis.put_records(StreamName=settings.stream_name, Records=entries)
+                answer = await kinesis.put_records(StreamName=settings.aws.stream_name, Records=entries)
                 failed += answer["FailedRecordCount"]
         return failed
 
@@ -61,7 +61,7 @@ async def test_concurrent_producers_lose_nothing(
     assert failures == [0] * PRODUCERS
 
     async with aio_client("kinesis", settings, session) as kinesis:
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     seen = Counter(
         (body["producer"], body["seq"])
@@ -144,7 +144,7 @@ def test_serializer_leaves_other_services_concurrent() -> None:
 
 def test_long_poll_does_not_block_other_requests(local_aws: EmbeddedAws, settings: Settings) -> None:
     sqs = sync_client("sqs", settings)
-    url = sqs.create_queue(QueueName=settings.restock_queue)["QueueUrl"]
+    url = sqs.create_queue(QueueName=settings.aws.restock_queue)["QueueUrl"]
     received: list[dict[str, Any]] = []
 
     def poll() -> None:

@@ -55,12 +55,12 @@ async def test_metrics_endpoint_serves_the_running_processors_figures(
     records += [b"{not json", b'{"type":"sale","event_id":"x","store_id":"store-1"}']
     stop = asyncio.Event()
     async with AioClients(settings, *PROCESSOR_SERVICES) as clients:
-        async with KinesisWriter(clients["kinesis"], settings.stream_name, settings) as writer:
+        async with KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings) as writer:
             for i, data in enumerate(records):
                 await writer.put(data, f"store-{i % 3}")
         processor = StreamProcessor(settings, clients, resources)
         registry = Registry(
-            {"Service": "process", "Stream": settings.stream_name}, [processor_source(processor)]
+            {"Service": "process", "Stream": settings.aws.stream_name}, [processor_source(processor)]
         )
         task = asyncio.create_task(processor.run(stop))
         try:
@@ -75,7 +75,7 @@ async def test_metrics_endpoint_serves_the_running_processors_figures(
     assert status == 200
     assert ctype == PROMETHEUS_CONTENT_TYPE
     assert missing == 404
-    labels = f'service="process",stream="{settings.stream_name}"'
+    labels = f'service="process",stream="{settings.aws.stream_name}"'
     lines = text.splitlines()
     assert f"shelfstream_events_processed_total{{{labels}}} 14" in lines
     assert f"shelfstream_events_rejected_total{{{labels}}} 2" in lines

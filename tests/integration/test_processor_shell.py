@@ -57,7 +57,7 @@ def workload() -> tuple[list[tuple[bytes, str]], dict[str, dict[str, int]]]:
 async def produce(settings: Settings, records: list[tuple[bytes, str]]) -> None:
     async with (
         AioClients(settings, "kinesis") as clients,
-        KinesisWriter(clients["kinesis"], settings.stream_name, settings) as writer,
+        KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings) as writer,
     ):
         for data, key in records:
             await writer.put(data, key)
@@ -111,7 +111,7 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
 ) -> None:
 
     settings, resources = provisioned
-    settings = settings.model_copy(update={"shard_count": 2})
+    settings = settings.replaced(aws={"shard_count": 2})
     records, expected = workload()
     await produce(settings, records)
 
@@ -123,17 +123,17 @@ async def test_processor_keeps_stock_sends_effects_and_checkpoints(
     assert len(processor.workers) == 2  # every shard was read
 
     s3 = boto3.client("s3")
-    rejected = s3_lines(s3, resources.bucket, settings.rejected_prefix)
+    rejected = s3_lines(s3, resources.bucket, settings.prefixes.rejected)
     assert sorted(r["record"] for r in rejected) == sorted(
         ["{not json", '{"type":"sale","event_id":"x","store_id":"store-001"}']
     )
     assert all(r["reason"] and r["shard_id"].startswith("shardId-") for r in rejected)
 
-    archived = s3_lines(s3, resources.bucket, settings.events_prefix)
+    archived = s3_lines(s3, resources.bucket, settings.prefixes.events)
     assert len(archived) == len(records) - 4  # every valid event once, repeats and rejects not
     assert len({a["event_id"] for a in archived}) == len(archived)
 
-    archived_alerts = s3_lines(s3, resources.bucket, settings.alerts_prefix)
+    archived_alerts = s3_lines(s3, resources.bucket, settings.prefixes.alerts)
     assert sorted(a["kind"] for a in archived_alerts) == ["out_of_stock"] * 8 + ["restock_request"] * 8
 
     requests = take_all(resources.restock_queue_url)
@@ -162,7 +162,7 @@ async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
 ) -> None:
 
     settings, resources = provisioned
-    settings = settings.model_copy(update={"travel_seconds": 0.0, "trucks": 2, "restock_visibility_s": 1})
+    settings = settings.replaced(trucks={"travel_s": 0.0, "count": 2, "visibility_s": 1})
     request = RestockRequest(
         alert_id=alert_id("restock_request", "store-001", "milk", "e9"),
         store_id="store-001",
@@ -180,7 +180,7 @@ async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
     delivered: list[Any] = []
     stop = asyncio.Event()
     async with AioClients(settings, "kinesis", "sqs") as clients:
-        writer = KinesisWriter(clients["kinesis"], settings.stream_name, settings)
+        writer = KinesisWriter(clients["kinesis"], settings.aws.stream_name, settings)
         dispatcher = Dispatcher(
             settings,
             clients["sqs"],
@@ -204,11 +204,11 @@ async def test_dispatcher_delivers_once_and_sends_poison_to_the_dlq(
         await writer.close()
         from tests.integration.conftest import read_all_shards
 
-        stream = await read_all_shards(clients["kinesis"], settings.stream_name)
+        stream = await read_all_shards(clients["kinesis"], settings.aws.stream_name)
 
     assert dispatcher.stats.deliveries == 1
     assert dispatcher.stats.duplicates_dropped == 1
-    assert dispatcher.stats.poison_messages == settings.max_receive_count
+    assert dispatcher.stats.poison_messages == settings.aws.max_receive_count
     restocks = [orjson.loads(r["Data"]) for records in stream.values() for r in records]
     assert len(restocks) == 1
     assert restocks[0]["type"] == "restock"
@@ -262,7 +262,7 @@ async def test_an_idle_shard_follows_the_other_shards_event_time(
     nothing to read, but once it has been quiet for the patience (wall clock) its windows still close
     (10 minutes behind B's time), so the outage is judged while it lasts instead of when A trades again."""
     caplog.set_level(logging.INFO, logger="processors.shard_worker")
-    settings = make_settings(idle_shard_patience_s=0.5)
+    settings = make_settings(processor={"idle_shard_patience_s": 0.5})
     resources, quiet = await _one_store_stops_after_an_hour(settings)
     async with running(settings, resources) as processor:
         quiet_shard = next(w for w in processor.workers.values() if quiet in w.core.inventory())
@@ -309,7 +309,7 @@ async def test_a_shard_whose_writer_is_behind_is_not_a_silent_store(
     A's shard, quiet for a moment, follows B's event time and A's second hour arrives late: its
     windows are judged without it, then revised when it comes (within the late bound; before there
     was one, those sales were left out); with the default patience nothing is late or revised."""
-    settings = make_settings(idle_shard_patience_s=patience_s)
+    settings = make_settings(processor={"idle_shard_patience_s": patience_s})
     resources, quiet = await _one_store_stops_after_an_hour(settings)
     async with running(settings, resources) as processor:
         await asyncio.sleep(1.5)  # a few empty polls of A's shard, each a chance to follow B
@@ -336,7 +336,7 @@ def test_an_idle_shard_follows_the_middle_of_the_trading_others_not_one_wild_clo
     from types import SimpleNamespace
 
     processor = StreamProcessor.__new__(StreamProcessor)
-    processor._settings = Settings(idle_shard_patience_s=10)
+    processor._settings = Settings(processor={"idle_shard_patience_s": 10})
     year = 365 * 24 * 3600_000
     now = time.monotonic()
     # (event time, seconds since the shard last read records)
@@ -371,7 +371,7 @@ async def test_two_processors_on_one_stream_never_overwrite_each_others_checkpoi
     replacement starts): both apply every record, and the checkpoint is fenced: the one whose save comes
     second stops with `ShardTakenOver` instead of putting its state over the other's, and the
     checkpoint in S3 stays whole, the other's."""
-    settings = make_settings(shard_count=1, checkpoint_every_s=0.1)
+    settings = make_settings(aws={"shard_count": 1}, checkpoints={"every_s": 0.1})
     resources = provision(settings)
     store = "store-000"
 
@@ -427,7 +427,9 @@ async def test_a_whole_quiet_stream_is_said_once_and_alerts_no_store(
     stops (a replay's end, a feed cut): the processor says once that the feed is quiet while the
     stores would trade, and no store gets an alert for the silence."""
     caplog.set_level(logging.INFO, logger="processors.stream_processor")
-    settings = make_settings(idle_shard_patience_s=0.3, stream_quiet_after_s=1.0, stream_quiet_min_sales=1.0)
+    settings = make_settings(
+        processor={"idle_shard_patience_s": 0.3, "stream_quiet_after_s": 1.0, "stream_quiet_min_sales": 1.0}
+    )
     resources = provision(settings)
     stores = ("store-q1", "store-q2")
     records: list[tuple[bytes, str]] = []

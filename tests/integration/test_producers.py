@@ -82,9 +82,9 @@ class FaultInjector:
 
 
 async def create_stream(kinesis: Any, settings: Settings) -> None:
-    await kinesis.create_stream(StreamName=settings.stream_name, ShardCount=settings.shard_count)
+    await kinesis.create_stream(StreamName=settings.aws.stream_name, ShardCount=settings.aws.shard_count)
     waiter = kinesis.get_waiter("stream_exists")
-    await waiter.wait(StreamName=settings.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    await waiter.wait(StreamName=settings.aws.stream_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
 
 
 def in_stream_order(by_shard: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -96,7 +96,8 @@ async def test_writer_loses_nothing_and_doubles_nothing_through_partial_failures
     make_settings: Any, read_stream: Any
 ) -> None:
     settings = make_settings(
-        shard_count=4, max_batches_in_flight=4, put_max_attempts=12, put_base_backoff_s=0.002
+        aws={"shard_count": 4},
+        producers={"max_batches_in_flight": 4, "put_max_attempts": 12, "put_base_backoff_s": 0.002},
     )
     records = 3000
     stores = 40
@@ -105,13 +106,13 @@ async def test_writer_loses_nothing_and_doubles_nothing_through_partial_failures
     async with aio_client("kinesis", settings) as kinesis:
         await create_stream(kinesis, settings)
         faults.install(kinesis)
-        async with KinesisWriter(kinesis, settings.stream_name, settings, linger_s=0.005) as writer:
+        async with KinesisWriter(kinesis, settings.aws.stream_name, settings, linger_s=0.005) as writer:
             for i in range(records):
                 store = f"store-{i % stores:03d}"
                 body = json.dumps({"store": store, "seq": i // stores}).encode()
                 sent.append(body)
                 assert await writer.put(body, store)
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     assert faults.dropped > 100
     assert faults.throttled > 2
@@ -150,7 +151,7 @@ async def test_writer_loses_nothing_and_doubles_nothing_through_partial_failures
 async def test_replay_sends_each_line_untouched_keyed_by_its_store(
     make_settings: Any, read_stream: Any, tmp_path: Path
 ) -> None:
-    settings = make_settings(shard_count=2)
+    settings = make_settings(aws={"shard_count": 2})
     sim = StoreSimulator(3, 3, 4, START_MS)
     good = [event.data for event in sim.events_until(START_MS + HOUR_MS)][:60]
     keyless = [b"not json at all", b'{"event_id": "x", "type": "sale"}', b'{"store_id": "no spaces allowed"}']
@@ -161,9 +162,9 @@ async def test_replay_sends_each_line_untouched_keyed_by_its_store(
 
     async with aio_client("kinesis", settings) as kinesis:
         await create_stream(kinesis, settings)
-        async with KinesisWriter(kinesis, settings.stream_name, settings) as writer:
+        async with KinesisWriter(kinesis, settings.aws.stream_name, settings) as writer:
             stats = await replay_file(path, writer, progress.append, progress_every=25)
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     assert (stats.lines, stats.sent, stats.blank, stats.no_store_id, stats.refused) == (65, 63, 2, 3, 0)
     assert progress[-1] is stats
@@ -196,7 +197,7 @@ async def test_replay_refuses_a_missing_file_or_a_directory_in_one_line(tmp_path
 async def test_simulated_stores_reach_the_stream_in_the_order_the_ledger_saw(
     make_settings: Any, read_stream: Any
 ) -> None:
-    settings = make_settings(shard_count=3)
+    settings = make_settings(aws={"shard_count": 3})
     sim = StoreSimulator(8, 5, 12, START_MS, bad_fraction=0.01, duplicate_fraction=0.02)
     ledger = Ledger()
     now = [0.0]
@@ -207,7 +208,7 @@ async def test_simulated_stores_reach_the_stream_in_the_order_the_ledger_saw(
 
     async with aio_client("kinesis", settings) as kinesis:
         await create_stream(kinesis, settings)
-        async with KinesisWriter(kinesis, settings.stream_name, settings) as writer:
+        async with KinesisWriter(kinesis, settings.aws.stream_name, settings) as writer:
             stats = await run_simulation(
                 writer,
                 sim,
@@ -218,7 +219,7 @@ async def test_simulated_stores_reach_the_stream_in_the_order_the_ledger_saw(
                 clock=lambda: now[0],
                 sleep=advance,
             )
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     stream = in_stream_order(by_shard)
     assert len(stream) == stats.records_put == sim.stats.records

@@ -19,14 +19,14 @@ pytestmark = pytest.mark.integration
 
 def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -> None:
     settings, resources = provisioned
-    assert resources.stream_arn.endswith(f":stream/{settings.stream_name}")
-    assert resources.bucket == settings.bucket
+    assert resources.stream_arn.endswith(f":stream/{settings.aws.stream_name}")
+    assert resources.bucket == settings.aws.bucket
 
     s3 = sync_client("s3", settings)
-    rules = s3.get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=settings.aws.bucket)["Rules"]
     expiring = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules}
     assert expiring == {"events/": 30, "windows/": 30, "alerts/": 30, "rejected/": 30}
-    block = s3.get_public_access_block(Bucket=settings.bucket)["PublicAccessBlockConfiguration"]
+    block = s3.get_public_access_block(Bucket=settings.aws.bucket)["PublicAccessBlockConfiguration"]
     assert block == dict.fromkeys(
         ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"), True
     )
@@ -40,7 +40,7 @@ def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -
         description = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
         assert description["DeliveryStreamType"] == "DirectPut"
         destination = description["Destinations"][0]["ExtendedS3DestinationDescription"]
-        assert destination["BucketARN"] == f"arn:aws:s3:::{settings.bucket}"
+        assert destination["BucketARN"] == f"arn:aws:s3:::{settings.aws.bucket}"
         assert destination["Prefix"] == prefix
 
     sqs = sync_client("sqs", settings)
@@ -52,7 +52,7 @@ def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -
         "Attributes"
     ]["QueueArn"]
     assert redrive["deadLetterTargetArn"] == dlq_arn
-    assert int(redrive["maxReceiveCount"]) == settings.max_receive_count
+    assert int(redrive["maxReceiveCount"]) == settings.aws.max_receive_count
     assert attributes["VisibilityTimeout"] == "60"
 
     policy = json.loads(
@@ -68,15 +68,15 @@ def test_provision_creates_everything(provisioned: tuple[Settings, Resources]) -
     incoming_arn = sqs.get_queue_attributes(
         QueueUrl=resources.incoming_queue_url, AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
-    assert incoming_arn.endswith(f":{settings.incoming_queue}")
+    assert incoming_arn.endswith(f":{settings.aws.incoming_queue}")
     incoming_policy = json.loads(
         sqs.get_queue_attributes(QueueUrl=resources.incoming_queue_url, AttributeNames=["Policy"])[
             "Attributes"
         ]["Policy"]
     )["Statement"][0]
     assert incoming_policy["Principal"] == {"Service": "s3.amazonaws.com"}
-    assert incoming_policy["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{settings.bucket}"
-    (notify,) = s3.get_bucket_notification_configuration(Bucket=settings.bucket)["QueueConfigurations"]
+    assert incoming_policy["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{settings.aws.bucket}"
+    (notify,) = s3.get_bucket_notification_configuration(Bucket=settings.aws.bucket)["QueueConfigurations"]
     assert notify["QueueArn"] == incoming_arn
     assert notify["Events"] == ["s3:ObjectCreated:*"]
     assert notify["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "incoming/"}]
@@ -100,10 +100,10 @@ def test_firehose_archive_lands_under_the_events_prefix(provisioned: tuple[Setti
         Records=[{"Data": b'{"event_id":"e1"}\n'}, {"Data": b'{"event_id":"e2"}\n'}],
     )
     s3 = sync_client("s3", settings)
-    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=settings.bucket).get("Contents", [])]
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=settings.aws.bucket).get("Contents", [])]
     assert len(keys) == 1
-    assert keys[0].startswith(settings.events_prefix)
-    body = s3.get_object(Bucket=settings.bucket, Key=keys[0])["Body"].read()
+    assert keys[0].startswith(settings.prefixes.events)
+    body = s3.get_object(Bucket=settings.aws.bucket, Key=keys[0])["Body"].read()
     assert body == b'{"event_id":"e1"}\n{"event_id":"e2"}\n'
 
 
@@ -114,34 +114,36 @@ def test_provision_twice_is_a_no_op(provisioned: tuple[Settings, Resources]) -> 
     assert resolve(settings) == first
 
     kinesis = sync_client("kinesis", settings)
-    summary = kinesis.describe_stream_summary(StreamName=settings.stream_name)["StreamDescriptionSummary"]
-    assert summary["OpenShardCount"] == settings.shard_count
-    assert len(kinesis.list_shards(StreamName=settings.stream_name)["Shards"]) == settings.shard_count
+    summary = kinesis.describe_stream_summary(StreamName=settings.aws.stream_name)["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == settings.aws.shard_count
+    assert len(kinesis.list_shards(StreamName=settings.aws.stream_name)["Shards"]) == settings.aws.shard_count
 
     subscriptions = sync_client("sns", settings).list_subscriptions_by_topic(TopicArn=first.topic_arn)[
         "Subscriptions"
     ]
     assert len(subscriptions) == 1
-    prefix = settings.restock_queue.split("-restock")[0]
+    prefix = settings.aws.restock_queue.split("-restock")[0]
     queues = sync_client("sqs", settings).list_queues(QueueNamePrefix=prefix)["QueueUrls"]
     ours = [first.restock_queue_url, first.restock_dlq_url, first.alerts_queue_url, first.incoming_queue_url]
     assert sorted(queues) == sorted(url for url in ours if url.rsplit("/", 1)[-1].startswith(prefix))
-    notify = sync_client("s3", settings).get_bucket_notification_configuration(Bucket=settings.bucket)
+    notify = sync_client("s3", settings).get_bucket_notification_configuration(Bucket=settings.aws.bucket)
     assert len(notify["QueueConfigurations"]) == 1
-    rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.bucket)["Rules"]
+    rules = sync_client("s3", settings).get_bucket_lifecycle_configuration(Bucket=settings.aws.bucket)[
+        "Rules"
+    ]
     assert len(rules) == 4
 
 
 def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
     make_settings: Any, local_aws: EmbeddedAws
 ) -> None:
-    settings = make_settings(shard_count=3, max_receive_count=4)
+    settings = make_settings(aws={"shard_count": 3, "max_receive_count": 4})
     first = provision(settings)
-    changed = settings.model_copy(update={"shard_count": 1, "max_receive_count": 7})
+    changed = settings.replaced(aws={"shard_count": 1, "max_receive_count": 7})
     second = provision(changed)
     assert second == first
     kinesis = sync_client("kinesis", settings)
-    assert len(kinesis.list_shards(StreamName=settings.stream_name)["Shards"]) == 3  # never resharded
+    assert len(kinesis.list_shards(StreamName=settings.aws.stream_name)["Shards"]) == 3  # never resharded
     attributes = sync_client("sqs", settings).get_queue_attributes(
         QueueUrl=first.restock_queue_url, AttributeNames=["RedrivePolicy"]
     )["Attributes"]
@@ -149,16 +151,16 @@ def test_provision_keeps_an_existing_stream_and_converges_queue_settings(
 
 
 def test_incoming_notifications_are_written_once_and_announce_uploads(make_settings: Any) -> None:
-    settings = make_settings(incoming_queue=f"{make_settings().restock_queue}-incoming")
+    settings = make_settings(aws={"incoming_queue": f"{make_settings().aws.restock_queue}-incoming"})
     first = provision(settings)
     provision(settings)  # unchanged: not written again (each write makes S3 send a test event)
     firehose = sync_client("firehose", settings)
-    for name in (settings.archive_firehose, settings.windows_firehose, settings.alerts_firehose):
+    for name in (settings.aws.archive_firehose, settings.aws.windows_firehose, settings.aws.alerts_firehose):
         # moto, like AWS, allows 50 delivery streams per region; this test needs none of them.
         firehose.delete_delivery_stream(DeliveryStreamName=name, AllowForceDelete=True)
     s3 = sync_client("s3", settings)
-    s3.put_object(Bucket=settings.bucket, Key="incoming/Berlin stock.csv", Body=b"store,item,count\n")
-    s3.put_object(Bucket=settings.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\n")
+    s3.put_object(Bucket=settings.aws.bucket, Key="incoming/Berlin stock.csv", Body=b"store,item,count\n")
+    s3.put_object(Bucket=settings.aws.bucket, Key="elsewhere/ignored.csv", Body=b"store,item,count\n")
     sqs = sync_client("sqs", settings)
     bodies = []
     while got := sqs.receive_message(
@@ -201,7 +203,7 @@ def test_unprocessed_restock_request_ends_in_the_dlq(provisioned: tuple[Settings
     settings, resources = provisioned
     sqs = sync_client("sqs", settings)
     sqs.send_message(QueueUrl=resources.restock_queue_url, MessageBody='{"alert_id":"r-1"}')
-    for attempt in range(settings.max_receive_count):
+    for attempt in range(settings.aws.max_receive_count):
         got = sqs.receive_message(QueueUrl=resources.restock_queue_url, VisibilityTimeout=0)
         assert [m["Body"] for m in got.get("Messages", [])] == ['{"alert_id":"r-1"}'], attempt
     # One receive too many: SQS moves it to the DLQ instead of delivering it again.
@@ -215,21 +217,21 @@ def test_unprocessed_restock_request_ends_in_the_dlq(provisioned: tuple[Settings
 async def test_records_spread_over_shards_and_read_back_in_order(
     make_settings: Any, read_stream: Any
 ) -> None:
-    settings = make_settings(shard_count=4)
+    settings = make_settings(aws={"shard_count": 4})
     provision(settings)
     stores = [f"store-{n:03d}" for n in range(20)]
     sent = [{"store_id": stores[i % len(stores)], "n": i} for i in range(300)]
     async with aio_client("kinesis", settings) as kinesis:
         for start in range(0, len(sent), 100):
             answer = await kinesis.put_records(
-                StreamName=settings.stream_name,
+                StreamName=settings.aws.stream_name,
                 Records=[
                     {"Data": json.dumps(event).encode(), "PartitionKey": event["store_id"]}
                     for event in sent[start : start + 100]
                 ],
             )
             assert answer["FailedRecordCount"] == 0
-        by_shard = await read_stream(kinesis, settings.stream_name)
+        by_shard = await read_stream(kinesis, settings.aws.stream_name)
 
     assert len(by_shard) == 4
     assert sum(1 for records in by_shard.values() if records) > 1
@@ -251,7 +253,12 @@ def test_resolve_on_a_missing_stack_names_what_is_missing(settings: Settings) ->
     message = str(caught.value)
     assert "\n" not in message
     assert "shelfstream provision" in message
-    for name in (settings.stream_name, settings.bucket, settings.alerts_topic, settings.restock_dlq):
+    for name in (
+        settings.aws.stream_name,
+        settings.aws.bucket,
+        settings.aws.alerts_topic,
+        settings.aws.restock_dlq,
+    ):
         assert repr(name) in message
 
 
@@ -261,6 +268,6 @@ def test_resolve_names_only_the_missing_piece(provisioned: tuple[Settings, Resou
     with pytest.raises(ShelfstreamError, match="shelfstream provision") as caught:
         resolve(settings)
     message = str(caught.value)
-    assert f"SQS queue {settings.alerts_queue!r}" in message
-    assert settings.stream_name not in message
-    assert settings.bucket not in message
+    assert f"SQS queue {settings.aws.alerts_queue!r}" in message
+    assert settings.aws.stream_name not in message
+    assert settings.aws.bucket not in message

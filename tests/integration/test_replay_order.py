@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from config import Settings
+from config.settings import to_env
 from foundation.aws.clients import AioClients
 from shelfstream.cli import main
 
@@ -28,10 +29,10 @@ def test_replay_keeps_the_order_of_the_file_across_stores_in_a_shard(
 ) -> None:
     from foundation.aws.provision import provision
 
-    settings = make_settings(shard_count=1, max_batches_in_flight=4)
+    settings = make_settings(aws={"shard_count": 1}, producers={"max_batches_in_flight": 4})
     provision(settings)
-    for name, value in settings.model_dump().items():
-        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(value))
+    for name, value in to_env(settings).items():
+        monkeypatch.setenv(name, value)
     stores = [f"store-{i:03d}" for i in range(8)]
     lines = [
         orjson.dumps(
@@ -54,7 +55,7 @@ def test_replay_keeps_the_order_of_the_file_across_stores_in_a_shard(
 
     async def read() -> list[str]:
         async with AioClients(settings, "kinesis") as clients:
-            (records,) = (await read_stream(clients["kinesis"], settings.stream_name)).values()
+            (records,) = (await read_stream(clients["kinesis"], settings.aws.stream_name)).values()
         return [orjson.loads(r["Data"])["event_id"] for r in records]
 
     assert asyncio.run(read()) == [f"e{n}" for n in range(6000)]

@@ -34,7 +34,9 @@ def resharding_stack(
 ) -> Iterator[tuple[Settings, Resources]]:
     with kinesis_local(tmp_path / "kinesis-local") as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", endpoint)  # Kinesis there, the rest on moto
-        settings = make_settings(shard_count=1, poll_interval_s=0.05, max_poll_interval_s=0.2)
+        settings = make_settings(
+            aws={"shard_count": 1}, processor={"poll_interval_s": 0.05, "max_poll_interval_s": 0.2}
+        )
         yield settings, provision(settings)
 
 
@@ -100,7 +102,7 @@ async def test_split_then_merge_keeps_every_stores_stock_exact(
 ) -> None:
     settings, resources = resharding_stack
     kinesis = sync_client("kinesis", settings)
-    stream = settings.stream_name
+    stream = settings.aws.stream_name
     expected = {store: {"milk": 100} for store in STORES}
 
     def sold(n: int) -> None:

@@ -16,7 +16,7 @@ from tests.unit.api_helpers import HQ, STORE1, STORE2, FakeClock, FakeSink, auth
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[httpx.AsyncClient, Any, FakeSink, FakeClock]]:
     app, state, sink, clock = make_api(
-        api_burst=5, api_rate_per_s=1.0, api_max_body_bytes=4096, api_max_events=10
+        api={"burst": 5, "rate_per_s": 1.0, "max_body_bytes": 4096, "max_events": 10}
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -23,10 +23,10 @@ async def _client(tmp_path: Path, with_tables: bool) -> tuple[httpx.AsyncClient,
     if with_tables:
         from config import Settings
 
-        tables = Tables(Settings(**paths))
+        tables = Tables(Settings(history=paths))
         append_lines(tables, "events", [orjson.dumps(e) for e in generate(2, 3, dt.date(2026, 8, 1))])
         compute_days(tables)
-    app, *_ = make_api(**paths)
+    app, *_ = make_api(history=paths)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://test"), paths
 

@@ -20,7 +20,7 @@ from tests.unit.api_helpers import HQ, STORE1, FakeSink, auth, make_api, sale
 
 @pytest.fixture
 async def api() -> AsyncIterator[tuple[httpx.AsyncClient, FakeSink]]:
-    app, _, sink, _ = make_api(api_burst=1000, api_rate_per_s=100.0)
+    app, _, sink, _ = make_api(api={"burst": 1000, "rate_per_s": 100.0})
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client, sink
@@ -102,7 +102,7 @@ async def test_rotating_x_forwarded_for_does_not_get_around_the_sign_in_limit() 
     app, state, _, _ = make_api()
     sock = bind("127.0.0.1", 0)
     stop = asyncio.Event()
-    serving = asyncio.create_task(serve_app(app, sock, state, stop, Settings().api_trusted_proxies))
+    serving = asyncio.create_task(serve_app(app, sock, state, stop, Settings().api.trusted_proxies))
     try:
         async with httpx.AsyncClient(base_url=url_of(sock)) as client:
             statuses = []

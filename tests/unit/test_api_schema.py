@@ -11,7 +11,7 @@ from schemathesis import checks
 
 from tests.unit.api_helpers import HQ, make_api
 
-_app, _state, _sink, _clock = make_api(api_burst=100_000, api_rate_per_s=100_000.0)
+_app, _state, _sink, _clock = make_api(api={"burst": 100_000, "rate_per_s": 100_000.0})
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app).exclude(path="/v1/stream")
 CHECKS = (
     checks.not_a_server_error,

@@ -89,7 +89,7 @@ async def test_trucks_are_cut_down_to_the_tokens_store() -> None:
 
 
 async def test_an_idle_stream_sends_heartbeat_comments() -> None:
-    app, _, _, _ = make_api(sse_heartbeat_s=0.01)
+    app, _, _, _ = make_api(api={"sse_heartbeat_s": 0.01})
     status, frames = await read_sse(app, HQ, frames=3)
     assert status == 200
     assert frames[1] == {"comment": "keep-alive"}

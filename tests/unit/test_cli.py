@@ -95,12 +95,12 @@ def test_commands_that_need_aws_say_so_when_none_is_configured(
 def test_bad_settings_are_reported_as_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("SHELFSTREAM_SHARD_COUNT", "zero")
+    monkeypatch.setenv("SHELFSTREAM_AWS__SHARD_COUNT", "zero")
     source = tmp_path / "e.jsonl"
     source.write_text(LINES[0] + "\n")
     assert main(["backtest", str(source), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "SHELFSTREAM_SHARD_COUNT" in err
+    assert "SHELFSTREAM_AWS__SHARD_COUNT" in err
     assert len(err.strip().splitlines()) == 1
 
 

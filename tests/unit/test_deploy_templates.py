@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import yaml
 
-from config.settings import Settings
+from config.settings import Settings, env_name, members
 from foundation import contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -382,28 +382,27 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_container_environment_uses_only_settings_names() -> None:
-    fields = set(Settings.model_fields)
+    names = {env_name(group, member) for group, fields in members().items() for member in fields}
     for name, container in _containers(load_template(MAIN)).items():
         for var in _env(container):
             if var.startswith("SHELFSTREAM_"):
-                field = var.removeprefix("SHELFSTREAM_").lower()
-                assert field in fields, f"{name}: {var} is not a Settings field"
+                assert var in names, f"{name}: {var} is not a setting's (grouped) name"
 
 
 def test_every_container_is_told_where_every_resource_is() -> None:
     expected = {
-        "SHELFSTREAM_STREAM_NAME": {"Ref": "EventStream"},
-        "SHELFSTREAM_BUCKET": {"Ref": "ArchiveBucket"},
-        "SHELFSTREAM_ARCHIVE_FIREHOSE": {"Ref": "ArchiveFirehose"},
-        "SHELFSTREAM_WINDOWS_FIREHOSE": {"Ref": "WindowsFirehose"},
-        "SHELFSTREAM_ALERTS_TOPIC": {"Fn::GetAtt": ["AlertsTopic", "TopicName"]},
-        "SHELFSTREAM_RESTOCK_QUEUE": {"Fn::GetAtt": ["RestockQueue", "QueueName"]},
-        "SHELFSTREAM_RESTOCK_DLQ": {"Fn::GetAtt": ["RestockDeadLetterQueue", "QueueName"]},
-        "SHELFSTREAM_ALERTS_QUEUE": {"Fn::GetAtt": ["AlertsInboxQueue", "QueueName"]},
-        "SHELFSTREAM_ALERTS_FIREHOSE": {"Ref": "AlertsFirehose"},
-        "SHELFSTREAM_INCOMING_QUEUE": {"Fn::GetAtt": ["IncomingQueue", "QueueName"]},
-        "SHELFSTREAM_DELIVERIES_TABLE": {"Ref": "DeliveriesTable"},
-        "SHELFSTREAM_SHARD_CLOCKS_TABLE": {"Ref": "ShardClocksTable"},
+        "SHELFSTREAM_AWS__STREAM_NAME": {"Ref": "EventStream"},
+        "SHELFSTREAM_AWS__BUCKET": {"Ref": "ArchiveBucket"},
+        "SHELFSTREAM_AWS__ARCHIVE_FIREHOSE": {"Ref": "ArchiveFirehose"},
+        "SHELFSTREAM_AWS__WINDOWS_FIREHOSE": {"Ref": "WindowsFirehose"},
+        "SHELFSTREAM_AWS__ALERTS_TOPIC": {"Fn::GetAtt": ["AlertsTopic", "TopicName"]},
+        "SHELFSTREAM_AWS__RESTOCK_QUEUE": {"Fn::GetAtt": ["RestockQueue", "QueueName"]},
+        "SHELFSTREAM_AWS__RESTOCK_DLQ": {"Fn::GetAtt": ["RestockDeadLetterQueue", "QueueName"]},
+        "SHELFSTREAM_AWS__ALERTS_QUEUE": {"Fn::GetAtt": ["AlertsInboxQueue", "QueueName"]},
+        "SHELFSTREAM_AWS__ALERTS_FIREHOSE": {"Ref": "AlertsFirehose"},
+        "SHELFSTREAM_AWS__INCOMING_QUEUE": {"Fn::GetAtt": ["IncomingQueue", "QueueName"]},
+        "SHELFSTREAM_AWS__DELIVERIES_TABLE": {"Ref": "DeliveriesTable"},
+        "SHELFSTREAM_AWS__SHARD_CLOCKS_TABLE": {"Ref": "ShardClocksTable"},
         "AWS_REGION": {"Ref": "AWS::Region"},
     }
     for name, container in _containers(load_template(MAIN)).items():
@@ -417,17 +416,18 @@ def test_prefixes_match_settings_firehose_and_iam() -> None:
     template = load_template(MAIN)
     for name, container in _containers(template).items():
         for var, value in _env(container).items():
-            if var.endswith("_PREFIX"):
-                assert value == getattr(defaults, var.removeprefix("SHELFSTREAM_").lower()), f"{name}: {var}"
+            if var.startswith("SHELFSTREAM_PREFIXES__"):
+                member = var.removeprefix("SHELFSTREAM_PREFIXES__").lower()
+                assert value == getattr(defaults.prefixes, member), f"{name}: {var}"
     resources = template["Resources"]
     archive = resources["ArchiveFirehose"]["Properties"]["IcebergDestinationConfiguration"]["S3Configuration"]
     windows = resources["WindowsFirehose"]["Properties"]["IcebergDestinationConfiguration"]["S3Configuration"]
     alerts = resources["AlertsFirehose"]["Properties"]["IcebergDestinationConfiguration"]["S3Configuration"]
-    assert archive["Prefix"].startswith(defaults.events_prefix)
-    assert windows["Prefix"].startswith(defaults.windows_prefix)
-    assert alerts["Prefix"].startswith(defaults.alerts_prefix)
+    assert archive["Prefix"].startswith(defaults.prefixes.events)
+    assert windows["Prefix"].startswith(defaults.prefixes.windows)
+    assert alerts["Prefix"].startswith(defaults.prefixes.alerts)
     text = MAIN.read_text(encoding="utf-8")
-    for prefix in (defaults.checkpoint_prefix, defaults.rejected_prefix, defaults.reports_prefix):
+    for prefix in (defaults.prefixes.checkpoints, defaults.prefixes.rejected, defaults.prefixes.reports):
         assert f"${{ArchiveBucket.Arn}}/{prefix}*" in text
 
 
@@ -573,7 +573,7 @@ def test_athena_has_kpi_queries_and_table_maintenance() -> None:
     assert "VACUUM events" in queries["vacuum-events"]
     history = _containers(load_template(MAIN))["HistoryTaskDefinition/history"]
     assert history["Command"] == ["history", "daily"]
-    assert _env(history)["SHELFSTREAM_TABLES_CATALOG"] == "glue"
+    assert _env(history)["SHELFSTREAM_HISTORY__TABLES_CATALOG"] == "glue"
 
 
 def _properties(path: Path) -> dict[str, str]:
@@ -595,8 +595,8 @@ def test_kcl_properties_name_the_shelfstream_cli_as_record_processor() -> None:
     assert scripts[executable] == "shelfstream.cli:main"
     assert subcommand == "kcl-processor"
     defaults = Settings()
-    assert props["streamName"] == defaults.stream_name
-    assert props["regionName"] == defaults.region
+    assert props["streamName"] == defaults.aws.stream_name
+    assert props["regionName"] == defaults.aws.region
     assert props["initialPositionInStream"] == "TRIM_HORIZON"
     assert props["retrievalMode"] == "POLLING"
 
@@ -733,12 +733,12 @@ def test_restock_visibility_matches_the_queue_and_the_incoming_queue_gets_upload
     resources = template["Resources"]
     visibility = resources["RestockQueue"]["Properties"]["VisibilityTimeout"]
     for name, container in _containers(template).items():
-        assert _env(container)["SHELFSTREAM_RESTOCK_VISIBILITY_S"] == str(visibility), name
+        assert _env(container)["SHELFSTREAM_TRUCKS__VISIBILITY_S"] == str(visibility), name
     bucket = resources["ArchiveBucket"]
     (notification,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
     assert notification["Queue"] == {"Fn::GetAtt": ["IncomingQueue", "Arn"]}
     assert notification["Filter"]["S3Key"]["Rules"] == [
-        {"Name": "prefix", "Value": Settings().incoming_prefix}
+        {"Name": "prefix", "Value": Settings().prefixes.incoming}
     ]
     assert bucket["DependsOn"] == "IncomingQueuePolicy"
     allow = resources["IncomingQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]

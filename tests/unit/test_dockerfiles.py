@@ -498,7 +498,7 @@ def test_properties_parser_reads_the_simple_form_and_refuses_the_rest() -> None:
 def test_render_takes_deployment_values_from_the_environment() -> None:
     template = {"executableName": "shelfstream kcl-processor", "streamName": "s", "applicationName": "a"}
     env = {
-        "SHELFSTREAM_STREAM_NAME": "prod-events",
+        "SHELFSTREAM_AWS__STREAM_NAME": "prod-events",
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_REGION": "eu-central-1",
         "KCL_APPLICATION_NAME": "prod-processor",
@@ -509,14 +509,32 @@ def test_render_takes_deployment_values_from_the_environment() -> None:
     assert rendered["applicationName"] == "prod-processor"
     assert launch.render(template, {})["streamName"] == "s"
     with pytest.raises(launch.LaunchError, match="line break"):
-        launch.render(template, {"SHELFSTREAM_STREAM_NAME": "a\nexecutableName = sh"})
+        launch.render(template, {"SHELFSTREAM_AWS__STREAM_NAME": "a\nexecutableName = sh"})
     with pytest.raises(launch.LaunchError, match="executableName"):
         launch.render({"streamName": "s", "applicationName": "a"}, {})
 
 
+def test_render_still_takes_the_flat_stream_name_of_earlier_releases() -> None:
+    template = {"executableName": "shelfstream kcl-processor", "streamName": "s", "applicationName": "a"}
+    assert launch.render(template, {"SHELFSTREAM_STREAM_NAME": "old"})["streamName"] == "old"
+    both = {"SHELFSTREAM_STREAM_NAME": "old", "SHELFSTREAM_AWS__STREAM_NAME": "new"}
+    assert launch.render(template, both)["streamName"] == "new"
+
+
+@pytest.mark.parametrize("variable", ["SHELFSTREAM_OPS__HEALTH_FILE", "SHELFSTREAM_HEALTH_FILE"])
+def test_the_health_check_reads_the_heartbeat_the_settings_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    beat = tmp_path / "beat"
+    monkeypatch.setenv(variable, str(beat))
+    assert healthcheck.main([]) == 1  # no heartbeat there yet
+    beat.touch()
+    assert healthcheck.main([]) == 0
+
+
 def test_the_shipped_properties_render_round_trip() -> None:
     template = launch.parse_properties((ROOT / "deploy" / "kcl" / "shelfstream.properties").read_text())
-    rendered = launch.render(template, {"SHELFSTREAM_STREAM_NAME": "x-events"})
+    rendered = launch.render(template, {"SHELFSTREAM_AWS__STREAM_NAME": "x-events"})
     assert launch.parse_properties(launch.dump_properties(rendered)) == rendered
     assert rendered["streamName"] == "x-events"
     assert int(rendered["shutdownGraceMillis"]) < 60_000  # inside the processor's stopTimeout (60 s)
@@ -565,7 +583,7 @@ def test_launcher_renders_and_prints_the_command(tmp_path: Path, capsys: pytest.
     output = tmp_path / "run" / "shelfstream.properties"
     env = {
         "JAVA_HOME": str(java_home),
-        "SHELFSTREAM_STREAM_NAME": "prod-events",
+        "SHELFSTREAM_AWS__STREAM_NAME": "prod-events",
         "AWS_REGION": "eu-west-1",
         "KCL_APPLICATION_NAME": "prod-processor",
         "KCL_JAVA_OPTIONS": "-Xss512k",

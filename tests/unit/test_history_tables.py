@@ -35,8 +35,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("POLARS_ICEBERG_PLANNER", "pyiceberg")
     # the commands (which read the environment) and the test's own Tables see the same catalog
-    monkeypatch.setenv("SHELFSTREAM_TABLES_CATALOG", str(tmp_path / "tables" / "catalog.db"))
-    monkeypatch.setenv("SHELFSTREAM_TABLES_WAREHOUSE", str(tmp_path / "tables" / "warehouse"))
+    monkeypatch.setenv("SHELFSTREAM_HISTORY__TABLES_CATALOG", str(tmp_path / "tables" / "catalog.db"))
+    monkeypatch.setenv("SHELFSTREAM_HISTORY__TABLES_WAREHOUSE", str(tmp_path / "tables" / "warehouse"))
     return Settings()
 
 

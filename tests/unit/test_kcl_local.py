@@ -11,14 +11,17 @@ import pytest
 
 from config import Settings
 from shelfstream import cli
-from shelfstream.kcl_local import LOCAL_PROPERTIES, ROOT, KclWorker, settings_env
+from shelfstream.kcl_local import LOCAL_PROPERTIES, ROOT, KclWorker
 
 
-def test_settings_env_gives_a_child_process_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = Settings(stream_name="t-events", shard_count=4, checkpoint_every_s=1.5, bucket="b")
-    for key, value in settings_env(settings).items():
-        monkeypatch.setenv(key, value)
-    assert Settings() == settings
+def test_a_record_processor_gets_the_workers_settings_and_its_own_health_file(tmp_path: Path) -> None:
+    settings = Settings(
+        aws={"stream_name": "t-events", "bucket": "b"}, trucks={"travel_pairs_s": {"a|b": 2.0}}
+    )
+    env = KclWorker("w", settings, "app", tmp_path, {}, None, None).child_env()
+    assert env["SHELFSTREAM_AWS__STREAM_NAME"] == "t-events"
+    assert env["SHELFSTREAM_TRUCKS__TRAVEL_PAIRS_S"] == '{"a|b": 2.0}'
+    assert env["SHELFSTREAM_OPS__HEALTH_FILE"] == str(tmp_path / "w.health")
 
 
 def test_kcl_worker_without_jars_says_how_to_get_them(
@@ -33,7 +36,7 @@ def test_the_record_processors_run_the_code_of_the_tree_that_started_the_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "elsewhere"))
-    env = KclWorker("w", Settings(bucket="b"), "app", tmp_path, {"X": "1"}, None, None).child_env()
+    env = KclWorker("w", Settings(aws={"bucket": "b"}), "app", tmp_path, {"X": "1"}, None, None).child_env()
     assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), str(tmp_path / "elsewhere")]
     found = subprocess.run(
         [sys.executable, "-c", "import processors.kcl_processor as k; print(k.__file__)"],
@@ -44,7 +47,7 @@ def test_the_record_processors_run_the_code_of_the_tree_that_started_the_worker(
         check=True,
     ).stdout.strip()
     assert Path(found) == ROOT / "processors" / "kcl_processor.py"
-    assert (env["X"], env["SHELFSTREAM_BUCKET"], env["KCL_APPLICATION_NAME"]) == ("1", "b", "app")
+    assert (env["X"], env["SHELFSTREAM_AWS__BUCKET"], env["KCL_APPLICATION_NAME"]) == ("1", "b", "app")
 
 
 def test_a_worker_sets_only_the_endpoints_it_is_given(tmp_path: Path) -> None:

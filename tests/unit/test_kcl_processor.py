@@ -19,14 +19,13 @@ import pytest
 from amazon_kclpy import dispatch, kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import format_ts
 from processors.checkpoints import Checkpoint, ShardTakenOver
 from processors.core import Effects, RejectedRecord, ShardCore
 from processors.kcl_processor import CHECKPOINT_ATTEMPTS, KclShardProcessor
 from processors.sinks import Sinks
-from processors.stream_processor import core_config
 
 SHARD = "shardId-000000000007"
 STORE = "store-009"
@@ -156,7 +155,9 @@ def journal() -> Journal:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(checkpoint_every_records=1, checkpoint_every_s=60, health_file=str(tmp_path / "beat"))
+    return Settings(
+        checkpoints={"every_records": 1, "every_s": 60}, ops={"health_file": str(tmp_path / "beat")}
+    )
 
 
 @pytest.fixture
@@ -196,7 +197,9 @@ def test_effects_are_sent_and_the_snapshot_stored_before_the_kcl_checkpoint(
 def test_checkpoints_follow_the_record_and_time_cadence(
     journal: Journal, tmp_path: Path, clock: Clock, sleeps: list[float]
 ) -> None:
-    settings = Settings(checkpoint_every_records=3, checkpoint_every_s=60, health_file=str(tmp_path / "b"))
+    settings = Settings(
+        checkpoints={"every_records": 3, "every_s": 60}, ops={"health_file": str(tmp_path / "b")}
+    )
     processor = make(settings, MemoryStore(journal), clock, sleeps)
     cp = ScriptedCheckpointer(journal)
     initialize().dispatch(cp, processor)
@@ -320,7 +323,7 @@ def test_checkpoint_errors(
 def test_lease_lost_neither_stores_nor_checkpoints(
     journal: Journal, clock: Clock, sleeps: list[float], tmp_path: Path
 ) -> None:
-    settings = Settings(checkpoint_every_records=100, health_file=str(tmp_path / "b"))
+    settings = Settings(checkpoints={"every_records": 100}, ops={"health_file": str(tmp_path / "b")})
     store = MemoryStore(journal)
     processor = make(settings, store, clock, sleeps)
     cp = ScriptedCheckpointer(journal)
@@ -388,7 +391,7 @@ def test_a_failed_store_ends_the_process_before_any_checkpoint(
 def test_shutdown_requested_stores_and_checkpoints(
     journal: Journal, clock: Clock, sleeps: list[float], tmp_path: Path
 ) -> None:
-    settings = Settings(checkpoint_every_records=100, health_file=str(tmp_path / "b"))
+    settings = Settings(checkpoints={"every_records": 100}, ops={"health_file": str(tmp_path / "b")})
     processor = make(settings, MemoryStore(journal), clock, sleeps)
     cp = ScriptedCheckpointer(journal)
     initialize().dispatch(cp, processor)
@@ -453,7 +456,9 @@ class RecordingSinks(Sinks):
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[Any]]] = []
-        settings: Any = SimpleNamespace(put_base_backoff_s=0.0, rejected_prefix="rejected/")
+        settings: Any = SimpleNamespace(
+            producers=SimpleNamespace(put_base_backoff_s=0.0), prefixes=SimpleNamespace(rejected="rejected/")
+        )
         resources = SimpleNamespace(
             bucket="b",
             restock_queue_url="q",
@@ -586,11 +591,9 @@ def clocked(
     journal: Journal, tmp_path: Path, clock: Clock, clocks: MemoryClocks
 ) -> tuple[KclShardProcessor, ScriptedCheckpointer]:
     settings = Settings(
-        checkpoint_every_records=1000,
-        checkpoint_every_s=3600,
-        health_file=str(tmp_path / "beat"),
-        idle_shard_patience_s=10,
-        shard_clock_every_s=5,
+        checkpoints={"every_records": 1000, "every_s": 3600},
+        ops={"health_file": str(tmp_path / "beat")},
+        processor={"idle_shard_patience_s": 10, "shard_clock_every_s": 5},
     )
     processor = KclShardProcessor(
         settings, MemoryStore(journal), clock=clock, sleep=lambda _: None, clocks=clocks

@@ -62,7 +62,9 @@ def batch(*items: tuple[int, bytes, str]) -> Any:
 def started(tmp_path: Path) -> tuple[KclShardProcessor, KeepingStore, Journal]:
     journal: Journal = []
     store = KeepingStore(journal)
-    settings = Settings(checkpoint_every_records=1, checkpoint_every_s=60, health_file=str(tmp_path / "b"))
+    settings = Settings(
+        checkpoints={"every_records": 1, "every_s": 60}, ops={"health_file": str(tmp_path / "b")}
+    )
     processor = KclShardProcessor(settings, store, clock=Clock(), sleep=lambda _: None)
     initialize().dispatch(ScriptedCheckpointer(journal), processor)
     return processor, store, journal

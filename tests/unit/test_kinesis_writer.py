@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config import Settings
+from config.settings import ProducerSettings
 from producers.kinesis_writer import (
     MAX_BATCH_BYTES,
     MAX_RECORD_BYTES,
@@ -84,13 +85,12 @@ def throttled(code: str = "ProvisionedThroughputExceededException", status: int 
 
 
 def make_settings(**overrides: Any) -> Settings:
-    return Settings(
-        **{"max_batches_in_flight": 4, "put_max_attempts": 5, "put_base_backoff_s": 0.001, **overrides}
-    )
+    producers = {"max_batches_in_flight": 4, "put_max_attempts": 5, "put_base_backoff_s": 0.001, **overrides}
+    return Settings(producers=producers)
 
 
 def writer_for(client: FakeKinesis, dead: UnsentLog | None = None, **kw: Any) -> KinesisWriter:
-    overrides = {k: kw.pop(k) for k in list(kw) if k in Settings.model_fields}
+    overrides = {k: kw.pop(k) for k in list(kw) if k in ProducerSettings.model_fields}
     return KinesisWriter(
         client, STREAM, make_settings(**overrides), on_dead_letter=dead, rng=random.Random(0), **kw
     )

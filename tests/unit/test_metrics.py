@@ -201,7 +201,9 @@ async def test_observed_reports_until_stopped_and_once_more_on_the_way_out(
     logging.getLogger("foundation.metrics.emf").handlers.clear()
     proc = FakeProcessor()
     stop = asyncio.Event()
-    async with metrics.observed(processor_registry(proc), Settings(metrics_every_s=0.01), stop) as server:
+    async with metrics.observed(
+        processor_registry(proc), Settings(ops={"metrics_every_s": 0.01}), stop
+    ) as server:
         assert server is None  # metrics_port 0: no endpoint
         seen = ""
         for _ in range(1000):  # until a periodic report is out, however busy the machine

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from config import Settings
+from config import Settings, core_config
 from foundation.aws.lineage import ShardInfo
 from processors.checkpoints import Checkpoint
 from processors.core import ShardCore
@@ -27,7 +27,6 @@ from processors.kcl_processor import KclShardProcessor
 from processors.shard_clocks import PacedClocks
 from processors.shard_lifecycle import Delivered, ShardLifecycle, ShardRecord
 from processors.shard_worker import ShardWorker
-from processors.stream_processor import core_config
 from tests.unit.test_kcl_processor import (
     MINUTE,
     SHARD,
@@ -144,8 +143,8 @@ class EmbeddedShell:
         self._loop = asyncio.Runner()
         paced = None
         if clocks is not None:
-            every = settings.shard_clock_every_s
-            paced = PacedClocks(clocks, every, settings.idle_shard_patience_s + every, log, clock)
+            every = settings.processor.shard_clock_every_s
+            paced = PacedClocks(clocks, every, settings.processor.idle_shard_patience_s + every, log, clock)
         self.lifecycle = ShardLifecycle(
             SHARD, settings, core_config(settings), store, log, clocks=paced, clock=clock
         )
@@ -217,16 +216,15 @@ def journal() -> Journal:
     return []
 
 
-def settings_with(tmp_path: Path, **fields: Any) -> Settings:
-    base: dict[str, Any] = {
-        "checkpoint_every_records": 1,
-        "checkpoint_every_s": 60,
-        "health_file": str(tmp_path / "beat"),
-        "poll_interval_s": 0.001,
-        "max_poll_interval_s": 0.001,
-        "fleet_shape_every_s": 0,
+def settings_with(tmp_path: Path, **groups: dict[str, Any]) -> Settings:
+    base: dict[str, dict[str, Any]] = {
+        "checkpoints": {"every_records": 1, "every_s": 60},
+        "ops": {"health_file": str(tmp_path / "beat")},
+        "processor": {"poll_interval_s": 0.001, "max_poll_interval_s": 0.001, "fleet_shape_every_s": 0},
     }
-    return Settings(**(base | fields))
+    for group, members in groups.items():
+        base[group] = {**base.get(group, {}), **members}
+    return Settings(**base)
 
 
 @pytest.fixture
@@ -344,7 +342,7 @@ def test_a_shard_with_a_snapshot_never_asks_for_its_parents(
 def test_checkpoints_follow_the_record_count_and_the_time_when_something_is_pending(
     make_shell: Any, journal: Journal, tmp_path: Path, clock: Clock
 ) -> None:
-    shell = make_shell(settings_with(tmp_path, checkpoint_every_records=3), MemoryStore(journal))
+    shell = make_shell(settings_with(tmp_path, checkpoints={"every_records": 3}), MemoryStore(journal))
     shell.assign()
     shell.deliver((1, count(1, 50)), (2, sale(2)))
     assert [e for e in stored(journal) if e[0] == "save"] == []
@@ -371,10 +369,8 @@ def test_a_quiet_shard_follows_the_other_shards_event_time_once_caught_up_and_pa
 ) -> None:
     settings = settings_with(
         tmp_path,
-        checkpoint_every_records=1000,
-        checkpoint_every_s=3600,
-        idle_shard_patience_s=10,
-        shard_clock_every_s=5,
+        checkpoints={"every_records": 1000, "every_s": 3600},
+        processor={"idle_shard_patience_s": 10, "shard_clock_every_s": 5},
     )
     clocks = MemoryClocks(clock, {"shard-b": T0 + 120 * MINUTE, "shard-c": T0 + 119 * MINUTE})
     shell = make_shell(settings, MemoryStore(journal), clocks)
@@ -405,7 +401,7 @@ def test_the_end_of_a_shard_stores_the_final_state_marked_ended_and_forgets_its_
 ) -> None:
     clocks = MemoryClocks(clock, {})
     store = MemoryStore(journal)
-    shell = make_shell(settings_with(tmp_path, checkpoint_every_records=100), store, clocks)
+    shell = make_shell(settings_with(tmp_path, checkpoints={"every_records": 100}), store, clocks)
     shell.assign()
     shell.deliver((1, count(1, 30)), (2, sale(2)))
     assert clocks.times[SHARD] == T0 + 2000
@@ -424,7 +420,7 @@ def test_shutdown_sends_stores_what_is_new_and_acknowledges(
     make_shell: Any, journal: Journal, tmp_path: Path
 ) -> None:
     store = MemoryStore(journal)
-    shell = make_shell(settings_with(tmp_path, checkpoint_every_records=100), store)
+    shell = make_shell(settings_with(tmp_path, checkpoints={"every_records": 100}), store)
     shell.assign()
     shell.deliver((1, count(1, 30)), (2, sale(2)))
     assert [e[0] for e in journal] == ["load", "send"]
@@ -440,8 +436,8 @@ def test_shutdown_sends_stores_what_is_new_and_acknowledges(
 # --- the lifecycle itself: lease lost, and a crash anywhere ----------------------------------------------
 
 
-def lifecycle_for(tmp_path: Path, store: MemoryStore, **fields: Any) -> ShardLifecycle:
-    settings = settings_with(tmp_path, **fields)
+def lifecycle_for(tmp_path: Path, store: MemoryStore, **groups: dict[str, Any]) -> ShardLifecycle:
+    settings = settings_with(tmp_path, **groups)
     return ShardLifecycle(SHARD, settings, core_config(settings), store, log, clock=Clock())
 
 
@@ -453,7 +449,7 @@ async def test_a_lost_lease_stores_and_acknowledges_nothing_and_takes_no_more_re
     journal: Journal, tmp_path: Path
 ) -> None:
     store = MemoryStore(journal)
-    lifecycle = lifecycle_for(tmp_path, store, checkpoint_every_records=100)
+    lifecycle = lifecycle_for(tmp_path, store, checkpoints={"every_records": 100})
     acks: list[Delivered | None] = []
 
     async def ack(position: Delivered | None) -> bool:
@@ -514,13 +510,13 @@ def test_a_crash_anywhere_resumes_to_the_same_stock_and_never_acknowledges_past_
         return True
 
     async def run() -> dict[str, dict[str, int]]:
-        first = lifecycle_for(tmp_path, store, checkpoint_every_records=every_records)
+        first = lifecycle_for(tmp_path, store, checkpoints={"every_records": every_records})
         await first.assign()
         for taken in batches[: crash_after + 1]:
             await first.records(batch(*taken), 0, ack)
         # The worker is gone without a word; the next owner starts from what was stored.
         resume = acked[-1] + 1 if acked else 0
-        second = lifecycle_for(tmp_path, store, checkpoint_every_records=every_records)
+        second = lifecycle_for(tmp_path, store, checkpoints={"every_records": every_records})
         await second.assign()
         await second.records(batch(*records_all[resume:]), 0, ack)
         await second.shutdown(ack)
@@ -535,7 +531,7 @@ def test_a_crash_anywhere_resumes_to_the_same_stock_and_never_acknowledges_past_
 
 async def test_after_the_end_nothing_follows(journal: Journal, tmp_path: Path) -> None:
     store = MemoryStore(journal)
-    lifecycle = lifecycle_for(tmp_path, store, checkpoint_every_records=100)
+    lifecycle = lifecycle_for(tmp_path, store, checkpoints={"every_records": 100})
     await lifecycle.assign()
     await lifecycle.records(batch((1, count(1, 30))), 0)
     await lifecycle.shard_ended()

@@ -40,7 +40,11 @@ async def alerts(
 async def stream(request: Request, who: Who, store_id: StoreInQuery, api: Api) -> StreamingResponse:
     return StreamingResponse(
         sse_stream(
-            api.state.hub, who, store_id, request.headers.get("last-event-id"), api.settings.sse_heartbeat_s
+            api.state.hub,
+            who,
+            store_id,
+            request.headers.get("last-event-id"),
+            api.settings.api.sse_heartbeat_s,
         ),
         media_type="text/event-stream",
         headers={"x-accel-buffering": "no"},

@@ -17,9 +17,9 @@ router = APIRouter()
 
 @router.post("/v1/events", status_code=202)
 async def post_events(request: Request, who: Who, api: Api) -> JSONResponse:
-    body = await read_body(request, api.settings.api_max_body_bytes)
+    body = await read_body(request, api.settings.api.max_body_bytes)
     try:
-        batch = parse_batch(body, who, api.settings.api_max_events)
+        batch = parse_batch(body, who, api.settings.api.max_events)
     except IngestError as exc:
         raise ApiError(exc.status, exc.message) from None
     request_id = new_request_id()

@@ -27,7 +27,7 @@ async def alert_feedback(alert_id: str, request: Request, who: Who, api: Api) ->
     if alert is None:
         raise ApiError(404, f"no alert {alert_id[:128]!r} among the recent alerts")
     check_store(who, str(alert.get("store_id")))
-    body = await read_body(request, api.settings.api_max_body_bytes)
+    body = await read_body(request, api.settings.api.max_body_bytes)
     try:
         raw, event = feedback.for_alert(alert, feedback.parse_body(body), who, api.now)
     except feedback.FeedbackError as exc:
@@ -38,7 +38,7 @@ async def alert_feedback(alert_id: str, request: Request, who: Who, api: Api) ->
 @router.post("/v1/stores/{store_id}/feedback", status_code=202)
 async def store_feedback(store_id: StoreInPath, request: Request, who: Who, api: Api) -> JSONResponse:
     """A missed incident of a store: `{"verdict": "missed", "window_start", "window_end"}`."""
-    body = await read_body(request, api.settings.api_max_body_bytes)
+    body = await read_body(request, api.settings.api.max_body_bytes)
     try:
         raw, event = feedback.for_store(store_id, feedback.parse_body(body), who, api.now)
     except feedback.FeedbackError as exc:
