@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from processors import warm_start
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects
 from processors.stream_processor import StreamProcessor
+from shelfstream.cli import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-T0 = 1_785_571_200_000  # 2026-08-01T00:00Z
+T0 = 1_785_571_200_000  # 2026-08-01T08:00Z: a day's hours below count from here
 DAY = 24 * 3600 * 1000
 MIN = 60 * 1000
 STORES = ("store-000", "store-001", "store-002", "store-003")
@@ -189,8 +191,13 @@ async def test_an_existing_checkpoint_is_kept_unless_forced(local_settings: Call
     with pytest.raises(UsageError, match=r"already have a checkpoint .*--force"):
         warm_start.plan(settings, kinesis, s3)
     plan = warm_start.plan(settings, kinesis, s3, force=True, days=1)
-    result = await asyncio.to_thread(warm_start.run, settings, plan)
+    # Two shards in two processes, their progress reported back to this one.
+    progress: Counter[str] = Counter()
+    result = await asyncio.to_thread(
+        lambda: warm_start.run(settings, plan, workers=2, progress=lambda s, n: progress.update({s: n}))
+    )
     assert result.summary()["events"] == len(in_order(0))
+    assert progress == {job.shard_id: job.events for job in plan.jobs}
 
 
 def test_a_missing_archive_and_an_unknown_shard_are_one_clear_line(
@@ -210,3 +217,30 @@ def test_a_missing_archive_and_an_unknown_shard_are_one_clear_line(
         warm_start.plan(settings, kinesis, s3, shard="shardId-999")
     one = warm_start.plan(settings, kinesis, s3, shard="shardId-000000000001")
     assert [job.shard_id for job in one.jobs] == ["shardId-000000000001"]
+
+
+def test_the_command_says_what_it_did_or_one_clear_line(
+    local_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = local_settings()
+    provision(settings)
+    for name in ("stream_name", "bucket", "tables_catalog", "archive_mirror", "archive_cache"):
+        monkeypatch.setenv(f"SHELFSTREAM_{name.upper()}", str(getattr(settings, name)))
+    assert main(["warm-start"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shelfstream: error: no archived events in")
+    assert "\n" not in err
+    boto3.client("s3").put_object(
+        Bucket=settings.bucket,
+        Key=f"{settings.events_prefix}2026/08/01/00/part-1",
+        Body=b"".join(data + b"\n" for data, _ in in_order(0)),
+    )
+    assert main(["warm-start", "--shard", "shardId-7"]) == 2
+    assert "shard shardId-7 is not an open shard" in capsys.readouterr().err
+    assert main(["warm-start", "--json", "--shard", "shardId-000000000000"]) == 0
+    summary = orjson.loads(capsys.readouterr().out)
+    assert summary["shards"] == 1
+    assert summary["days"] == 22
+    assert 0 < summary["events"] < len(in_order(0))
