@@ -315,14 +315,20 @@ def warm_shard(task: _Task, progress: Callable[[str, int], None] | None = None) 
         size,
         time.perf_counter() - began,
     )
+    return result
+
+
+def _logged(result: ShardResult) -> ShardResult:
+    """One structured line per shard built, from the process that drives them (a worker's own lines
+    would cut through the progress bars)."""
     log.info(
         "shard warm-started",
         extra={
-            "shard_id": job.shard_id,
+            "shard_id": result.shard_id,
             "stores": result.stores,
             "events": result.events,
             "duplicates": result.duplicates,
-            "checkpoint_bytes": size,
+            "checkpoint_bytes": result.checkpoint_bytes,
             "seconds": round(result.seconds, 3),
         },
     )
@@ -466,11 +472,11 @@ def run(
     began = time.perf_counter()
     tasks = [_Task(settings.model_dump(), archive_dir, source, job, warm.span.since_ms) for job in warm.jobs]
     if workers == 1 or len(tasks) <= 1:
-        results = [warm_shard(task, progress) for task in tasks]
+        results = [_logged(warm_shard(task, progress)) for task in tasks]
     else:
         results = _in_processes(tasks, workers, progress)
     results.sort(key=lambda r: r.shard_id)
-    return WarmStartResult(
+    done = WarmStartResult(
         warm.source,
         warm.days,
         format_ts(warm.span.since_ms),
@@ -478,6 +484,10 @@ def run(
         results,
         time.perf_counter() - began,
     )
+    summary = done.summary()
+    summary.pop("per_shard")
+    log.info("warm start finished", extra=summary)
+    return done
 
 
 def _in_processes(
@@ -497,7 +507,7 @@ def _in_processes(
             _drain(queue, progress)
             for future in done:
                 try:
-                    results.append(future.result())
+                    results.append(_logged(future.result()))
                 except ShelfstreamError:
                     raise
                 except Exception as exc:
