@@ -183,3 +183,40 @@ def test_a_core_built_from_the_archive_is_the_core_of_a_shard_that_ran_live(tmp_
     assert raised["warm"] == raised["live"]
     assert raised["live"]
     assert warm.inventory() == live.inventory()
+
+
+def test_the_kcl_shell_reads_a_warm_checkpoint_from_trim_horizon_and_skips_what_it_held(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warm checkpoint has no sequence number: the KCL record processor applies every record the
+    daemon delivers from TRIM_HORIZON, and the dedup memory skips the ones the archive held."""
+    from processors.checkpoints import Checkpoint
+    from processors.kcl_processor import KclShardProcessor
+    from tests.unit.test_kcl_processor import (
+        SHARD,
+        STORE,
+        Clock,
+        MemoryStore,
+        ScriptedCheckpointer,
+        count,
+        initialize,
+        records,
+        sale,
+    )
+
+    archived = [count(1, 20), sale(2, 3), sale(3, 2)]
+    core, _, _ = build_core(CoreConfig(), [archived])
+    journal: list[tuple[object, ...]] = []
+    store = MemoryStore(journal, Checkpoint(SHARD, None, core))
+    settings = Settings(checkpoint_every_records=1, checkpoint_every_s=60, health_file=str(tmp_path / "b"))
+    processor = KclShardProcessor(settings, store, clock=Clock(), sleep=lambda s: None)
+    initialize("TRIM_HORIZON").dispatch(ScriptedCheckpointer(journal), processor)
+    records((1, archived[0]), (2, archived[1]), (3, archived[2]), (4, sale(4, 4))).dispatch(
+        ScriptedCheckpointer(journal), processor
+    )
+    assert store.checkpoint is not None
+    assert store.checkpoint.core.inventory() == {STORE: {"tea": 20 - 3 - 2 - 4}}
+    assert store.checkpoint.core.stats.duplicates_ignored == 3
+    sends = [entry for entry in journal if entry[0] == "send"]
+    assert sends == [("send", 0, 1, 0)]  # only the new sale archived; nothing requested yet (11 left)
+    assert "behind the KCL lease" not in caplog.text
