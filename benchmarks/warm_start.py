@@ -5,7 +5,7 @@ A fleet (benchmarks/local_scenario.py: time zones, closed days, labelled inciden
 `--days` + 7 days. The first `--days` are the archive (JSON-lines objects, as the processor archives
 them); the stream holds the archive's last day again (its retention) and then the week after.
 
-- warm start: `processors.warm_start.plan` and `run` over that archive, `--workers` processes, with
+- warm start: `history.warm_start.plan` and `run` over that archive, `--workers` processes, with
   the checkpoints saved to the embedded S3 (the command's whole path but the S3 download), timed;
   each shard's checkpoint is then loaded and reads the stream.
 - continuous: each shard's core read every event from the first day.
@@ -147,7 +147,7 @@ def warm_start_timed(
     from config import Settings
     from foundation.aws.clients import point_at
     from foundation.aws.embedded import EmbeddedAws
-    from processors import warm_start
+    from history import warm_start
 
     with EmbeddedAws(port=0, kinesis_limits=False) as aws:
         point_at(aws.endpoint)

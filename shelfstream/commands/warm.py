@@ -1,4 +1,4 @@
-"""`shelfstream warm-start`: shards' checkpoints built from the archived history (processors/warm_start)."""
+"""`shelfstream warm-start`: shards' checkpoints built from the archived history (history/warm_start)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from shelfstream.commands.common import out
 def cmd_warm_start(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from processors import warm_start
+    from history import warm_start
 
     wiring = bootstrap()
     settings = wiring.settings

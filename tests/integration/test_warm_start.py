@@ -20,7 +20,7 @@ from foundation.aws.clients import AioClients
 from foundation.aws.provision import Resources, provision
 from foundation.contract import alert_kind, format_ts
 from foundation.errors import UsageError
-from processors import warm_start
+from history import warm_start
 from processors.checkpoints import S3Checkpoints
 from processors.core import Effects
 from processors.stream_processor import StreamProcessor

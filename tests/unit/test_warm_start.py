@@ -18,12 +18,12 @@ from config import Settings
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import alert_kind, format_ts
 from foundation.errors import UsageError
+from history.warm_start import ArchiveReader, build_core, default_days, plan_shards
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig
 from processors.core.processor import decode_record
-from processors.warm_start import ArchiveReader, build_core, default_days, plan_shards
 
-T0 = 1_785_571_200_000  # 2026-08-01T00:00Z
+T0 = 1_785_571_200_000  # 2026-08-01T08:00Z
 MIN = 60_000
 DAY = 24 * 60 * MIN
 TOP = 2**128 - 1

@@ -168,12 +168,13 @@ class ArchiveReader:
     DuckDB: the span to warm from, and one shard's stores' events in event-time order."""
 
     def __init__(self, settings: Settings, archive_dir: str | None, source: str) -> None:
+        from foundation.aws.clients import sync_client
         from history.archive import open_source
-        from shelfstream.bootstrap import Wiring
 
-        self._source, self.note = open_source(
-            settings, archive_dir, lambda: Wiring(settings).client("s3"), source
-        )
+        def s3() -> Any:  # opened only when the source is S3
+            return sync_client("s3", settings)
+
+        self._source, self.note = open_source(settings, archive_dir, s3, source)
 
     def describe(self) -> str:
         return str(self._source.describe())
