@@ -262,9 +262,11 @@ def table(r: dict[str, Any]) -> list[str]:
         "then the week after (the stream: the archive's last day again, then 7 days).",
         "",
         f"**Warm-start time: {w['seconds']:.0f} s** for {w['events']:,} events of {w['stores']} stores "
-        f"({w['events'] / w['seconds']:,.0f} events/s; {w['seconds_with_plan']:.0f} s with the plan: "
-        f"listing the shards and counting the archive's stores); per shard: {per_shard}; checkpoints "
-        f"{w['checkpoint_bytes'] / 1e6:.1f} MB in all. Not sent again: {w['effects_not_sent']}.",
+        f"({w['events'] / w['seconds']:,.0f} events/s; {w['seconds_with_plan']:.0f} s with the plan: listing "
+        f"the shards and counting the archive's stores), {w.get('cpu_seconds', 0):.0f} CPU seconds in the "
+        f"workers ({w['events'] / max(w.get('cpu_seconds', 0), 1e-9):,.0f} events per CPU second); per "
+        f"shard: {per_shard}; checkpoints {w['checkpoint_bytes'] / 1e6:.1f} MB in all. Not sent again: "
+        f"{w['effects_not_sent']}.",
         "",
         "The week after, by how the processor started:",
         "",

@@ -232,6 +232,7 @@ class ShardResult:
     effects: dict[str, int] = field(default_factory=dict)
     checkpoint_bytes: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the process's CPU time for the shard: its cost on a machine shared with others
 
 
 def build_core(
@@ -294,6 +295,7 @@ def warm_shard(task: _Task, progress: Callable[[str, int], None] | None = None) 
     from processors.stream_processor import core_config
 
     began = time.perf_counter()
+    cpu_began = time.process_time()
     settings = Settings(**task.settings)
     job = task.job
     reader = ArchiveReader(settings, task.archive_dir, task.source)
@@ -315,6 +317,7 @@ def warm_shard(task: _Task, progress: Callable[[str, int], None] | None = None) 
         dict(sorted(counted.items())),
         size,
         time.perf_counter() - began,
+        time.process_time() - cpu_began,
     )
     return result
 
@@ -369,6 +372,7 @@ class WarmStartResult:
             "effects_not_sent": dict(sorted(effects.items())),
             "checkpoint_bytes": sum(s.checkpoint_bytes for s in self.shards),
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(sum(s.cpu_seconds for s in self.shards), 3),
             "per_shard": [
                 {
                     "shard_id": s.shard_id,
@@ -376,6 +380,7 @@ class WarmStartResult:
                     "events": s.events,
                     "checkpoint_bytes": s.checkpoint_bytes,
                     "seconds": round(s.seconds, 3),
+                    "cpu_seconds": round(s.cpu_seconds, 3),
                 }
                 for s in self.shards
             ],
