@@ -449,7 +449,8 @@ def plan(
     if span is None or not span.store_events:
         raise UsageError(
             f"no archived events in {reader.describe()}: nothing to warm-start from "
-            "(the processor archives every event it applies; give --archive DIR for a copy)"
+            "(the processor archives every event it applies: --source archive reads the objects under "
+            f"{settings.events_prefix}, --archive DIR a copy)"
         )
     jobs = plan_shards(shards, span.store_events, shard)
     if not force:
