@@ -66,8 +66,8 @@ _FIELDS: Final = (
 )
 
 
-def default_days(config: CoreConfig) -> int:
-    """Days of history a shard needs for its detectors and forecasts to be as a long-running one's.
+def needed_days(config: CoreConfig) -> int:
+    """Days of history a shard's detectors and forecasts need to be as a long-running one's.
 
     The seasonal detector judges a slot of the week by itself once it has seen `full_weeks` of it
     (before, it leans on the store's day profile and the fleet's shape); the forecast wants
@@ -85,6 +85,15 @@ def default_days(config: CoreConfig) -> int:
         7,  # the forecast's hour-of-week averages: one of each hour of the week
     ]
     return max(needs) + 1
+
+
+def default_days(config: CoreConfig) -> int | None:
+    """How far back a warm start reads by default: as far as the core remembers a store
+    (`store_retention_ms`, 35 days; None: no limit), not only what the detector needs. Stock is a
+    running sum: a store's on-hand is right only from its last stock take (`count`) or its first
+    event on, and both can be weeks old; the detectors need the last `needed_days` of it."""
+    retention = config.store_retention_ms
+    return max(math.ceil(retention / DAY_MS), needed_days(config)) if retention > 0 else None
 
 
 # --- which shards, which stores ------------------------------------------------------------------------
@@ -156,6 +165,11 @@ def record_of(row: Mapping[str, Any]) -> bytes:
     return orjson.dumps({name: value for name, value in row.items() if value is not None})
 
 
+# The rows a warm start applies: the window's, and every `store` and `product` event before it (a
+# store's time zone and catalog are said once, when it starts trading; without them its days are UTC's).
+_WANTED: Final = "\"ts\" >= ? OR \"type\" IN ('store', 'product')"
+
+
 def _select() -> str:
     """The contract's fields of the events table, times in the contract's form (formatted by DuckDB,
     a column at a time: in Python it cost more than building the record)."""
@@ -179,20 +193,24 @@ class ArchiveReader:
     def describe(self) -> str:
         return str(self._source.describe())
 
-    def span(self, days: int) -> ArchiveSpan | None:
-        """The last `days` of the archive (counted back from its newest event); None when empty."""
+    def span(self, days: int | None) -> ArchiveSpan | None:
+        """The last `days` of the archive (counted back from its newest event; None: all of it), and
+        before them each store's `store` and `product` events (its time zone and catalog, said once
+        when it starts trading); None when the archive is empty."""
         import datetime as dt
 
         from history.archive import open_archive
 
         with open_archive(self._source, ["events"]) as archive:
-            found = archive.con.execute('SELECT epoch_ms(max("ts")) FROM events').fetchone()
-            if found is None or found[0] is None:
+            found = archive.con.execute(
+                'SELECT epoch_ms(min("ts")), epoch_ms(max("ts")) FROM events'
+            ).fetchone()
+            if found is None or found[1] is None:
                 return None
-            newest = int(found[0])
-            since = newest - days * DAY_MS
+            oldest, newest = int(found[0]), int(found[1])
+            since = oldest if days is None else max(oldest, newest - days * DAY_MS)
             rows = archive.con.execute(
-                'SELECT store_id, count(*) FROM events WHERE "ts" >= ? AND store_id IS NOT NULL '
+                f"SELECT store_id, count(*) FROM events WHERE ({_WANTED}) AND store_id IS NOT NULL "
                 "GROUP BY store_id",
                 [dt.datetime.fromtimestamp(since / 1000, dt.UTC).replace(tzinfo=None)],
             ).fetchall()
@@ -208,10 +226,10 @@ class ArchiveReader:
         if not wanted:
             return
         since = dt.datetime.fromtimestamp(since_ms / 1000, dt.UTC).replace(tzinfo=None)
-        keep = ArchiveFilter(stores=wanted, since=since.date())
+        keep = ArchiveFilter(stores=wanted)  # the stores' setup events may be older than `since`
         with open_archive(self._source, ["events"], keep) as archive:
             relation = archive.con.sql(
-                f'SELECT {_select()} FROM events WHERE "ts" >= ? ORDER BY "ts", store_id, event_id',
+                f'SELECT {_select()} FROM events WHERE {_WANTED} ORDER BY "ts", store_id, event_id',
                 params=[since],
             )
             for batch in relation.to_arrow_reader(BATCH_ROWS):
@@ -409,7 +427,7 @@ def existing_checkpoints(s3: Any, settings: Settings, shard_ids: Iterable[str]) 
 class WarmStartPlan:
     """What a warm start will do, worked out before any shard is built."""
 
-    days: int
+    days: int  # days of trade it reads (the window's, whole days up)
     span: ArchiveSpan
     jobs: list[ShardJob]
     source: str
@@ -435,7 +453,8 @@ def plan(
 
     if days is not None and days < 1:
         raise UsageError("--days must be at least 1")
-    days = days or default_days(core_config(settings))
+    config = core_config(settings)
+    days = days or default_days(config)
     try:
         shards = open_shards(kinesis, settings.stream_name)
     except ClientError as exc:
@@ -460,7 +479,15 @@ def plan(
                 f"{len(taken)} shard(s) already have a checkpoint ({', '.join(taken)}): warm-start "
                 "replaces a checkpoint only with --force (stop the processor first)"
             )
-    return WarmStartPlan(days, span, jobs, reader.describe(), reader.note)
+    covered = math.ceil((span.newest_ms - span.since_ms) / DAY_MS) or 1
+    note = reader.note
+    if covered < needed_days(config):
+        short = (
+            f"the archive holds {covered} day(s): the detectors trust a store's slots of the week after "
+            f"{needed_days(config)}, and learn the rest live"
+        )
+        note = f"{note}; {short}" if note else short
+    return WarmStartPlan(covered, span, jobs, reader.describe(), note)
 
 
 def run(
@@ -544,6 +571,7 @@ __all__ = [
     "WarmStartResult",
     "build_core",
     "default_days",
+    "needed_days",
     "open_shards",
     "plan",
     "plan_shards",

@@ -151,7 +151,7 @@ async def test_warm_start_then_live_raises_the_alerts_of_a_continuous_run(
     await produce(fresh, in_order(2, 3))
     kinesis, s3 = boto3.client("kinesis"), boto3.client("s3")
     plan = warm_start.plan(fresh, kinesis, s3)
-    assert plan.days == warm_start.default_days(warm_start_config(fresh))
+    assert plan.days == 3  # the whole archive: its three days are within the core's memory of a store
     assert plan.span.events == len(in_order(0, 1, 2))
     result = await asyncio.to_thread(warm_start.run, fresh, plan)
     summary = result.summary()
@@ -174,12 +174,6 @@ async def test_warm_start_then_live_raises_the_alerts_of_a_continuous_run(
     assert continuous, "the fourth day raises requests, stock-outs and an anomaly"
     assert {kind for _, kind, _ in continuous} == {"restock_request", "out_of_stock", "anomaly"}
     assert warmed == continuous
-
-
-def warm_start_config(settings: Settings) -> Any:
-    from processors.stream_processor import core_config
-
-    return core_config(settings)
 
 
 async def test_an_existing_checkpoint_is_kept_unless_forced(local_settings: Callable[..., Settings]) -> None:
@@ -242,5 +236,5 @@ def test_the_command_says_what_it_did_or_one_clear_line(
     assert main(["warm-start", "--json", "--shard", "shardId-000000000000"]) == 0
     summary = orjson.loads(capsys.readouterr().out)
     assert summary["shards"] == 1
-    assert summary["days"] == 22
+    assert summary["days"] == 1
     assert 0 < summary["events"] < len(in_order(0))

@@ -18,7 +18,7 @@ from config import Settings
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import alert_kind, format_ts
 from foundation.errors import UsageError
-from history.warm_start import ArchiveReader, build_core, default_days, plan_shards
+from history.warm_start import ArchiveReader, build_core, default_days, needed_days, plan_shards
 from processors.core import CoreConfig, ShardCore
 from processors.core.detectors import DetectorConfig
 from processors.core.processor import decode_record
@@ -29,13 +29,16 @@ DAY = 24 * 60 * MIN
 TOP = 2**128 - 1
 
 
-def test_the_default_days_are_what_the_detector_and_forecast_need() -> None:
+def test_the_default_reaches_as_far_back_as_the_core_remembers_a_store() -> None:
     config = CoreConfig()
-    assert default_days(config) == config.detection.full_weeks * 7 + 1 == 22
-    longer = replace(config, detection=DetectorConfig(full_weeks=5))
-    assert default_days(longer) == 36
+    assert needed_days(config) == config.detection.full_weeks * 7 + 1 == 22
+    assert needed_days(replace(config, detection=DetectorConfig(full_weeks=5))) == 36
     # Without a detector the forecast's week of hours of the week is what is needed.
-    assert default_days(replace(config, detection=DetectorConfig(kind="off"))) == 8
+    assert needed_days(replace(config, detection=DetectorConfig(kind="off"))) == 8
+    # Stock is a running sum since a store's last stock take: read what the core would still hold.
+    assert default_days(config) == 35
+    assert default_days(replace(config, store_retention_ms=10 * DAY)) == 22
+    assert default_days(replace(config, store_retention_ms=0)) is None
 
 
 def shards_of(cuts: list[int]) -> list[ShardInfo]:
@@ -144,9 +147,15 @@ def test_the_span_counts_back_from_the_newest_event(tmp_path: Path) -> None:
     span = source.span(days=1)
     assert span is not None
     assert span.since_ms == events[-1][0] - DAY
-    assert span.events == sum(1 for ts, _ in events if ts >= span.since_ms)
+    # The last day, and before it each store's time zone and catalog (said once, on its first day).
+    setup = [
+        raw for ts, raw in events if ts < span.since_ms and orjson.loads(raw)["type"] in {"store", "product"}
+    ]
+    assert len(setup) == 6
+    assert span.events == sum(1 for ts, _ in events if ts >= span.since_ms) + len(setup)
     read = [raw for batch in source.events(span.store_events, span.since_ms) for raw in batch]
     assert len(read) == span.events
+    assert [decode_record(raw) for raw in read[: len(setup)]] == [decode_record(raw) for raw in setup]
 
 
 def test_a_core_built_from_the_archive_is_the_core_of_a_shard_that_ran_live(tmp_path: Path) -> None:
