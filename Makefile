@@ -131,7 +131,12 @@ bench-checkpoint: $(STAMP)
 bench-history: $(STAMP)
 	$(BIN)/python -m benchmarks.history_tables --docs docs/benchmarks.md
 
-.PHONY: bench-detect bench-core bench-soak bench-history fuzz
+# Warm start: `warm-start` over 30 days of 100 stores (its time), and the week after it against a processor
+# that ran the whole time and one started empty (detection and restock figures) into docs/benchmarks.md.
+bench-warm: $(STAMP)
+	$(BIN)/python -m benchmarks.warm_start --docs docs/benchmarks.md
+
+.PHONY: bench-detect bench-core bench-soak bench-history bench-warm fuzz
 
 # Coverage-guided fuzzing of the core, KPL de-aggregation and the API's parser (atheris); the suite
 # runs the same target for 5 s. FUZZ_SECONDS=3600 make fuzz for a longer hunt; crashes land in .cache/fuzz.

@@ -121,13 +121,13 @@ async def _loadtests() -> list[tuple[str, LoadtestResult]]:
 
 
 def kept_sections(path: Path) -> str:
-    """The sections other commands write into the same page (`make bench-restock`, `make bench-soak`),
+    """The sections other commands write into the same page (`make bench-restock`, `-soak`, `-warm`),
     kept as they are: each from its heading (or its begin marker) to its end marker."""
     if not path.exists():
         return ""
     text = path.read_text(encoding="utf-8")
     kept: list[str] = []
-    for heading, name in (("\n## Restocking", "bench-restock"), ("", "bench-soak")):
+    for heading, name in (("\n## Restocking", "bench-restock"), ("", "bench-soak"), ("", "bench-warm")):
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         start = text.find(heading) if heading else text.find(begin)
         stop = text.find(end)

@@ -71,7 +71,7 @@ TABLES: Final[dict[str, Table]] = {
         "events",
         "events",
         "ts",
-        ("event_id",),
+        ("store_id", "event_id"),  # two stores may use the same event id (docs/contract.md section 1)
         {
             "event_id": "VARCHAR",
             "type": "VARCHAR",

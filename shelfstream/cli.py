@@ -330,6 +330,33 @@ def _history_command(sub: _Commands) -> None:
     p.set_defaults(handler=_lazy("history_cmds", "cmd_history"))
 
 
+def _warm_start_command(sub: _Commands) -> None:
+    p = sub.add_parser(
+        "warm-start",
+        help="build shards' checkpoints from the archived history, so a new deployment starts with "
+        "what was learned",
+    )
+    p.add_argument(
+        "--days",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="days of trade, counted back from the newest archived event (default: as far back as the "
+        "core keeps a store, 35 days; the detectors need 22; stock is right from a store's last stock take)",
+    )
+    p.add_argument("--shard", metavar="ID", help="build this open shard only (one ECS task per shard)")
+    p.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N", help="shards built at once, one process each"
+    )
+    p.add_argument("--force", action="store_true", help="replace checkpoints the shards already have")
+    p.add_argument("--archive", metavar="DIR", help="read a local copy of the archive instead of S3")
+    p.add_argument(
+        "--source", choices=("auto", "tables", "archive"), default="auto", help="as for query (default: auto)"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON, no progress bars")
+    p.set_defaults(handler=_lazy("warm", "cmd_warm_start"))
+
+
 def _ingest_command(sub: _Commands) -> None:
     p = sub.add_parser("ingest", help="a CSV stock list or JSON-lines inventory file into the stream")
     p.add_argument("file", metavar="FILE", nargs="?", help="a local file or s3://bucket/key")
@@ -376,6 +403,7 @@ _COMMANDS: Final[tuple[Callable[[_Commands], None], ...]] = (
     _report_command,
     _kpis_command,
     _history_command,
+    _warm_start_command,
     _ingest_command,
     _loadtest_command,
 )

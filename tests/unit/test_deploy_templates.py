@@ -357,6 +357,7 @@ def test_each_service_has_its_own_task_role_and_one_execution_role() -> None:
         "IngestTaskDefinition",
         "ReportTaskDefinition",
         "HistoryTaskDefinition",
+        "WarmStartTaskDefinition",
     }
     task_roles = [props["TaskRoleArn"]["Fn::GetAtt"][0] for props in task_defs.values()]
     assert len(set(task_roles)) == len(task_roles)
@@ -629,6 +630,7 @@ def test_services_commands_and_counts() -> None:
     assert containers["ReportTaskDefinition/report"]["Command"] == ["report"]
     assert containers["ProducerTaskDefinition/producer"]["Command"][0] == "simulate"
     assert containers["IngestTaskDefinition/ingest"]["Command"] == ["ingest", "--watch"]
+    assert containers["WarmStartTaskDefinition/warm-start"]["Command"] == ["warm-start"]
     assert template["Parameters"]["ProducerCount"]["Default"] == 0
     assert template["Parameters"]["IngestCount"]["Default"] == 0
     for name, container in containers.items():
@@ -646,7 +648,7 @@ def test_services_commands_and_counts() -> None:
 def test_log_groups_keep_logs_for_a_set_time() -> None:
     resources = load_template(MAIN)["Resources"]
     groups = {k: v for k, v in resources.items() if v["Type"] == "AWS::Logs::LogGroup"}
-    assert len(groups) == 7
+    assert len(groups) == 8
     for name, group in groups.items():
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
 

@@ -122,6 +122,7 @@ MARKERS = {
     "benchmarks.profile_core": "profile-core",
     "benchmarks.restock": "bench-restock",
     "benchmarks.soak": "bench-soak",
+    "benchmarks.warm_start": "bench-warm",
 }
 
 
