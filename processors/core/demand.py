@@ -393,11 +393,15 @@ class DemandForecast:
 
     def daily(self, store_id: str, product_id: str, ts_ms: int) -> float:
         """Units expected to sell over the next 24 hours (0 without a forecast)."""
+        return self.demand(store_id, product_id, ts_ms, DAY_MS)
+
+    def demand(self, store_id: str, product_id: str, ts_ms: int, span_ms: float) -> float:
+        """Units expected to sell in the `span_ms` from `ts_ms` (0 without a forecast)."""
         share = self.share(store_id, product_id)
         store = self.stores.get(store_id)
         if share is None or store is None:
             return 0.0
-        return self.expected(store, share, ts_ms, ts_ms + DAY_MS)
+        return self.expected(store, share, ts_ms, ts_ms + span_ms)
 
     def _safety(self, store: StoreDemand, span_ms: float, mean: float, lead_sd: float, z: float) -> float:
         # Sales are a compound Poisson count (variance = mean x E[q^2]/E[q]); the rate itself is an
