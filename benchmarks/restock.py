@@ -171,13 +171,15 @@ class _Arrival:
     stop: int = field(compare=False)  # index of the stop; len(stops): back at the depot
 
 
-def run(sc: Scenario, arm: str, seed: int) -> Result:
+def run(sc: Scenario, arm: str, seed: int, overrides: dict[str, float | int] | None = None) -> Result:
+    """One rule over one seed; `overrides`: RestockConfig fields to set (experiments, `--set`)."""
     cpu = time.process_time()
     policy, fair = ARMS[arm]
     settings = scenario_settings(sc, policy)
     travel = travel_of(settings)
     world, targets, lead_of = make_world(sc, fair, seed)
-    core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock_config(settings)))
+    restock = replace(restock_config(settings), **(overrides or {}))  # type: ignore[arg-type]
+    core = ShardCore(CoreConfig(archive=False, window_ms=0, restock=restock))
     fleet = TruckFleet.of(settings.trucks, settings.truck_capacity)
     preparing: list[tuple[float, int, RestockRequest]] = []  # (ready to leave, seq, request)
     pending: dict[str, RestockRequest] = {}
@@ -326,14 +328,14 @@ class Comparison:
         ]
 
 
-def compare(sc: Scenario, seeds: list[int]) -> Comparison:
+def compare(sc: Scenario, seeds: list[int], overrides: dict[str, float | int] | None = None) -> Comparison:
     arms = WORLD_ARMS[sc.world]
     runs: dict[str, list[Result]] = {arm: [] for arm in arms}
     with Progress(transient=True) as progress:
         task = progress.add_task(f"restock runs ({sc.world})", total=len(seeds) * len(arms))
         for seed in seeds:
             for arm in arms:
-                runs[arm].append(run(sc, arm, seed))
+                runs[arm].append(run(sc, arm, seed, overrides))
                 progress.advance(task)
     return Comparison(sc, seeds, runs)
 
@@ -446,7 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", choices=("varied", "simulator"), action="append", help="only these")
     parser.add_argument("--docs", type=Path, help="write the figures into this Markdown file")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a RestockConfig field (not --docs)"
+    )
     args = parser.parse_args(argv)
+    overrides = {k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)}
     seeds = list(TUNING_SEEDS) if args.tuning else args.seeds
     if not args.tuning and set(seeds) & set(TUNING_SEEDS):
         parser.error(f"seeds {sorted(set(seeds) & set(TUNING_SEEDS))} are tuning seeds: report on others")
@@ -458,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         sc = VARIED if name == "varied" else SIMULATOR
         if args.days:
             sc = replace(sc, days=args.days)
-        comparison = compare(sc, seeds)
+        comparison = compare(sc, seeds, overrides)
         comparisons.append(comparison)
         lines += [WORLD_TITLES[name], "", *table(comparison), ""]
     seconds = time.perf_counter() - started
@@ -482,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
-    if args.docs and not args.tuning and len(worlds) == 2:
+    if args.docs and not args.tuning and len(worlds) == 2 and not overrides:
         write_docs(args.docs, lines)
     verdicts = [ok for c in comparisons if "fair" in c.runs for _, ok in c.targets()]
     return 0 if all(verdicts) else 1

@@ -58,12 +58,36 @@ class RestockConfig:
     # A delivery later than this after its request is not a lead time (a replayed file answered by trucks
     # stamping today's date, a request answered by chance): it teaches nothing.
     max_lead_ms: int = 2 * DAY_MS
-    z: float = field(init=False, default=0.0)  # the service level's normal quantile, worked out once
+    # Service level per class of product, by velocity and value: a stock-out of a fast mover loses many
+    # sales in its hours, and so does one of a product whose sales are worth much a day; a slow mover's
+    # extra unit of safety stock is cheap and covers days. `service_level` is for the rest.
+    service_level_fast: float = 0.995  # at least `fast_daily_units` a day, or `valuable_daily_sales`
+    service_level_slow: float = 0.98  # under `slow_daily_units` a day (and not valuable)
+    fast_daily_units: float = 20.0
+    slow_daily_units: float = 2.0
+    valuable_daily_sales: float = 150.0  # money a day (units times the catalog's price)
+    # The service levels' normal quantiles (default, fast, slow), worked out once.
+    z: float = field(init=False, default=0.0)
+    z_fast: float = field(init=False, default=0.0)
+    z_slow: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        if not 0.5 <= self.service_level < 1.0:
-            raise ValueError(f"service_level must be within [0.5, 1), got {self.service_level}")
+        for name in ("service_level", "service_level_fast", "service_level_slow"):
+            level = getattr(self, name)
+            if not 0.5 <= level < 1.0:
+                raise ValueError(f"{name} must be within [0.5, 1), got {level}")
         object.__setattr__(self, "z", NormalDist().inv_cdf(self.service_level))
+        object.__setattr__(self, "z_fast", NormalDist().inv_cdf(self.service_level_fast))
+        object.__setattr__(self, "z_slow", NormalDist().inv_cdf(self.service_level_slow))
+
+    def z_of(self, daily_units: float, price: float | None) -> float:
+        """The safety factor of a product's class: its units a day, and their worth at `price`."""
+        valuable = price is not None and daily_units * price >= self.valuable_daily_sales
+        if daily_units >= self.fast_daily_units or valuable:
+            return self.z_fast
+        if daily_units < self.slow_daily_units:
+            return self.z_slow
+        return self.z
 
 
 def hour_of_week(hour_index: int) -> int:
@@ -215,6 +239,7 @@ class ReorderPlan:
     reorder_point: float  # ask when on hand is at or below this
     lead_ms: float
     lead_demand: float  # units expected to sell before a truck asked now arrives
+    z: float  # the safety factor of the product's class (RestockConfig.z_of)
 
 
 @dataclass(slots=True)
@@ -342,8 +367,11 @@ class DemandForecast:
             return None
         return max(when, start_ms)
 
-    def plan(self, store_id: str, product_id: str, ts_ms: int) -> ReorderPlan | None:
-        """Reorder point and order-up-to level now; None while the product has too little history."""
+    def plan(
+        self, store_id: str, product_id: str, ts_ms: int, price: float | None = None
+    ) -> ReorderPlan | None:
+        """Reorder point now, at the service level of the product's class (`price`: the catalog's, for
+        its value); None while the product has too little history."""
         share = self.share(store_id, product_id)
         store = self.stores.get(store_id)
         if share is None or store is None:
@@ -362,11 +390,13 @@ class DemandForecast:
         else:
             look_ms = max(next_look - ts_ms, 0.0)
         cover = (store.units_before(ts_ms + look_ms + lead) - now) * share
-        safety = self._safety(store, look_ms + lead, cover, lead_sd, cfg.z)
+        z = cfg.z_of((store.units_before(ts_ms + DAY_MS) - now) * share, price)
+        safety = self._safety(store, look_ms + lead, cover, lead_sd, z)
         return ReorderPlan(
             reorder_point=cover + safety,
             lead_ms=lead,
             lead_demand=(store.units_before(ts_ms + lead) - now) * share if lead > 0 else 0.0,
+            z=z,
         )
 
     def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: ReorderPlan) -> float:
@@ -379,7 +409,7 @@ class DemandForecast:
         lead_sd = math.sqrt(store.lead_var) if store.lead_n > 1 else 0.25 * plan.lead_ms
         horizon = plan.lead_ms + self.config.cycle_ms
         demand = self.expected(store, share, ts_ms, ts_ms + horizon)
-        up_to = demand + self._safety(store, horizon, demand, lead_sd, self.config.z)
+        up_to = demand + self._safety(store, horizon, demand, lead_sd, plan.z)
         return max(up_to, plan.reorder_point)
 
     def stockout_ms(self, store_id: str, product_id: str, on_hand: int, ts_ms: int) -> int | None:

@@ -82,7 +82,7 @@ class ForecastPolicy:
             return _NONE  # the common case: well above a reorder point worked out a moment ago
         plan: ReorderPlan | None = None
         if forecast is not None:
-            plan = forecast.plan(key[0], key[1], ts_ms)
+            plan = forecast.plan(key[0], key[1], ts_ms, ledger.price_of(key))
             point = plan.reorder_point if plan is not None else -math.inf
             # Far above it, the point is good for longer: demand does not triple within an hour, nor
             # grow four-fold in four or eight-fold within a day (a slow product of a small store sells
@@ -140,7 +140,7 @@ class ForecastPolicy:
             limits = ledger.threshold_of(key)
             if on_hand >= limits[1]:
                 continue
-            plan = forecast.plan(store_id, product_id, ts_ms)
+            plan = forecast.plan(store_id, product_id, ts_ms, ledger.price_of(key))
             if plan is None:
                 continue
             until_next = forecast.demand(store_id, product_id, ts_ms, cfg.cycle_ms)

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -301,3 +302,31 @@ def test_no_request_for_a_full_shelf_nor_for_nothing(seed: int, trucks: list[tup
     for r in made:
         assert r.requested_quantity >= 1, r
         assert r.on_hand < targets[r.product_id], r
+
+
+def test_the_service_level_is_per_class_of_velocity_and_value() -> None:
+    cfg = RestockConfig(service_level=0.97, service_level_fast=0.995, service_level_slow=0.9)
+    assert cfg.z_of(25.0, None) == cfg.z_fast  # fast: 20 a day or more
+    assert cfg.z_of(5.0, 1.0) == cfg.z  # neither fast nor slow, worth 5 a day
+    assert cfg.z_of(5.0, 40.0) == cfg.z_fast  # worth 200 a day: valuable
+    assert cfg.z_of(1.0, None) == cfg.z_slow
+    assert cfg.z_of(1.0, 500.0) == cfg.z_fast  # slow but worth 500 a day
+    assert cfg.z_slow < cfg.z < cfg.z_fast
+    with pytest.raises(ValueError, match="service_level_fast"):
+        RestockConfig(service_level_fast=1.0)
+
+
+def test_a_fast_movers_reorder_point_follows_its_class_level_and_a_medium_ones_does_not() -> None:
+    """history(): fast sells 144 a day (fast class), slow 12 (the default class)."""
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    points = []
+    for fast_level in (0.95, 0.999):
+        c = ShardCore(
+            CoreConfig(archive=False, window_ms=0, restock=RestockConfig(service_level_fast=fast_level))
+        )
+        feed(c, history())
+        demand = c.state.forecast
+        assert demand is not None
+        points.append([demand.plan(STORE, p, t).reorder_point for p in ("fast", "slow")])  # type: ignore[union-attr]
+    assert points[1][0] > points[0][0] + 1
+    assert points[1][1] == points[0][1]

@@ -213,12 +213,12 @@ class FixedForecast(DemandForecast):
         self, point: float, lead_demand: float, up_to: float, cycle: float, products: tuple[str, ...]
     ) -> None:
         super().__init__(RestockConfig())
-        self.fixed = ReorderPlan(reorder_point=point, lead_ms=HOUR_MS, lead_demand=lead_demand)
+        self.fixed = ReorderPlan(reorder_point=point, lead_ms=HOUR_MS, lead_demand=lead_demand, z=2.0)
         self.up_to = up_to
         self.cycle = cycle  # units sold before the store's next delivery could come
         self.items = {"s": {p: None for p in products}}  # type: ignore[misc]
 
-    def plan(self, store_id: str, product_id: str, ts_ms: int) -> ReorderPlan:
+    def plan(self, store_id: str, product_id: str, ts_ms: int, price: float | None = None) -> ReorderPlan:
         return self.fixed
 
     def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: ReorderPlan) -> float:
