@@ -189,6 +189,29 @@ class RestockSettings(Group):
         lt=1.0,
         description="Chance of no stock-out per delivery cycle.",
     )
+    service_level_fast: float = Field(
+        default=_RESTOCK.service_level_fast,
+        ge=0.5,
+        lt=1.0,
+        description="Service level of a fast or valuable product (fast_daily_units, valuable_daily_sales).",
+    )
+    service_level_slow: float = Field(
+        default=_RESTOCK.service_level_slow,
+        ge=0.5,
+        lt=1.0,
+        description="Service level of a slow product (under slow_daily_units a day).",
+    )
+    fast_daily_units: float = Field(
+        default=_RESTOCK.fast_daily_units, gt=0, description="A product selling at least this a day is fast."
+    )
+    slow_daily_units: float = Field(
+        default=_RESTOCK.slow_daily_units, ge=0, description="A product selling under this a day is slow."
+    )
+    valuable_daily_sales: float = Field(
+        default=_RESTOCK.valuable_daily_sales,
+        gt=0,
+        description="A product selling at least this much money a day (catalog price) counts as fast.",
+    )
     lead_time_prior_s: float = Field(
         default=_RESTOCK.lead_time_prior_ms / SECOND_MS,
         gt=0,

@@ -459,8 +459,9 @@ def plan(
         shards = open_shards(kinesis, settings.aws.stream_name)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            stream = settings.aws.stream_name
             raise UsageError(
-                f"Kinesis stream {settings.aws.stream_name!r} does not exist: run `shelfstream provision` first"
+                f"Kinesis stream {stream!r} does not exist: run `shelfstream provision` first"
             ) from None
         raise
     reader = ArchiveReader(settings, archive_dir, source)

@@ -58,12 +58,36 @@ class RestockConfig:
     # A delivery later than this after its request is not a lead time (a replayed file answered by trucks
     # stamping today's date, a request answered by chance): it teaches nothing.
     max_lead_ms: int = 2 * DAY_MS
-    z: float = field(init=False, default=0.0)  # the service level's normal quantile, worked out once
+    # Service level per class of product, by velocity and value: a stock-out of a fast mover loses many
+    # sales in its hours, and so does one of a product whose sales are worth much a day; a slow mover's
+    # extra unit of safety stock is cheap and covers days. `service_level` is for the rest.
+    service_level_fast: float = 0.995  # at least `fast_daily_units` a day, or `valuable_daily_sales`
+    service_level_slow: float = 0.98  # under `slow_daily_units` a day (and not valuable)
+    fast_daily_units: float = 20.0
+    slow_daily_units: float = 2.0
+    valuable_daily_sales: float = 150.0  # money a day (units times the catalog's price)
+    # The service levels' normal quantiles (default, fast, slow), worked out once.
+    z: float = field(init=False, default=0.0)
+    z_fast: float = field(init=False, default=0.0)
+    z_slow: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        if not 0.5 <= self.service_level < 1.0:
-            raise ValueError(f"service_level must be within [0.5, 1), got {self.service_level}")
+        for name in ("service_level", "service_level_fast", "service_level_slow"):
+            level = getattr(self, name)
+            if not 0.5 <= level < 1.0:
+                raise ValueError(f"{name} must be within [0.5, 1), got {level}")
         object.__setattr__(self, "z", NormalDist().inv_cdf(self.service_level))
+        object.__setattr__(self, "z_fast", NormalDist().inv_cdf(self.service_level_fast))
+        object.__setattr__(self, "z_slow", NormalDist().inv_cdf(self.service_level_slow))
+
+    def z_of(self, daily_units: float, price: float | None) -> float:
+        """The safety factor of a product's class: its units a day, and their worth at `price`."""
+        valuable = price is not None and daily_units * price >= self.valuable_daily_sales
+        if daily_units >= self.fast_daily_units or valuable:
+            return self.z_fast
+        if daily_units < self.slow_daily_units:
+            return self.z_slow
+        return self.z
 
 
 def hour_of_week(hour_index: int) -> int:
@@ -75,6 +99,9 @@ def hour_of_week(hour_index: int) -> int:
 class StoreDemand:
     week: array[float] = field(default_factory=lambda: array("d", bytes(8 * WEEK_HOURS)))
     week_seen: bytearray = field(default_factory=lambda: bytearray(WEEK_HOURS))
+    # How far an hour's units stray from `week` from one week to the next (an exponentially weighted
+    # variance, from an hour's second week on): what an average rate misses, by hour of the week.
+    week_var: array[float] = field(default_factory=lambda: array("d", bytes(8 * WEEK_HOURS)))
     day: array[float] = field(default_factory=lambda: array("d", bytes(8 * 24)))
     day_seen: bytearray = field(default_factory=lambda: bytearray(24))
     hour: int = -1  # the hour being counted (absolute index); -1: nothing yet
@@ -90,6 +117,9 @@ class StoreDemand:
     # Units expected before each hour of the week (169 sums of `rate`), worked out when first needed
     # after the hour rolls: demand over any span is then two lookups instead of a walk over its hours.
     sums: array[float] | None = None
+    # The same for the hours' relative variance beyond a compound Poisson count's, weighted by their units
+    # (169 sums of extra variance / units): a span's relative variance is then two lookups too.
+    noise_sums: array[float] | None = None
 
     def observe(self, ts_ms: int, quantity: int, alpha: float) -> None:
         hour = ts_ms // HOUR_MS
@@ -107,7 +137,7 @@ class StoreDemand:
                 self.hour = hour
             return  # a late event: counted in the hour being counted
         # Close the hour being counted, then the silent hours up to the new one (at most a week of them).
-        self.sums = None
+        self.sums = self.noise_sums = None
         self._fold(self.hour, self.hour_units, alpha)
         for silent in range(self.hour + 1, min(hour, self.hour + 1 + WEEK_HOURS)):
             self._fold(silent, 0.0, alpha)
@@ -117,7 +147,9 @@ class StoreDemand:
     def _fold(self, hour: int, units: float, alpha: float) -> None:
         b = hour_of_week(hour)
         if self.week_seen[b]:
-            self.week[b] += alpha * (units - self.week[b])
+            diff = units - self.week[b]
+            self.week[b] += alpha * diff
+            self.week_var[b] = (1 - alpha) * (self.week_var[b] + alpha * diff * diff)
         else:
             self.week[b] = units
             self.week_seen[b] = 1
@@ -161,11 +193,27 @@ class StoreDemand:
 
     def units_before(self, t_ms: float) -> float:
         """Units expected from the epoch's first Monday up to `t_ms` (a running total of `rate`)."""
-        sums = self.week_sums()
-        h = t_ms / HOUR_MS + _MONDAY_OFFSET_H
-        weeks, into = divmod(h, WEEK_HOURS)
-        b = int(into)
-        return weeks * sums[WEEK_HOURS] + sums[b] + (into - b) * (sums[b + 1] - sums[b])
+        return _running(self.week_sums(), t_ms)
+
+    def relative_variance(self, start_ms: float, end_ms: float) -> float:
+        """The variance of the units of [start_ms, end_ms) beyond a compound Poisson count's, relative to
+        their square: the week-to-week spread of its hours, weighted by their units (the hours stray
+        together, as a busy day makes every hour busy). 0 for hours seen in one week only."""
+        units = self.units_before(end_ms) - self.units_before(start_ms)
+        if units <= 0:
+            return 0.0
+        sums = self.noise_sums
+        if sums is None:
+            sums = array("d", bytes(8 * (WEEK_HOURS + 1)))
+            total = 0.0
+            dispersion = self.dispersion()
+            for b in range(WEEK_HOURS):
+                mean = self.week[b]
+                if self.week_seen[b] and mean > 0:
+                    total += max(0.0, self.week_var[b] - dispersion * mean) / mean
+                sums[b + 1] = total
+            self.noise_sums = sums
+        return (_running(sums, end_ms) - _running(sums, start_ms)) / units
 
     def time_of(self, units: float) -> float | None:
         """When `units_before` reaches `units` (the inverse of it; None if the store sells nothing)."""
@@ -199,6 +247,15 @@ class StoreDemand:
         self.lead_n += 1
 
 
+def _running(sums: array[float], t_ms: float) -> float:
+    """A running total from the epoch's first Monday up to `t_ms` of hour-of-week values whose sums
+    from Monday 00:00 are `sums` (169: sums[168] is a week's)."""
+    h = t_ms / HOUR_MS + _MONDAY_OFFSET_H
+    weeks, into = divmod(h, WEEK_HOURS)
+    b = int(into)
+    return weeks * sums[WEEK_HOURS] + sums[b] + (into - b) * (sums[b + 1] - sums[b])
+
+
 @dataclass(slots=True)
 class ItemDemand:
     units: float = 0.0  # decayed units sold
@@ -215,6 +272,7 @@ class ReorderPlan:
     reorder_point: float  # ask when on hand is at or below this
     lead_ms: float
     lead_demand: float  # units expected to sell before a truck asked now arrives
+    z: float  # the safety factor of the product's class (RestockConfig.z_of)
 
 
 @dataclass(slots=True)
@@ -342,8 +400,11 @@ class DemandForecast:
             return None
         return max(when, start_ms)
 
-    def plan(self, store_id: str, product_id: str, ts_ms: int) -> ReorderPlan | None:
-        """Reorder point and order-up-to level now; None while the product has too little history."""
+    def plan(
+        self, store_id: str, product_id: str, ts_ms: int, price: float | None = None
+    ) -> ReorderPlan | None:
+        """Reorder point now, at the service level of the product's class (`price`: the catalog's, for
+        its value); None while the product has too little history."""
         share = self.share(store_id, product_id)
         store = self.stores.get(store_id)
         if share is None or store is None:
@@ -362,11 +423,13 @@ class DemandForecast:
         else:
             look_ms = max(next_look - ts_ms, 0.0)
         cover = (store.units_before(ts_ms + look_ms + lead) - now) * share
-        safety = self._safety(store, look_ms + lead, cover, lead_sd, cfg.z)
+        z = cfg.z_of((store.units_before(ts_ms + DAY_MS) - now) * share, price)
+        safety = self._safety(store, ts_ms, ts_ms + look_ms + lead, cover, lead_sd, z)
         return ReorderPlan(
             reorder_point=cover + safety,
             lead_ms=lead,
             lead_demand=(store.units_before(ts_ms + lead) - now) * share if lead > 0 else 0.0,
+            z=z,
         )
 
     def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: ReorderPlan) -> float:
@@ -379,7 +442,7 @@ class DemandForecast:
         lead_sd = math.sqrt(store.lead_var) if store.lead_n > 1 else 0.25 * plan.lead_ms
         horizon = plan.lead_ms + self.config.cycle_ms
         demand = self.expected(store, share, ts_ms, ts_ms + horizon)
-        up_to = demand + self._safety(store, horizon, demand, lead_sd, self.config.z)
+        up_to = demand + self._safety(store, ts_ms, ts_ms + horizon, demand, lead_sd, plan.z)
         return max(up_to, plan.reorder_point)
 
     def stockout_ms(self, store_id: str, product_id: str, on_hand: int, ts_ms: int) -> int | None:
@@ -393,17 +456,25 @@ class DemandForecast:
 
     def daily(self, store_id: str, product_id: str, ts_ms: int) -> float:
         """Units expected to sell over the next 24 hours (0 without a forecast)."""
+        return self.demand(store_id, product_id, ts_ms, DAY_MS)
+
+    def demand(self, store_id: str, product_id: str, ts_ms: int, span_ms: float) -> float:
+        """Units expected to sell in the `span_ms` from `ts_ms` (0 without a forecast)."""
         share = self.share(store_id, product_id)
         store = self.stores.get(store_id)
         if share is None or store is None:
             return 0.0
-        return self.expected(store, share, ts_ms, ts_ms + DAY_MS)
+        return self.expected(store, share, ts_ms, ts_ms + span_ms)
 
-    def _safety(self, store: StoreDemand, span_ms: float, mean: float, lead_sd: float, z: float) -> float:
-        # Sales are a compound Poisson count (variance = mean x E[q^2]/E[q]); the rate itself is an
-        # estimate (relative error); the lead time varies (its spread times the rate at the end).
+    def _safety(
+        self, store: StoreDemand, start_ms: float, end_ms: float, mean: float, lead_sd: float, z: float
+    ) -> float:
+        """Safety stock for `mean` units expected in [start_ms, end_ms), at the safety factor `z`."""
+        # Sales are a compound Poisson count (variance = mean x E[q^2]/E[q]); the rate itself strays
+        # from its average (by hour of the week as learned, `forecast_error` at least: a rate is an
+        # estimate even where the weeks agree); the lead time varies (its spread times the rate).
+        span_ms = end_ms - start_ms
         rate = mean / span_ms if span_ms > 0 else 0.0
-        variance = (
-            mean * store.dispersion() + (self.config.forecast_error * mean) ** 2 + (rate * lead_sd) ** 2
-        )
+        relative = max(self.config.forecast_error**2, store.relative_variance(start_ms, end_ms))
+        variance = mean * store.dispersion() + relative * mean * mean + (rate * lead_sd) ** 2
         return z * math.sqrt(variance)

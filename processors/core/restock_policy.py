@@ -9,8 +9,11 @@ restock arrives. It is called once per stock event, after the ledger and the for
 - `ForecastPolicy`: the threshold as a floor, and a product is also asked for when its stock would
   not last until a truck could come (reorder point = demand over the lead time and until its next
   sale is seen, plus safety stock), for enough to last until the next likely delivery (order-up-to
-  level); the other products of the store that would need a truck before that one comes join the same
-  order, so one truck brings the store what it needs.
+  level); the other products of the store that would ask before the store's next delivery could come
+  join the same order, so one truck brings the store what it needs.
+
+Neither asks for a shelf that holds its target stock, nor for nothing: every request is for at least one
+unit that fits under the target.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ class ThresholdPolicy:
     ) -> Sequence[RestockRequest]:
         if change.on_hand > change.limits[0] or change.requested:
             return _NONE
-        return (_request(change, change.key, change.on_hand, change.limits, None, None, "threshold"),)
+        limits = change.limits
+        quantity = limits[1] - change.on_hand  # >= 1: the ledger keeps the target above the threshold
+        return (_request(change, change.key, change.on_hand, limits, quantity, None, None, "threshold"),)
 
     def catalog_changed(self, key: Key) -> None:
         """The rule reads the threshold afresh from every change: nothing kept to forget."""
@@ -77,7 +82,7 @@ class ForecastPolicy:
             return _NONE  # the common case: well above a reorder point worked out a moment ago
         plan: ReorderPlan | None = None
         if forecast is not None:
-            plan = forecast.plan(key[0], key[1], ts_ms)
+            plan = forecast.plan(key[0], key[1], ts_ms, ledger.price_of(key))
             point = plan.reorder_point if plan is not None else -math.inf
             # Far above it, the point is good for longer: demand does not triple within an hour, nor
             # grow four-fold in four or eight-fold within a day (a slow product of a small store sells
@@ -95,11 +100,16 @@ class ForecastPolicy:
         reason: RestockReason
         if on_hand <= threshold:
             reason = "threshold"
-        elif plan is not None and on_hand <= plan.reorder_point:
+        elif plan is not None and on_hand <= plan.reorder_point and on_hand < change.limits[1]:
+            # At its target the shelf is full, whatever the forecast says: the catalog's target is
+            # what the shelf holds.
             reason = "forecast"
         else:
             return _NONE
-        requests = [_request(change, key, on_hand, change.limits, plan, forecast, reason)]
+        quantity = _order(key, on_hand, change.limits, plan, forecast, ts_ms)
+        if quantity < 1:
+            return _NONE  # the forecast's level is already on the shelf
+        requests = [_request(change, key, on_hand, change.limits, quantity, plan, forecast, reason)]
         if forecast is not None:
             self._join(change, ledger, forecast, requests)
         return requests
@@ -111,11 +121,15 @@ class ForecastPolicy:
     def _join(
         change: StockChange, ledger: StockLedger, forecast: DemandForecast, requests: list[RestockRequest]
     ) -> None:
-        """The store's other products that would need a truck before the next likely one join this
-        order: one truck then brings the store what it needs, instead of one truck per product."""
+        """The store's other products that would ask for a truck before the store's next delivery
+        could come join this order: one truck then brings the store what it needs, instead of one
+        truck per product. A product that would last until then waits for that delivery (joining now
+        would top up a shelf that needs nothing yet), and so does one whose order would be a sliver
+        of its target (less than `min_join_share` of it)."""
         trigger = change.key
         store_id = trigger[0]
-        share = forecast.config.min_join_share
+        ts_ms = change.ts_ms
+        cfg = forecast.config
         for product_id in forecast.items.get(store_id, {}):
             key = (store_id, product_id)
             if key == trigger or key in ledger.open_requests:
@@ -124,13 +138,18 @@ class ForecastPolicy:
             if on_hand is None:
                 continue
             limits = ledger.threshold_of(key)
-            plan = forecast.plan(store_id, product_id, change.ts_ms)
+            if on_hand >= limits[1]:
+                continue
+            plan = forecast.plan(store_id, product_id, ts_ms, ledger.price_of(key))
             if plan is None:
                 continue
-            up_to = forecast.order_up_to(store_id, product_id, change.ts_ms, plan)
+            until_next = forecast.demand(store_id, product_id, ts_ms, cfg.cycle_ms)
+            if on_hand - until_next > max(limits[0], plan.reorder_point):
+                continue
+            up_to = forecast.order_up_to(store_id, product_id, ts_ms, plan)
             quantity = _quantity(plan, up_to, limits, on_hand)
-            if quantity >= max(1.0, share * min(limits[1], up_to)):
-                requests.append(_request(change, key, on_hand, limits, plan, forecast, "forecast"))
+            if quantity >= 1 and quantity >= cfg.min_join_share * min(limits[1], up_to):
+                requests.append(_request(change, key, on_hand, limits, quantity, plan, forecast, "forecast"))
 
 
 def _request(
@@ -138,20 +157,19 @@ def _request(
     key: Key,
     on_hand: int,
     limits: tuple[int, int],
+    quantity: int,
     plan: ReorderPlan | None,
     forecast: DemandForecast | None,
     reason: RestockReason,
 ) -> RestockRequest:
-    """A request for `key`, named after the event that caused it (a replay asks under the same id).
-    Without a plan: up to the target stock; with one, what the forecast says, with its figures."""
-    threshold, target = limits
+    """A request for `quantity` of `key`, named after the event that caused it (a replay asks under the
+    same id), with the forecast's figures when there is a plan."""
+    threshold = limits[0]
     ts_ms = change.ts_ms
-    quantity = target - on_hand
     stockout_at: str | None = None
     daily: float | None = None
     lead_s: float | None = None
     if plan is not None and forecast is not None:
-        quantity = _quantity(plan, forecast.order_up_to(key[0], key[1], ts_ms, plan), limits, on_hand)
         stockout = forecast.stockout_ms(key[0], key[1], on_hand, ts_ms)
         stockout_at = None if stockout is None else format_ts(stockout)
         daily = round(forecast.daily(key[0], key[1], ts_ms), 2)
@@ -171,10 +189,25 @@ def _request(
     )
 
 
+def _order(
+    key: Key,
+    on_hand: int,
+    limits: tuple[int, int],
+    plan: ReorderPlan | None,
+    forecast: DemandForecast | None,
+    ts_ms: int,
+) -> int:
+    """How much to ask for: without a plan, up to the target stock; with one, what the forecast says."""
+    if plan is None or forecast is None:
+        return limits[1] - on_hand
+    return _quantity(plan, forecast.order_up_to(key[0], key[1], ts_ms, plan), limits, on_hand)
+
+
 def _quantity(plan: ReorderPlan, order_up_to: float, limits: tuple[int, int], on_hand: int) -> int:
     """Enough to reach the forecast's order-up-to level, but no more than fits under the target stock
-    when the truck arrives (what is on hand now, less what sells meanwhile); at least one unit."""
+    when the truck arrives (what is on hand now, less what sells meanwhile). Zero or less: nothing to
+    ask for (the caller asks for nothing then; never a request for a unit nobody needs)."""
     threshold, target = limits
     up_to = max(threshold + 1, math.ceil(order_up_to))
     at_arrival = max(0, math.floor(on_hand - plan.lead_demand))
-    return max(1, min(up_to - on_hand, target - at_arrival))
+    return min(up_to - on_hand, target - at_arrival)

@@ -227,6 +227,7 @@ def _config_and_stock_parts() -> list[Part]:
             {
                 "week": (array, "units per hour of the week (168 float64, little-endian bytes)"),
                 "week_seen": (bytearray, "updates per hour of the week (168 bytes)"),
+                "week_var": (array, "week-to-week variance of units per hour of the week (168 float64)"),
                 "day": (array, "units per hour of the day (24 float64)"),
                 "day_seen": (bytearray, "updates per hour of the day (24 bytes)"),
                 "hour": (int, "the hour being counted (absolute index; -1: none yet)"),
@@ -240,7 +241,10 @@ def _config_and_stock_parts() -> list[Part]:
                 "lead_var": (float, "its variance"),
                 "lead_n": (int, "deliveries it learned from"),
             },
-            derived={"sums": "a cache of cumulative week sums, rebuilt when needed"},
+            derived={
+                "sums": "a cache of cumulative week sums, rebuilt when needed",
+                "noise_sums": "a cache of cumulative relative variances, rebuilt when needed",
+            },
             build=StoreDemand,
             doc="One store's demand over the hours of its week.",
         ),

@@ -159,6 +159,11 @@ class StockLedger:
                 )
             )
 
+    def price_of(self, key: Key) -> float | None:
+        """The catalog's price of a product (None if not known)."""
+        entry = self.catalog.get(key)
+        return None if entry is None else entry.price
+
     def threshold_of(self, key: Key) -> tuple[int, int]:
         limits = self.limits.get(key)
         if limits is None:

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -232,3 +233,100 @@ def test_a_delivery_days_after_its_request_is_not_a_lead_time() -> None:
     demand = c.state.forecast
     assert demand is not None
     assert demand.lead_ms(STORE) == 3_600_000  # still the prior
+
+
+def test_a_product_that_sells_nothing_does_not_join_above_its_threshold() -> None:
+    """A product on the shelf that never sells has nothing to order: it waits for its threshold."""
+    c = core()
+    feed(c, [ev("count", "c-idle", MONDAY, product_id="idle", count=7), *history()])
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    requests = feed(c, [ev("count", "w-fast", t, product_id="fast", count=20)])
+    assert [r.product_id for r in requests] == ["fast"]
+    # at its threshold (5) it is asked for, alone or with the next order
+    requests = feed(c, [ev("count", "w-idle", t + 1, product_id="idle", count=5)])
+    assert [(r.product_id, r.reason, r.requested_quantity) for r in requests] == [("idle", "threshold", 1)]
+
+
+def test_a_shelf_at_its_target_does_not_join_however_small_the_target() -> None:
+    c = core()
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    feed(c, [ev("product", "p-slow", t, product_id="slow", restock_threshold=1, target_stock=4)])
+    feed(c, [ev("count", "w-slow", t, product_id="slow", count=4)])
+    requests = feed(c, [ev("count", "w-fast", t + 1, product_id="fast", count=20)])
+    assert [r.product_id for r in requests] == ["fast"]
+    # one below its target, it sells more than that before a truck comes: it is asked for
+    requests = feed(c, [ev("count", "w-slow2", t + 2, product_id="slow", count=3)])
+    assert [(r.product_id, r.reason) for r in requests] == [("slow", "forecast")]
+
+
+def test_a_fast_mover_above_its_target_is_not_asked_for() -> None:
+    """A target below the demand over the lead time: the shelf holds no more, so none is asked for
+    until it is below its target."""
+    c = core()
+    feed(c, history())
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    feed(c, [ev("product", "p-fast", t, product_id="fast", restock_threshold=1, target_stock=10)])
+    assert feed(c, [ev("count", "w-fast", t, product_id="fast", count=10)]) == []
+    requests = feed(c, [ev("count", "w-fast2", t + 1, product_id="fast", count=9)])
+    # all 9 sell before the truck comes (about 12 an hour): 10 fit when it comes
+    assert [(r.product_id, r.requested_quantity) for r in requests] == [("fast", 10)]
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    seed=st.integers(min_value=0, max_value=10_000),
+    trucks=st.lists(st.tuples(st.integers(1, 3 * 24 * 60), st.integers(1, 90)), max_size=25),
+)
+def test_no_request_for_a_full_shelf_nor_for_nothing(seed: int, trucks: list[tuple[int, int]]) -> None:
+    """Simulated stores whose shelves start anywhere from empty to well over their target, trucks that
+    bring any amount: every request is for at least one unit, of a shelf below its target."""
+    # shelves of a small store (targets 4-8): the join bar of a fifth of an order is below one unit
+    sim = StoreSimulator(seed, 2, 10, MONDAY, baskets_per_hour=60, initial_stock=(0, 120), shelf_scale=0.1)
+    c = ShardCore(CoreConfig(archive=False, window_ms=0))
+    targets = {item.product_id: item.target_stock for item in sim.catalog}
+    made: list[RestockRequest] = []
+    open_requests: list[RestockRequest] = []
+    for minute, units in [*sorted(trucks), (3 * 24 * 60, 0)]:
+        at = MONDAY + minute * 60_000
+        for event in sim.events_until(at):
+            c.apply(event.data)
+        new = c.drain().requests
+        made += new
+        open_requests += new
+        if open_requests and units:
+            request = open_requests.pop(0)
+            sim.deliver(request.store_id, request.product_id, units, at)
+            c.apply(encode(restock_event(request, units, "trip-x", "truck-01", sim.position_ms)))
+    assert made  # the property is about requests: there must be some
+    for r in made:
+        assert r.requested_quantity >= 1, r
+        assert r.on_hand < targets[r.product_id], r
+
+
+def test_the_service_level_is_per_class_of_velocity_and_value() -> None:
+    cfg = RestockConfig(service_level=0.97, service_level_fast=0.995, service_level_slow=0.9)
+    assert cfg.z_of(25.0, None) == cfg.z_fast  # fast: 20 a day or more
+    assert cfg.z_of(5.0, 1.0) == cfg.z  # neither fast nor slow, worth 5 a day
+    assert cfg.z_of(5.0, 40.0) == cfg.z_fast  # worth 200 a day: valuable
+    assert cfg.z_of(1.0, None) == cfg.z_slow
+    assert cfg.z_of(1.0, 500.0) == cfg.z_fast  # slow but worth 500 a day
+    assert cfg.z_slow < cfg.z < cfg.z_fast
+    with pytest.raises(ValueError, match="service_level_fast"):
+        RestockConfig(service_level_fast=1.0)
+
+
+def test_a_fast_movers_reorder_point_follows_its_class_level_and_a_medium_ones_does_not() -> None:
+    """history(): fast sells 144 a day (fast class), slow 12 (the default class)."""
+    t = MONDAY + 2 * 24 * HOUR_MS + 9 * HOUR_MS
+    points = []
+    for fast_level in (0.95, 0.999):
+        c = ShardCore(
+            CoreConfig(archive=False, window_ms=0, restock=RestockConfig(service_level_fast=fast_level))
+        )
+        feed(c, history())
+        demand = c.state.forecast
+        assert demand is not None
+        points.append([demand.plan(STORE, p, t).reorder_point for p in ("fast", "slow")])  # type: ignore[union-attr]
+    assert points[1][0] > points[0][0] + 1
+    assert points[1][1] == points[0][1]

@@ -209,13 +209,16 @@ def test_the_threshold_policy_is_the_order_up_to_target_rule(seq: list[tuple[str
 class FixedForecast(DemandForecast):
     """A forecast that says the same of every product at every moment: its figures are the test's."""
 
-    def __init__(self, point: float, lead_demand: float, up_to: float, products: tuple[str, ...]) -> None:
+    def __init__(
+        self, point: float, lead_demand: float, up_to: float, cycle: float, products: tuple[str, ...]
+    ) -> None:
         super().__init__(RestockConfig())
-        self.fixed = ReorderPlan(reorder_point=point, lead_ms=HOUR_MS, lead_demand=lead_demand)
+        self.fixed = ReorderPlan(reorder_point=point, lead_ms=HOUR_MS, lead_demand=lead_demand, z=2.0)
         self.up_to = up_to
+        self.cycle = cycle  # units sold before the store's next delivery could come
         self.items = {"s": {p: None for p in products}}  # type: ignore[misc]
 
-    def plan(self, store_id: str, product_id: str, ts_ms: int) -> ReorderPlan:
+    def plan(self, store_id: str, product_id: str, ts_ms: int, price: float | None = None) -> ReorderPlan:
         return self.fixed
 
     def order_up_to(self, store_id: str, product_id: str, ts_ms: int, plan: ReorderPlan) -> float:
@@ -227,13 +230,17 @@ class FixedForecast(DemandForecast):
     def daily(self, store_id: str, product_id: str, ts_ms: int) -> float:
         return 0.0
 
+    def demand(self, store_id: str, product_id: str, ts_ms: int, span_ms: float) -> float:
+        return self.cycle
+
 
 def order_up_to_quantity(on_hand: int, limits: tuple[int, int], forecast: FixedForecast) -> int:
-    """Up to the forecast's level, no more than fits under the target when the truck comes, >= 1."""
+    """Up to the forecast's level, no more than fits under the target when the truck comes (zero or
+    less: nothing to ask for)."""
     threshold, target = limits
     want = max(threshold + 1, math.ceil(forecast.up_to)) - on_hand
     room = target - max(0, math.floor(on_hand - forecast.fixed.lead_demand))
-    return max(1, min(want, room))
+    return min(want, room)
 
 
 @settings(max_examples=150, deadline=None)
@@ -242,14 +249,16 @@ def order_up_to_quantity(on_hand: int, limits: tuple[int, int], forecast: FixedF
     point=st.integers(0, 30),
     lead_demand=st.integers(0, 15),
     extra=st.integers(0, 40),
+    cycle=st.integers(0, 30),
 )
 def test_the_forecast_policy_is_the_order_up_to_rule_of_its_forecast(
-    seq: list[tuple[str, str, int]], point: int, lead_demand: int, extra: int
+    seq: list[tuple[str, str, int]], point: int, lead_demand: int, extra: int, cycle: int
 ) -> None:
     """Driven as the core drives it (ledger, then policy, then the ledger keeps what was asked), with
-    a forecast whose figures are fixed: ask at the threshold or the reorder point, up to the forecast's
-    level; the store's other products that need at least a fifth of an order join it."""
-    forecast = FixedForecast(point + 0.5, lead_demand + 0.25, point + 0.5 + extra, PRODUCTS)
+    a forecast whose figures are fixed: ask at the threshold or the reorder point (below the target),
+    up to the forecast's level; the store's other products below their target that would ask before
+    the next delivery could come, and need at least a fifth of an order, join it."""
+    forecast = FixedForecast(point + 0.5, lead_demand + 0.25, point + 0.5 + extra, cycle + 0.5, PRODUCTS)
     ledger = StockLedger(THRESHOLD, TARGET)
     policy = ForecastPolicy()
     ref = Reference()
@@ -269,15 +278,27 @@ def test_the_forecast_policy_is_the_order_up_to_rule_of_its_forecast(
         if ref.apply(kind, product, n) and product not in ref.open:
             on_hand = ref.stock[product]
             limits = ref.limits(product)
-            reason = "threshold" if on_hand <= limits[0] else "forecast" if on_hand <= point + 0.5 else None
-            if reason is not None:
+            reason = (
+                "threshold"
+                if on_hand <= limits[0]
+                else "forecast"
+                if on_hand <= point + 0.5 and on_hand < limits[1]
+                else None
+            )
+            quantity = order_up_to_quantity(on_hand, limits, forecast)
+            if reason is not None and quantity >= 1:
                 ref.open.add(product)
-                want.append((product, on_hand, reason, order_up_to_quantity(on_hand, limits, forecast)))
+                want.append((product, on_hand, reason, quantity))
                 for other in PRODUCTS:
                     if other == product or other in ref.open or other not in ref.stock:
                         continue
                     other_limits = ref.limits(other)
-                    quantity = order_up_to_quantity(ref.stock[other], other_limits, forecast)
+                    other_on_hand = ref.stock[other]
+                    if other_on_hand >= other_limits[1]:
+                        continue
+                    if other_on_hand - (cycle + 0.5) > max(other_limits[0], point + 0.5):
+                        continue
+                    quantity = order_up_to_quantity(other_on_hand, other_limits, forecast)
                     if quantity >= max(1.0, 0.2 * min(other_limits[1], forecast.up_to)):
                         ref.open.add(other)
                         want.append((other, ref.stock[other], "forecast", quantity))
