@@ -39,10 +39,10 @@ from benchmarks.local_scenario import FleetConfig, write
 from benchmarks.scenario import read_labels
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import Anomaly, AnomalyWithdrawn, RestockRequest, alert_kind, parse_ts
+from foundation.timeunits import DAY_MS
 from processors.backtest import route_of
 from processors.core import CoreConfig, ShardCore
 
-DAY_MS = 24 * 3600 * 1000
 WEEK_DAYS = 7
 SEED = 1001
 TOP = 2**128 - 1

@@ -33,11 +33,11 @@ from config import Settings
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import alert_kind, format_ts
 from foundation.errors import ShelfstreamError, UsageError
+from foundation.timeunits import DAY_MS
 from processors.core import CoreConfig, ShardCore
 
 log = logging.getLogger(__name__)
 
-DAY_MS: Final = 24 * 3600 * 1000
 BATCH_ROWS: Final = 20_000  # archive rows converted and applied at a time (and a progress step)
 # The contract's fields of an event, as the archive's events table has them (history/archive.py).
 _TIME_FIELDS: Final = ("ts", "window_start", "window_end")

@@ -25,12 +25,11 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Final, Literal
 
 from foundation.contract import Sale
+from foundation.timeunits import DAY_MS, HOUR_MS
 
 if TYPE_CHECKING:
     from processors.core.stock_ledger import StockChange
 
-HOUR_MS: Final = 3_600_000
-DAY_MS: Final = 24 * HOUR_MS
 WEEK_HOURS: Final = 168
 _MONDAY_OFFSET_H: Final = 72  # 1970-01-01 was a Thursday: hour 0 of the epoch is hour 72 of its week
 

@@ -320,3 +320,24 @@ def test_a_checkpoint_anywhere_gives_what_never_stopping_gives(share: float, kin
     assert [getattr(r, "alert_id", None) for r in x.alerts] == [
         getattr(r, "alert_id", None) for r in y.alerts
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fading=st.sampled_from([0.01, 0.1, 0.25, 0.35, 0.5]),
+    values=st.lists(st.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=40),
+)
+def test_the_seasonal_baselines_mean_is_rivers_ewmean_float_for_float(
+    fading: float, values: list[float]
+) -> None:
+    """The week baseline left river's EWMean (its state is in a compiled object) for plain fields: the
+    detector's numbers must not move by a bit."""
+    from river import stats
+
+    from processors.core.detectors.base import FadingMean
+
+    ours, rivers = FadingMean(fading), stats.EWMean(fading)
+    for x in values:
+        ours.update(x)
+        rivers.update(x)
+        assert ours.get() == rivers.get()

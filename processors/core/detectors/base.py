@@ -164,24 +164,16 @@ class Running:
         return self.mean
 
 
-class FadingMean:
+class FadingMean(Running):
     """An exponentially weighted mean that starts from its first value: `river.stats.EWMean`'s
     arithmetic (the same floats, operation for operation), held as plain fields so that a
     checkpoint stores it as data (river's keeps its state inside a compiled object)."""
 
-    __slots__ = ("fading", "mean", "n")
-
-    def __init__(self, fading: float) -> None:
-        self.fading = fading
-        self.n = 0
-        self.mean = 0.0
+    __slots__ = ()
 
     def update(self, x: float) -> None:
         self.mean = float(x) if self.n == 0 else self.fading * x + (1.0 - self.fading) * self.mean
         self.n += 1
-
-    def get(self) -> float:
-        return self.mean
 
 
 class Finding(msgspec.Struct, frozen=True):
