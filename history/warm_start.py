@@ -33,7 +33,7 @@ from config import Settings
 from foundation.aws.lineage import ShardInfo
 from foundation.contract import alert_kind, format_ts
 from foundation.errors import ShelfstreamError, UsageError
-from foundation.timeunits import DAY_MS
+from foundation.timeunits import DAY_MS, MINUTE_MS
 from processors.core import CoreConfig, ShardCore
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,38 @@ class ShardJob:
     shard_id: str
     stores: tuple[str, ...]
     events: int
+
+
+GAP_SLACK_MS: Final = 5 * MINUTE_MS  # producers' batching and clocks: a shorter gap is not a gap
+
+
+def stream_gap(kinesis: Any, stream: str, shard_ids: Sequence[str], newest_ms: int) -> str | None:
+    """Whether the stream starts after the archive ends: a warm checkpoint has the processor read from
+    the stream's oldest record, so records that arrived after the archive's newest event but are no
+    longer in the stream are in neither. Said, not guessed away (None: no gap seen). Judged by
+    arrival time (a record arrives after its event time), so a late producer can only hide a gap
+    smaller than its lateness, never invent one."""
+    oldest: int | None = None
+    for shard_id in shard_ids:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        for _ in range(5):  # a trimmed stretch can answer empty pages before the first record
+            resp = kinesis.get_records(ShardIterator=iterator, Limit=1)
+            if resp["Records"]:
+                arrived = int(resp["Records"][0]["ApproximateArrivalTimestamp"].timestamp() * 1000)
+                oldest = arrived if oldest is None else min(oldest, arrived)
+                break
+            iterator = resp.get("NextShardIterator")
+            if not iterator or not resp.get("MillisBehindLatest"):
+                break
+    if oldest is None or oldest <= newest_ms + GAP_SLACK_MS:
+        return None
+    return (
+        f"the stream's oldest record arrived at {format_ts(oldest)}, after the archive's newest event "
+        f"({format_ts(newest_ms)}): events in between may be in neither, so stock and windows can be "
+        "short of them until the next stock take"
+    )
 
 
 def open_shards(kinesis: Any, stream: str) -> list[ShardInfo]:
@@ -482,6 +514,10 @@ def plan(
             )
     covered = math.ceil((span.newest_ms - span.since_ms) / DAY_MS) or 1
     note = reader.note
+    gap = stream_gap(kinesis, settings.aws.stream_name, [j.shard_id for j in jobs], span.newest_ms)
+    if gap is not None:
+        log.warning("warm start: the stream starts after the archive ends", extra={"gap": gap})
+        note = f"{note}; {gap}" if note else gap
     if covered < needed_days(config):
         short = (
             f"the archive holds {covered} day(s): the detectors trust a store's slots of the week after "

@@ -260,3 +260,44 @@ def test_the_history_tables_give_the_same_events_as_the_objects(tmp_path: Path) 
     ]
     assert [decode_record(raw) for raw in read[0]] == [decode_record(raw) for raw in read[1]]
     assert len(read[0]) == len(events)
+
+
+class _Stream:
+    """GetShardIterator/GetRecords of a stream whose oldest record per shard arrived at a given time
+    (None: the shard holds nothing), after some empty pages of trimmed records."""
+
+    def __init__(self, oldest: dict[str, int | None], empty_pages: int = 0) -> None:
+        self.oldest = oldest
+        self.empty_pages = empty_pages
+
+    def get_shard_iterator(self, StreamName: str, ShardId: str, ShardIteratorType: str) -> dict[str, str]:
+        assert ShardIteratorType == "TRIM_HORIZON"
+        return {"ShardIterator": f"{ShardId}|0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, object]:
+        import datetime as dt
+
+        shard, page = ShardIterator.split("|")
+        arrived = self.oldest[shard]
+        if arrived is None:
+            return {"Records": [], "NextShardIterator": f"{shard}|{int(page) + 1}", "MillisBehindLatest": 0}
+        if int(page) < self.empty_pages:
+            return {"Records": [], "NextShardIterator": f"{shard}|{int(page) + 1}", "MillisBehindLatest": 5}
+        when = dt.datetime.fromtimestamp(arrived / 1000, tz=dt.UTC)
+        return {"Records": [{"ApproximateArrivalTimestamp": when}], "MillisBehindLatest": 0}
+
+
+def test_a_stream_that_starts_after_the_archive_ends_is_said_not_hidden() -> None:
+    from history.warm_start import GAP_SLACK_MS, stream_gap
+
+    newest = 1_785_571_200_000
+    hour = 3_600_000
+    # The stream still holds records from before the archive's end: nothing is lost between them
+    assert stream_gap(_Stream({"a": newest - hour, "b": newest + hour}), "s", ["a", "b"], newest) is None
+    assert stream_gap(_Stream({"a": newest + GAP_SLACK_MS}), "s", ["a"], newest) is None
+    assert stream_gap(_Stream({"a": None}), "s", ["a"], newest) is None  # an empty stream: nothing to miss
+    # The stream's oldest record arrived two hours after the archive's newest event: said, with both times
+    gap = stream_gap(_Stream({"a": newest + 2 * hour, "b": None}, empty_pages=2), "s", ["a", "b"], newest)
+    assert gap is not None
+    assert "arrived at 2026-08-01T10:00:00.000Z" in gap
+    assert "newest event (2026-08-01T08:00:00.000Z)" in gap
