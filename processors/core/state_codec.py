@@ -180,29 +180,13 @@ class Codec:
 
     def decode(self, data: Any, tp: Any, ctx: Context, where: str, versions: Mapping[str, int]) -> Any:
         """A value of the declared type from plain data; StateFormatError when it is not one."""
+        if tp in _SCALARS or tp is type(None):
+            return self._scalar(data, tp, where)
         if isinstance(tp, Bounded):
             items = self.decode(data, types.GenericAlias(list, (tp.item,)), ctx, where, versions)
             return deque(items, maxlen=tp.maxlen(ctx))
         if isinstance(tp, Custom):
             return tp.from_data(data, ctx, where)
-        if tp is float:
-            if type(data) is float:
-                return data
-            if type(data) is int:
-                return float(data)
-            raise self._wrong(where, tp, data)
-        if tp in (int, str, bytes):
-            if type(data) is not tp:
-                raise self._wrong(where, tp, data)
-            return data
-        if tp is bool:
-            if type(data) is not bool:
-                raise self._wrong(where, tp, data)
-            return data
-        if tp is type(None):
-            if data is not None:
-                raise self._wrong(where, tp, data)
-            return None
         part = self.parts.get(tp) if isinstance(tp, type) else None
         if part is not None:
             return self._decode_part(part, data, ctx, where, versions)
@@ -217,55 +201,93 @@ class Codec:
             if data not in args:
                 raise StateFormatError(f"{where}: {data!r} is not one of {', '.join(map(repr, args))}")
             return data
-        if tp is bytearray:
-            if type(data) is not bytes:
-                raise self._wrong(where, tp, data)
-            return bytearray(data)
-        if tp is array.array:
-            if type(data) is bytes and len(data) % 8 == 0:
-                values = array.array("d")
-                values.frombytes(data)
-                return values
-            raise self._wrong(where, tp, data)
+        if tp is bytearray or tp is array.array:
+            return self._buffer(data, tp, where)
         if origin in (list, deque, set, frozenset, tuple):
-            if type(data) is not list:
-                raise self._wrong(where, tp, data)
-            if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-                if len(data) != len(args):
-                    raise StateFormatError(f"{where}: {len(data)} items where {len(args)} belong")
-                return tuple(
-                    self.decode(v, a, ctx, f"{where}[{i}]", versions)
-                    for i, (v, a) in enumerate(zip(data, args, strict=True))
-                )
-            item = args[0]
-            items = [self.decode(v, item, ctx, f"{where}[{i}]", versions) for i, v in enumerate(data)]
-            if origin is list:
-                return items
-            if origin is tuple:
-                return tuple(items)
-            if origin is deque:
-                return deque(items)
-            return set(items) if origin is set else frozenset(items)
+            return self._sequence(data, tp, origin, args, ctx, where, versions)
         if origin in (dict, Counter):
-            key, val = args if origin is dict else (args[0], int)
-            out: dict[Any, Any] = Counter() if origin is Counter else {}
-            if key is str:
-                if type(data) is not dict:
-                    raise self._wrong(where, tp, data)
-                for k, v in data.items():
-                    if type(k) is not str:
-                        raise StateFormatError(f"{where}: key {k!r} is not a string")
-                    out[k] = self.decode(v, val, ctx, f"{where}[{k!r}]", versions)
-                return out
-            if type(data) is not list:
-                raise self._wrong(where, tp, data)
-            for i, pair in enumerate(data):
-                if type(pair) is not list or len(pair) != 2:
-                    raise StateFormatError(f"{where}[{i}]: not a (key, value) pair")
-                k = self.decode(pair[0], key, ctx, f"{where}[{i}].key", versions)
-                out[k] = self.decode(pair[1], val, ctx, f"{where}[{k!r}]", versions)
-            return out
+            return self._mapping(data, tp, origin, args, ctx, where, versions)
         raise StateFormatError(f"{where}: no stored form for {tp}")
+
+    def _scalar(self, data: Any, tp: Any, where: str) -> Any:
+        if tp is float:
+            if type(data) is float:
+                return data
+            if type(data) is int:
+                return float(data)
+        elif type(data) is tp or (tp is type(None) and data is None):
+            return data
+        raise self._wrong(where, tp, data)
+
+    def _buffer(self, data: Any, tp: Any, where: str) -> Any:
+        if type(data) is bytes and tp is bytearray:
+            return bytearray(data)
+        if type(data) is bytes and len(data) % 8 == 0:
+            values = array.array("d")
+            values.frombytes(data)
+            return values
+        raise self._wrong(where, tp, data)
+
+    def _sequence(
+        self,
+        data: Any,
+        tp: Any,
+        origin: Any,
+        args: tuple[Any, ...],
+        ctx: Context,
+        where: str,
+        versions: Mapping[str, int],
+    ) -> Any:
+        if type(data) is not list:
+            raise self._wrong(where, tp, data)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(data) != len(args):
+                raise StateFormatError(f"{where}: {len(data)} items where {len(args)} belong")
+            return tuple(
+                self.decode(v, a, ctx, f"{where}[{i}]", versions)
+                for i, (v, a) in enumerate(zip(data, args, strict=True))
+            )
+        item = args[0]
+        if item in _SCALARS and all(type(v) is item for v in data):
+            items = list(data)  # the common case of long lists of numbers: checked at once
+        else:
+            items = [self.decode(v, item, ctx, f"{where}[{i}]", versions) for i, v in enumerate(data)]
+        if origin is list:
+            return items
+        if origin is tuple:
+            return tuple(items)
+        if origin is deque:
+            return deque(items)
+        return set(items) if origin is set else frozenset(items)
+
+    def _mapping(
+        self,
+        data: Any,
+        tp: Any,
+        origin: Any,
+        args: tuple[Any, ...],
+        ctx: Context,
+        where: str,
+        versions: Mapping[str, int],
+    ) -> Any:
+        key, val = args if origin is dict else (args[0], int)
+        out: dict[Any, Any] = Counter() if origin is Counter else {}
+        if key is str:
+            if type(data) is not dict:
+                raise self._wrong(where, tp, data)
+            for k, v in data.items():
+                if type(k) is not str:
+                    raise StateFormatError(f"{where}: key {k!r} is not a string")
+                out[k] = self.decode(v, val, ctx, f"{where}[{k!r}]", versions)
+            return out
+        if type(data) is not list:
+            raise self._wrong(where, tp, data)
+        for i, pair in enumerate(data):
+            if type(pair) is not list or len(pair) != 2:
+                raise StateFormatError(f"{where}[{i}]: not a (key, value) pair")
+            k = self.decode(pair[0], key, ctx, f"{where}[{i}].key", versions)
+            out[k] = self.decode(pair[1], val, ctx, f"{where}[{k!r}]", versions)
+        return out
 
     def decode_part(self, name: str, data: Any, ctx: Context, where: str, versions: Mapping[str, int]) -> Any:
         part = self.by_name.get(name)
