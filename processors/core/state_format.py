@@ -69,8 +69,8 @@ def _open(blob: bytes, magic: bytes, what: str) -> dict[str, Any]:
     if not blob.startswith(magic):
         if blob[:1] == b"\x80":
             raise StateFormatError(
-                f"{what}: a Python pickle (the format before release 0.2), refused: loading a pickle runs "
-                "code. Rebuild the shard's state with `shelfstream warm-start --force`"
+                f"{what}: a Python pickle (the checkpoint format of earlier builds), refused: loading a "
+                "pickle runs code. Rebuild the shard's state with `shelfstream warm-start --force`"
             )
         raise StateFormatError(f"{what}: not a shelfstream object (it starts {blob[:24]!r})")
     try:
